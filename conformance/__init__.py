@@ -1,0 +1,1 @@
+"""The conformance suite's library: comparisons and their messages (more to come with the backends)."""

@@ -1,0 +1,233 @@
+"""The checks that prove the spec right, as plain functions.
+
+The tests call them on the real spec; the meta-tests (test_mutants.py) call
+the same functions on deliberately broken specs and require them to fail.
+They reach the spec through ``spec.lstm`` at call time, so a mutant patched
+into that module is what they check.
+
+Tolerances here are for proving the float64 spec, and each says why.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from backends import onnx_lstm
+from conformance.compare import assert_close
+from spec import lstm
+from spec.cases import CaseData, rng_for
+from spec.params import LSTMParams
+
+# Central differences with step EPS: truncation error EPS^2/6 * |L'''| (below 1e-9 even for
+# the saturating case, whose weights are 30x larger) plus rounding error
+# ~1e-16 * |L| / EPS (~1e-9 here). Both are far below these tolerances; every
+# mutant the meta-tests plant moves a gradient by more than 1e-3.
+FD_EPS = 1e-6
+FD_ATOL = 1e-7
+FD_RTOL = 1e-6
+
+# Directional check: one scalar, relative to the size of the terms.
+DIRECTIONAL_RTOL = 1e-6
+
+# Two float64 implementations of the same equations, with a different order of
+# operations: each rounding is 1.1e-16 and the LSTM's state is contractive,
+# so errors stay near 1e-15 even over 512 steps (measured: 4e-16).
+ONNX_REFERENCE_ATOL = 1e-12
+ONNX_REFERENCE_RTOL = 1e-12
+
+# onnx's node cases carry outputs that its own reference computed in float32:
+# we compute in float64, so the difference is their rounding, a few float32
+# ulps on values below 1 (float32 eps = 1.19e-7).
+ONNX_NODE_CASE_ATOL = 8 * float(np.finfo(np.float32).eps)
+ONNX_NODE_CASE_RTOL = 8 * float(np.finfo(np.float32).eps)
+
+GRADIENT_NAMES = ("x", "h0", "c0", "W", "U", "b", "p")
+
+
+def run_spec(data: CaseData):
+    """Forward and backward of the (possibly patched) spec on a case's data."""
+    fwd = lstm.forward(data.params, data.x, data.h0, data.c0, forget_bias=data.forget_bias, dtype=data.x.dtype)
+    grads = lstm.backward(fwd, data.dh_seq, data.dh_T, data.dc_T)
+    return fwd, grads
+
+
+def _arguments(data: CaseData) -> dict[str, np.ndarray]:
+    return {**data.inputs(), **data.params.tensors()}
+
+
+def _loss(data: CaseData, arguments: dict[str, np.ndarray]) -> float:
+    params = LSTMParams(**{k: arguments[k] for k in data.params.tensors()})
+    fwd = lstm.forward(params, arguments["x"], arguments["h0"], arguments["c0"], forget_bias=data.forget_bias)
+    return lstm.loss(fwd, data.dh_seq, data.dh_T, data.dc_T)
+
+
+def finite_difference_gradients(data: CaseData, eps: float = FD_EPS) -> dict[str, np.ndarray]:
+    """dL/dθ for every element of every input and parameter, by central differences."""
+    arguments = _arguments(data)
+    gradients = {}
+    for name, value in arguments.items():
+        gradient = np.empty_like(value)
+        for index in np.ndindex(value.shape):
+            shifted = dict(arguments)
+            plus, minus = value.copy(), value.copy()
+            plus[index] += eps
+            minus[index] -= eps
+            shifted[name] = plus
+            up = _loss(data, shifted)
+            shifted[name] = minus
+            gradient[index] = (up - _loss(data, shifted)) / (2 * eps)
+        gradients[name] = gradient
+    return gradients
+
+
+def check_gradients_by_finite_differences(data: CaseData) -> None:
+    """Every element of every gradient against central differences."""
+    _, grads = run_spec(data)
+    numeric = finite_difference_gradients(data)
+    analytic = grads.tensors()
+    assert sorted(analytic) == sorted(numeric), f"gradients returned for {sorted(analytic)}, expected {sorted(numeric)}"
+    for name in GRADIENT_NAMES:
+        if name in numeric:
+            assert_close(f"grad {name}", analytic[name], numeric[name], atol=FD_ATOL, rtol=FD_RTOL, context=data.case.name)
+
+
+def check_directional_derivative(data: CaseData, directions: int = 2) -> None:
+    """<v, J^T u> from backward() against the central difference of <u, F(θ + εv)> along random v."""
+    _, grads = run_spec(data)
+    analytic = grads.tensors()
+    arguments = _arguments(data)
+    for k in range(directions):
+        v = {name: rng_for(data.case, f"direction {k} {name}").normal(size=value.shape) for name, value in arguments.items()}
+        lhs_terms = [float(np.vdot(v[name], analytic[name])) for name in arguments]
+        lhs = sum(lhs_terms)
+        plus = {name: value + FD_EPS * v[name] for name, value in arguments.items()}
+        minus = {name: value - FD_EPS * v[name] for name, value in arguments.items()}
+        rhs = (_loss(data, plus) - _loss(data, minus)) / (2 * FD_EPS)
+        scale = sum(abs(t) for t in lhs_terms) + 1.0
+        error = abs(lhs - rhs)
+        assert error <= DIRECTIONAL_RTOL * scale, (
+            f"{data.case.name}: directional derivative along random direction {k}: "
+            f"<v, J^T u> = {lhs:.12g} from backward(), finite difference {rhs:.12g}; "
+            f"error {error:.3g} > tolerance {DIRECTIONAL_RTOL * scale:.3g} "
+            f"(rtol {DIRECTIONAL_RTOL:g} x the sum of |terms| + 1)"
+        )
+
+
+def check_against_onnx_reference(data: CaseData) -> None:
+    """The forward outputs against onnx.reference's LSTM on the same weights (converted to ONNX's layout)."""
+    fwd, _ = run_spec(data)
+    reference = onnx_lstm.ReferenceLSTM(data.params, data.forget_bias)
+    with warnings.catch_warnings():
+        # onnx.reference's sigmoid is 1 / (1 + exp(-z)): exp overflows (harmlessly) in saturation.
+        warnings.filterwarnings("ignore", "overflow encountered in exp", RuntimeWarning)
+        h_seq, h_T, c_T = reference(data.x, data.h0, data.c0)
+    for name, got, expected in (("h_seq", fwd.h_seq, h_seq), ("h_T", fwd.h_T, h_T), ("c_T", fwd.c_T, c_T)):
+        assert_close(
+            name, got, expected, atol=ONNX_REFERENCE_ATOL, rtol=ONNX_REFERENCE_RTOL, context=f"{data.case.name} vs onnx.reference"
+        )
+
+
+# ---------------------------------------------------------------------------
+# onnx's own backend test cases for the LSTM operator.
+# ---------------------------------------------------------------------------
+
+#: The attributes of the ONNX LSTM that this spec does not model, and why.
+_UNMODELLED_ATTRIBUTES = {
+    "activations": "custom activation functions: the spec is the LSTM with sigmoid and tanh",
+    "activation_alpha": "custom activation functions: the spec is the LSTM with sigmoid and tanh",
+    "activation_beta": "custom activation functions: the spec is the LSTM with sigmoid and tanh",
+    "clip": "cell clipping is not part of the spec's equations",
+    "input_forget": "coupled input and forget gates are not part of the spec's equations",
+}
+
+
+def onnx_case_attributes(testcase) -> dict[str, object]:
+    from onnx import helper
+
+    (node,) = testcase.model.graph.node
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def onnx_case_scope(testcase) -> str | None:
+    """None when the spec models everything the case uses; otherwise why it is out of scope."""
+    attributes = onnx_case_attributes(testcase)
+    direction = attributes.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    if direction != "forward":
+        return (
+            f"direction={direction}: the spec is the forward LSTM; ONNX builds reverse and "
+            "bidirectional runs from it (a time reversal, two stacked directions), which is ONNX "
+            "plumbing rather than LSTM equations"
+        )
+    for attribute, reason in _UNMODELLED_ATTRIBUTES.items():
+        if attribute in attributes:
+            return f"{attribute}: {reason}"
+    feeds = _onnx_case_feeds(testcase)
+    lens = feeds.get("sequence_lens")
+    if lens is not None:
+        T = feeds["X"].shape[1 if attributes.get("layout", 0) else 0]
+        if not np.all(lens == T):
+            return "sequence_lens shorter than the sequence: variable-length batches are not modelled"
+    return None
+
+
+def _onnx_case_feeds(testcase) -> dict[str, np.ndarray]:
+    names = [i.name for i in testcase.model.graph.input]
+    ((inputs, _outputs),) = testcase.data_sets
+    return {name: value for name, value in zip(names, inputs) if value is not None and value.size}
+
+
+def check_onnx_node_case(testcase) -> None:
+    """Run the spec in float64 on an in-scope onnx node case and compare with its stored outputs."""
+    attributes = onnx_case_attributes(testcase)
+    batchwise = bool(attributes.get("layout", 0))
+    feeds = _onnx_case_feeds(testcase)
+    as64 = {name: value.astype(np.float64) for name, value in feeds.items() if value.dtype.kind == "f"}
+    params = onnx_lstm.from_onnx(as64["W"], as64["R"], as64.get("B"), as64.get("P"))
+    H = params.hidden_size
+    x = as64["X"].swapaxes(0, 1) if batchwise else as64["X"]
+    B = x.shape[1]
+
+    def state(name):
+        if name not in as64:
+            return np.zeros((B, H))
+        return as64[name][:, 0] if batchwise else as64[name][0]
+
+    fwd = lstm.forward(params, np.ascontiguousarray(x), state("initial_h"), state("initial_c"))
+    # ONNX shapes in layout 0: Y (T, 1, B, H), Y_h and Y_c (1, B, H).
+    ours = {"Y": fwd.h_seq[:, None], "Y_h": fwd.h_T[None], "Y_c": fwd.c_T[None]}
+    output_names = [o.name for o in testcase.model.graph.output]
+    ((_inputs, outputs),) = testcase.data_sets
+    (node,) = testcase.model.graph.node
+    # Graph outputs map to node outputs by name; the node's positions say which is Y, Y_h, Y_c.
+    role = {name: ("Y", "Y_h", "Y_c")[k] for k, name in enumerate(node.output) if name}
+    assert output_names, f"{testcase.name}: no outputs to compare"
+    for name, expected in zip(output_names, outputs):
+        if batchwise:  # layout 1 is Y (B, T, 1, H), Y_h and Y_c (B, 1, H): back to layout 0
+            expected = expected.transpose(1, 2, 0, 3) if role[name] == "Y" else expected.transpose(1, 0, 2)
+        assert_close(
+            role[name],
+            ours[role[name]],
+            expected,
+            atol=ONNX_NODE_CASE_ATOL,
+            rtol=ONNX_NODE_CASE_RTOL,
+            context=f"onnx node case {testcase.name}",
+        )
+
+
+_ONNX_CASES = None
+
+
+def onnx_lstm_node_cases() -> dict[str, object]:
+    """onnx's LSTM node cases, regenerated from its case definitions (the wheel has no data files)."""
+    global _ONNX_CASES
+    if _ONNX_CASES is None:
+        from onnx.backend.test.case.node import collect_testcases
+
+        with warnings.catch_warnings():
+            # Generating the cases runs every operator's definitions, some of which overflow on purpose.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            _ONNX_CASES = {case.name: case for case in collect_testcases(op_type="LSTM")}
+    return _ONNX_CASES
