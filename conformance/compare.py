@@ -85,7 +85,7 @@ class Comparison:
         if self.problem:
             return f"{prefix}{self.name}: {self.problem}"
         tolerance = self.atol + self.rtol * abs(self.expected)
-        verdict = f"exceeded {self.worst_ratio:.3g}x" if not self.ok else f"within it ({self.worst_ratio:.2g} of it used)"
+        verdict = f"exceeded {self.worst_ratio:.4g}x" if not self.ok else f"within it ({self.worst_ratio:.2g} of it used)"
         return (
             f"{prefix}{self.name}: worst error {self.worst_error:.3g} at {self.where}: "
             f"got {self.got:.10g}, expected {self.expected:.10g}; tolerance {tolerance:.3g} "

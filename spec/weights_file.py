@@ -130,7 +130,7 @@ def _check_layout(where: str, layout: Mapping[str, tuple[str, tuple[int, ...]]],
     if unexpected:
         raise WeightFileError(where, unexpected[0], "unexpected tensor", f"tensors {sorted(shapes)}", f"tensors {sorted(layout)}")
     file_dtype = layout["W"][0]
-    for name in sorted(shapes):
+    for name in shapes:  # W first: the others are compared with it
         dtype, shape = layout[name]
         if dtype not in _DTYPES:
             raise WeightFileError(where, name, "unsupported dtype", "F64 or F32", dtype)
