@@ -1,0 +1,101 @@
+"""Benchmark plumbing: FLOP counts on every result, what the figures depend on, and the spec's targets.
+
+FLOP convention (as DeepBench and most LSTM papers): 8 * B * H * (I + H) * T
+per forward pass (the two matrix products; elementwise work is not counted);
+a backward pass counts twice that, forward + backward three times.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+import pytest
+
+#: name -> (median seconds, FLOPs) of the benchmarks run in this session.
+RESULTS: dict[str, tuple[float, float]] = {}
+
+#: Medians and ratio of the interleaved spec / onnx.reference rounds (test_side_by_side_with_onnx_reference).
+SIDE_BY_SIDE: dict[str, float] = {}
+
+#: The spec's speed targets (issue 2): (numerator, denominator, minimum ratio, what it means).
+SPEC_TARGETS = (
+    ("spec forward", "matrix product", 0.55, "of the float64 matrix-product rate"),
+    ("spec forward", "onnx.reference forward", 1.25, "x onnx.reference's speed (separate runs)"),
+)
+SIDE_BY_SIDE_TARGET = 1.25
+
+
+def lstm_flop(T: int, B: int, I: int, H: int) -> float:
+    return 8.0 * B * H * (I + H) * T
+
+
+@pytest.fixture
+def measure(benchmark):
+    """measure(name, fn, flop=...): time fn with pytest-benchmark and record its median and FLOP rate."""
+
+    def run(name, fn, *, flop, rounds=15, warmup_rounds=2):
+        benchmark.extra_info["flop"] = flop
+        benchmark.extra_info["flop_convention"] = "8*B*H*(I+H)*T per forward; backward 2x"
+        result = benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+        stats = getattr(benchmark, "stats", None)
+        if stats is not None and stats.stats.rounds:
+            median = stats.stats.median
+            benchmark.extra_info["gflops_at_median"] = flop / median / 1e9
+            RESULTS[name] = (median, flop)
+        return result
+
+    return run
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    machine_info["lstm_conformance"] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+        "numpy": np.__version__,
+        "blas": f"{blas.get('name')} {blas.get('version')}",
+        "onnx": _version("onnx"),
+    }
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RESULTS:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("FLOP rates (medians)")
+    for name, (median, flop) in RESULTS.items():
+        write(f"  {name:<32} {median * 1e3:9.2f} ms  {flop / median / 1e9:7.1f} GFLOP/s")
+    rate = {name: flop / median for name, (median, flop) in RESULTS.items()}
+    for numerator, denominator, minimum, meaning in SPEC_TARGETS:
+        if numerator in rate and denominator in rate:
+            ratio = rate[numerator] / rate[denominator]
+            verdict = "met" if ratio >= minimum else "MISSED"
+            write(f"  {numerator}: {ratio:.2f} {meaning} (target >= {minimum}): {verdict}")
+    if SIDE_BY_SIDE:
+        ratio = SIDE_BY_SIDE["ratio"]
+        verdict = "met" if ratio >= SIDE_BY_SIDE_TARGET else "MISSED"
+        write(
+            f"  spec forward vs onnx.reference, interleaved rounds: {SIDE_BY_SIDE['spec'] * 1e3:.1f} ms vs "
+            f"{SIDE_BY_SIDE['onnx.reference'] * 1e3:.1f} ms (medians): {ratio:.2f}x (target >= {SIDE_BY_SIDE_TARGET}): {verdict}"
+        )

@@ -1,0 +1,93 @@
+"""The spec's speed, float64, at B=64, T=25, I=H=512, beside the matrix-product rate and onnx.reference.
+
+    python3 dev.py bench bench/test_spec_speed.py
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from bench.conftest import SIDE_BY_SIDE, lstm_flop
+from spec import lstm
+from spec.cases import BENCH_CASE, make_case_data
+
+CASE = BENCH_CASE
+FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)
+MATMUL_N = 1024
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_case_data(CASE)
+
+
+def test_matrix_product_rate(measure):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(MATMUL_N, MATMUL_N)), rng.normal(size=(MATMUL_N, MATMUL_N))
+    measure("matrix product", lambda: a @ b, flop=2.0 * MATMUL_N**3, rounds=20)
+
+
+def test_spec_forward(measure, data):
+    measure("spec forward", lambda: lstm.forward(data.params, data.x, data.h0, data.c0), flop=FLOP)
+
+
+def test_onnx_reference_forward(measure, data):
+    pytest.importorskip("onnx", reason="onnx.reference is the side-by-side reference; pip install onnx")
+    from backends.onnx_lstm import ReferenceLSTM
+
+    reference = ReferenceLSTM(data.params)
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # its sigmoid overflows harmlessly in saturation
+            return reference(data.x, data.h0, data.c0)
+
+    measure("onnx.reference forward", run, flop=FLOP)
+
+
+def test_side_by_side_with_onnx_reference(benchmark, data):
+    """The spec's target ratio, measured fairly: the two forwards alternate round by round on the
+    same input, so drifts of a shared virtual machine hit both; medians of 21 rounds each."""
+    pytest.importorskip("onnx", reason="onnx.reference is the side-by-side reference; pip install onnx")
+    import time
+
+    from backends.onnx_lstm import ReferenceLSTM
+
+    reference = ReferenceLSTM(data.params)
+    runs = {
+        "spec": lambda: lstm.forward(data.params, data.x, data.h0, data.c0),
+        "onnx.reference": lambda: reference(data.x, data.h0, data.c0),
+    }
+    times = {name: [] for name in runs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, run in runs.items():  # warm-up
+            run()
+        for _ in range(21):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    ratio = medians["onnx.reference"] / medians["spec"]
+    benchmark.extra_info.update({f"median_s {name}": m for name, m in medians.items()})
+    benchmark.extra_info["speedup_over_onnx_reference"] = ratio
+    SIDE_BY_SIDE.update(medians, ratio=ratio)
+    # pytest-benchmark needs one timed call; the figures above are the result.
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+
+
+def test_spec_backward(measure, data):
+    fwd = lstm.forward(data.params, data.x, data.h0, data.c0)
+    measure("spec backward", lambda: lstm.backward(fwd, data.dh_seq, data.dh_T, data.dc_T), flop=2 * FLOP)
+
+
+def test_spec_forward_and_backward(measure, data):
+    def run():
+        fwd = lstm.forward(data.params, data.x, data.h0, data.c0)
+        return lstm.backward(fwd, data.dh_seq, data.dh_T, data.dc_T)
+
+    measure("spec forward+backward", run, flop=3 * FLOP)
