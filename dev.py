@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up the project's environment and run its jobs. Needs only Python 3.10+ and pip.
 
-    python3 dev.py               the main job: set everything up, then run the conformance checks
+    python3 dev.py               the main job: set everything up, then run the conformance suite across all backends
     python3 dev.py test          set everything up, then run the project's tests
     python3 dev.py bench [args]  set everything up, then run the benchmarks (pytest-benchmark args pass through)
     python3 dev.py setup         only set up
@@ -81,11 +81,11 @@ def main(argv: list[str]) -> int:
     if job == "setup":
         return 0
     if job == "test":
-        return pytest(["tests", *rest])
+        return pytest(["tests", "conformance", *rest])
     if job == "bench":
         return pytest(["bench", "--benchmark-columns=min,median,max,rounds", *rest])
-    # The conformance checks that exist so far: the spec against its independent references.
-    return pytest(["tests/spec", "-q", *rest])
+    # The main job: every installed backend against the spec.
+    return pytest(["conformance", "-q", "-rs", *rest])
 
 
 if __name__ == "__main__":

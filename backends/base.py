@@ -1,0 +1,150 @@
+"""The adapter contract: what an implementation of the LSTM gives the conformance suite.
+
+An implementation is one row of the conformance matrix (a framework's native
+LSTM, or an LSTM built from its ops). It converts the canonical parameters
+(:class:`spec.LSTMParams`, gates i, f, g, o) to its native layout and back,
+runs forward on NumPy inputs and returns NumPy outputs, and computes the
+gradients of those outputs with its own autodiff, returned in the canonical
+layout. What it cannot do it declares, and the suite reports "not supported".
+
+Third parties implement the same contract (see README, "Testing your own
+implementation"); :mod:`backends.plugin` loads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from spec.params import GATES, LSTMParams
+
+VARIANTS = ("standard", "peephole")
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "cuda")
+GRADIENT_NAMES = ("x", "h0", "c0", "W", "U", "b", "p")
+
+
+class NotSupported(Exception):
+    """The implementation does not do this (a dtype, a device, peepholes, gradients); the message says what."""
+
+
+class Unavailable(Exception):
+    """The implementation could do this, but not here: its framework is not installed, or there is no GPU."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    h_seq: np.ndarray  # (T, B, H)
+    h_T: np.ndarray  # (B, H)
+    c_T: np.ndarray  # (B, H)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"h_seq": self.h_seq, "h_T": self.h_T, "c_T": self.c_T}
+
+
+@dataclass(frozen=True)
+class Config:
+    variant: str = "standard"
+    dtype: str = "float64"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for name, value, allowed in (("variant", self.variant, VARIANTS), ("dtype", self.dtype, DTYPES), ("device", self.device, DEVICES)):
+            if value not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant}-{self.dtype}-{self.device}"
+
+
+@dataclass
+class Implementation:
+    """Base class for implementations: declare what you support, override the methods.
+
+    ``id`` is stable (it names the matrix row and the test ids); ``framework``
+    names the package whose absence makes the row unavailable.
+    """
+
+    id: str = ""
+    framework: str = ""
+    description: str = ""
+    variants: tuple[str, ...] = VARIANTS
+    dtypes: tuple[str, ...] = DTYPES
+    devices: tuple[str, ...] = ("cpu",)
+    gradients: bool = True
+    #: Why a variant, dtype, device or gradients are unsupported, for the report.
+    unsupported_reasons: Mapping[str, str] = field(default_factory=dict)
+
+    # -- what it can do -----------------------------------------------------
+
+    def availability(self, device: str = "cpu") -> str | None:
+        """None if the implementation can run on ``device`` here, else why not (skipped, with that reason)."""
+        return None
+
+    def check(self, config: Config, *, gradients: bool = False) -> None:
+        """Raise NotSupported if this implementation does not do ``config`` (or its gradients)."""
+        for kind, value, supported in (
+            ("variant", config.variant, self.variants),
+            ("dtype", config.dtype, self.dtypes),
+            ("device", config.device, self.devices),
+        ):
+            if value not in supported:
+                reason = self.unsupported_reasons.get(value, f"{self.id} does not support {kind} {value}")
+                raise NotSupported(reason)
+        if gradients and not self.gradients:
+            raise NotSupported(self.unsupported_reasons.get("gradients", f"{self.id} computes no gradients"))
+
+    # -- layouts -------------------------------------------------------------
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        """The parameters in the framework's layout (NumPy arrays, plus any attributes such as a forget bias)."""
+        raise NotImplementedError
+
+    def from_native(self, native: Mapping[str, object]) -> LSTMParams:
+        """Canonical parameters from the native layout; a native forget bias is folded into b_f."""
+        raise NotImplementedError
+
+    # -- running -------------------------------------------------------------
+
+    def forward(self, params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, forget_bias: float, config: Config) -> Outputs:
+        raise NotImplementedError
+
+    def backward(
+        self,
+        params: LSTMParams,
+        x: np.ndarray,
+        h0: np.ndarray,
+        c0: np.ndarray,
+        cotangents: Mapping[str, np.ndarray],
+        *,
+        forget_bias: float,
+        config: Config,
+    ) -> dict[str, np.ndarray]:
+        """Gradients of sum <dh_seq, h_seq> + <dh_T, h_T> + <dc_T, c_T> with respect to
+        x, h0, c0, W, U, b (and p), in the canonical layout, by the framework's own autodiff."""
+        raise NotImplementedError
+
+    # -- what results depend on ----------------------------------------------
+
+    def environment(self, device: str = "cpu") -> dict[str, object]:
+        """Versions, device name, TF32 and thread settings: recorded beside every result."""
+        return {}
+
+
+def fold_forget_bias(b: np.ndarray, forget_bias: float) -> np.ndarray:
+    """b with the forget bias added to the f block (canonical layout): how every layout without
+    a forget-bias attribute carries one."""
+    out = b.copy()
+    out[GATES.index("f")] += forget_bias
+    return out
+
+
+def require_dtype(name: str, array: np.ndarray, dtype: str) -> np.ndarray:
+    """An adapter's output must come back in the dtype it was asked for; a framework that computed in
+    another one (a silent downcast) is caught here rather than trusted."""
+    if array.dtype != np.dtype(dtype):
+        raise NotSupported(f"{name} came back as {array.dtype}, not the requested {dtype}: the framework did not compute in {dtype}")
+    return array

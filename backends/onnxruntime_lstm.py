@@ -1,0 +1,80 @@
+"""ONNX Runtime's ``LSTM`` operator: forward only (ORT has no gradient for it), float32 only
+("does not support double"), peepholes native. Layout: :mod:`backends.onnx_lstm`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from backends import onnx_lstm
+from backends.base import Config, Implementation, Outputs, Unavailable, require_dtype
+from spec.params import LSTMParams
+
+
+@lru_cache(maxsize=None)
+def _session(input_size: int, hidden_size: int, peephole: bool, device: str):
+    import onnxruntime as ort
+
+    model = onnx_lstm.lstm_model(input_size, hidden_size, np.float32, peephole)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _threads()
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+
+
+def _threads() -> int:
+    return int(os.environ.get("LSTMC_THREADS", os.cpu_count() or 1))
+
+
+@dataclass
+class OnnxRuntimeLSTM(Implementation):
+    id: str = "onnxruntime/LSTM"
+    framework: str = "onnxruntime"
+    description: str = "ONNX Runtime's LSTM operator (opset 14), peepholes native"
+    dtypes: tuple[str, ...] = ("float32",)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    gradients: bool = False
+    unsupported_reasons: dict = field(
+        default_factory=lambda: {
+            "float64": "ONNX Runtime's LSTM kernel is float32 only (it rejects double)",
+            "gradients": "ONNX Runtime registers no gradient for LSTM (inference only)",
+        }
+    )
+
+    def availability(self, device: str = "cpu") -> str | None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed (pip install 'lstm-conformance[onnxruntime]')"
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "no CUDA execution provider in this onnxruntime build (install onnxruntime-gpu on a machine with a GPU)"
+        return None
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        return onnx_lstm.to_onnx(params, forget_bias)
+
+    def from_native(self, native) -> LSTMParams:
+        return onnx_lstm.from_onnx(native["W"], native["R"], native.get("B"), native.get("P"))
+
+    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+        self.check(config)
+        if (reason := self.availability(config.device)) is not None:
+            raise Unavailable(reason)
+        session = _session(params.input_size, params.hidden_size, params.peephole, config.device)
+        Y, Y_h, Y_c = session.run(None, onnx_lstm.feeds(params, x, h0, c0, forget_bias))
+        return Outputs(
+            h_seq=require_dtype("h_seq", Y[:, 0], config.dtype),
+            h_T=require_dtype("h_T", Y_h[0], config.dtype),
+            c_T=require_dtype("c_T", Y_c[0], config.dtype),
+        )
+
+    def environment(self, device: str = "cpu") -> dict[str, object]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__, "intra_op_threads": _threads(), "providers": ort.get_available_providers()}
+
+
+IMPLEMENTATIONS = (OnnxRuntimeLSTM(),)

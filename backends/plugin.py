@@ -1,0 +1,157 @@
+"""Loading someone else's implementation: ``pytest conformance/ --backend path/to/impl.py`` or
+``--backend package.module:object``.
+
+What is loaded may be
+
+- an :class:`backends.base.Implementation` instance or subclass, or a module whose
+  ``IMPLEMENTATIONS`` (a sequence) or ``IMPLEMENTATION`` holds such objects; or
+- a plain module (or object) with functions, the smallest contract::
+
+      ID = "my-lstm"                           # optional: the row's name (default: the file or module name)
+      DTYPES = ("float32", "float64")          # optional: what it computes in (default: both)
+      VARIANTS = ("standard", "peephole")      # optional (default: both)
+      def forward(params, x, h0, c0, *, forget_bias): return h_seq, h_T, c_T
+      def backward(params, x, h0, c0, dh_seq, dh_T, dc_T, *, forget_bias): return {"x": ..., "W": ..., ...}  # optional
+
+  ``params`` is a :class:`spec.LSTMParams` (W (4, H, I), U (4, H, H), b (4, H),
+  p (3, H) or None; gates i, f, g, o) and every array is a NumPy array in the
+  requested dtype. Gradients come back in the same canonical layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+
+from backends.base import DTYPES, VARIANTS, Config, Implementation, NotSupported, Outputs, require_dtype
+
+
+class BackendLoadError(Exception):
+    """--backend names something that cannot be loaded as an implementation; the message says how to fix it."""
+
+
+@dataclass
+class FunctionImplementation(Implementation):
+    """An implementation made of two plain functions (the smallest third-party contract)."""
+
+    forward_function: Callable | None = None
+    backward_function: Callable | None = None
+    unsupported_reasons: dict = field(default_factory=dict)
+
+    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+        self.check(config)
+        result = self.forward_function(params, x, h0, c0, forget_bias=forget_bias)
+        try:
+            h_seq, h_T, c_T = result
+        except (TypeError, ValueError):
+            raise TypeError(f"{self.id}: forward must return (h_seq, h_T, c_T), got {type(result).__name__}") from None
+        return Outputs(*(require_dtype(n, np.asarray(a), config.dtype) for n, a in (("h_seq", h_seq), ("h_T", h_T), ("c_T", c_T))))
+
+    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        self.check(config, gradients=True)
+        grads = self.backward_function(params, x, h0, c0, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"], forget_bias=forget_bias)
+        if not isinstance(grads, dict):
+            raise TypeError(f"{self.id}: backward must return a dict of gradients, got {type(grads).__name__}")
+        return {name: np.asarray(value) for name, value in grads.items()}
+
+
+def load_backend(target: str) -> list[Implementation]:
+    """The implementations named by ``target`` (a .py path, ``module`` or ``module:object``)."""
+    module, attribute = _import_target(target)
+    obj = module if attribute is None else _get_attribute(module, attribute, target)
+    implementations = _implementations_from(obj, default_id=_default_id(target, attribute))
+    if not implementations:
+        raise BackendLoadError(
+            f"--backend {target}: found no implementation. Define IMPLEMENTATIONS (or IMPLEMENTATION) "
+            "holding backends.base.Implementation objects, or functions forward(params, x, h0, c0, *, forget_bias) "
+            "[and backward(...)]; see backends/plugin.py and the README."
+        )
+    return implementations
+
+
+def _import_target(target: str) -> tuple[ModuleType, str | None]:
+    path = Path(target)
+    if target.endswith(".py") or path.suffix == ".py" or (path.exists() and path.is_file()):
+        if not path.is_file():
+            raise BackendLoadError(f"--backend {target}: no such file (relative paths are taken from {Path.cwd()})")
+        name = f"lstm_conformance_backend_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path.resolve())
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            raise BackendLoadError(f"--backend {target}: importing it failed: {type(error).__name__}: {error}") from error
+        return module, None
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise BackendLoadError(
+            f"--backend {target}: cannot import module {module_name!r} ({error}); give a path to a .py file "
+            "or an importable module, optionally with :object"
+        ) from error
+    return module, attribute or None
+
+
+def _get_attribute(module, attribute, target):
+    obj = module
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise BackendLoadError(f"--backend {target}: {module.__name__} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _default_id(target: str, attribute: str | None) -> str:
+    if attribute:
+        return attribute
+    return Path(target).stem if target.endswith(".py") else target
+
+
+def _implementations_from(obj, default_id: str) -> list[Implementation]:
+    if isinstance(obj, Implementation):
+        return [obj]
+    if isinstance(obj, type) and issubclass(obj, Implementation):
+        return [obj()]
+    for name in ("IMPLEMENTATIONS", "IMPLEMENTATION"):
+        found = getattr(obj, name, None)
+        if found is not None:
+            found = list(found) if isinstance(found, (list, tuple)) else [found]
+            bad = [f for f in found if not isinstance(f, Implementation)]
+            if bad:
+                raise BackendLoadError(f"{name} must hold backends.base.Implementation objects; got {type(bad[0]).__name__}")
+            return found
+    forward = getattr(obj, "forward", None)
+    if callable(forward):
+        dtypes = tuple(getattr(obj, "DTYPES", DTYPES))
+        variants = tuple(getattr(obj, "VARIANTS", VARIANTS))
+        for name, values, allowed in (("DTYPES", dtypes, DTYPES), ("VARIANTS", variants, VARIANTS)):
+            if not set(values) <= set(allowed):
+                raise BackendLoadError(f"{name} = {values}: each must be one of {allowed}")
+        backward = getattr(obj, "backward", None)
+        return [
+            FunctionImplementation(
+                id=str(getattr(obj, "ID", default_id)),
+                framework="",
+                description=(getattr(obj, "__doc__", None) or "").strip().splitlines()[0] if getattr(obj, "__doc__", None) else "",
+                variants=variants,
+                dtypes=dtypes,
+                devices=("cpu",),
+                gradients=callable(backward),
+                forward_function=forward,
+                backward_function=backward if callable(backward) else None,
+                unsupported_reasons={"gradients": "the implementation defines no backward()"},
+            )
+        ]
+    return []
+
+
+__all__ = ["BackendLoadError", "FunctionImplementation", "NotSupported", "load_backend"]

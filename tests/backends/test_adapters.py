@@ -1,0 +1,78 @@
+"""What every built-in adapter must do, whatever its framework: exact layout round trips and the permutation canary."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from backends.base import VARIANTS, Config, NotSupported, fold_forget_bias
+from backends.registry import builtin_implementations
+from spec.cases import case_by_name, make_case_data
+from spec.params import GATES, PEEPHOLE_GATES, LSTMParams
+
+IMPLEMENTATIONS = builtin_implementations()
+
+
+def setup(impl, variant):
+    """(config, case data) for impl on CPU in its widest dtype; skip with the reason when it cannot run."""
+    reason = impl.availability("cpu")
+    if reason:
+        pytest.skip(f"unavailable: {reason}")
+    dtype = "float64" if "float64" in impl.dtypes else impl.dtypes[0]
+    config = Config(variant=variant, dtype=dtype, device="cpu")
+    if variant not in impl.variants:
+        with pytest.raises(NotSupported):
+            impl.check(config)
+        pytest.skip(f"not supported: {impl.unsupported_reasons.get(variant, variant)} (and check() says so)")
+    name = "I-ne-H" + ("-peephole" if variant == "peephole" else "")
+    return config, make_case_data(case_by_name(name), dtype)
+
+
+def test_ids_are_unique_and_stable():
+    ids = [i.id for i in IMPLEMENTATIONS]
+    assert len(ids) == len(set(ids))
+    assert all(i.count("/") == 1 and " " not in i for i in ids), ids
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: i.id)
+def test_layout_round_trip_is_exact(impl, variant):
+    _, data = setup(impl, variant)
+    back = impl.from_native(impl.to_native(data.params, 0.0))
+    assert back.tensors().keys() == data.params.tensors().keys()
+    for name, tensor in data.params.tensors().items():
+        assert np.array_equal(back.tensors()[name], tensor), f"{impl.id}: {name} changed in the round trip"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: i.id)
+def test_a_forget_bias_survives_the_round_trip_folded_into_b_f(impl):
+    _, data = setup(impl, impl.variants[0])
+    back = impl.from_native(impl.to_native(data.params, 0.75))
+    np.testing.assert_allclose(back.b, fold_forget_bias(data.params.b, 0.75), rtol=0, atol=4 * np.finfo(data.params.dtype).eps)
+
+
+def swapped(params: LSTMParams, a: int, b: int, peephole_pair: bool = False) -> LSTMParams:
+    order = list(range(3 if peephole_pair else 4))
+    order[a], order[b] = order[b], order[a]
+    if peephole_pair:
+        return LSTMParams(params.W, params.U, params.b, params.p[order])
+    return LSTMParams(params.W[order], params.U[order], params.b[order], params.p)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: i.id)
+def test_permutation_canary(impl, variant):
+    """With gate-distinct weights, swapping any two gates (or peepholes) changes what the implementation computes:
+    so a layout bug of that kind cannot hide behind the test data."""
+    config, data = setup(impl, variant)
+    run = lambda params: impl.forward(params, data.x, data.h0, data.c0, forget_bias=0.0, config=config).h_seq  # noqa: E731
+    base = run(data.params)
+    pairs = [(a, b, False) for a, b in combinations(range(4), 2)]
+    if variant == "peephole":
+        pairs += [(a, b, True) for a, b in combinations(range(3), 2)]
+    for a, b, peep in pairs:
+        difference = np.max(np.abs(run(swapped(data.params, a, b, peep)) - base))
+        names = PEEPHOLE_GATES if peep else GATES
+        assert difference > 1e-3, f"{impl.id}: swapping {'peepholes' if peep else 'gates'} {names[a]} and {names[b]} changed h by only {difference:.2g}"

@@ -1,0 +1,112 @@
+"""Third-party implementations through --backend: the example passes, a broken one fails, bad targets are explained."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.base import Config, NotSupported
+from backends.plugin import BackendLoadError, FunctionImplementation, load_backend
+from spec.cases import case_by_name, make_case_data
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "numpy_lstm.py"
+
+
+def run_suite(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "LSTMC_REQUIRE_PASSES"}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+def test_the_readme_example_passes_the_whole_suite():
+    result = run_suite("--backend", str(EXAMPLE))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "64 passed" in result.stdout
+
+
+def test_a_plugin_with_swapped_gates_fails_and_says_where(tmp_path):
+    broken = tmp_path / "swapped.py"
+    source = EXAMPLE.read_text().replace('ID = "example/numpy"', 'ID = "example/swapped"')
+    # The classic porting bug: f and g blocks exchanged when loading W.
+    source = source.replace("W, U, b, p = params.W, params.U, params.b, params.p", "W, U, b, p = params.W[[0, 2, 1, 3]], params.U, params.b, params.p")
+    broken.write_text(source)
+    result = run_suite("--backend", str(broken), "--dtype", "float64", "-k", "forward and small and not peephole")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "example/swapped" in result.stdout
+    assert "h_seq: worst error" in result.stdout and "batch row" in result.stdout
+
+
+def test_unloadable_targets_are_usage_errors(tmp_path):
+    result = run_suite("--backend", str(tmp_path / "missing.py"))
+    assert result.returncode == 4 and "no such file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("X = 1\n", "found no implementation"),
+        ("raise RuntimeError('boom')\n", "importing it failed: RuntimeError: boom"),
+        ("DTYPES = ('float16',)\ndef forward(params, x, h0, c0, *, forget_bias): pass\n", "DTYPES"),
+        ("IMPLEMENTATIONS = [object()]\n", "must hold backends.base.Implementation objects"),
+    ],
+    ids=["nothing", "import-error", "bad-dtypes", "bad-implementations"],
+)
+def test_load_errors_say_what_to_do(tmp_path, source, fragment):
+    path = tmp_path / "impl.py"
+    path.write_text(source)
+    with pytest.raises(BackendLoadError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        load_backend(str(path))
+
+
+def test_module_and_object_targets(tmp_path, monkeypatch):
+    package = tmp_path / "thirdparty"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "lstms.py").write_text(textwrap.dedent('''
+        from backends.plugin import FunctionImplementation
+        from examples_numpy import forward
+        ROW = FunctionImplementation(id="thirdparty/row", forward_function=forward, dtypes=("float64",), variants=("standard",), gradients=False)
+    '''))
+    (tmp_path / "examples_numpy.py").write_text(EXAMPLE.read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (row,) = load_backend("thirdparty.lstms:ROW")
+    assert row.id == "thirdparty/row"
+    (module_row,) = load_backend("examples_numpy")
+    assert module_row.id == "example/numpy" and module_row.gradients
+    with pytest.raises(BackendLoadError, match="has no attribute"):
+        load_backend("thirdparty.lstms:NOPE")
+    with pytest.raises(BackendLoadError, match="cannot import module"):
+        load_backend("no_such_module_anywhere")
+
+
+def test_function_implementation_declares_what_it_lacks(tmp_path):
+    path = tmp_path / "forward_only.py"
+    path.write_text(EXAMPLE.read_text().split("def backward")[0])
+    (impl,) = load_backend(str(path))
+    assert isinstance(impl, FunctionImplementation) and not impl.gradients
+    with pytest.raises(NotSupported, match="no backward"):
+        impl.check(Config(), gradients=True)
+
+
+def test_wrong_output_dtype_is_caught_not_trusted(tmp_path):
+    path = tmp_path / "downcast.py"
+    path.write_text(textwrap.dedent('''
+        import numpy as np
+        def forward(params, x, h0, c0, *, forget_bias):
+            T, B, H = x.shape[0], x.shape[1], params.W.shape[1]
+            z = np.zeros((T, B, H), np.float32)
+            return z, z[-1], z[-1]
+    '''))
+    (impl,) = load_backend(str(path))
+    d = make_case_data(case_by_name("small"))
+    with pytest.raises(NotSupported, match="float32, not the requested float64"):
+        impl.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=Config(dtype="float64"))
