@@ -8,11 +8,18 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from backends.base import DTYPES, Config
 from backends.plugin import BackendLoadError, load_backend
 from backends.registry import builtin_implementations
+from conformance.report import Result, build_matrix, render_text, write_reports
+from conformance.runner import COMPARISONS
 from spec.cases import CASES_BY_NAME
 
 #: The cases every implementation runs by default, each in both variants.
@@ -30,6 +37,8 @@ def pytest_addoption(parser):
                     help="auto (default): cpu, plus cuda when a CUDA GPU is visible; all: cpu and cuda")
     group.addoption("--dtype", default="all", choices=("all", *DTYPES), help="float32, float64 or all (default)")
     group.addoption("--large", action="store_true", help="also run the large cases (T=512)")
+    group.addoption("--report-dir", default="reports", metavar="DIR",
+                    help="where the matrix is written as conformance.json and conformance.md (default: reports/)")
 
 
 def _cuda_visible() -> bool:
@@ -77,6 +86,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: runs on a CUDA device")
     # Loaded here so that a bad --backend stops the run at once with a usage error (exit 4).
     config._lstmc_implementations = _implementations(config)
+    config._lstmc_results = []
 
 
 def implementations(config):
@@ -115,3 +125,68 @@ def pytest_report_header(config):
         described = ", ".join(f"{k}={v}" for k, v in env.items())
         lines.append(f"  {impl.id}: {described}")
     return lines
+
+
+_KINDS = {"test_forward": "outputs", "test_gradients": "gradients"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    kind = _KINDS.get(getattr(item, "originalname", ""))
+    callspec = getattr(item, "callspec", None)
+    if kind is None or callspec is None or report.when not in ("setup", "call"):
+        return report
+    if report.when == "setup" and report.passed:
+        return report  # the verdict comes with the call
+    impl, run, case = callspec.params["implementation"], callspec.params["run"], callspec.params["case"]
+    result = Result(impl.id, kind, run.dtype, run.device, case.name, status="FAIL")
+    if hasattr(report, "wasxfail"):
+        result.status, result.detail = ("known", report.wasxfail.removeprefix("known non-conformance: ")) if report.skipped else ("FAIL", "a known non-conformance passed: remove it from conformance/known_failures.py")
+    elif report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        for status in ("not supported", "unavailable"):
+            if reason.startswith(status + ": "):
+                result.status, result.detail = status, reason[len(status) + 2 :]
+    elif report.passed:
+        result.status = "pass"
+    else:
+        result.detail = str(report.longrepr).strip().splitlines()[-1][:300] if report.longrepr else ""
+    comparisons = item.stash.get(COMPARISONS, None)
+    if comparisons:
+        finite = [c for c in comparisons if np.isfinite(c.worst_error)]
+        if finite:
+            result.worst_error = max(c.worst_error for c in finite)
+            result.worst_ratio = max(c.worst_ratio for c in finite)
+    item.config._lstmc_results.append(result)
+    return report
+
+
+def _environment(config) -> dict[str, object]:
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "threads (LSTMC_THREADS)": os.environ.get("LSTMC_THREADS", "framework default"),
+    }
+    for impl in implementations(config):
+        if impl.availability("cpu") is None:
+            try:
+                env[impl.id] = impl.environment("cpu")
+            except Exception as error:  # the report must not hide the results
+                env[impl.id] = f"environment() failed: {error}"
+    return env
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    results = getattr(config, "_lstmc_results", None)
+    if not results:
+        return
+    matrix = build_matrix(results, _environment(config))
+    terminalreporter.section("conformance matrix (worst error in eps of the dtype; margin = tolerance / worst error)")
+    for line in render_text(matrix).splitlines():
+        terminalreporter.write_line(line)
+    paths = write_reports(matrix, results, Path(config.getoption("--report-dir")))
+    terminalreporter.write_line("written: " + ", ".join(str(p) for p in paths))

@@ -63,7 +63,12 @@ def compare_all(kind: str, got: dict, expected: dict, dtype: str) -> list[Compar
     return [compare(name, got[name], expected[name], atol=tol.atol, rtol=tol.rtol) for name in expected]
 
 
-def assert_all_close(comparisons: list[Comparison], context: str) -> None:
+COMPARISONS = pytest.StashKey[list]()
+
+
+def assert_all_close(request, comparisons: list[Comparison], context: str) -> None:
+    """Record the comparisons on the test (for the matrix), then fail with every tensor that is out of tolerance."""
+    request.node.stash[COMPARISONS] = comparisons
     failures = [c for c in comparisons if not c.ok]
     if failures:
         raise AssertionError("\n".join(c.message(context) for c in failures))

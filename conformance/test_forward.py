@@ -9,4 +9,4 @@ def test_forward(request, implementation, run, case):
     outputs = call(implementation.forward, data.params, data.x, data.h0, data.c0, forget_bias=case.forget_bias, config=run)
     expected, _ = reference(case, run.dtype)
     comparisons = compare_all("outputs", outputs.tensors(), expected, run.dtype)
-    assert_all_close(comparisons, f"{implementation.id} {run.id} {case.name}")
+    assert_all_close(request, comparisons, f"{implementation.id} {run.id} {case.name}")

@@ -14,4 +14,4 @@ def test_gradients(request, implementation, run, case):
     )
     _, expected = reference(case, run.dtype)
     comparisons = compare_all("gradients", grads, expected, run.dtype)
-    assert_all_close(comparisons, f"{implementation.id} {run.id} {case.name}")
+    assert_all_close(request, comparisons, f"{implementation.id} {run.id} {case.name}")
