@@ -31,14 +31,20 @@ _P_FROM_ONNX = [ONNX_PEEPHOLE_GATES.index(g) for g in PEEPHOLE_GATES]
 
 
 def to_onnx(params: LSTMParams, forget_bias: float = 0.0) -> dict[str, np.ndarray]:
-    """W, R, B (and P) for a forward LSTM node; Rb is zero and the forget bias is folded into Wb."""
+    """W, R, B (and P) for a forward LSTM node; the forget bias is folded into Wb.
+
+    b is split exactly in half between Wb and Rb (halving is exact in binary), so an
+    implementation that drops one of ONNX's two biases gets a wrong answer instead of
+    passing by luck, as it would if all of b sat in Wb.
+    """
     H, I = params.hidden_size, params.input_size
-    Wb = params.b.copy()
+    Rb = params.b * 0.5
+    Wb = Rb.copy()
     Wb[GATES.index("f")] += forget_bias
     tensors = {
         "W": params.W[_TO_ONNX].reshape(1, 4 * H, I),
         "R": params.U[_TO_ONNX].reshape(1, 4 * H, H),
-        "B": np.concatenate([Wb[_TO_ONNX].reshape(4 * H), np.zeros(4 * H, params.dtype)])[None],
+        "B": np.concatenate([Wb[_TO_ONNX].reshape(4 * H), Rb[_TO_ONNX].reshape(4 * H)])[None],
     }
     if params.peephole:
         tensors["P"] = params.p[_P_TO_ONNX].reshape(1, 3 * H)

@@ -19,7 +19,7 @@ from backends.base import DTYPES, Config
 from backends.plugin import BackendLoadError, load_backend
 from backends.registry import builtin_implementations
 from conformance.report import Result, build_matrix, render_text, write_reports
-from conformance.runner import COMPARISONS
+from conformance.runner import COMPARISONS, DIAGNOSES
 from spec.cases import CASES_BY_NAME
 
 #: The cases every implementation runs by default, each in both variants.
@@ -152,7 +152,9 @@ def pytest_runtest_makereport(item, call):
     elif report.passed:
         result.status = "pass"
     else:
-        result.detail = str(report.longrepr).strip().splitlines()[-1][:300] if report.longrepr else ""
+        failure = [line for line in str(report.longrepr).splitlines() if line.startswith("E ")]
+        result.detail = failure[0].removeprefix("E").strip()[:300] if failure else ""
+    result.diagnosis = item.stash.get(DIAGNOSES, [])
     comparisons = item.stash.get(COMPARISONS, None)
     if comparisons:
         finite = [c for c in comparisons if np.isfinite(c.worst_error)]

@@ -34,6 +34,7 @@ class Result:
     worst_error: float | None = None  # largest |got - spec| over the case's tensors
     worst_ratio: float | None = None  # largest error over its tolerance (<= 1 passes)
     detail: str = ""  # the reason for a skip, the failure's first line
+    diagnosis: list[str] = field(default_factory=list)  # known mistakes that reproduce a failing result
 
 
 @dataclass
@@ -79,7 +80,9 @@ def summarise(results: list[Result]) -> Cell:
     dtype = results[0].dtype
     eps = float(np.finfo(dtype).eps)
     if failed:
-        return Cell("FAIL", cases=len(results), failed=len(failed), detail=failed[0].detail)
+        diagnoses = sorted({d for r in failed for d in r.diagnosis})
+        detail = "; ".join(diagnoses) if diagnoses else failed[0].detail
+        return Cell("FAIL", cases=len(results), failed=len(failed), detail=detail)
     for status in ("known", "not supported", "unavailable"):
         if any(r.status == status for r in results) and not any(r.status == "pass" for r in results):
             return Cell(status, cases=len(results), detail=next(r.detail for r in results if r.status == status))

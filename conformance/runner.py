@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -64,11 +65,18 @@ def compare_all(kind: str, got: dict, expected: dict, dtype: str) -> list[Compar
 
 
 COMPARISONS = pytest.StashKey[list]()
+DIAGNOSES = pytest.StashKey[list]()
 
 
-def assert_all_close(request, comparisons: list[Comparison], context: str) -> None:
-    """Record the comparisons on the test (for the matrix), then fail with every tensor that is out of tolerance."""
+def assert_all_close(request, comparisons: list[Comparison], context: str, diagnose: Callable[[], list[str]] | None = None) -> None:
+    """Record the comparisons on the test (for the matrix), then fail with every tensor that is out of
+    tolerance and the known mistakes, if any, that reproduce the result."""
     request.node.stash[COMPARISONS] = comparisons
     failures = [c for c in comparisons if not c.ok]
-    if failures:
-        raise AssertionError("\n".join(c.message(context) for c in failures))
+    if not failures:
+        return
+    diagnoses = diagnose() if diagnose is not None else []
+    request.node.stash[DIAGNOSES] = diagnoses
+    lines = [c.message(context) for c in failures]
+    lines += [f"diagnosis: {d}" for d in diagnoses] or ["diagnosis: none of the known mistakes reproduces this result"]
+    raise AssertionError("\n".join(lines))

@@ -1,5 +1,6 @@
 """Every implementation's forward outputs (h for every step, h_T, c_T) against the spec in float64."""
 
+from conformance.diagnose import diagnose_outputs
 from conformance.runner import assert_all_close, call, case_data, compare_all, prepare, reference
 
 
@@ -9,4 +10,6 @@ def test_forward(request, implementation, run, case):
     outputs = call(implementation.forward, data.params, data.x, data.h0, data.c0, forget_bias=case.forget_bias, config=run)
     expected, _ = reference(case, run.dtype)
     comparisons = compare_all("outputs", outputs.tensors(), expected, run.dtype)
-    assert_all_close(request, comparisons, f"{implementation.id} {run.id} {case.name}")
+    assert_all_close(
+        request, comparisons, f"{implementation.id} {run.id} {case.name}", lambda: diagnose_outputs(data, outputs.tensors(), run.dtype)
+    )

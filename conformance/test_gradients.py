@@ -2,6 +2,7 @@
 
 import pytest
 
+from conformance.diagnose import diagnose_gradients
 from conformance.runner import assert_all_close, call, case_data, compare_all, prepare, reference
 
 
@@ -14,4 +15,6 @@ def test_gradients(request, implementation, run, case):
     )
     _, expected = reference(case, run.dtype)
     comparisons = compare_all("gradients", grads, expected, run.dtype)
-    assert_all_close(request, comparisons, f"{implementation.id} {run.id} {case.name}")
+    assert_all_close(
+        request, comparisons, f"{implementation.id} {run.id} {case.name}", lambda: diagnose_gradients(data, grads, expected, run.dtype)
+    )

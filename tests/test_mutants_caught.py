@@ -1,0 +1,56 @@
+"""The suite's own sensitivity: every mutant is caught, through the same --backend path users use,
+and the suite's diagnosis names its bug."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance.mutants import MUTANTS
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKWARD_ONLY = {"mutant/peepholes-dropped-from-dc", "mutant/bias-gradient-wrong-gate",
+                 "mutant/dc-ignores-downstream", "mutant/last-step-missing-from-gradient"}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("mutants")
+    env = {k: v for k, v in os.environ.items() if k != "LSTMC_REQUIRE_PASSES"}
+    # float64 only: the mutants compute in whatever dtype they are given, and their verdicts do not depend on it.
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", "--backend", "conformance.mutants",
+         "--dtype", "float64", "--report-dir", str(directory)],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert result.returncode == 1, "the suite must fail on the mutants:\n" + result.stdout[-3000:]
+    return json.loads((directory / "conformance.json").read_text())
+
+
+def failed(report, mutant_id, kind=None):
+    return [r for r in report["results"] if r["implementation"] == mutant_id and r["status"] == "FAIL" and kind in (None, r["kind"])]
+
+
+def test_the_mutant_table_has_every_bug_of_the_issue():
+    ids = {m.id for m in MUTANTS}
+    assert len(ids) == len(MUTANTS) == 17
+    assert {f"mutant/gates-{a}-{b}-swapped" for a, b in ("if", "ig", "io", "fg", "fo", "go")} <= ids
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.id)
+def test_mutant_is_caught_and_diagnosed(report, mutant):
+    failures = failed(report, mutant.id)
+    assert failures, f"{mutant.id} ({mutant.description}) passed the whole suite"
+    diagnoses = {d for r in failures for d in r["diagnosis"]}
+    assert any(mutant.diagnosis in d for d in diagnoses), f"{mutant.id}: expected a diagnosis with {mutant.diagnosis!r}, got {sorted(diagnoses)}"
+
+
+@pytest.mark.parametrize("mutant", [m for m in MUTANTS if m.id in BACKWARD_ONLY], ids=lambda m: m.id)
+def test_backward_bugs_pass_forward_and_fail_gradients(report, mutant):
+    assert not failed(report, mutant.id, "outputs")
+    assert failed(report, mutant.id, "gradients")
