@@ -37,6 +37,9 @@ def pytest_addoption(parser):
                     help="auto (default): cpu, plus cuda when a CUDA GPU is visible; all: cpu and cuda")
     group.addoption("--dtype", default="all", choices=("all", *DTYPES), help="float32, float64 or all (default)")
     group.addoption("--large", action="store_true", help="also run the large cases (T=512)")
+    group.addoption("--results", action="append", default=[], metavar="DIR",
+                    help="check results written by an implementation outside Python for the golden vectors in DIR "
+                         "(python -m conformance.golden export DIR); repeatable")
     group.addoption("--report-dir", default="reports", metavar="DIR",
                     help="where the matrix is written as conformance.json and conformance.md (default: reports/)")
 
@@ -48,10 +51,18 @@ def _cuda_visible() -> bool:
 
 
 def _implementations(config):
+    from conformance.golden import ResultsDirectory
+
     targets = config.getoption("--backend")
+    results = []
+    for directory in config.getoption("--results"):
+        try:
+            results.append(ResultsDirectory(directory=directory))
+        except (OSError, ValueError) as error:
+            raise pytest.UsageError(str(error)) from None
     if not targets:
-        return builtin_implementations()
-    found = []
+        return results or builtin_implementations()
+    found = list(results)
     for target in targets:
         if target == "builtin":
             found.extend(builtin_implementations())
