@@ -37,6 +37,8 @@ def pytest_addoption(parser):
                     help="auto (default): cpu, plus cuda when a CUDA GPU is visible; all: cpu and cuda")
     group.addoption("--dtype", default="all", choices=("all", *DTYPES), help="float32, float64 or all (default)")
     group.addoption("--large", action="store_true", help="also run the large cases (T=512)")
+    group.addoption("--seeds", type=int, default=1, metavar="N",
+                    help="run every case with N seeds (its own and the next N-1): the check that verdicts are not flaky")
     group.addoption("--results", action="append", default=[], metavar="DIR",
                     help="check results written by an implementation outside Python for the golden vectors in DIR "
                          "(python -m conformance.golden export DIR); repeatable")
@@ -88,7 +90,16 @@ def _dtypes(config):
 
 def _cases(config):
     names = DEFAULT_CASES + (LARGE_CASES if config.getoption("--large") else ())
-    return [CASES_BY_NAME[n + suffix] for n in names for suffix in ("", "-peephole")]
+    cases = [CASES_BY_NAME[n + suffix] for n in names for suffix in ("", "-peephole")]
+    seeds = config.getoption("--seeds")
+    if seeds < 1:
+        raise pytest.UsageError(f"--seeds must be at least 1, got {seeds}")
+    return [case.with_seed(case.seed + k) for case in cases for k in range(seeds)]
+
+
+def _case_id(case) -> str:
+    base = CASES_BY_NAME[case.name]
+    return case.name if case.seed == base.seed else f"{case.name}@seed{case.seed}"
 
 
 def pytest_configure(config):
@@ -119,7 +130,7 @@ def pytest_generate_tests(metafunc):
                     if device == "cuda":
                         marks.append(pytest.mark.gpu)
                     run = Config(variant=case.variant, dtype=dtype, device=device)
-                    params.append(pytest.param(impl, run, case, marks=marks, id=f"{impl.id}-{dtype}-{device}-{case.name}"))
+                    params.append(pytest.param(impl, run, case, marks=marks, id=f"{impl.id}-{dtype}-{device}-{_case_id(case)}"))
     metafunc.parametrize(("implementation", "run", "case"), params)
 
 
@@ -151,7 +162,7 @@ def pytest_runtest_makereport(item, call):
     if report.when == "setup" and report.passed:
         return report  # the verdict comes with the call
     impl, run, case = callspec.params["implementation"], callspec.params["run"], callspec.params["case"]
-    result = Result(impl.id, kind, run.dtype, run.device, case.name, status="FAIL")
+    result = Result(impl.id, kind, run.dtype, run.device, _case_id(case), status="FAIL")
     if hasattr(report, "wasxfail"):
         result.status, result.detail = ("known", report.wasxfail.removeprefix("known non-conformance: ")) if report.skipped else ("FAIL", "a known non-conformance passed: remove it from conformance/known_failures.py")
     elif report.skipped:
