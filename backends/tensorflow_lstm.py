@@ -1,0 +1,569 @@
+"""TensorFlow's LSTMs: ``keras.layers.LSTM`` (Keras 3 on the TensorFlow backend) and the block
+kernels ``tf.raw_ops.BlockLSTM`` (V1) and ``tf.raw_ops.BlockLSTMV2``.
+
+Layouts (canonical: W (4, H, I), U (4, H, H), b (4, H), p (3, H) for i, f, o; gates i, f, g, o):
+
+    keras.layers.LSTM   kernel (I, 4H) = W^T, recurrent_kernel (H, 4H) = U^T, bias (4H);
+                        gates i, f, g, o; no forget-bias attribute (folded into bias); no peepholes;
+                        batch-major input (B, T, I)
+    BlockLSTM (V1)      w (I + H, 4H), rows [x; h], columns in gate order i, g, f, o; b (4H) in i, g, f, o;
+                        wci, wcf, wco (H); attributes forget_bias (default 1.0!), cell_clip (default 3.0!),
+                        use_peephole; time-major (T, B, I)
+    BlockLSTMV2         as V1 but gates i, f, g, o and no forget_bias attribute (folded into b);
+                        cell_clip default 0.0 = off
+
+The block kernels run float32 (and half) only and cannot be XLA-compiled; everything here runs
+in plain ``tf.function``s, cached per configuration (TensorFlow's own trace cache keys them by
+shape and dtype), with TF32 off. TensorFlow is imported only inside functions, so importing this
+module never needs it.
+
+Gradients: Keras and BlockLSTM V1 through ``tf.GradientTape``. For BlockLSTMV2, TensorFlow 2.21
+registers V1's gradient (which assumes V1's i, g, f, o column order), so tape gradients through V2
+are wrong: ``tensorflow/BlockLSTMV2+registered-gradient`` ships them as they are (a known
+non-conformance), ``tensorflow/BlockLSTMV2+BlockLSTMGradV2`` calls ``BlockLSTMGradV2`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Mapping
+
+import numpy as np
+
+from backends.base import Config, Implementation, NotSupported, Outputs, Unavailable, fold_forget_bias, require_dtype
+from spec.params import GATES, LSTMParams
+from spec.validation import LSTMInputError, check_tensor
+
+INSTALL_HINT = "tensorflow is not installed (pip install 'lstm-conformance[tensorflow]')"
+FLOAT32_ONLY = "TensorFlow's block LSTM kernels run float32 and half only"
+KERAS_NO_PEEPHOLES = "keras.layers.LSTM has no peepholes; TensorFlow's peephole LSTM is BlockLSTM"
+
+V1_GATES = ("i", "g", "f", "o")
+V2_GATES = GATES
+# Native block k is canonical block order[k]; canonical block k is native block inverse[k].
+_ORDER = {1: [GATES.index(g) for g in V1_GATES], 2: [GATES.index(g) for g in V2_GATES]}
+_INVERSE = {1: [V1_GATES.index(g) for g in GATES], 2: [V2_GATES.index(g) for g in GATES]}
+#: cell_clip values that switch clipping off (the op clips only when cell_clip > 0).
+NO_CLIP = {1: -1.0, 2: 0.0}
+#: The ops' attribute defaults, which from_native assumes when a native dict omits them.
+_DEFAULT_FORGET_BIAS_V1 = 1.0
+_DEFAULT_CELL_CLIP = {1: 3.0, 2: 0.0}
+
+
+# ---------------------------------------------------------------------------
+# TensorFlow, imported lazily.
+# ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _tf():
+    """TensorFlow, imported once, with TF32 switched off (it would round float32 products to 10 bits on Ampere+)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    return tf
+
+
+@lru_cache(maxsize=None)
+def _keras():
+    _tf()
+    import keras
+
+    return keras
+
+
+def _tf_missing() -> str | None:
+    try:
+        _tf()
+    except ImportError:
+        return INSTALL_HINT
+    return None
+
+
+def _cuda_reason() -> str | None:
+    tf = _tf()
+    if not tf.test.is_built_with_cuda():
+        return "this TensorFlow build has no CUDA (tensorflow-cpu); GPU runs need tensorflow[and-cuda] on a machine with a GPU"
+    if not tf.config.list_physical_devices("GPU"):
+        return "TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)"
+    return None
+
+
+def _tf_device(device: str) -> str:
+    return "/GPU:0" if device == "cuda" else "/CPU:0"
+
+
+def _check_inputs(params: LSTMParams, x, h0, c0, dtype: str, cotangents: Mapping[str, np.ndarray] | None = None) -> None:
+    """Everything must already be in the requested dtype: a framework would cast silently, so check first."""
+    want = np.dtype(dtype)
+    if params.dtype != want:
+        raise LSTMInputError("params", "wrong dtype", want.name, params.dtype.name, "nothing is cast; use params.astype(...)")
+    H, I = params.hidden_size, params.input_size
+    check_tensor("x", x, ("T", "B", I), want)
+    T, B = x.shape[:2]
+    check_tensor("h0", h0, (B, H), want)
+    check_tensor("c0", c0, (B, H), want)
+    if cotangents is not None:
+        check_tensor("dh_seq", cotangents["dh_seq"], (T, B, H), want)
+        check_tensor("dh_T", cotangents["dh_T"], (B, H), want)
+        check_tensor("dc_T", cotangents["dc_T"], (B, H), want)
+
+
+class _WeightCache:
+    """Native weights as TensorFlow tensors, per params object (weakly keyed) and per conversion key."""
+
+    def __init__(self):
+        self._by_params: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, params: LSTMParams, key: tuple, make):
+        per_params = self._by_params.setdefault(params, {})
+        if key not in per_params:
+            per_params[key] = make()
+        return per_params[key]
+
+
+_WEIGHTS = _WeightCache()
+
+
+def _numpy(tensor, name: str, dtype: str) -> np.ndarray:
+    return require_dtype(name, tensor.numpy(), dtype)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def _environment(device: str) -> dict[str, object]:
+    tf = _tf()
+    env: dict[str, object] = {"tensorflow": tf.__version__}
+    try:
+        keras = _keras()
+        env["keras"] = keras.__version__
+        env["keras_backend"] = keras.backend.backend()
+    except ImportError:
+        env["keras"] = None
+    if device == "cuda":
+        gpus = tf.config.list_physical_devices("GPU")
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else None
+        env["device"] = f"GPU:0 {name}" if name else "no GPU visible"
+    else:
+        env["device"] = f"CPU:0 {_cpu_model()}"
+    env["tf32"] = tf.config.experimental.tensor_float_32_execution_enabled()
+    # 0 means "TensorFlow chooses" (all cores); they cannot be changed once TensorFlow has initialised.
+    env["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
+    env["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
+    env["built_with_cuda"] = tf.test.is_built_with_cuda()
+    return env
+
+
+# ---------------------------------------------------------------------------
+# keras.layers.LSTM
+# ---------------------------------------------------------------------------
+
+
+def keras_to_native(params: LSTMParams, forget_bias: float = 0.0) -> dict[str, np.ndarray]:
+    if params.peephole:
+        raise NotSupported(KERAS_NO_PEEPHOLES)
+    H, I = params.hidden_size, params.input_size
+    return {
+        "kernel": np.ascontiguousarray(params.W.reshape(4 * H, I).T),
+        "recurrent_kernel": np.ascontiguousarray(params.U.reshape(4 * H, H).T),
+        "bias": fold_forget_bias(params.b, forget_bias).reshape(4 * H),
+    }
+
+
+def keras_from_native(native: Mapping[str, object]) -> LSTMParams:
+    kernel, recurrent_kernel, bias = (np.asarray(native[k]) for k in ("kernel", "recurrent_kernel", "bias"))
+    I, H = kernel.shape[0], recurrent_kernel.shape[0]
+    check_tensor("kernel", kernel, (I, 4 * H), kernel.dtype)
+    check_tensor("recurrent_kernel", recurrent_kernel, (H, 4 * H), kernel.dtype)
+    check_tensor("bias", bias, (4 * H,), kernel.dtype)
+    return LSTMParams(
+        W=np.ascontiguousarray(kernel.T.reshape(4, H, I)),
+        U=np.ascontiguousarray(recurrent_kernel.T.reshape(4, H, H)),
+        b=bias.reshape(4, H).copy(),
+    )
+
+
+class _KerasRunner:
+    """One built keras.layers.LSTM per (I, H, dtype, device), with its forward and gradient tf.functions.
+
+    The layer's variables are assigned only when another params object (or forget bias) comes in.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, dtype: str, device: str):
+        tf, keras = _tf(), _keras()
+        self.device = _tf_device(device)
+        with tf.device(self.device):
+            self.layer = keras.layers.LSTM(
+                hidden_size,
+                return_sequences=True,
+                return_state=True,
+                dtype=dtype,
+                kernel_initializer="zeros",
+                recurrent_initializer="zeros",
+                bias_initializer="zeros",
+                unit_forget_bias=False,
+            )
+            self.layer.build((None, None, input_size))
+        cell = self.layer.cell
+        # The tf.Variables behind Keras' variables: what the tape watches and differentiates.
+        self.variables = [v.value if hasattr(v, "value") else v for v in (cell.kernel, cell.recurrent_kernel, cell.bias)]
+        self.loaded = None
+        self.forward = tf.function(self._forward)
+        self.gradients = tf.function(self._gradients)
+
+    def load(self, weights: tuple) -> None:
+        if self.loaded is not weights:
+            for variable, value in zip(self.variables, weights):
+                variable.assign(value)
+            self.loaded = weights
+
+    def _forward(self, x, h0, c0):
+        tf = _tf()
+        with tf.device(self.device):
+            seq, h_T, c_T = self.layer(tf.transpose(x, (1, 0, 2)), initial_state=[h0, c0])
+            return tf.transpose(seq, (1, 0, 2)), h_T, c_T
+
+    def _gradients(self, x, h0, c0, dh_seq, dh_T, dc_T):
+        tf = _tf()
+        with tf.device(self.device):
+            with tf.GradientTape() as tape:
+                tape.watch([x, h0, c0])
+                h_seq, h_T, c_T = self._forward(x, h0, c0)
+                loss = tf.reduce_sum(dh_seq * h_seq) + tf.reduce_sum(dh_T * h_T) + tf.reduce_sum(dc_T * c_T)
+            return tape.gradient(loss, [x, h0, c0, *self.variables])
+
+
+@lru_cache(maxsize=None)
+def _keras_runner(input_size: int, hidden_size: int, dtype: str, device: str) -> _KerasRunner:
+    return _KerasRunner(input_size, hidden_size, dtype, device)
+
+
+@dataclass
+class KerasLSTM(Implementation):
+    id: str = "tensorflow/keras.LSTM"
+    framework: str = "tensorflow"
+    description: str = "keras.layers.LSTM (Keras 3, TensorFlow backend; cuDNN on GPU), gradients by tf.GradientTape"
+    variants: tuple[str, ...] = ("standard",)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    unsupported_reasons: dict = field(default_factory=lambda: {"peephole": KERAS_NO_PEEPHOLES})
+
+    def availability(self, device: str = "cpu") -> str | None:
+        if (reason := _tf_missing()) is not None:
+            return reason
+        try:
+            keras = _keras()
+        except ImportError:
+            return "keras is not installed (pip install 'lstm-conformance[tensorflow]')"
+        if keras.backend.backend() != "tensorflow":
+            return (
+                f"Keras' backend is {keras.backend.backend()!r}; this row is keras.layers.LSTM on the TensorFlow "
+                "backend (set KERAS_BACKEND=tensorflow)"
+            )
+        return _cuda_reason() if device == "cuda" else None
+
+    def check(self, config: Config, *, gradients: bool = False) -> None:
+        super().check(config, gradients=gradients)
+        if config.dtype == "float64":
+            # Keras on the JAX backend computes float64 in float32: trust float64 only on TensorFlow.
+            try:
+                backend = _keras().backend.backend()
+            except ImportError:
+                return
+            if backend != "tensorflow":
+                raise NotSupported(f"Keras on the {backend} backend does not compute float64 (it maps it to float32)")
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        return keras_to_native(params, forget_bias)
+
+    def from_native(self, native) -> LSTMParams:
+        return keras_from_native(native)
+
+    def _prepare(self, params, forget_bias, config):
+        self.check(config)
+        if (reason := self.availability(config.device)) is not None:
+            raise Unavailable(reason)
+        tf = _tf()
+        runner = _keras_runner(params.input_size, params.hidden_size, config.dtype, config.device)
+
+        def make():
+            with tf.device(runner.device):
+                return tuple(tf.constant(v) for v in keras_to_native(params, forget_bias).values())
+
+        runner.load(_WEIGHTS.get(params, ("keras", float(forget_bias), config.device), make))
+        return tf, runner
+
+    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+        _check_inputs(params, x, h0, c0, config.dtype)
+        tf, runner = self._prepare(params, forget_bias, config)
+        with tf.device(runner.device):
+            h_seq, h_T, c_T = runner.forward(tf.constant(x), tf.constant(h0), tf.constant(c0))
+        return Outputs(
+            h_seq=_numpy(h_seq, "h_seq", config.dtype),
+            h_T=_numpy(h_T, "h_T", config.dtype),
+            c_T=_numpy(c_T, "c_T", config.dtype),
+        )
+
+    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        self.check(config, gradients=True)
+        _check_inputs(params, x, h0, c0, config.dtype, cotangents)
+        tf, runner = self._prepare(params, forget_bias, config)
+        with tf.device(runner.device):
+            args = [tf.constant(a) for a in (x, h0, c0, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"])]
+            dx, dh0, dc0, dkernel, drecurrent, dbias = (_numpy(g, name, config.dtype) for g, name in zip(
+                runner.gradients(*args), ("x", "h0", "c0", "kernel", "recurrent_kernel", "bias")))
+        grads = keras_from_native({"kernel": dkernel, "recurrent_kernel": drecurrent, "bias": dbias})
+        return {"x": dx, "h0": dh0, "c0": dc0, **grads.tensors()}
+
+    def environment(self, device: str = "cpu") -> dict[str, object]:
+        return _environment(device)
+
+
+# ---------------------------------------------------------------------------
+# tf.raw_ops.BlockLSTM (V1) and BlockLSTMV2
+# ---------------------------------------------------------------------------
+
+
+def block_to_native(params: LSTMParams, forget_bias: float = 0.0, *, version: int) -> dict[str, object]:
+    """w, b, wci, wcf, wco and the attributes (forget_bias for V1, cell_clip, use_peephole), all explicit."""
+    H, I = params.hidden_size, params.input_size
+    order = _ORDER[version]
+    WU = np.concatenate([params.W, params.U], axis=2)  # (4, H, I + H): rows [x; h] once transposed
+    b = params.b if version == 1 else fold_forget_bias(params.b, forget_bias)
+    if params.peephole:
+        wci, wcf, wco = (params.p[k].copy() for k in range(3))
+    else:
+        wci, wcf, wco = (np.zeros(H, params.dtype) for _ in range(3))
+    native: dict[str, object] = {
+        "w": np.ascontiguousarray(WU[order].reshape(4 * H, I + H).T),
+        "b": b[order].reshape(4 * H),
+        "wci": wci,
+        "wcf": wcf,
+        "wco": wco,
+    }
+    if version == 1:
+        native["forget_bias"] = float(forget_bias)
+    native["cell_clip"] = NO_CLIP[version]
+    native["use_peephole"] = params.peephole
+    return native
+
+
+def block_from_native(native: Mapping[str, object], *, version: int, input_size: int | None = None) -> LSTMParams:
+    """Canonical parameters from a block op's w, b (and peepholes); a V1 forget_bias is folded into b_f.
+
+    A missing attribute means the op's default (V1: forget_bias 1.0, cell_clip 3.0); a cell clip that
+    clips has no canonical equivalent and is refused. ``input_size`` defaults to w's rows minus H.
+    """
+    w, b = np.asarray(native["w"]), np.asarray(native["b"])
+    H = b.shape[0] // 4
+    I = w.shape[0] - H if input_size is None else input_size
+    check_tensor("w", w, (I + H, 4 * H), w.dtype)
+    check_tensor("b", b, (4 * H,), w.dtype)
+    cell_clip = float(native.get("cell_clip", _DEFAULT_CELL_CLIP[version]))
+    if cell_clip > 0:
+        raise NotSupported(f"cell_clip={cell_clip} clips the cell state: the canonical LSTM does not")
+    inverse = _INVERSE[version]
+    WU = w.T.reshape(4, H, I + H)[inverse]
+    b_canonical = b.reshape(4, H)[inverse]
+    if version == 1:
+        b_canonical = fold_forget_bias(b_canonical, float(native.get("forget_bias", _DEFAULT_FORGET_BIAS_V1)))
+    p = None
+    if native.get("use_peephole", False):
+        p = np.stack([np.asarray(native[k]) for k in ("wci", "wcf", "wco")])
+    return LSTMParams(W=np.ascontiguousarray(WU[:, :, :I]), U=np.ascontiguousarray(WU[:, :, I:]), b=b_canonical, p=p)
+
+
+def _block_op(version: int):
+    tf = _tf()
+    return tf.raw_ops.BlockLSTM if version == 1 else tf.raw_ops.BlockLSTMV2
+
+
+def _block_attrs(version: int, use_peephole: bool, forget_bias: float) -> dict[str, object]:
+    attrs: dict[str, object] = {"cell_clip": NO_CLIP[version], "use_peephole": use_peephole}
+    if version == 1:
+        attrs["forget_bias"] = forget_bias
+    return attrs
+
+
+@lru_cache(maxsize=None)
+def _block_forward_fn(version: int, use_peephole: bool, forget_bias: float, device: str):
+    """h for every step, h_T and c_T; the inputs are time-major and seq_len_max is T."""
+    tf = _tf()
+    op, attrs = _block_op(version), _block_attrs(version, use_peephole, forget_bias)
+
+    @tf.function
+    def forward(x, h0, c0, w, wci, wcf, wco, b):
+        with tf.device(device):
+            seq_len_max = tf.cast(tf.shape(x)[0], tf.int64)
+            _, cs, _, _, _, _, h = op(
+                seq_len_max=seq_len_max, x=x, cs_prev=c0, h_prev=h0, w=w, wci=wci, wcf=wcf, wco=wco, b=b, **attrs
+            )
+            return h, h[-1], cs[-1]
+
+    return forward
+
+
+@lru_cache(maxsize=None)
+def _block_tape_gradient_fn(version: int, use_peephole: bool, forget_bias: float, device: str):
+    """Gradients through tf.GradientTape, i.e. the gradient TensorFlow registers for the op."""
+    tf = _tf()
+    op, attrs = _block_op(version), _block_attrs(version, use_peephole, forget_bias)
+
+    @tf.function
+    def gradients(x, h0, c0, w, wci, wcf, wco, b, dh_seq, dh_T, dc_T):
+        with tf.device(device):
+            sources = [x, h0, c0, w, wci, wcf, wco, b]
+            with tf.GradientTape() as tape:
+                tape.watch(sources)
+                seq_len_max = tf.cast(tf.shape(x)[0], tf.int64)
+                _, cs, _, _, _, _, h = op(
+                    seq_len_max=seq_len_max, x=x, cs_prev=c0, h_prev=h0, w=w, wci=wci, wcf=wcf, wco=wco, b=b, **attrs
+                )
+                loss = tf.reduce_sum(dh_seq * h) + tf.reduce_sum(dh_T * h[-1]) + tf.reduce_sum(dc_T * cs[-1])
+            grads = tape.gradient(loss, sources)
+            return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources)]
+
+    return gradients
+
+
+@lru_cache(maxsize=None)
+def _block_v2_explicit_gradient_fn(use_peephole: bool, device: str):
+    """BlockLSTMV2 forward, then BlockLSTMGradV2 called directly with its outputs and the cotangents."""
+    tf = _tf()
+
+    @tf.function
+    def gradients(x, h0, c0, w, wci, wcf, wco, b, dh_seq, dh_T, dc_T):
+        with tf.device(device):
+            seq_len_max = tf.cast(tf.shape(x)[0], tf.int64)
+            common = dict(seq_len_max=seq_len_max, x=x, cs_prev=c0, h_prev=h0, w=w, wci=wci, wcf=wcf, wco=wco, b=b)
+            i, cs, f, o, ci, co, h = tf.raw_ops.BlockLSTMV2(**common, cell_clip=NO_CLIP[2], use_peephole=use_peephole)
+            # h_T is h at T-1 and c_T is cs at T-1: their cotangents join the last step's.
+            h_grad = tf.concat([dh_seq[:-1], dh_seq[-1:] + dh_T[None]], axis=0)
+            cs_grad = tf.concat([tf.zeros_like(dh_seq[:-1]), dc_T[None]], axis=0)
+            return tf.raw_ops.BlockLSTMGradV2(
+                **common, i=i, cs=cs, f=f, o=o, ci=ci, co=co, h=h, cs_grad=cs_grad, h_grad=h_grad, use_peephole=use_peephole
+            )
+
+    return gradients
+
+
+@dataclass
+class BlockLSTM(Implementation):
+    """tf.raw_ops.BlockLSTM (``version`` 1) or BlockLSTMV2 (2); ``gradient`` is "tape" or "BlockLSTMGradV2"."""
+
+    id: str = "tensorflow/BlockLSTM"
+    framework: str = "tensorflow"
+    description: str = "tf.raw_ops.BlockLSTM (V1: gates i,g,f,o; forget_bias and cell_clip passed explicitly), gradients by tf.GradientTape"
+    dtypes: tuple[str, ...] = ("float32",)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    unsupported_reasons: dict = field(default_factory=lambda: {"float64": FLOAT32_ONLY})
+    version: int = 1
+    gradient: str = "tape"
+
+    def availability(self, device: str = "cpu") -> str | None:
+        if (reason := _tf_missing()) is not None:
+            return reason
+        return _cuda_reason() if device == "cuda" else None
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        return block_to_native(params, forget_bias, version=self.version)
+
+    def from_native(self, native) -> LSTMParams:
+        return block_from_native(native, version=self.version)
+
+    def _prepare(self, params, forget_bias, config):
+        if (reason := self.availability(config.device)) is not None:
+            raise Unavailable(reason)
+        tf = _tf()
+        device = _tf_device(config.device)
+        # V1 carries the forget bias as an attribute, V2 in b: only V2's weights depend on it.
+        key = (self.version, float(forget_bias) if self.version == 2 else None, device)
+
+        def make():
+            native = block_to_native(params, forget_bias, version=self.version)
+            with tf.device(device):
+                return tuple(tf.constant(native[k]) for k in ("w", "wci", "wcf", "wco", "b"))
+
+        return tf, device, _WEIGHTS.get(params, key, make)
+
+    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+        self.check(config)
+        _check_inputs(params, x, h0, c0, config.dtype)
+        tf, device, weights = self._prepare(params, forget_bias, config)
+        fn = _block_forward_fn(self.version, params.peephole, float(forget_bias), device)
+        with tf.device(device):
+            h_seq, h_T, c_T = fn(tf.constant(x), tf.constant(h0), tf.constant(c0), *weights)
+        return Outputs(
+            h_seq=_numpy(h_seq, "h_seq", config.dtype),
+            h_T=_numpy(h_T, "h_T", config.dtype),
+            c_T=_numpy(c_T, "c_T", config.dtype),
+        )
+
+    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        self.check(config, gradients=True)
+        _check_inputs(params, x, h0, c0, config.dtype, cotangents)
+        tf, device, weights = self._prepare(params, forget_bias, config)
+        if self.gradient == "BlockLSTMGradV2":
+            fn = _block_v2_explicit_gradient_fn(params.peephole, device)
+        else:
+            fn = _block_tape_gradient_fn(self.version, params.peephole, float(forget_bias), device)
+        with tf.device(device):
+            args = [tf.constant(a) for a in (x, h0, c0)] + list(weights)
+            args += [tf.constant(cotangents[k]) for k in ("dh_seq", "dh_T", "dc_T")]
+            dx, dc0, dh0, dw, dwci, dwcf, dwco, db = (
+                _numpy(g, name, config.dtype)
+                for g, name in zip(
+                    _reorder_gradients(fn(*args), self.gradient), ("x", "c0", "h0", "w", "wci", "wcf", "wco", "b")
+                )
+            )
+        native = {"w": dw, "b": db, "wci": dwci, "wcf": dwcf, "wco": dwco, "cell_clip": NO_CLIP[self.version],
+                  "use_peephole": params.peephole}
+        if self.version == 1:
+            native["forget_bias"] = 0.0  # a gradient has no forget bias to fold
+        grads = block_from_native(native, version=self.version, input_size=params.input_size)
+        return {"x": dx, "h0": dh0, "c0": dc0, **grads.tensors()}
+
+    def environment(self, device: str = "cpu") -> dict[str, object]:
+        return _environment(device)
+
+
+def _reorder_gradients(grads, gradient: str):
+    """Both gradient functions' results in BlockLSTMGradV2's order: x, cs_prev, h_prev, w, wci, wcf, wco, b."""
+    if gradient == "BlockLSTMGradV2":
+        return grads
+    dx, dh0, dc0, dw, dwci, dwcf, dwco, db = grads  # the tape's order: the sources' order
+    return dx, dc0, dh0, dw, dwci, dwcf, dwco, db
+
+
+IMPLEMENTATIONS = (
+    KerasLSTM(),
+    BlockLSTM(),
+    BlockLSTM(
+        id="tensorflow/BlockLSTMV2+registered-gradient",
+        description="tf.raw_ops.BlockLSTMV2 (gates i,f,g,o; forget bias folded into b), gradients by tf.GradientTape "
+        "as TensorFlow 2.21 registers them (V1's gradient: wrong for V2)",
+        version=2,
+        gradient="tape",
+    ),
+    BlockLSTM(
+        id="tensorflow/BlockLSTMV2+BlockLSTMGradV2",
+        description="tf.raw_ops.BlockLSTMV2 (gates i,f,g,o; forget bias folded into b), gradients by calling "
+        "tf.raw_ops.BlockLSTMGradV2 directly",
+        version=2,
+        gradient="BlockLSTMGradV2",
+    ),
+)

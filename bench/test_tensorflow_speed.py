@@ -1,0 +1,136 @@
+"""TensorFlow's LSTMs on CPU, float32, B=64, T=25, I=H=512: each called natively vs through its adapter.
+
+    .venv/bin/python -m pytest bench/test_tensorflow_speed.py -p no:cacheprovider
+
+"native" calls the framework inside a tf.function on TensorFlow tensors already in its layout
+(weights already set); "adapter" goes through backends.tensorflow_lstm with the canonical NumPy
+inputs (time-major, converted to tensors, Keras' batch-major transposes, results back to NumPy).
+Both materialise their results (.numpy()) inside the timed region. Target: the adapter adds at
+most 5% (checked on interleaved rounds, so that drifts of a shared machine hit both sides;
+the separately timed figures are reported beside them).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+pytest.importorskip("tensorflow", reason="pip install 'lstm-conformance[tensorflow]'")
+
+from backends.base import Config  # noqa: E402
+from backends.registry import implementation_by_id  # noqa: E402
+from bench.conftest import lstm_flop  # noqa: E402
+from spec.cases import BENCH_CASE, make_case_data  # noqa: E402
+
+CASE = BENCH_CASE
+FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)
+CONFIG = Config("standard", "float32", "cpu")
+MAX_OVERHEAD = 1.05
+INTERLEAVED_ROUNDS = 31
+
+KERAS = implementation_by_id("tensorflow/keras.LSTM")
+BLOCK = implementation_by_id("tensorflow/BlockLSTM")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_case_data(CASE, "float32")
+
+
+@pytest.fixture(scope="module")
+def tf():
+    from backends.tensorflow_lstm import _tf
+
+    return _tf()
+
+
+@pytest.fixture(scope="module")
+def keras_native(tf, data):
+    """keras.layers.LSTM built and loaded once, called in a tf.function on batch-major tensors."""
+    import keras
+
+    native = KERAS.to_native(data.params)
+    layer = keras.layers.LSTM(CASE.H, return_sequences=True, return_state=True, dtype="float32")
+    layer.build((None, None, CASE.I))
+    layer.set_weights([native["kernel"], native["recurrent_kernel"], native["bias"]])
+    call = tf.function(lambda x, h0, c0: layer(x, initial_state=[h0, c0]))
+    x = tf.constant(np.ascontiguousarray(data.x.transpose(1, 0, 2)))
+    h0, c0 = tf.constant(data.h0), tf.constant(data.c0)
+
+    def run():
+        return [t.numpy() for t in call(x, h0, c0)]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def block_native(tf, data):
+    """tf.raw_ops.BlockLSTM in a tf.function on time-major tensors, its attributes explicit."""
+    native = BLOCK.to_native(data.params)
+    w, wci, wcf, wco, b = (tf.constant(native[k]) for k in ("w", "wci", "wcf", "wco", "b"))
+    attrs = {k: native[k] for k in ("forget_bias", "cell_clip", "use_peephole")}
+
+    @tf.function
+    def call(x, h0, c0):
+        _, cs, _, _, _, _, h = tf.raw_ops.BlockLSTM(
+            seq_len_max=tf.constant(CASE.T, tf.int64), x=x, cs_prev=c0, h_prev=h0, w=w, wci=wci, wcf=wcf, wco=wco, b=b, **attrs
+        )
+        return h, h[-1], cs[-1]
+
+    x, h0, c0 = tf.constant(data.x), tf.constant(data.h0), tf.constant(data.c0)
+
+    def run():
+        return [t.numpy() for t in call(x, h0, c0)]
+
+    return run
+
+
+def adapter(impl, data):
+    return lambda: impl.forward(data.params, data.x, data.h0, data.c0, forget_bias=0.0, config=CONFIG)
+
+
+def test_keras_native_forward(measure, keras_native):
+    measure("keras.LSTM native forward", keras_native, flop=FLOP)
+
+
+def test_keras_adapter_forward(measure, data):
+    measure("tensorflow/keras.LSTM adapter forward", adapter(KERAS, data), flop=FLOP)
+
+
+def test_block_native_forward(measure, block_native):
+    measure("BlockLSTM native forward", block_native, flop=FLOP)
+
+
+def test_block_adapter_forward(measure, data):
+    measure("tensorflow/BlockLSTM adapter forward", adapter(BLOCK, data), flop=FLOP)
+
+
+@pytest.mark.parametrize("which", ["keras.LSTM", "BlockLSTM"])
+def test_adapter_overhead_interleaved(benchmark, which, keras_native, block_native, data):
+    """Native and adapter alternate round by round (which goes first alternates too). The overhead is the
+    median of the per-round ratios adapter / native: a slow spell of the shared machine hits both calls
+    of a round, so it cancels in the round's ratio; it must stay within 5%."""
+    native, through_adapter = (keras_native, adapter(KERAS, data)) if which == "keras.LSTM" else (block_native, adapter(BLOCK, data))
+    runs = {"native": native, "adapter": through_adapter}
+    for run in runs.values():  # warm-up (traces, weight conversion)
+        run()
+        run()
+    times = {name: [] for name in runs}
+    for k in range(INTERLEAVED_ROUNDS):
+        for name in (list(runs) if k % 2 == 0 else list(reversed(runs))):
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    ratio = float(np.median(np.array(times["adapter"]) / np.array(times["native"])))
+    benchmark.extra_info.update({f"median_ms {name}": m * 1e3 for name, m in medians.items()})
+    benchmark.extra_info.update(adapter_over_native=ratio, ratio_of_medians=medians["adapter"] / medians["native"])
+    print(f"\n{which}: native {medians['native'] * 1e3:.2f} ms, adapter {medians['adapter'] * 1e3:.2f} ms (medians of "
+          f"{INTERLEAVED_ROUNDS} interleaved rounds; ratio of medians {medians['adapter'] / medians['native']:.3f}); "
+          f"median per-round adapter/native = {ratio:.3f} (target <= {MAX_OVERHEAD})")
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # the figures above are the result
+    assert ratio <= MAX_OVERHEAD, f"{which}: the adapter adds {100 * (ratio - 1):.1f}% over the native call"
