@@ -13,8 +13,9 @@ implementation"); :mod:`backends.plugin` loads them.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -132,6 +133,22 @@ class Implementation:
     def environment(self, device: str = "cpu") -> dict[str, object]:
         """Versions, device name, TF32 and thread settings: recorded beside every result."""
         return {}
+
+
+class NativeCache:
+    """Converted weights per parameter set: the suite and the benchmarks call an adapter many times with
+    the same LSTMParams object, and converting (and uploading) them each time would be measured as the
+    adapter's overhead. Keyed weakly by the params object, then by whatever else the conversion depends
+    on (forget bias, dtype, device)."""
+
+    def __init__(self):
+        self._by_params: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, params: LSTMParams, key: tuple, make: Callable[[], object]):
+        per_params = self._by_params.setdefault(params, {})
+        if key not in per_params:
+            per_params[key] = make()
+        return per_params[key]
 
 
 def fold_forget_bias(b: np.ndarray, forget_bias: float) -> np.ndarray:

@@ -106,9 +106,9 @@ def lstm_model(input_size: int, hidden_size: int, dtype: object, peephole: bool)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
-def feeds(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, forget_bias: float = 0.0) -> dict[str, np.ndarray]:
-    """The inputs of :func:`lstm_model` for canonical parameters and states."""
-    return {"X": x, **to_onnx(params, forget_bias), "initial_h": h0[None], "initial_c": c0[None]}
+def feeds(weights: dict[str, np.ndarray], x: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> dict[str, np.ndarray]:
+    """The inputs of :func:`lstm_model`: ``weights`` from :func:`to_onnx`, and the sequence and states."""
+    return {"X": x, **weights, "initial_h": h0[None], "initial_c": c0[None]}
 
 
 class ReferenceLSTM:
@@ -117,12 +117,11 @@ class ReferenceLSTM:
     def __init__(self, params: LSTMParams, forget_bias: float = 0.0):
         from onnx.reference import ReferenceEvaluator
 
-        self.params = params
-        self.forget_bias = forget_bias
+        self.weights = to_onnx(params, forget_bias)
         model = lstm_model(params.input_size, params.hidden_size, params.dtype, params.peephole)
         self.session = ReferenceEvaluator(model)
 
     def __call__(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(h_seq (T, B, H), h_T, c_T), squeezed of ONNX's direction axis."""
-        Y, Y_h, Y_c = self.session.run(None, feeds(self.params, x, h0, c0, self.forget_bias))
+        Y, Y_h, Y_c = self.session.run(None, feeds(self.weights, x, h0, c0))
         return Y[:, 0], Y_h[0], Y_c[0]

@@ -10,7 +10,7 @@ from functools import lru_cache
 import numpy as np
 
 from backends import onnx_lstm
-from backends.base import Config, Implementation, Outputs, Unavailable, require_dtype
+from backends.base import Config, Implementation, NativeCache, Outputs, Unavailable, require_dtype
 from spec.params import LSTMParams
 
 
@@ -23,6 +23,9 @@ def _session(input_size: int, hidden_size: int, peephole: bool, device: str):
     options.intra_op_num_threads = _threads()
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+
+
+_WEIGHTS = NativeCache()
 
 
 def _threads() -> int:
@@ -64,7 +67,8 @@ class OnnxRuntimeLSTM(Implementation):
         if (reason := self.availability(config.device)) is not None:
             raise Unavailable(reason)
         session = _session(params.input_size, params.hidden_size, params.peephole, config.device)
-        Y, Y_h, Y_c = session.run(None, onnx_lstm.feeds(params, x, h0, c0, forget_bias))
+        weights = _WEIGHTS.get(params, (forget_bias,), lambda: onnx_lstm.to_onnx(params, forget_bias))
+        Y, Y_h, Y_c = session.run(None, onnx_lstm.feeds(weights, x, h0, c0))
         return Outputs(
             h_seq=require_dtype("h_seq", Y[:, 0], config.dtype),
             h_T=require_dtype("h_T", Y_h[0], config.dtype),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -29,6 +31,28 @@ SIDE_BY_SIDE_TARGET = 1.25
 
 def lstm_flop(T: int, B: int, I: int, H: int) -> float:
     return 8.0 * B * H * (I + H) * T
+
+
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int = 31, warmup: int = 2) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Time several calls side by side: each round runs every call once (the order alternates), so a slow
+    spell of a shared machine hits all of a round's calls. Returns the medians and the per-round times;
+    compare two calls by the median of their per-round ratios (see ratio())."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for k in range(rounds):
+        for name in names if k % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}, times
+
+
+def ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of time[numerator] / time[denominator]."""
+    return float(np.median(np.array(times[numerator]) / np.array(times[denominator])))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from bench.conftest import SIDE_BY_SIDE, lstm_flop
+from bench.conftest import SIDE_BY_SIDE, interleaved, lstm_flop, ratio
 from spec import lstm
 from spec.cases import BENCH_CASE, make_case_data
 
@@ -49,33 +49,25 @@ def test_onnx_reference_forward(measure, data):
 
 
 def test_side_by_side_with_onnx_reference(benchmark, data):
-    """The spec's target ratio, measured fairly: the two forwards alternate round by round on the
-    same input, so drifts of a shared virtual machine hit both; medians of 21 rounds each."""
+    """The spec's target ratio, measured fairly: the two forwards alternate round by round on the same
+    input and the ratio is the median of the per-round ratios, so drifts of a shared machine cancel."""
     pytest.importorskip("onnx", reason="onnx.reference is the side-by-side reference; pip install onnx")
-    import time
-
     from backends.onnx_lstm import ReferenceLSTM
 
     reference = ReferenceLSTM(data.params)
-    runs = {
-        "spec": lambda: lstm.forward(data.params, data.x, data.h0, data.c0),
-        "onnx.reference": lambda: reference(data.x, data.h0, data.c0),
-    }
-    times = {name: [] for name in runs}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for name, run in runs.items():  # warm-up
-            run()
-        for _ in range(21):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
-    ratio = medians["onnx.reference"] / medians["spec"]
+        warnings.simplefilter("ignore", RuntimeWarning)  # its sigmoid overflows harmlessly in saturation
+        medians, times = interleaved(
+            {
+                "spec": lambda: lstm.forward(data.params, data.x, data.h0, data.c0),
+                "onnx.reference": lambda: reference(data.x, data.h0, data.c0),
+            },
+            rounds=21,
+        )
+    speedup = ratio(times, "onnx.reference", "spec")
     benchmark.extra_info.update({f"median_s {name}": m for name, m in medians.items()})
-    benchmark.extra_info["speedup_over_onnx_reference"] = ratio
-    SIDE_BY_SIDE.update(medians, ratio=ratio)
+    benchmark.extra_info["speedup_over_onnx_reference"] = speedup
+    SIDE_BY_SIDE.update(medians, ratio=speedup)
     # pytest-benchmark needs one timed call; the figures above are the result.
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
 
