@@ -1,0 +1,527 @@
+"""PyTorch: ``torch.nn.LSTM`` itself (cuDNN on a GPU, oneDNN's fused kernel on CPU in float32), and an
+LSTM built from torch ops that implements the spec's equations, peepholes included.
+
+torch is imported only inside functions: listing these implementations works without it, and their
+rows are then unavailable with the install hint.
+
+Native layouts
+    torch/nn.LSTM   ``weight_ih_l0`` (4H, I), ``weight_hh_l0`` (4H, H), ``bias_ih_l0`` and ``bias_hh_l0``
+                    (4H each, summed); gates i, f, g, o. The forget bias is folded into ``bias_ih_l0``'s
+                    f block and ``bias_hh_l0`` is zero.
+    torch/peephole  ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias`` (4H, forget bias folded),
+                    ``peephole`` (3H, gates i, f, o; only for the peephole variant). Rows are in the
+                    gate order **i, f, o, g** (:data:`PEEPHOLE_ORDER`): the three sigmoid gates are
+                    adjacent, so one sigmoid covers them.
+
+Numerics (:func:`configure`, applied before every run and reported by ``environment()``): on CUDA,
+TF32 is off for matrix products and for cuDNN; the CPU thread count is ``LSTMC_THREADS`` when that is
+set, else torch's default.
+
+Parameters are converted once per ``LSTMParams`` object, forget bias, dtype and device, and cached
+(weakly keyed by the params object, which is treated as immutable, like the frozen dataclass it is).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import weakref
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from backends.base import Config, Implementation, NotSupported, Outputs, Unavailable, fold_forget_bias, require_dtype
+from spec.params import GATES, LSTMParams
+from spec.validation import LSTMInputError
+
+INSTALL_HINT = "torch is not installed (pip install 'lstm-conformance[torch]')"
+
+#: The gate order of torch/peephole's native layout, and the canonical gate each row block holds.
+PEEPHOLE_ORDER = ("i", "f", "o", "g")
+_TO_PEEPHOLE_ORDER = [GATES.index(g) for g in PEEPHOLE_ORDER]  # canonical blocks in native order
+_FROM_PEEPHOLE_ORDER = [PEEPHOLE_ORDER.index(g) for g in GATES]  # native blocks in canonical order
+
+
+# ---------------------------------------------------------------------------
+# torch, devices, numerics
+# ---------------------------------------------------------------------------
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise Unavailable(INSTALL_HINT) from None
+    return torch
+
+
+def _availability(device: str) -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return INSTALL_HINT
+    if device == "cuda" and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return f"no CUDA: this torch ({torch.__version__}) is a CPU-only build"
+        return "no CUDA device visible to torch (torch.cuda.is_available() is False)"
+    return None
+
+
+def _threads_wanted() -> int | None:
+    value = os.environ.get("LSTMC_THREADS")
+    if not value:
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        raise ValueError(f"LSTMC_THREADS must be a positive integer, got {value!r}") from None
+    if threads < 1:
+        raise ValueError(f"LSTMC_THREADS must be a positive integer, got {value!r}")
+    return threads
+
+
+def configure(device: str) -> None:
+    """Set the numerics every run depends on: threads (LSTMC_THREADS) and, on CUDA, TF32 off."""
+    torch = _torch()
+    threads = _threads_wanted()
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _environment(device: str) -> dict[str, object]:
+    if (reason := _availability(device)) is not None:
+        return {"unavailable": reason}
+    torch = _torch()
+    configure(device)
+    env: dict[str, object] = {
+        "torch": torch.__version__,
+        "device": _cpu_model() if device == "cpu" else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads(),
+        "threads_env": os.environ.get("LSTMC_THREADS"),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+    }
+    # torch >= 2.9 also has per-backend fp32_precision settings ("none" inherits from the level above,
+    # "ieee" is full float32, "tf32" allows TF32); the legacy flags above set them, but record them too.
+    precision = {}
+    for name, getter in (
+        ("generic", lambda: torch.backends.fp32_precision),
+        ("cuda.matmul", lambda: torch.backends.cuda.matmul.fp32_precision),
+        ("cudnn.rnn", lambda: torch.backends.cudnn.rnn.fp32_precision),
+    ):
+        try:
+            precision[name] = getter()
+        except AttributeError:
+            pass
+    if precision:
+        env["fp32_precision"] = precision
+    if device == "cuda":
+        env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+        env["cudnn_enabled"] = torch.backends.cudnn.enabled
+    else:
+        env["mkldnn"] = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    return env
+
+
+def _check_inputs(config: Config, params: LSTMParams, **arrays: np.ndarray) -> None:
+    """Everything must arrive in the requested dtype: nothing is cast."""
+    if params.dtype != np.dtype(config.dtype):
+        raise LSTMInputError("params", "wrong dtype", config.dtype, params.dtype.name, "nothing is cast; pass params in the requested dtype")
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):
+            raise LSTMInputError(name, "not a NumPy array", "numpy.ndarray", type(array).__name__)
+        if array.dtype != np.dtype(config.dtype):
+            raise LSTMInputError(name, "wrong dtype", config.dtype, array.dtype.name, "nothing is cast; pass inputs in the requested dtype")
+
+
+def _tensor(torch, array: np.ndarray, device: str):
+    """A NumPy array as a tensor: shared memory on CPU (copied only if read-only), copied to a GPU."""
+    if not array.flags.writeable:
+        array = array.copy()
+    tensor = torch.from_numpy(array)
+    return tensor if device == "cpu" else tensor.to(device)
+
+
+def _numpy(name: str, tensor, dtype: str) -> np.ndarray:
+    return require_dtype(name, tensor.detach().cpu().numpy(), dtype)
+
+
+class _Cache:
+    """Converted parameters per LSTMParams object (weakly held) and per (forget bias, dtype, device)."""
+
+    def __init__(self):
+        self._by_params: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, params: LSTMParams, key: tuple, build):
+        entries = self._by_params.setdefault(params, {})
+        if key not in entries:
+            entries[key] = build()
+        return entries[key]
+
+    def clear(self) -> None:
+        self._by_params.clear()
+
+
+# ---------------------------------------------------------------------------
+# torch/nn.LSTM
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class TorchLSTM(Implementation):
+    id: str = "torch/nn.LSTM"
+    framework: str = "torch"
+    description: str = "torch.nn.LSTM (oneDNN on CPU in float32, cuDNN on GPU); two biases, summed"
+    variants: tuple[str, ...] = ("standard",)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    unsupported_reasons: dict = field(default_factory=lambda: {"peephole": "torch.nn.LSTM has no peepholes"})
+
+    def __post_init__(self):
+        self._modules = _Cache()
+
+    def availability(self, device: str = "cpu") -> str | None:
+        return _availability(device)
+
+    def environment(self, device: str = "cpu") -> dict[str, object]:
+        return _environment(device)
+
+    # -- layouts -------------------------------------------------------------
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        if params.peephole:
+            raise NotSupported(self.unsupported_reasons["peephole"])
+        H, I = params.hidden_size, params.input_size
+        return {
+            "weight_ih_l0": params.W.reshape(4 * H, I).copy(),
+            "weight_hh_l0": params.U.reshape(4 * H, H).copy(),
+            "bias_ih_l0": fold_forget_bias(params.b, forget_bias).reshape(4 * H),
+            "bias_hh_l0": np.zeros(4 * H, params.dtype),
+        }
+
+    def from_native(self, native: Mapping[str, object]) -> LSTMParams:
+        w_ih, w_hh = np.asarray(native["weight_ih_l0"]), np.asarray(native["weight_hh_l0"])
+        H4, I = w_ih.shape
+        H = H4 // 4
+        bias = np.zeros(4 * H, w_ih.dtype)
+        for name in ("bias_ih_l0", "bias_hh_l0"):
+            if native.get(name) is not None:
+                bias = bias + np.asarray(native[name])
+        return LSTMParams(w_ih.reshape(4, H, I).copy(), w_hh.reshape(4, H, H).copy(), bias.reshape(4, H))
+
+    # -- running -------------------------------------------------------------
+
+    def module(self, params: LSTMParams, forget_bias: float, dtype: str, device: str):
+        """The torch.nn.LSTM holding ``params`` (cached): its parameters require gradients."""
+
+        def build():
+            torch = _torch()
+            module = torch.nn.LSTM(params.input_size, params.hidden_size, dtype=getattr(torch, dtype), device=device)
+            with torch.no_grad():
+                for name, value in self.to_native(params, forget_bias).items():
+                    getattr(module, name).copy_(torch.from_numpy(value))
+            if device == "cuda":
+                module.flatten_parameters()
+            return module
+
+        return self._modules.get(params, (float(forget_bias), dtype, device), build)
+
+    def _start(self, params, config, gradients, **arrays):
+        self.check(config, gradients=gradients)
+        if params.peephole:
+            raise NotSupported(self.unsupported_reasons["peephole"])
+        if (reason := self.availability(config.device)) is not None:
+            raise Unavailable(reason)
+        _check_inputs(config, params, **arrays)
+        configure(config.device)
+        return _torch()
+
+    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+        torch = self._start(params, config, False, x=x, h0=h0, c0=c0)
+        module = self.module(params, forget_bias, config.dtype, config.device)
+        dev = config.device
+        with torch.inference_mode():
+            h_seq, (h_T, c_T) = module(_tensor(torch, x, dev), (_tensor(torch, h0, dev)[None], _tensor(torch, c0, dev)[None]))
+        return Outputs(
+            h_seq=_numpy("h_seq", h_seq, config.dtype),
+            h_T=_numpy("h_T", h_T[0], config.dtype),
+            c_T=_numpy("c_T", c_T[0], config.dtype),
+        )
+
+    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        torch = self._start(params, config, True, x=x, h0=h0, c0=c0, **cotangents)
+        module = self.module(params, forget_bias, config.dtype, config.device)
+        dev = config.device
+        inputs = {name: _tensor(torch, a, dev).requires_grad_() for name, a in (("x", x), ("h0", h0), ("c0", c0))}
+        weights = {name: getattr(module, name) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+        with torch.enable_grad():
+            h_seq, (h_T, c_T) = module(inputs["x"], (inputs["h0"][None], inputs["c0"][None]))
+            cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
+            grads = torch.autograd.grad(
+                (h_seq, h_T, c_T),
+                (*inputs.values(), *weights.values()),
+                grad_outputs=(cot["dh_seq"], cot["dh_T"][None], cot["dc_T"][None]),
+            )
+        g = dict(zip((*inputs, *weights), (_numpy(n, t, config.dtype) for n, t in zip((*inputs, *weights), grads))))
+        _check_bias_gradients(g["bias_ih_l0"], g["bias_hh_l0"])
+        H, I = params.hidden_size, params.input_size
+        return {
+            "x": g["x"],
+            "h0": g["h0"],
+            "c0": g["c0"],
+            "W": g["weight_ih_l0"].reshape(4, H, I),
+            "U": g["weight_hh_l0"].reshape(4, H, H),
+            "b": g["bias_ih_l0"].reshape(4, H),
+        }
+
+
+def _check_bias_gradients(d_ih: np.ndarray, d_hh: np.ndarray) -> None:
+    """Both biases enter every pre-activation the same way, so their gradients must agree: the
+    canonical b's gradient is either one. They may differ only by rounding (separate reductions)."""
+    if np.array_equal(d_ih, d_hh):
+        return
+    eps = float(np.finfo(d_ih.dtype).eps)
+    scale = max(float(np.max(np.abs(d_ih))), 1.0)
+    worst = float(np.max(np.abs(d_ih - d_hh)))
+    if worst > 64 * eps * scale:
+        raise AssertionError(f"torch.nn.LSTM: the gradients of bias_ih_l0 and bias_hh_l0 differ by up to {worst:.3g}; they must be equal")
+
+
+# ---------------------------------------------------------------------------
+# torch/peephole
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _PeepholeWeights:
+    """torch/peephole's parameters on one device, in its native layout (rows i, f, o, g)."""
+
+    W: object  # (4H, I)
+    U: object  # (4H, H)
+    b: object  # (4H,), forget bias folded
+    p: object | None  # (3H,), gates i, f, o
+
+
+def _workspace_size(T: int, B: int, H: int) -> int:
+    """Elements of forward()'s workspace: gate pre-activations (4H, T*B), h for every step (T, H, B),
+    two cell states and tanh(c) (H, B each)."""
+    return 4 * H * T * B + T * H * B + 3 * H * B
+
+
+def _peephole_forward(torch, w: _PeepholeWeights, x, h0, c0, workspace=None):
+    """Equations (1)-(6) of the spec, for inference: in place in preallocated buffers.
+
+    It runs feature-major: the state is held transposed, (H, B), and the pre-activations as
+    (4H, B) per step, so that each step's product is U (4H, H) @ h^T (H, B). On CPU, MKL runs
+    that shape about 20% faster than h @ U^T (B, 4H) for a small batch, and the gate blocks
+    i, f, o, g become row ranges. One matrix product projects every step's input; each step adds
+    one product with the recurrent weights (in place) and does the elementwise work.
+    ``workspace``, if given, is a flat tensor of :func:`_workspace_size` elements, reused
+    between calls (a fresh allocation of that size costs page faults).
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    if workspace is None:
+        workspace = x.new_empty(_workspace_size(T, B, H))
+    sizes = (4 * H * T * B, T * H * B, 3 * H * B)
+    z_flat, h_flat, state_flat = workspace[: sum(sizes)].split(sizes)
+    # W x_t + b for every step at once: column block t of (4H, T*B).
+    z_all = torch.addmm(w.b[:, None], w.W, x.reshape(T * B, I).t(), out=z_flat.view(4 * H, T * B)).view(4 * H, T, B)
+    hT_seq = h_flat.view(T, H, B)
+    cell_a, cell_b, tanh_c = state_flat.view(3, H, B).unbind(0)
+    cells = (cell_a, cell_b)
+    if w.p is not None:
+        p_if, p_o = w.p[: 2 * H].view(2, H, 1), w.p[2 * H :, None]
+    h, c = h0.t(), c0.t()
+    for t in range(T):
+        z = z_all[:, t]  # (4H, B): rows i, f, o, g
+        z.addmm_(w.U, h)  # z_t = W x_t + b + U h_{t-1}
+        i, f, o, g = z[:H], z[H : 2 * H], z[2 * H : 3 * H], z[3 * H :]
+        if w.p is None:
+            z[: 3 * H].sigmoid_()  # (1), (2), (5)
+        else:
+            z_if = z[: 2 * H]
+            z_if.view(2, H, B).addcmul_(c[None], p_if)  # i and f peek at c_{t-1}
+            z_if.sigmoid_()  # (1), (2)
+        g.tanh_()  # (3)
+        c_new = cells[t % 2]
+        torch.mul(f, c, out=c_new).addcmul_(i, g)  # (4)
+        if w.p is not None:
+            o.addcmul_(c_new, p_o).sigmoid_()  # (5): o peeks at the new c_t
+        torch.tanh(c_new, out=tanh_c)
+        h = torch.mul(o, tanh_c, out=hT_seq[t])  # (6)
+        c = c_new
+    h_seq = hT_seq.transpose(1, 2).contiguous()  # (T, B, H), fresh: the workspace is reused
+    return h_seq, h_seq[-1], c.t().contiguous()
+
+
+def _peephole_forward_autograd(torch, w: _PeepholeWeights, x, h0, c0):
+    """The same equations out of place, for autograd: the graph its gradients come from.
+
+    Batch-major (h is (B, H)): with autograd the feature-major form of :func:`_peephole_forward`
+    measured no faster. The steps are taken with unbind, whose backward is one stack, rather than
+    by indexing, whose backward would scatter into a zero (T, B, 4H) tensor at every step.
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    z_all = torch.addmm(w.b, x.reshape(T * B, I), w.W.t()).view(T, B, 4 * H)
+    U_t = w.U.t()
+    if w.p is not None:
+        p_if, p_o = w.p[: 2 * H].view(2, H), w.p[2 * H :]
+    h, c = h0, c0
+    hs = []
+    for z_x in z_all.unbind(0):
+        z = torch.addmm(z_x, h, U_t)
+        if w.p is None:
+            z_ifo, z_g = z.split([3 * H, H], 1)
+            i, f, o = torch.sigmoid(z_ifo).chunk(3, 1)
+            g = torch.tanh(z_g)
+            c = torch.addcmul(f * c, i, g)
+        else:
+            z_if, z_o, z_g = z.split([2 * H, H, H], 1)
+            i, f = torch.sigmoid(torch.addcmul(z_if.view(B, 2, H), c[:, None], p_if)).unbind(1)
+            g = torch.tanh(z_g)
+            c = torch.addcmul(f * c, i, g)
+            o = torch.sigmoid(torch.addcmul(z_o, c, p_o))
+        h = o * torch.tanh(c)
+        hs.append(h)
+    return torch.stack(hs), h, c
+
+
+@dataclass
+class TorchPeepholeLSTM(Implementation):
+    id: str = "torch/peephole"
+    framework: str = "torch"
+    description: str = "the spec's equations in torch ops (one input product, one addmm a step), autograd gradients"
+    devices: tuple[str, ...] = ("cpu", "cuda")
+
+    def __post_init__(self):
+        self._weights = _Cache()
+        self._workspaces: dict[tuple, object] = {}
+
+    def _workspace(self, torch, shape: tuple[int, int, int], dtype: str, device: str):
+        """A reused buffer for forward()'s intermediates, one per (T, B, H, dtype, device), kept up to a
+        total of 256 MiB (beyond that the kept ones are dropped). Not for concurrent calls."""
+        key = (*shape, dtype, device)
+        if key not in self._workspaces:
+            size = _workspace_size(*shape) * np.dtype(dtype).itemsize
+            if sum(w.numel() * w.element_size() for w in self._workspaces.values()) + size > 256 << 20:
+                self._workspaces.clear()
+            self._workspaces[key] = torch.empty(_workspace_size(*shape), dtype=getattr(torch, dtype), device=device)
+        return self._workspaces[key]
+
+    def availability(self, device: str = "cpu") -> str | None:
+        return _availability(device)
+
+    def environment(self, device: str = "cpu") -> dict[str, object]:
+        return _environment(device)
+
+    # -- layouts -------------------------------------------------------------
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        H, I = params.hidden_size, params.input_size
+        native = {
+            "weight_ih": params.W[_TO_PEEPHOLE_ORDER].reshape(4 * H, I),
+            "weight_hh": params.U[_TO_PEEPHOLE_ORDER].reshape(4 * H, H),
+            "bias": fold_forget_bias(params.b, forget_bias)[_TO_PEEPHOLE_ORDER].reshape(4 * H),
+        }
+        if params.p is not None:
+            native["peephole"] = params.p.reshape(3 * H).copy()
+        return native
+
+    def from_native(self, native: Mapping[str, object]) -> LSTMParams:
+        w_ih, w_hh, bias = (np.asarray(native[k]) for k in ("weight_ih", "weight_hh", "bias"))
+        H4, I = w_ih.shape
+        H = H4 // 4
+        p = native.get("peephole")
+        return LSTMParams(
+            w_ih.reshape(4, H, I)[_FROM_PEEPHOLE_ORDER],
+            w_hh.reshape(4, H, H)[_FROM_PEEPHOLE_ORDER],
+            bias.reshape(4, H)[_FROM_PEEPHOLE_ORDER],
+            None if p is None else np.asarray(p).reshape(3, H).copy(),
+        )
+
+    # -- running -------------------------------------------------------------
+
+    def weights(self, params: LSTMParams, forget_bias: float, dtype: str, device: str) -> _PeepholeWeights:
+        """The native parameters as tensors on ``device`` (cached)."""
+
+        def build():
+            torch = _torch()
+            native = self.to_native(params, forget_bias)
+            t = {k: torch.from_numpy(v).to(device) for k, v in native.items()}
+            return _PeepholeWeights(t["weight_ih"], t["weight_hh"], t["bias"], t.get("peephole"))
+
+        return self._weights.get(params, (float(forget_bias), dtype, device), build)
+
+    def _start(self, params, config, gradients, **arrays):
+        self.check(config, gradients=gradients)
+        if params.variant != config.variant:
+            raise LSTMInputError("params", "wrong variant", config.variant, params.variant)
+        if (reason := self.availability(config.device)) is not None:
+            raise Unavailable(reason)
+        _check_inputs(config, params, **arrays)
+        configure(config.device)
+        return _torch()
+
+    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+        torch = self._start(params, config, False, x=x, h0=h0, c0=c0)
+        w = self.weights(params, forget_bias, config.dtype, config.device)
+        dev = config.device
+        workspace = self._workspace(torch, (x.shape[0], x.shape[1], params.hidden_size), config.dtype, dev)
+        with torch.inference_mode():
+            h_seq, h_T, c_T = _peephole_forward(
+                torch, w, _tensor(torch, x, dev), _tensor(torch, h0, dev), _tensor(torch, c0, dev), workspace
+            )
+        return Outputs(
+            h_seq=_numpy("h_seq", h_seq, config.dtype),
+            h_T=_numpy("h_T", h_T, config.dtype),
+            c_T=_numpy("c_T", c_T, config.dtype),
+        )
+
+    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        torch = self._start(params, config, True, x=x, h0=h0, c0=c0, **cotangents)
+        cached = self.weights(params, forget_bias, config.dtype, config.device)
+        dev = config.device
+        inputs = {name: _tensor(torch, a, dev).requires_grad_() for name, a in (("x", x), ("h0", h0), ("c0", c0))}
+        leaves = {
+            name: None if value is None else value.detach().requires_grad_()
+            for name, value in (("W", cached.W), ("U", cached.U), ("b", cached.b), ("p", cached.p))
+        }
+        w = _PeepholeWeights(**leaves)
+        wrt = {**inputs, **{k: v for k, v in leaves.items() if v is not None}}
+        with torch.enable_grad():
+            h_seq, h_T, c_T = _peephole_forward_autograd(torch, w, inputs["x"], inputs["h0"], inputs["c0"])
+            cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
+            grads = torch.autograd.grad((h_seq, h_T, c_T), tuple(wrt.values()), grad_outputs=(cot["dh_seq"], cot["dh_T"], cot["dc_T"]))
+        g = {name: _numpy(name, t, config.dtype) for name, t in zip(wrt, grads)}
+        H, I = params.hidden_size, params.input_size
+        out = {
+            "x": g["x"],
+            "h0": g["h0"],
+            "c0": g["c0"],
+            "W": g["W"].reshape(4, H, I)[_FROM_PEEPHOLE_ORDER],
+            "U": g["U"].reshape(4, H, H)[_FROM_PEEPHOLE_ORDER],
+            "b": g["b"].reshape(4, H)[_FROM_PEEPHOLE_ORDER],
+        }
+        if "p" in g:
+            out["p"] = g["p"].reshape(3, H)
+        return out
+
+
+IMPLEMENTATIONS = (TorchLSTM(), TorchPeepholeLSTM())

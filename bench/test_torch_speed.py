@@ -1,0 +1,152 @@
+"""PyTorch's speed on CPU, float32, at B=64, T=25, I=H=512: the adapters against torch.nn.LSTM called natively.
+
+    python -m pytest bench/test_torch_speed.py -p no:cacheprovider
+
+Targets: the torch/nn.LSTM adapter (NumPy in, NumPy out) adds at most 5% to the native module's
+forward; torch/peephole (the spec's equations in torch ops) runs within 1.3x of torch.nn.LSTM,
+forward and forward+backward. "Native" means the module called on torch tensors whose weights are
+already in its layout: forward under torch.inference_mode() (as the adapter's forward), and
+forward+backward as torch.autograd.grad of the same loss with respect to the same tensors (x, h0,
+c0 and the four weights) as the adapter's backward.
+
+Each figure has its own pytest-benchmark run (``measure``), and the ratios are also measured with
+the runs interleaved round by round (test_side_by_side), so that the drifts of a shared virtual
+machine hit all of them alike; the summary at the end of the run gives both.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from bench.conftest import RESULTS, lstm_flop
+from spec.cases import BENCH_CASE, make_case_data
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install 'lstm-conformance[torch]'")
+
+from backends.base import Config  # noqa: E402
+from backends.torch_lstm import TorchLSTM, TorchPeepholeLSTM, configure  # noqa: E402
+
+CASE = BENCH_CASE
+DTYPE = "float32"
+FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)
+CONFIG = Config(variant="standard", dtype=DTYPE, device="cpu")
+
+#: (numerator, denominator, maximum time ratio, what it means)
+TARGETS = (
+    ("torch/nn.LSTM adapter forward", "torch nn.LSTM native forward", 1.05, "adapter overhead on nn.LSTM's forward"),
+    ("torch/peephole forward", "torch nn.LSTM native forward", 1.3, "torch/peephole forward vs nn.LSTM"),
+    ("torch/peephole forward+backward", "torch nn.LSTM native forward+backward", 1.3, "torch/peephole forward+backward vs nn.LSTM"),
+)
+#: Medians (seconds) of the interleaved rounds of test_side_by_side.
+SIDE_BY_SIDE: dict[str, float] = {}
+
+
+class _Summary:
+    """Writes the ratios at the end of the run (registered as a plugin by the first test that runs)."""
+
+    def pytest_terminal_summary(self, terminalreporter):
+        write = terminalreporter.write_line
+        terminalreporter.section("torch: time ratios (medians; target is a maximum)")
+        sources = (("separate runs", {k: v[0] for k, v in RESULTS.items()}), ("interleaved rounds", SIDE_BY_SIDE))
+        for numerator, denominator, maximum, meaning in TARGETS:
+            for source, medians in sources:
+                if numerator in medians and denominator in medians:
+                    ratio = medians[numerator] / medians[denominator]
+                    verdict = "met" if ratio <= maximum else "MISSED"
+                    write(
+                        f"  {meaning}: {medians[numerator] * 1e3:.2f} / {medians[denominator] * 1e3:.2f} ms = "
+                        f"{ratio:.3f}x (target <= {maximum}) [{source}]: {verdict}"
+                    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary(request):
+    plugin = _Summary()
+    if not request.config.pluginmanager.is_registered(plugin):
+        request.config.pluginmanager.register(plugin, "torch-speed-summary")
+    configure("cpu")
+    yield
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_case_data(CASE, DTYPE)
+
+
+class Native:
+    """torch.nn.LSTM with the case's weights already in its layout, inputs already tensors."""
+
+    def __init__(self, data):
+        params = data.params
+        self.module = torch.nn.LSTM(params.input_size, params.hidden_size, dtype=torch.float32)
+        state = {k: torch.from_numpy(v) for k, v in TorchLSTM().to_native(params).items()}
+        self.module.load_state_dict(state)
+        self.x = torch.from_numpy(data.x).requires_grad_()
+        self.h0 = torch.from_numpy(data.h0)[None].requires_grad_()
+        self.c0 = torch.from_numpy(data.c0)[None].requires_grad_()
+        self.cot = (torch.from_numpy(data.dh_seq), torch.from_numpy(data.dh_T)[None], torch.from_numpy(data.dc_T)[None])
+        self.wrt = (self.x, self.h0, self.c0, *self.module.parameters())
+
+    def forward(self):
+        with torch.inference_mode():
+            return self.module(self.x, (self.h0, self.c0))
+
+    def forward_backward(self):
+        h_seq, (h_T, c_T) = self.module(self.x, (self.h0, self.c0))
+        return torch.autograd.grad((h_seq, h_T, c_T), self.wrt, grad_outputs=self.cot)
+
+
+@pytest.fixture(scope="module")
+def runs(data):
+    native = Native(data)
+    adapter, peephole = TorchLSTM(), TorchPeepholeLSTM()
+    args = (data.params, data.x, data.h0, data.c0)
+    return {
+        "torch nn.LSTM native forward": native.forward,
+        "torch/nn.LSTM adapter forward": lambda: adapter.forward(*args, forget_bias=0.0, config=CONFIG),
+        "torch/peephole forward": lambda: peephole.forward(*args, forget_bias=0.0, config=CONFIG),
+        "torch nn.LSTM native forward+backward": native.forward_backward,
+        "torch/peephole forward+backward": lambda: peephole.backward(*args, data.cotangents(), forget_bias=0.0, config=CONFIG),
+    }
+
+
+def _flop(name: str) -> float:
+    return 3 * FLOP if name.endswith("forward+backward") else FLOP
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "torch nn.LSTM native forward",
+        "torch/nn.LSTM adapter forward",
+        "torch/peephole forward",
+        "torch nn.LSTM native forward+backward",
+        "torch/peephole forward+backward",
+    ],
+)
+def test_speed(measure, runs, name):
+    measure(name, runs[name], flop=_flop(name), rounds=21, warmup_rounds=3)
+
+
+def test_side_by_side(benchmark, runs):
+    """All five alternate round by round (21 rounds, after a warm-up), each round starting one further
+    along the list so that none always follows the same one: the ratios' fair measurement."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for run in runs.values():
+        run()
+    for round_ in range(21):
+        shift = round_ % len(order)
+        for name in order[shift:] + order[:shift]:
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
+    SIDE_BY_SIDE.update({name: float(np.median(t)) for name, t in times.items()})
+    benchmark.extra_info.update({f"median_s {name}": m for name, m in SIDE_BY_SIDE.items()})
+    for numerator, denominator, _, _ in TARGETS:
+        benchmark.extra_info[f"ratio {numerator} / {denominator}"] = SIDE_BY_SIDE[numerator] / SIDE_BY_SIDE[denominator]
+    # pytest-benchmark needs one timed call; the figures above are the result.
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
