@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from spec.params import GATES, LSTMParams
+from spec.validation import LSTMInputError, check_tensor
 
 VARIANTS = ("standard", "peephole")
 DTYPES = ("float32", "float64")
@@ -149,6 +150,39 @@ class NativeCache:
         if key not in per_params:
             per_params[key] = make()
         return per_params[key]
+
+
+def check_inputs(
+    params: LSTMParams, x, h0, c0, dtype: str, cotangents: Mapping[str, np.ndarray] | None = None
+) -> None:
+    """Everything must already be in the requested dtype and in shape: frameworks would cast silently
+    (or broadcast), so adapters check before handing anything over."""
+    want = np.dtype(dtype)
+    if params.dtype != want:
+        raise LSTMInputError("params", "wrong dtype", want.name, params.dtype.name, "nothing is cast; use params.astype(...)")
+    H, I = params.hidden_size, params.input_size
+    check_tensor("x", x, ("T", "B", I), want)
+    T, B = x.shape[:2]
+    check_tensor("h0", h0, (B, H), want)
+    check_tensor("c0", c0, (B, H), want)
+    if cotangents is not None:
+        check_tensor("dh_seq", cotangents["dh_seq"], (T, B, H), want)
+        check_tensor("dh_T", cotangents["dh_T"], (B, H), want)
+        check_tensor("dc_T", cotangents["dc_T"], (B, H), want)
+
+
+def cpu_model() -> str:
+    """The CPU's name, for the environment recorded beside results."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
 
 
 def fold_forget_bias(b: np.ndarray, forget_bias: float) -> np.ndarray:

@@ -26,16 +26,26 @@ non-conformance), ``tensorflow/BlockLSTMV2+BlockLSTMGradV2`` calls ``BlockLSTMGr
 from __future__ import annotations
 
 import os
-import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Mapping
 
 import numpy as np
 
-from backends.base import Config, Implementation, NotSupported, Outputs, Unavailable, fold_forget_bias, require_dtype
+from backends.base import (
+    Config,
+    Implementation,
+    NativeCache,
+    NotSupported,
+    Outputs,
+    Unavailable,
+    check_inputs,
+    cpu_model,
+    fold_forget_bias,
+    require_dtype,
+)
 from spec.params import GATES, LSTMParams
-from spec.validation import LSTMInputError, check_tensor
+from spec.validation import check_tensor
 
 INSTALL_HINT = "tensorflow is not installed (pip install 'lstm-conformance[tensorflow]')"
 FLOAT32_ONLY = "TensorFlow's block LSTM kernels run float32 and half only"
@@ -97,53 +107,11 @@ def _tf_device(device: str) -> str:
     return "/GPU:0" if device == "cuda" else "/CPU:0"
 
 
-def _check_inputs(params: LSTMParams, x, h0, c0, dtype: str, cotangents: Mapping[str, np.ndarray] | None = None) -> None:
-    """Everything must already be in the requested dtype: a framework would cast silently, so check first."""
-    want = np.dtype(dtype)
-    if params.dtype != want:
-        raise LSTMInputError("params", "wrong dtype", want.name, params.dtype.name, "nothing is cast; use params.astype(...)")
-    H, I = params.hidden_size, params.input_size
-    check_tensor("x", x, ("T", "B", I), want)
-    T, B = x.shape[:2]
-    check_tensor("h0", h0, (B, H), want)
-    check_tensor("c0", c0, (B, H), want)
-    if cotangents is not None:
-        check_tensor("dh_seq", cotangents["dh_seq"], (T, B, H), want)
-        check_tensor("dh_T", cotangents["dh_T"], (B, H), want)
-        check_tensor("dc_T", cotangents["dc_T"], (B, H), want)
-
-
-class _WeightCache:
-    """Native weights as TensorFlow tensors, per params object (weakly keyed) and per conversion key."""
-
-    def __init__(self):
-        self._by_params: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def get(self, params: LSTMParams, key: tuple, make):
-        per_params = self._by_params.setdefault(params, {})
-        if key not in per_params:
-            per_params[key] = make()
-        return per_params[key]
-
-
-_WEIGHTS = _WeightCache()
+_WEIGHTS = NativeCache()
 
 
 def _numpy(tensor, name: str, dtype: str) -> np.ndarray:
     return require_dtype(name, tensor.numpy(), dtype)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def _environment(device: str) -> dict[str, object]:
@@ -160,7 +128,7 @@ def _environment(device: str) -> dict[str, object]:
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else None
         env["device"] = f"GPU:0 {name}" if name else "no GPU visible"
     else:
-        env["device"] = f"CPU:0 {_cpu_model()}"
+        env["device"] = f"CPU:0 {cpu_model()}"
     env["tf32"] = tf.config.experimental.tensor_float_32_execution_enabled()
     # 0 means "TensorFlow chooses" (all cores); they cannot be changed once TensorFlow has initialised.
     env["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
@@ -308,7 +276,7 @@ class KerasLSTM(Implementation):
         return tf, runner
 
     def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        _check_inputs(params, x, h0, c0, config.dtype)
+        check_inputs(params, x, h0, c0, config.dtype)
         tf, runner = self._prepare(params, forget_bias, config)
         with tf.device(runner.device):
             h_seq, h_T, c_T = runner.forward(tf.constant(x), tf.constant(h0), tf.constant(c0))
@@ -320,7 +288,7 @@ class KerasLSTM(Implementation):
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         self.check(config, gradients=True)
-        _check_inputs(params, x, h0, c0, config.dtype, cotangents)
+        check_inputs(params, x, h0, c0, config.dtype, cotangents)
         tf, runner = self._prepare(params, forget_bias, config)
         with tf.device(runner.device):
             args = [tf.constant(a) for a in (x, h0, c0, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"])]
@@ -502,7 +470,7 @@ class BlockLSTM(Implementation):
 
     def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
         self.check(config)
-        _check_inputs(params, x, h0, c0, config.dtype)
+        check_inputs(params, x, h0, c0, config.dtype)
         tf, device, weights = self._prepare(params, forget_bias, config)
         fn = _block_forward_fn(self.version, params.peephole, float(forget_bias), device)
         with tf.device(device):
@@ -515,7 +483,7 @@ class BlockLSTM(Implementation):
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         self.check(config, gradients=True)
-        _check_inputs(params, x, h0, c0, config.dtype, cotangents)
+        check_inputs(params, x, h0, c0, config.dtype, cotangents)
         tf, device, weights = self._prepare(params, forget_bias, config)
         if self.gradient == "BlockLSTMGradV2":
             fn = _block_v2_explicit_gradient_fn(params.peephole, device)

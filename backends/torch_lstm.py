@@ -6,8 +6,9 @@ rows are then unavailable with the install hint.
 
 Native layouts
     torch/nn.LSTM   ``weight_ih_l0`` (4H, I), ``weight_hh_l0`` (4H, H), ``bias_ih_l0`` and ``bias_hh_l0``
-                    (4H each, summed); gates i, f, g, o. The forget bias is folded into ``bias_ih_l0``'s
-                    f block and ``bias_hh_l0`` is zero.
+                    (4H each, summed); gates i, f, g, o. b is split exactly in half between the two (so that
+                    code dropping one of them fails instead of passing by luck); the forget bias is folded
+                    into ``bias_ih_l0``'s f block.
     torch/peephole  ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias`` (4H, forget bias folded),
                     ``peephole`` (3H, gates i, f, o; only for the peephole variant). Rows are in the
                     gate order **i, f, o, g** (:data:`PEEPHOLE_ORDER`): the three sigmoid gates are
@@ -24,14 +25,23 @@ Parameters are converted once per ``LSTMParams`` object, forget bias, dtype and 
 from __future__ import annotations
 
 import os
-import platform
-import weakref
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
-from backends.base import Config, Implementation, NotSupported, Outputs, Unavailable, fold_forget_bias, require_dtype
+from backends.base import (
+    Config,
+    Implementation,
+    NativeCache,
+    NotSupported,
+    Outputs,
+    Unavailable,
+    check_inputs,
+    cpu_model,
+    fold_forget_bias,
+    require_dtype,
+)
 from spec.params import GATES, LSTMParams
 from spec.validation import LSTMInputError
 
@@ -92,17 +102,6 @@ def configure(device: str) -> None:
         torch.backends.cudnn.allow_tf32 = False
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _environment(device: str) -> dict[str, object]:
     if (reason := _availability(device)) is not None:
         return {"unavailable": reason}
@@ -110,7 +109,7 @@ def _environment(device: str) -> dict[str, object]:
     configure(device)
     env: dict[str, object] = {
         "torch": torch.__version__,
-        "device": _cpu_model() if device == "cpu" else torch.cuda.get_device_name(),
+        "device": cpu_model() if device == "cpu" else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(),
         "threads_env": os.environ.get("LSTMC_THREADS"),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
@@ -139,17 +138,6 @@ def _environment(device: str) -> dict[str, object]:
     return env
 
 
-def _check_inputs(config: Config, params: LSTMParams, **arrays: np.ndarray) -> None:
-    """Everything must arrive in the requested dtype: nothing is cast."""
-    if params.dtype != np.dtype(config.dtype):
-        raise LSTMInputError("params", "wrong dtype", config.dtype, params.dtype.name, "nothing is cast; pass params in the requested dtype")
-    for name, array in arrays.items():
-        if not isinstance(array, np.ndarray):
-            raise LSTMInputError(name, "not a NumPy array", "numpy.ndarray", type(array).__name__)
-        if array.dtype != np.dtype(config.dtype):
-            raise LSTMInputError(name, "wrong dtype", config.dtype, array.dtype.name, "nothing is cast; pass inputs in the requested dtype")
-
-
 def _tensor(torch, array: np.ndarray, device: str):
     """A NumPy array as a tensor: shared memory on CPU (copied only if read-only), copied to a GPU."""
     if not array.flags.writeable:
@@ -160,22 +148,6 @@ def _tensor(torch, array: np.ndarray, device: str):
 
 def _numpy(name: str, tensor, dtype: str) -> np.ndarray:
     return require_dtype(name, tensor.detach().cpu().numpy(), dtype)
-
-
-class _Cache:
-    """Converted parameters per LSTMParams object (weakly held) and per (forget bias, dtype, device)."""
-
-    def __init__(self):
-        self._by_params: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def get(self, params: LSTMParams, key: tuple, build):
-        entries = self._by_params.setdefault(params, {})
-        if key not in entries:
-            entries[key] = build()
-        return entries[key]
-
-    def clear(self) -> None:
-        self._by_params.clear()
 
 
 # ---------------------------------------------------------------------------
@@ -193,7 +165,7 @@ class TorchLSTM(Implementation):
     unsupported_reasons: dict = field(default_factory=lambda: {"peephole": "torch.nn.LSTM has no peepholes"})
 
     def __post_init__(self):
-        self._modules = _Cache()
+        self._modules = NativeCache()
 
     def availability(self, device: str = "cpu") -> str | None:
         return _availability(device)
@@ -210,8 +182,8 @@ class TorchLSTM(Implementation):
         return {
             "weight_ih_l0": params.W.reshape(4 * H, I).copy(),
             "weight_hh_l0": params.U.reshape(4 * H, H).copy(),
-            "bias_ih_l0": fold_forget_bias(params.b, forget_bias).reshape(4 * H),
-            "bias_hh_l0": np.zeros(4 * H, params.dtype),
+            "bias_ih_l0": fold_forget_bias(params.b * 0.5, forget_bias).reshape(4 * H),
+            "bias_hh_l0": (params.b * 0.5).reshape(4 * H),
         }
 
     def from_native(self, native: Mapping[str, object]) -> LSTMParams:
@@ -241,18 +213,18 @@ class TorchLSTM(Implementation):
 
         return self._modules.get(params, (float(forget_bias), dtype, device), build)
 
-    def _start(self, params, config, gradients, **arrays):
+    def _start(self, params, config, gradients, x, h0, c0, cotangents=None):
         self.check(config, gradients=gradients)
         if params.peephole:
             raise NotSupported(self.unsupported_reasons["peephole"])
         if (reason := self.availability(config.device)) is not None:
             raise Unavailable(reason)
-        _check_inputs(config, params, **arrays)
+        check_inputs(params, x, h0, c0, config.dtype, cotangents)
         configure(config.device)
         return _torch()
 
     def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        torch = self._start(params, config, False, x=x, h0=h0, c0=c0)
+        torch = self._start(params, config, False, x, h0, c0)
         module = self.module(params, forget_bias, config.dtype, config.device)
         dev = config.device
         with torch.inference_mode():
@@ -264,7 +236,7 @@ class TorchLSTM(Implementation):
         )
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        torch = self._start(params, config, True, x=x, h0=h0, c0=c0, **cotangents)
+        torch = self._start(params, config, True, x, h0, c0, cotangents)
         module = self.module(params, forget_bias, config.dtype, config.device)
         dev = config.device
         inputs = {name: _tensor(torch, a, dev).requires_grad_() for name, a in (("x", x), ("h0", h0), ("c0", c0))}
@@ -411,7 +383,7 @@ class TorchPeepholeLSTM(Implementation):
     devices: tuple[str, ...] = ("cpu", "cuda")
 
     def __post_init__(self):
-        self._weights = _Cache()
+        self._weights = NativeCache()
         self._workspaces: dict[tuple, object] = {}
 
     def _workspace(self, torch, shape: tuple[int, int, int], dtype: str, device: str):
@@ -469,18 +441,18 @@ class TorchPeepholeLSTM(Implementation):
 
         return self._weights.get(params, (float(forget_bias), dtype, device), build)
 
-    def _start(self, params, config, gradients, **arrays):
+    def _start(self, params, config, gradients, x, h0, c0, cotangents=None):
         self.check(config, gradients=gradients)
         if params.variant != config.variant:
             raise LSTMInputError("params", "wrong variant", config.variant, params.variant)
         if (reason := self.availability(config.device)) is not None:
             raise Unavailable(reason)
-        _check_inputs(config, params, **arrays)
+        check_inputs(params, x, h0, c0, config.dtype, cotangents)
         configure(config.device)
         return _torch()
 
     def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        torch = self._start(params, config, False, x=x, h0=h0, c0=c0)
+        torch = self._start(params, config, False, x, h0, c0)
         w = self.weights(params, forget_bias, config.dtype, config.device)
         dev = config.device
         workspace = self._workspace(torch, (x.shape[0], x.shape[1], params.hidden_size), config.dtype, dev)
@@ -495,7 +467,7 @@ class TorchPeepholeLSTM(Implementation):
         )
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        torch = self._start(params, config, True, x=x, h0=h0, c0=c0, **cotangents)
+        torch = self._start(params, config, True, x, h0, c0, cotangents)
         cached = self.weights(params, forget_bias, config.dtype, config.device)
         dev = config.device
         inputs = {name: _tensor(torch, a, dev).requires_grad_() for name, a in (("x", x), ("h0", h0), ("c0", c0))}

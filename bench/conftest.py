@@ -8,12 +8,13 @@ a backward pass counts twice that, forward + backward three times.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from typing import Callable
 
 import numpy as np
 import pytest
+
+from backends.base import cpu_model
 
 #: name -> (median seconds, FLOPs) of the benchmarks run in this session.
 RESULTS: dict[str, tuple[float, float]] = {}
@@ -73,21 +74,10 @@ def measure(benchmark):
     return run
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def pytest_benchmark_update_machine_info(config, machine_info):
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     machine_info["lstm_conformance"] = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
         "numpy": np.__version__,

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from backends.base import DTYPES, VARIANTS, Config, Implementation, NotSupported, Outputs, Unavailable
+from backends.base import DTYPES, VARIANTS, Config, Implementation, NotSupported, Outputs
 from conformance.tolerances import TOLERANCES
 from spec import lstm
 from spec.cases import CASES_BY_NAME, CaseData, make_case_data
@@ -147,7 +147,7 @@ class ResultsDirectory(Implementation):
         return grads
 
     def availability(self, device: str = "cpu") -> str | None:
-        return None if device == "cpu" else f"results files are checked once, under device cpu"
+        return None if device == "cpu" else "results files are checked once, under device cpu"
 
     def environment(self, device: str = "cpu") -> dict[str, object]:
         return {"results": str(self.directory), "vectors": len(self.manifest["vectors"])}
