@@ -55,7 +55,7 @@ def test_adapter_overhead_interleaved(benchmark, native, adapter):
     medians, times = interleaved({"native": native, "adapter": adapter})
     overhead = ratio(times, "adapter", "native")
     benchmark.extra_info.update({f"median_ms {k}": v * 1e3 for k, v in medians.items()}, adapter_over_native=overhead)
-    print(f"\\nonnxruntime/LSTM: native {medians['native'] * 1e3:.2f} ms, adapter {medians['adapter'] * 1e3:.2f} ms, "
+    print(f"\nonnxruntime/LSTM: native {medians['native'] * 1e3:.2f} ms, adapter {medians['adapter'] * 1e3:.2f} ms, "
           f"adapter/native {overhead:.3f} (target <= {MAX_OVERHEAD})")
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     assert overhead <= MAX_OVERHEAD, f"the adapter adds {overhead - 1:.1%} over calling ONNX Runtime directly (target <= 5%)"
