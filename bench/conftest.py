@@ -74,8 +74,50 @@ def measure(benchmark):
     return run
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("lstm-conformance benchmarks")
+    group.addoption("--bench-set", default="quick", choices=("quick", "full"),
+                    help="the matrix's shapes: quick (MNIST rows and one DeepBench shape; default) or full")
+    group.addoption("--bench-impl", action="append", default=[], metavar="TEXT",
+                    help="only implementations whose id contains TEXT (repeatable)")
+    group.addoption("--bench-device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto (default): cpu, plus cuda when a CUDA GPU is visible")
+
+
+def _gpu_info() -> dict[str, object]:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return {"gpu": None}
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as error:
+        return {"gpu": f"nvidia-smi failed: {error}"}
+    info: dict[str, object] = {"gpu": out}
+    try:
+        import torch
+
+        info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version() if torch.cuda.is_available() else None)
+    except ImportError:
+        pass
+    return info
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
+    from backends.registry import builtin_implementations
+
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    frameworks = {}
+    for impl in builtin_implementations():
+        if impl.availability("cpu") is None and impl.framework not in frameworks:
+            try:
+                frameworks[impl.framework] = impl.environment("cpu")
+            except Exception as error:  # the machine info must not stop a benchmark run
+                frameworks[impl.framework] = f"environment() failed: {error}"
     machine_info["lstm_conformance"] = {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -83,6 +125,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "numpy": np.__version__,
         "blas": f"{blas.get('name')} {blas.get('version')}",
         "onnx": _version("onnx"),
+        "frameworks": frameworks,  # versions, TF32 state and threads, as each adapter records them
+        **_gpu_info(),
     }
 
 

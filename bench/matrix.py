@@ -1,0 +1,114 @@
+"""What the benchmark matrix measures: shapes, FLOP and byte counts, the roofline, and DeepBench's reference.
+
+Conventions
+- FLOPs: 8 * B * H * (I + H) * T per forward pass (the two matrix products; elementwise work is
+  not counted), three times that for forward + backward. DeepBench counts only the recurrent
+  product (8 * H * H * B * T per pass), so its rates are not comparable with ours; its *times*
+  are shown beside ours instead.
+- Bytes: what a pass must move at least, in the dtype's size: the input projection's weights once
+  (4H x I), the recurrent weights once per step (4H x H, since a step's product cannot start
+  before the previous step's h), the sequence in and out (x, h for every step) and the states.
+  Forward + backward counts three times that.
+- Roofline: min(matrix-product rate, bytes' arithmetic intensity x memory bandwidth), both rates
+  measured in the same run on the same device; the fraction reported is achieved / roofline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PASSES = ("forward", "forward+backward")
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    B: int
+    T: int
+    I: int
+    H: int
+    sets: tuple[str, ...]  # "quick", "full"
+    inference: bool = False  # forward only (DeepBench's inference set)
+
+    @property
+    def passes(self) -> tuple[str, ...]:
+        return ("forward",) if self.inference else PASSES
+
+
+def _deepbench(H, B, T, sets=("full",)):
+    return Shape(f"deepbench-H{H}-B{B}-T{T}", B=B, T=T, I=H, H=H, sets=sets)
+
+
+def _inference(H, B, T=25):
+    return Shape(f"inference-H{H}-B{B}-T{T}", B=B, T=T, I=H, H=H, sets=("full",), inference=True)
+
+
+#: The classic MNIST row-by-row LSTM, a subset of DeepBench's training set, and inference.
+SHAPES: tuple[Shape, ...] = (
+    Shape("mnist-rows", B=128, T=28, I=28, H=128, sets=("quick", "full")),
+    _deepbench(512, 64, 25, sets=("quick", "full")),
+    _deepbench(512, 16, 25),
+    _deepbench(1024, 16, 25),
+    _deepbench(1024, 64, 25),
+    _deepbench(2048, 16, 25),
+    _deepbench(2048, 64, 25),
+    _deepbench(256, 64, 150),
+    _inference(512, 1),
+    _inference(512, 4),
+    _inference(1024, 1),
+    _inference(1024, 4),
+)
+SHAPES_BY_NAME = {s.name: s for s in SHAPES}
+
+#: DeepBench (baidu-research/DeepBench, results/train, V100 sheet of 2019-10-07), float32, cuDNN 7.6,
+#: milliseconds: forward, backward-data, backward-weights. Key: (H, B, T).
+DEEPBENCH_V100_TRAIN_MS = {
+    (512, 64, 25): (1.34, 1.26, 0.44),
+    (1024, 16, 25): (1.92, 1.66, 0.45),
+    (1024, 64, 25): (2.21, 2.04, 1.16),
+    (2048, 64, 25): (5.57, 4.87, 4.10),
+    (256, 64, 150): (6.70, 5.80, 0.61),
+}
+#: DeepBench's inference results (forward only, 1080 Ti, float32), milliseconds. Key: (H, B, T).
+DEEPBENCH_1080TI_INFERENCE_MS = {(512, 1, 25): 0.89, (1024, 1, 25): 1.89, (1024, 4, 25): 2.06}
+
+
+def deepbench_ms(shape: Shape, pass_: str) -> tuple[float, str] | None:
+    """DeepBench's published time for this shape and pass, and what it was measured on."""
+    key = (shape.H, shape.B, shape.T)
+    if shape.I != shape.H:
+        return None
+    if shape.inference:
+        ms = DEEPBENCH_1080TI_INFERENCE_MS.get(key)
+        return (ms, "DeepBench 1080 Ti fp32") if ms is not None and pass_ == "forward" else None
+    times = DEEPBENCH_V100_TRAIN_MS.get(key)
+    if times is None:
+        return None
+    return (times[0] if pass_ == "forward" else sum(times)), "DeepBench V100 fp32 cuDNN 7.6"
+
+
+def flop(shape: Shape, pass_: str) -> float:
+    forward = 8.0 * shape.B * shape.H * (shape.I + shape.H) * shape.T
+    return forward * (3 if pass_ == "forward+backward" else 1)
+
+
+def bytes_moved(shape: Shape, pass_: str, dtype: str) -> float:
+    size = np.dtype(dtype).itemsize
+    B, T, I, H = shape.B, shape.T, shape.I, shape.H
+    forward = size * (4 * H * I + T * 4 * H * H + T * B * (I + H) + 2 * B * H)
+    return forward * (3 if pass_ == "forward+backward" else 1)
+
+
+def roofline_fraction(shape: Shape, pass_: str, dtype: str, seconds: float, matmul_flops: float, bandwidth: float) -> float:
+    """Achieved FLOP rate over min(matmul rate, intensity * bandwidth)."""
+    intensity = flop(shape, pass_) / bytes_moved(shape, pass_, dtype)
+    bound = min(matmul_flops, intensity * bandwidth)
+    return flop(shape, pass_) / seconds / bound
+
+
+def shapes_in(which: str) -> list[Shape]:
+    if which not in ("quick", "full"):
+        raise ValueError(f"benchmark set {which!r}: expected quick or full")
+    return [s for s in SHAPES if which in s.sets]

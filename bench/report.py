@@ -1,0 +1,191 @@
+"""Turn saved benchmark runs into side-by-side tables and plots, and flag regressions.
+
+    python -m bench.report RUN.json [RUN.json ...] [--markdown FILE] [--plots DIR]
+    python -m bench.report NEW.json --baseline OLD.json [--threshold 0.10]
+
+RUN.json files are pytest-benchmark's (``--benchmark-json`` or ``--benchmark-save``) from
+bench/test_matrix.py; several runs (a CPU machine's and a GPU machine's, say) are merged, a later
+file's result replacing an earlier one's for the same configuration. For each pass the table has
+one row per implementation and variant and one column per shape and device (CPU beside GPU);
+a cell is the median time and its ratio to the fastest in that column; DeepBench's published
+times for the same shapes (V100, cuDNN) stand in the last row. With --baseline, every
+configuration that is slower than in the baseline by more than the threshold is flagged, and the
+command exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PASSES = ("forward", "forward+backward")
+
+
+@dataclass(frozen=True)
+class Row:
+    implementation: str
+    variant: str
+    dtype: str
+    device: str
+    shape: str
+    pass_: str
+    median_s: float
+    gflops: float
+    roofline_fraction: float | None
+    deepbench_ms: float | None
+    deepbench_source: str | None
+
+    @property
+    def key(self) -> tuple:
+        return (self.implementation, self.variant, self.dtype, self.device, self.shape, self.pass_)
+
+
+def load(paths) -> tuple[dict[tuple, Row], list[dict]]:
+    rows: dict[tuple, Row] = {}
+    machines = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        machines.append({"file": str(path), **{k: data.get("machine_info", {}).get(k) for k in ("node", "cpu", "lstm_conformance")}})
+        for bench in data.get("benchmarks", []):
+            info = bench.get("extra_info", {})
+            if not info.get("matrix"):
+                continue
+            row = Row(
+                implementation=info["implementation"], variant=info["variant"], dtype=info["dtype"], device=info["device"],
+                shape=info["shape"], pass_=info["pass_"], median_s=bench["stats"]["median"], gflops=info["gflops"],
+                roofline_fraction=info.get("roofline_fraction"), deepbench_ms=info.get("deepbench_ms"),
+                deepbench_source=info.get("deepbench_source"),
+            )
+            rows[row.key] = row
+    return rows, machines
+
+
+def table(rows: dict[tuple, Row], pass_: str) -> str:
+    selected = [r for r in rows.values() if r.pass_ == pass_]
+    if not selected:
+        return ""
+    columns = sorted({(r.shape, r.device) for r in selected}, key=lambda c: (c[0], c[1] != "cpu", c[1]))
+    names = sorted({(r.implementation, r.variant) for r in selected})
+    fastest = {c: min(r.median_s for r in selected if (r.shape, r.device) == c) for c in columns}
+    header = ["implementation", "variant"] + [f"{shape} {device}" for shape, device in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    by_key = {(r.implementation, r.variant, r.shape, r.device): r for r in selected}
+    for implementation, variant in names:
+        cells = []
+        for shape, device in columns:
+            r = by_key.get((implementation, variant, shape, device))
+            if r is None:
+                cells.append("-")
+            else:
+                roof = f", {r.roofline_fraction:.0%} of roofline" if r.roofline_fraction is not None else ""
+                cells.append(f"{r.median_s * 1e3:.3g} ms ({r.median_s / fastest[(shape, device)]:.2f}x{roof})")
+        lines.append("| " + " | ".join([f"`{implementation}`", variant] + cells) + " |")
+    references = []
+    for shape, device in columns:
+        ref = next((r for r in selected if r.shape == shape and r.deepbench_ms is not None), None)
+        references.append(f"{ref.deepbench_ms:.3g} ms" if ref else "-")
+    if any(ref != "-" for ref in references):
+        source = next(r.deepbench_source for r in selected if r.deepbench_source)
+        lines.append("| " + " | ".join([f"*{source}*", ""] + references) + " |")
+    return "\n".join(lines)
+
+
+def regressions(new: dict[tuple, Row], old: dict[tuple, Row], threshold: float) -> list[str]:
+    found = []
+    for key, row in sorted(new.items()):
+        before = old.get(key)
+        if before is not None and row.median_s > before.median_s * (1 + threshold):
+            implementation, variant, dtype, device, shape, pass_ = key
+            found.append(
+                f"REGRESSION {implementation} {variant} {dtype} {device} {shape} {pass_}: "
+                f"{before.median_s * 1e3:.3g} ms -> {row.median_s * 1e3:.3g} ms ({row.median_s / before.median_s:.2f}x, threshold {1 + threshold:.2f}x)"
+            )
+    return found
+
+
+def plot(rows: dict[tuple, Row], directory: Path) -> list[Path]:
+    """One PNG per pass: GFLOP/s per implementation, a panel per shape, CPU and GPU side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for pass_ in PASSES:
+        selected = [r for r in rows.values() if r.pass_ == pass_]
+        if not selected:
+            continue
+        shapes = sorted({r.shape for r in selected})
+        labels = sorted({(r.implementation, r.variant) for r in selected})
+        devices = sorted({r.device for r in selected})
+        fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 0.45 * len(labels) + 2), squeeze=False, sharey=True)
+        for ax, shape in zip(axes[0], shapes):
+            height = 0.8 / len(devices)
+            for k, device in enumerate(devices):
+                values = [
+                    next((r.gflops for r in selected if (r.implementation, r.variant, r.shape, r.device) == (*label, shape, device)), 0.0)
+                    for label in labels
+                ]
+                ax.barh([i + k * height for i in range(len(labels))], values, height=height, label=device)
+            ax.set_title(f"{shape}\n{pass_}", fontsize=9)
+            ax.set_xlabel("GFLOP/s (8BH(I+H)T per forward)")
+            ax.grid(axis="x", alpha=0.3)
+        axes[0][0].set_yticks([i + 0.4 - 0.4 / len(devices) for i in range(len(labels))])
+        axes[0][0].set_yticklabels([f"{impl} ({variant})" for impl, variant in labels], fontsize=8)
+        axes[0][-1].legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        path = directory / f"lstm-{pass_.replace('+', '-')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def render(rows: dict[tuple, Row], machines: list[dict]) -> str:
+    parts = ["# LSTM benchmarks", "", "Median time per call and its ratio to the fastest in the column (float32 unless noted)."]
+    for machine in machines:
+        parts.append(f"- `{machine['file']}`: {json.dumps({k: v for k, v in machine.items() if k != 'file'}, default=str)[:600]}")
+    for pass_ in PASSES:
+        text = table(rows, pass_)
+        if text:
+            parts += ["", f"## {pass_}", "", text]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark JSON files of bench/test_matrix.py")
+    parser.add_argument("--baseline", type=Path, help="an earlier run to compare with")
+    parser.add_argument("--threshold", type=float, default=0.10, help="slower by more than this fraction is a regression (default 0.10)")
+    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    parser.add_argument("--plots", type=Path, help="write PNG plots to this directory")
+    args = parser.parse_args(argv)
+    rows, machines = load(args.runs)
+    if not rows:
+        print("no results of bench/test_matrix.py in " + ", ".join(map(str, args.runs)), file=sys.stderr)
+        return 2
+    text = render(rows, machines)
+    print(text)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+    if args.plots:
+        for path in plot(rows, args.plots):
+            print(f"wrote {path}")
+    if args.baseline:
+        old, _ = load([args.baseline])
+        flagged = regressions(rows, old, args.threshold)
+        for line in flagged:
+            print(line)
+        if flagged:
+            return 1
+        print(f"no regression beyond {args.threshold:.0%} against {args.baseline}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
