@@ -112,9 +112,8 @@ def test_lstm(benchmark, impl, device, shape, pass_, variant):
     if pass_ == "forward":
         def run():
             return impl.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=run_config)
-    else:
+    else:  # backward() runs the forward pass itself (the framework's autodiff needs it): one call is both
         def run():
-            impl.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=run_config)
             return impl.backward(d.params, d.x, d.h0, d.c0, d.cotangents(), forget_bias=0.0, config=run_config)
     try:
         for _ in range(2):  # warm-up: traces, compilation, weight conversion, autotuning
