@@ -132,7 +132,7 @@ def plot(rows: dict[tuple, Row], directory: Path) -> list[Path]:
                 ]
                 ax.barh([i + k * height for i in range(len(labels))], values, height=height, label=device)
             ax.set_title(f"{shape}\n{pass_}", fontsize=9)
-            ax.set_xlabel("GFLOP/s (8BH(I+H)T per forward)")
+            ax.set_xlabel("GFLOP/s (8BH(I+H)T per forward" + (", x3 forward+backward)" if pass_ != "forward" else ")"))
             ax.grid(axis="x", alpha=0.3)
         axes[0][0].set_yticks([i + 0.4 - 0.4 / len(devices) for i in range(len(labels))])
         axes[0][0].set_yticklabels([f"{impl} ({variant})" for impl, variant in labels], fontsize=8)
