@@ -253,14 +253,12 @@ def forward(
     check_tensor("c0", c0, (B, H), dtype)
     forget_bias = _check_forget_bias(forget_bias)
 
-    # Gate-major buffers keep each gate's (B, H) block contiguous for the elementwise work.
-    # W_k x_t + b_k for all steps at once, one product per gate; each step then adds U h_{t-1}
-    # and overwrites the pre-activations with the activations i, f, g, o.
+    # W x_t + b for all steps in one product. The result is laid out gate-major (4, T, B, H), in
+    # the same pass that adds b, so that each gate's (B, H) block is contiguous for the elementwise
+    # work; each step then adds U h_{t-1} and overwrites the pre-activations with the activations.
     gates = np.empty((4, T, B, H), dtype)
-    x_all = np.ascontiguousarray(x).reshape(T * B, I)
-    for k in range(4):
-        np.matmul(x_all, params.W[k].T, out=gates[k].reshape(T * B, H))
-        gates[k] += params.b[k]
+    Wx = np.ascontiguousarray(x).reshape(T * B, I) @ params.W.reshape(4 * H, I).T
+    np.add(Wx.reshape(T, B, 4, H).transpose(2, 0, 1, 3), params.b[:, None, None, :], out=gates)
     U_T = params.U.reshape(4 * H, H).T
     Uh = np.empty((B, 4 * H), dtype)
     c_seq = np.empty((T, B, H), dtype)
