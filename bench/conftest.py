@@ -35,16 +35,18 @@ def lstm_flop(T: int, B: int, I: int, H: int) -> float:
 
 
 def interleaved(runs: dict[str, Callable[[], object]], rounds: int = 31, warmup: int = 2) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Time several calls side by side: each round runs every call once (the order alternates), so a slow
-    spell of a shared machine hits all of a round's calls. Returns the medians and the per-round times;
-    compare two calls by the median of their per-round ratios (see ratio())."""
+    """Time several calls side by side: each round runs every call once, starting one further along the
+    list each round (so none always follows the same one; with two calls the order alternates), so a
+    slow spell of a shared machine hits all of a round's calls. Returns the medians and the per-round
+    times; compare two calls by the median of their per-round ratios (see ratio())."""
     for run in runs.values():
         for _ in range(warmup):
             run()
     times: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for k in range(rounds):
-        for name in names if k % 2 == 0 else names[::-1]:
+        shift = k % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
             runs[name]()
             times[name].append(time.perf_counter() - start)

@@ -21,7 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PASSES = ("forward", "forward+backward")
+from bench.matrix import PASSES
+
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def table(rows: dict[tuple, Row], pass_: str) -> str:
                 cells.append(f"{r.median_s * 1e3:.3g} ms ({r.median_s / fastest[(shape, device)]:.2f}x{roof})")
         lines.append("| " + " | ".join([f"`{implementation}`", variant] + cells) + " |")
     references = []
-    for shape, device in columns:
+    for shape, _device in columns:
         ref = next((r for r in selected if r.shape == shape and r.deepbench_ms is not None), None)
         references.append(f"{ref.deepbench_ms:.3g} ms" if ref else "-")
     if any(ref != "-" for ref in references):

@@ -16,10 +16,8 @@ in the fixtures, before any timing.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 pytest.importorskip("jax", reason="the JAX benchmarks need jax: pip install 'lstm-conformance[jax]'")
@@ -29,7 +27,7 @@ import jax  # noqa: E402
 
 from backends.base import Config  # noqa: E402
 from backends.jax_lstm import IMPLEMENTATIONS  # noqa: E402
-from bench.conftest import lstm_flop  # noqa: E402
+from bench.conftest import interleaved, lstm_flop  # noqa: E402
 from spec.cases import BENCH_CASE, make_case_data  # noqa: E402
 
 CASE = BENCH_CASE
@@ -110,13 +108,7 @@ def test_scan_peephole_forward_backward(measure, runs):
 
 def test_side_by_side(benchmark, runs):
     """The requirements, measured fairly: all contenders alternate round by round; medians of 21 rounds."""
-    times = {name: [] for name in runs}
-    for _ in range(SIDE_BY_SIDE_ROUNDS):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    median = {name: float(np.median(t)) for name, t in times.items()}
+    median, _ = interleaved(runs, rounds=SIDE_BY_SIDE_ROUNDS, warmup=0)  # the runs fixture warmed them up
     ratios = {
         "flax adapter / native forward": (median["flax adapter forward"] / median["flax native forward"], ADAPTER_OVERHEAD_MAX),
         "scan peephole / flax native forward": (median["scan peephole forward"] / median["flax native forward"], SCAN_RATIO_MAX),

@@ -13,7 +13,6 @@ the separately timed figures are reported beside them).
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -23,7 +22,8 @@ pytest.importorskip("tensorflow", reason="pip install 'lstm-conformance[tensorfl
 
 from backends.base import Config  # noqa: E402
 from backends.registry import implementation_by_id  # noqa: E402
-from bench.conftest import lstm_flop  # noqa: E402
+from bench.conftest import interleaved, lstm_flop  # noqa: E402
+from bench.conftest import ratio as interleaved_ratio  # noqa: E402
 from spec.cases import BENCH_CASE, make_case_data  # noqa: E402
 
 CASE = BENCH_CASE
@@ -116,17 +116,8 @@ def test_adapter_overhead_interleaved(benchmark, which, keras_native, block_nati
     of a round, so it cancels in the round's ratio; it must stay within 5%."""
     native, through_adapter = (keras_native, adapter(KERAS, data)) if which == "keras.LSTM" else (block_native, adapter(BLOCK, data))
     runs = {"native": native, "adapter": through_adapter}
-    for run in runs.values():  # warm-up (traces, weight conversion)
-        run()
-        run()
-    times = {name: [] for name in runs}
-    for k in range(INTERLEAVED_ROUNDS):
-        for name in (list(runs) if k % 2 == 0 else list(reversed(runs))):
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
-    ratio = float(np.median(np.array(times["adapter"]) / np.array(times["native"])))
+    medians, times = interleaved(runs, rounds=INTERLEAVED_ROUNDS)  # warm-up: traces, weight conversion
+    ratio = interleaved_ratio(times, "adapter", "native")
     benchmark.extra_info.update({f"median_ms {name}": m * 1e3 for name, m in medians.items()})
     benchmark.extra_info.update(adapter_over_native=ratio, ratio_of_medians=medians["adapter"] / medians["native"])
     print(f"\n{which}: native {medians['native'] * 1e3:.2f} ms, adapter {medians['adapter'] * 1e3:.2f} ms (medians of "

@@ -16,12 +16,10 @@ machine hit all of them alike; the summary at the end of the run gives both.
 
 from __future__ import annotations
 
-import time
 
-import numpy as np
 import pytest
 
-from bench.conftest import RESULTS, lstm_flop
+from bench.conftest import RESULTS, interleaved, lstm_flop
 from spec.cases import BENCH_CASE, make_case_data
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install 'lstm-conformance[torch]'")
@@ -134,17 +132,8 @@ def test_speed(measure, runs, name):
 def test_side_by_side(benchmark, runs):
     """All five alternate round by round (21 rounds, after a warm-up), each round starting one further
     along the list so that none always follows the same one: the ratios' fair measurement."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    order = list(runs)
-    for run in runs.values():
-        run()
-    for round_ in range(21):
-        shift = round_ % len(order)
-        for name in order[shift:] + order[:shift]:
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
-    SIDE_BY_SIDE.update({name: float(np.median(t)) for name, t in times.items()})
+    medians, _ = interleaved(runs, rounds=21, warmup=1)
+    SIDE_BY_SIDE.update(medians)
     benchmark.extra_info.update({f"median_s {name}": m for name, m in SIDE_BY_SIDE.items()})
     for numerator, denominator, _, _ in TARGETS:
         benchmark.extra_info[f"ratio {numerator} / {denominator}"] = SIDE_BY_SIDE[numerator] / SIDE_BY_SIDE[denominator]

@@ -104,7 +104,7 @@ def _header(column: tuple[str, str, str]) -> str:
 
 def render_text(matrix: Matrix) -> str:
     headers = ["implementation"] + [_header(c) for c in matrix.columns]
-    body = [[impl] + [row.get(c, Cell("-")).text() if c in row else "-" for c in matrix.columns] for impl, row in matrix.rows.items()]
+    body = [[impl] + [row[c].text() if c in row else "-" for c in matrix.columns] for impl, row in matrix.rows.items()]
     widths = [max(len(line[k]) for line in [headers] + body) for k in range(len(headers))]
     fmt = lambda line: "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()  # noqa: E731
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(line) for line in body])
