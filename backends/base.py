@@ -14,8 +14,8 @@ implementation"); :mod:`backends.plugin` loads them.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -24,6 +24,10 @@ from spec.validation import LSTMInputError, check_tensor
 
 VARIANTS = ("standard", "peephole")
 DTYPES = ("float32", "float64")
+#: What a benchmark may time a pass in: the conformance dtypes, and the half types an adapter declares
+#: in ``timing_dtypes`` (on GPUs). The spec has no half types: half runs are timed, not judged.
+HALF_DTYPES = ("float16", "bfloat16")
+TIMING_DTYPES = DTYPES + HALF_DTYPES
 DEVICES = ("cpu", "cuda")
 GRADIENT_NAMES = ("x", "h0", "c0", "W", "U", "b", "p")
 
@@ -62,6 +66,44 @@ class Config:
         return f"{self.variant}-{self.dtype}-{self.device}"
 
 
+@dataclass(frozen=True)
+class Timing:
+    """What a benchmark times: one pass (forward, or forward+backward when ``gradients``) in ``dtype``
+    (:data:`TIMING_DTYPES`) on ``device``."""
+
+    variant: str = "standard"
+    dtype: str = "float32"
+    device: str = "cpu"
+    gradients: bool = False
+
+    def __post_init__(self):
+        for name, value, allowed in (("variant", self.variant, VARIANTS), ("dtype", self.dtype, TIMING_DTYPES), ("device", self.device, DEVICES)):
+            if value not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
+
+    @property
+    def source_dtype(self) -> str:
+        """The dtype of the NumPy inputs: the pass's own, or float32 for a half pass (rounded on upload)."""
+        return "float32" if self.dtype in HALF_DTYPES else self.dtype
+
+
+@dataclass
+class TimedPass:
+    """One pass, ready to be timed.
+
+    ``run()`` does the pass and returns once the device has finished it (CUDA synchronised, jax
+    blocked until ready, TensorFlow's results materialised). ``result()`` gives what the last run
+    computed that needs no native layout, as float64 NumPy arrays: ``h_seq`` for a forward pass, the
+    gradients ``x``, ``h0`` and ``c0`` for forward+backward; the benchmark checks it against the spec,
+    so that a wrong answer is never timed. ``resident`` says whether the inputs stay on the device
+    between runs (True) or every run goes through NumPy, conversions and transfers included (False).
+    """
+
+    run: Callable[[], None]
+    result: Callable[[], dict[str, np.ndarray]]
+    resident: bool
+
+
 @dataclass
 class Implementation:
     """Base class for implementations: declare what you support, override the methods.
@@ -77,6 +119,8 @@ class Implementation:
     dtypes: tuple[str, ...] = DTYPES
     devices: tuple[str, ...] = ("cpu",)
     gradients: bool = True
+    #: Half types (:data:`HALF_DTYPES`) that :meth:`timed_pass` runs in, beyond ``dtypes``.
+    timing_dtypes: tuple[str, ...] = ()
     #: Why a variant, dtype, device or gradients are unsupported, for the report.
     unsupported_reasons: Mapping[str, str] = field(default_factory=dict)
 
@@ -129,6 +173,48 @@ class Implementation:
         x, h0, c0, W, U, b (and p), in the canonical layout, by the framework's own autodiff."""
         raise NotImplementedError
 
+    # -- timing --------------------------------------------------------------
+
+    def check_timing(self, timing: Timing) -> None:
+        """Raise NotSupported if :meth:`timed_pass` cannot time ``timing``."""
+        if timing.dtype in HALF_DTYPES and timing.dtype not in self.timing_dtypes:
+            raise NotSupported(self.unsupported_reasons.get(timing.dtype, f"{self.id} does not run in {timing.dtype}"))
+        # A half pass is supported where its float32 pass is (variant, device, gradients).
+        self.check(Config(timing.variant, timing.source_dtype, timing.device), gradients=timing.gradients)
+
+    def timed_pass(
+        self,
+        params: LSTMParams,
+        x: np.ndarray,
+        h0: np.ndarray,
+        c0: np.ndarray,
+        cotangents: Mapping[str, np.ndarray] | None,
+        *,
+        forget_bias: float,
+        timing: Timing,
+    ) -> TimedPass:
+        """A pass to time. The inputs are in ``timing.source_dtype``; an adapter that overrides this keeps
+        them on the device, converted (and rounded to a half type) once, here. This default goes through
+        :meth:`forward` and :meth:`backward` on every run: NumPy in and out, conversions included."""
+        self.check_timing(timing)
+        if timing.dtype in HALF_DTYPES:
+            raise NotSupported(f"{self.id} declares {timing.dtype} but does not override timed_pass()")
+        config = Config(timing.variant, timing.dtype, timing.device)
+        last: dict[str, np.ndarray] = {}
+        if timing.gradients:
+            if cotangents is None:
+                raise ValueError("a forward+backward pass needs cotangents")
+
+            def run():
+                grads = self.backward(params, x, h0, c0, cotangents, forget_bias=forget_bias, config=config)
+                last.update({k: grads[k] for k in ("x", "h0", "c0")})
+        else:
+
+            def run():
+                last["h_seq"] = self.forward(params, x, h0, c0, forget_bias=forget_bias, config=config).h_seq
+
+        return TimedPass(run, lambda: {k: np.asarray(v, np.float64) for k, v in last.items()}, resident=False)
+
     # -- what results depend on ----------------------------------------------
 
     def environment(self, device: str = "cpu") -> dict[str, object]:
@@ -169,6 +255,11 @@ def check_inputs(
         check_tensor("dh_seq", cotangents["dh_seq"], (T, B, H), want)
         check_tensor("dh_T", cotangents["dh_T"], (B, H), want)
         check_tensor("dc_T", cotangents["dc_T"], (B, H), want)
+
+
+def check_timing_inputs(params: LSTMParams, x, h0, c0, cotangents, timing: Timing) -> None:
+    """check_inputs for a timed pass: the NumPy inputs are in ``timing.source_dtype``."""
+    check_inputs(params, x, h0, c0, timing.source_dtype, cotangents if timing.gradients else None)
 
 
 def cpu_model() -> str:

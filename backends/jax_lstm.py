@@ -27,13 +27,25 @@ jax and flax are imported inside the functions: importing this module needs neit
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Mapping
+from functools import cache
 
 import numpy as np
 
-from backends.base import Config, Implementation, NotSupported, Outputs, Unavailable, fold_forget_bias, require_dtype
+from backends.base import (
+    HALF_DTYPES,
+    Config,
+    Implementation,
+    NotSupported,
+    Outputs,
+    TimedPass,
+    Timing,
+    Unavailable,
+    check_timing_inputs,
+    fold_forget_bias,
+    require_dtype,
+)
 from spec.params import GATES, LSTMParams
 
 MATMUL_PRECISION = "highest"
@@ -71,7 +83,7 @@ def _platform(device: str) -> str:
     return "gpu" if device == "cuda" else "cpu"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _device_reason(device: str) -> str | None:
     import jax
 
@@ -137,10 +149,29 @@ def _environment(device: str, *, with_flax: bool) -> dict[str, object]:
     return env
 
 
+def _timed_pass(timing: Timing, fn, args, pick) -> TimedPass:
+    """A TimedPass of ``fn(*args)`` on device arrays rounded to ``timing.dtype`` (once, on the device);
+    each run blocks until the whole result is ready; ``pick`` maps a result to the layout-free arrays."""
+    import jax
+
+    if timing.dtype != timing.source_dtype:
+        args = jax.tree.map(lambda a: a.astype(timing.dtype), args)
+    last = {}
+
+    def run():
+        last["out"] = jax.block_until_ready(fn(*args))
+
+    def result():
+        return {k: np.asarray(v).astype(np.float64) for k, v in pick(last["out"]).items()}
+
+    return TimedPass(run, result, resident=True)
+
+
 @dataclass
 class _JaxImplementation(Implementation):
     framework: str = "jax"
     devices: tuple[str, ...] = ("cpu", "cuda")
+    timing_dtypes: tuple[str, ...] = HALF_DTYPES
 
     def availability(self, device: str = "cpu") -> str | None:
         return _jax_reason() or _device_reason(device)
@@ -155,6 +186,13 @@ class _JaxImplementation(Implementation):
 
     def environment(self, device: str = "cpu") -> dict[str, object]:
         return _environment(device, with_flax=False)
+
+    def _prepare_timing(self, params, x, h0, c0, cotangents, timing: Timing):
+        """Check a timed pass; the jax device and the config of its NumPy inputs."""
+        self.check_timing(timing)
+        check_timing_inputs(params, x, h0, c0, cotangents, timing)
+        source = Config(timing.variant, timing.source_dtype, timing.device)
+        return self._prepare(source, gradients=timing.gradients), source
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +237,7 @@ def _scan_lstm(x, h0, c0, W, U, b, p, forget_bias):
     return h_seq, h_T, c_T
 
 
-@lru_cache(maxsize=None)
+@cache
 def _scan_functions():
     """The jitted forward and vjp (jax.jit keeps one compilation per shape, dtype, device and variant)."""
     import jax
@@ -258,6 +296,17 @@ class JaxScanLSTM(_JaxImplementation):
         names = ("x", "h0", "c0", "W", "U", "b", "p")
         return {n: _to_numpy(f"gradient {n}", g, config.dtype) for n, g in zip(names, grads) if g is not None}
 
+    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        import jax
+
+        device, source = self._prepare_timing(params, x, h0, c0, cotangents, timing)
+        forward, gradients = _scan_functions()
+        args = self._arguments(params, x, h0, c0, forget_bias, source, device)
+        if not timing.gradients:
+            return _timed_pass(timing, forward, args, lambda out: {"h_seq": out[0]})
+        cts = jax.device_put((cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]), device)
+        return _timed_pass(timing, gradients, (*args, cts), lambda out: dict(zip(("x", "h0", "c0"), out[:3])))
+
 
 # ---------------------------------------------------------------------------
 # flax.linen LSTMCell / OptimizedLSTMCell through nn.RNN
@@ -296,9 +345,9 @@ def flax_tree(W_in, U_in, b, packing: str = "gates") -> dict[str, dict[str, obje
     layout serves :meth:`FlaxLSTM.to_native` and the jitted functions."""
     H = b.shape[-1]
     if packing == "gates":
-        kernel = lambda K, k: K[k]  # noqa: E731
+        kernel = lambda K, k: K[k]
     else:
-        kernel = lambda K, k: K[:, k * H : (k + 1) * H]  # noqa: E731
+        kernel = lambda K, k: K[:, k * H : (k + 1) * H]
     tree: dict[str, dict[str, object]] = {}
     for k, (input_name, hidden_name) in enumerate(zip(INPUT_NAMES, HIDDEN_NAMES)):
         tree[input_name] = {"kernel": kernel(W_in, k)}
@@ -316,7 +365,7 @@ def packed_from_flax_tree(tree: Mapping[str, Mapping[str, object]], packing: str
     return W_in, U_in, b
 
 
-@lru_cache(maxsize=None)
+@cache
 def _flax_functions(cell_name: str, hidden_size: int, dtype: str, packing: str):
     """Jitted functions of nn.RNN(cell) for one cell class, hidden size, dtype and packing (jax.jit
     keeps one compilation per shape and device): native_forward(tree, x, h0, c0) on a native tree,
@@ -405,6 +454,17 @@ class FlaxLSTM(_JaxImplementation):
         cts = jax.device_put((cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]), device)
         grads = gradients(*self._arguments(params, x, h0, c0, forget_bias, device), cts)
         return {n: _to_numpy(f"gradient {n}", g, config.dtype) for n, g in grads.items()}
+
+    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        import jax
+
+        device, _ = self._prepare_timing(params, x, h0, c0, cotangents, timing)
+        _, forward, gradients = self.native_functions(params.hidden_size, timing.dtype)
+        args = self._arguments(params, x, h0, c0, forget_bias, device)
+        if not timing.gradients:
+            return _timed_pass(timing, forward, args, lambda out: {"h_seq": out[0]})
+        cts = jax.device_put((cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]), device)
+        return _timed_pass(timing, gradients, (*args, cts), lambda out: {k: out[k] for k in ("x", "h0", "c0")})
 
     def environment(self, device: str = "cpu") -> dict[str, object]:
         return _environment(device, with_flax=True)

@@ -103,7 +103,10 @@ def lstm_model(input_size: int, hidden_size: int, dtype: object, peephole: bool)
     ]
     node = helper.make_node("LSTM", node_inputs, ["Y", "Y_h", "Y_c"], hidden_size=H)
     graph = helper.make_graph([node], "lstm", inputs, outputs)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    # The lowest IR version that opset needs, not the installed onnx's newest: a runtime older than
+    # onnx (seen: ONNX Runtime 1.30 with onnx 1.23, "Unsupported model IR version: 14") still loads it.
+    opsets = [helper.make_opsetid("", OPSET)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
 def feeds(weights: dict[str, np.ndarray], x: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> dict[str, np.ndarray]:

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
 from backends import onnx_lstm
-from backends.base import Config, Implementation, NativeCache, Outputs, Unavailable, require_dtype
+from backends.base import (
+    Config,
+    Implementation,
+    NativeCache,
+    Outputs,
+    TimedPass,
+    Timing,
+    Unavailable,
+    check_inputs,
+    require_dtype,
+)
 from spec.params import LSTMParams
 
 
-@lru_cache(maxsize=None)
+@cache
 def _session(input_size: int, hidden_size: int, peephole: bool, device: str):
     import onnxruntime as ort
 
@@ -62,18 +72,35 @@ class OnnxRuntimeLSTM(Implementation):
     def from_native(self, native) -> LSTMParams:
         return onnx_lstm.from_onnx(native["W"], native["R"], native.get("B"), native.get("P"))
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+    def _session_and_feeds(self, params, x, h0, c0, forget_bias, config: Config):
         self.check(config)
         if (reason := self.availability(config.device)) is not None:
             raise Unavailable(reason)
+        check_inputs(params, x, h0, c0, config.dtype)
         session = _session(params.input_size, params.hidden_size, params.peephole, config.device)
         weights = _WEIGHTS.get(params, (forget_bias,), lambda: onnx_lstm.to_onnx(params, forget_bias))
-        Y, Y_h, Y_c = session.run(None, onnx_lstm.feeds(weights, x, h0, c0))
+        return session, onnx_lstm.feeds(weights, x, h0, c0)
+
+    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+        session, inputs = self._session_and_feeds(params, x, h0, c0, forget_bias, config)
+        Y, Y_h, Y_c = session.run(None, inputs)
         return Outputs(
             h_seq=require_dtype("h_seq", Y[:, 0], config.dtype),
             h_T=require_dtype("h_T", Y_h[0], config.dtype),
             c_T=require_dtype("c_T", Y_c[0], config.dtype),
         )
+
+    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        """NumPy arrays are ONNX Runtime's own inputs on the CPU: the feeds are built once and each run
+        is one session.run (which returns finished results)."""
+        self.check_timing(timing)
+        session, inputs = self._session_and_feeds(params, x, h0, c0, forget_bias, Config(timing.variant, timing.dtype, timing.device))
+        last = {}
+
+        def run():
+            last["h_seq"] = session.run(["Y"], inputs)[0][:, 0]
+
+        return TimedPass(run, lambda: {"h_seq": last["h_seq"].astype(np.float64)}, resident=timing.device == "cpu")
 
     def environment(self, device: str = "cpu") -> dict[str, object]:
         import onnxruntime as ort

@@ -23,14 +23,22 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 import numpy as np
 
-from backends.base import DTYPES, VARIANTS, Config, Implementation, NotSupported, Outputs, require_dtype
+from backends.base import (
+    DTYPES,
+    VARIANTS,
+    Config,
+    Implementation,
+    NotSupported,
+    Outputs,
+    require_dtype,
+)
 
 
 class BackendLoadError(Exception):

@@ -26,9 +26,9 @@ non-conformance), ``tensorflow/BlockLSTMV2+BlockLSTMGradV2`` calls ``BlockLSTMGr
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Mapping
+from functools import cache
 
 import numpy as np
 
@@ -38,8 +38,11 @@ from backends.base import (
     NativeCache,
     NotSupported,
     Outputs,
+    TimedPass,
+    Timing,
     Unavailable,
     check_inputs,
+    check_timing_inputs,
     cpu_model,
     fold_forget_bias,
     require_dtype,
@@ -68,7 +71,7 @@ _DEFAULT_CELL_CLIP = {1: 3.0, 2: 0.0}
 # ---------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tf():
     """TensorFlow, imported once, with TF32 switched off (it would round float32 products to 10 bits on Ampere+)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -78,7 +81,7 @@ def _tf():
     return tf
 
 
-@lru_cache(maxsize=None)
+@cache
 def _keras():
     _tf()
     import keras
@@ -112,6 +115,23 @@ _WEIGHTS = NativeCache()
 
 def _numpy(tensor, name: str, dtype: str) -> np.ndarray:
     return require_dtype(name, tensor.numpy(), dtype)
+
+
+def _timed_pass(tf, device: str, fn, args, pick) -> TimedPass:
+    """A TimedPass of ``fn(*args)`` on tensors already on ``device``. On a GPU each run waits for the
+    device (its kernels run asynchronously); on the CPU, TensorFlow's eager calls return finished."""
+    last = {}
+
+    def run():
+        with tf.device(device):
+            last["out"] = fn(*args)
+        if device.startswith("/GPU"):
+            tf.test.experimental.sync_devices()
+
+    def result():
+        return {k: v.numpy().astype(np.float64) for k, v in pick(last["out"]).items()}
+
+    return TimedPass(run, result, resident=True)
 
 
 def _environment(device: str) -> dict[str, object]:
@@ -216,7 +236,7 @@ class _KerasRunner:
             return tape.gradient(loss, [x, h0, c0, *self.variables])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _keras_runner(input_size: int, hidden_size: int, dtype: str, device: str) -> _KerasRunner:
     return _KerasRunner(input_size, hidden_size, dtype, device)
 
@@ -297,6 +317,18 @@ class KerasLSTM(Implementation):
         grads = keras_from_native({"kernel": dkernel, "recurrent_kernel": drecurrent, "bias": dbias})
         return {"x": dx, "h0": dh0, "c0": dc0, **grads.tensors()}
 
+    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        self.check_timing(timing)
+        check_timing_inputs(params, x, h0, c0, cotangents, timing)
+        tf, runner = self._prepare(params, forget_bias, Config(timing.variant, timing.dtype, timing.device))
+        with tf.device(runner.device):
+            args = [tf.constant(a) for a in (x, h0, c0)]
+            if timing.gradients:
+                args += [tf.constant(cotangents[k]) for k in ("dh_seq", "dh_T", "dc_T")]
+        if not timing.gradients:
+            return _timed_pass(tf, runner.device, runner.forward, args, lambda out: {"h_seq": out[0]})
+        return _timed_pass(tf, runner.device, runner.gradients, args, lambda out: dict(zip(("x", "h0", "c0"), out[:3])))
+
     def environment(self, device: str = "cpu") -> dict[str, object]:
         return _environment(device)
 
@@ -367,7 +399,7 @@ def _block_attrs(version: int, use_peephole: bool, forget_bias: float) -> dict[s
     return attrs
 
 
-@lru_cache(maxsize=None)
+@cache
 def _block_forward_fn(version: int, use_peephole: bool, forget_bias: float, device: str):
     """h for every step, h_T and c_T; the inputs are time-major and seq_len_max is T."""
     tf = _tf()
@@ -385,7 +417,7 @@ def _block_forward_fn(version: int, use_peephole: bool, forget_bias: float, devi
     return forward
 
 
-@lru_cache(maxsize=None)
+@cache
 def _block_tape_gradient_fn(version: int, use_peephole: bool, forget_bias: float, device: str):
     """Gradients through tf.GradientTape, i.e. the gradient TensorFlow registers for the op."""
     tf = _tf()
@@ -408,7 +440,7 @@ def _block_tape_gradient_fn(version: int, use_peephole: bool, forget_bias: float
     return gradients
 
 
-@lru_cache(maxsize=None)
+@cache
 def _block_v2_explicit_gradient_fn(use_peephole: bool, device: str):
     """BlockLSTMV2 forward, then BlockLSTMGradV2 called directly with its outputs and the cotangents."""
     tf = _tf()
@@ -504,6 +536,28 @@ class BlockLSTM(Implementation):
             native["forget_bias"] = 0.0  # a gradient has no forget bias to fold
         grads = block_from_native(native, version=self.version, input_size=params.input_size)
         return {"x": dx, "h0": dh0, "c0": dc0, **grads.tensors()}
+
+    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        self.check_timing(timing)
+        check_timing_inputs(params, x, h0, c0, cotangents, timing)
+        tf, device, weights = self._prepare(params, forget_bias, Config(timing.variant, timing.dtype, timing.device))
+        with tf.device(device):
+            args = [tf.constant(a) for a in (x, h0, c0)] + list(weights)
+            if timing.gradients:
+                args += [tf.constant(cotangents[k]) for k in ("dh_seq", "dh_T", "dc_T")]
+        if not timing.gradients:
+            fn = _block_forward_fn(self.version, params.peephole, float(forget_bias), device)
+            return _timed_pass(tf, device, fn, args, lambda out: {"h_seq": out[0]})
+        if self.gradient == "BlockLSTMGradV2":
+            fn = _block_v2_explicit_gradient_fn(params.peephole, device)
+        else:
+            fn = _block_tape_gradient_fn(self.version, params.peephole, float(forget_bias), device)
+
+        def pick(out):
+            dx, dc0, dh0 = _reorder_gradients(out, self.gradient)[:3]
+            return {"x": dx, "h0": dh0, "c0": dc0}
+
+        return _timed_pass(tf, device, fn, args, pick)
 
     def environment(self, device: str = "cpu") -> dict[str, object]:
         return _environment(device)

@@ -25,17 +25,20 @@ Parameters are converted once per ``LSTMParams`` object, forget bias, dtype and 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
 from backends.base import (
+    HALF_DTYPES,
     Config,
     Implementation,
     NativeCache,
     NotSupported,
     Outputs,
+    TimedPass,
+    Timing,
     Unavailable,
     check_inputs,
     cpu_model,
@@ -91,8 +94,20 @@ def _threads_wanted() -> int | None:
     return threads
 
 
+def _cudnn_wanted() -> bool | None:
+    """LSTMC_CUDNN=0 runs torch.nn.LSTM on PyTorch's own CUDA kernels instead of cuDNN's (to tell
+    the two apart); 1 or unset leaves cuDNN on."""
+    value = os.environ.get("LSTMC_CUDNN")
+    if value is None or value == "":
+        return None
+    if value not in ("0", "1"):
+        raise ValueError(f"LSTMC_CUDNN must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 def configure(device: str) -> None:
-    """Set the numerics every run depends on: threads (LSTMC_THREADS) and, on CUDA, TF32 off."""
+    """Set the numerics every run depends on: threads (LSTMC_THREADS), and on CUDA TF32 off and cuDNN
+    on unless LSTMC_CUDNN=0."""
     torch = _torch()
     threads = _threads_wanted()
     if threads is not None and torch.get_num_threads() != threads:
@@ -100,6 +115,9 @@ def configure(device: str) -> None:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        cudnn = _cudnn_wanted()
+        if cudnn is not None:
+            torch.backends.cudnn.enabled = cudnn
 
 
 def _environment(device: str) -> dict[str, object]:
@@ -150,6 +168,37 @@ def _numpy(name: str, tensor, dtype: str) -> np.ndarray:
     return require_dtype(name, tensor.detach().cpu().numpy(), dtype)
 
 
+def _synchronize(torch, device: str) -> None:
+    """Wait for the device: CUDA kernels run asynchronously, CPU ops have finished when they return."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed_pass(torch, timing: Timing, x, h0, c0, cotangents, forward, gradients) -> TimedPass:
+    """A TimedPass over tensors uploaded (and rounded to ``timing.dtype``) once: ``forward(x, h0, c0)``
+    returns (h_seq, h_T, c_T), ``gradients(x, h0, c0, cotangents)`` a dict with "x", "h0" and "c0"."""
+    dtype, device = getattr(torch, timing.dtype), timing.device
+    x, h0, c0 = (_tensor(torch, a, device).to(dtype) for a in (x, h0, c0))
+    last: dict[str, object] = {}
+    if timing.gradients:
+        cot = {k: _tensor(torch, v, device).to(dtype) for k, v in cotangents.items()}
+
+        def run():
+            grads = gradients(x, h0, c0, cot)
+            _synchronize(torch, device)
+            last.update((k, grads[k]) for k in ("x", "h0", "c0"))
+    else:
+
+        def run():
+            last["h_seq"] = forward(x, h0, c0)[0]
+            _synchronize(torch, device)
+
+    def result():
+        return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in last.items()}
+
+    return TimedPass(run, result, resident=True)
+
+
 # ---------------------------------------------------------------------------
 # torch/nn.LSTM
 # ---------------------------------------------------------------------------
@@ -162,6 +211,7 @@ class TorchLSTM(Implementation):
     description: str = "torch.nn.LSTM (oneDNN on CPU in float32, cuDNN on GPU); two biases, summed"
     variants: tuple[str, ...] = ("standard",)
     devices: tuple[str, ...] = ("cpu", "cuda")
+    timing_dtypes: tuple[str, ...] = HALF_DTYPES
     unsupported_reasons: dict = field(default_factory=lambda: {"peephole": "torch.nn.LSTM has no peepholes"})
 
     def __post_init__(self):
@@ -223,33 +273,44 @@ class TorchLSTM(Implementation):
         configure(config.device)
         return _torch()
 
+    @staticmethod
+    def _forward_tensors(torch, module, x, h0, c0):
+        with torch.inference_mode():
+            h_seq, (h_T, c_T) = module(x, (h0[None], c0[None]))
+        return h_seq, h_T[0], c_T[0]
+
+    @staticmethod
+    def _gradient_tensors(torch, module, x, h0, c0, cot) -> dict[str, object]:
+        """Gradients by autograd, keyed x, h0, c0 and the module's parameter names."""
+        inputs = {name: t.detach().requires_grad_() for name, t in (("x", x), ("h0", h0), ("c0", c0))}
+        weights = {name: getattr(module, name) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+        with torch.enable_grad():
+            h_seq, (h_T, c_T) = module(inputs["x"], (inputs["h0"][None], inputs["c0"][None]))
+            grads = torch.autograd.grad(
+                (h_seq, h_T, c_T),
+                (*inputs.values(), *weights.values()),
+                grad_outputs=(cot["dh_seq"], cot["dh_T"][None], cot["dc_T"][None]),
+            )
+        return dict(zip((*inputs, *weights), grads))
+
     def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
         torch = self._start(params, config, False, x, h0, c0)
         module = self.module(params, forget_bias, config.dtype, config.device)
         dev = config.device
-        with torch.inference_mode():
-            h_seq, (h_T, c_T) = module(_tensor(torch, x, dev), (_tensor(torch, h0, dev)[None], _tensor(torch, c0, dev)[None]))
+        h_seq, h_T, c_T = self._forward_tensors(torch, module, *(_tensor(torch, a, dev) for a in (x, h0, c0)))
         return Outputs(
             h_seq=_numpy("h_seq", h_seq, config.dtype),
-            h_T=_numpy("h_T", h_T[0], config.dtype),
-            c_T=_numpy("c_T", c_T[0], config.dtype),
+            h_T=_numpy("h_T", h_T, config.dtype),
+            c_T=_numpy("c_T", c_T, config.dtype),
         )
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         torch = self._start(params, config, True, x, h0, c0, cotangents)
         module = self.module(params, forget_bias, config.dtype, config.device)
         dev = config.device
-        inputs = {name: _tensor(torch, a, dev).requires_grad_() for name, a in (("x", x), ("h0", h0), ("c0", c0))}
-        weights = {name: getattr(module, name) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
-        with torch.enable_grad():
-            h_seq, (h_T, c_T) = module(inputs["x"], (inputs["h0"][None], inputs["c0"][None]))
-            cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
-            grads = torch.autograd.grad(
-                (h_seq, h_T, c_T),
-                (*inputs.values(), *weights.values()),
-                grad_outputs=(cot["dh_seq"], cot["dh_T"][None], cot["dc_T"][None]),
-            )
-        g = dict(zip((*inputs, *weights), (_numpy(n, t, config.dtype) for n, t in zip((*inputs, *weights), grads))))
+        cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
+        grads = self._gradient_tensors(torch, module, *(_tensor(torch, a, dev) for a in (x, h0, c0)), cot)
+        g = {name: _numpy(name, t, config.dtype) for name, t in grads.items()}
         _check_bias_gradients(g["bias_ih_l0"], g["bias_hh_l0"])
         H, I = params.hidden_size, params.input_size
         return {
@@ -260,6 +321,17 @@ class TorchLSTM(Implementation):
             "U": g["weight_hh_l0"].reshape(4, H, H),
             "b": g["bias_ih_l0"].reshape(4, H),
         }
+
+    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        self.check_timing(timing)
+        source = Config(timing.variant, timing.source_dtype, timing.device)
+        torch = self._start(params, source, timing.gradients, x, h0, c0, cotangents if timing.gradients else None)
+        module = self.module(params, forget_bias, timing.dtype, timing.device)
+        return _timed_pass(
+            torch, timing, x, h0, c0, cotangents,
+            lambda *a: self._forward_tensors(torch, module, *a),
+            lambda *a: self._gradient_tensors(torch, module, *a),
+        )
 
 
 def _check_bias_gradients(d_ih: np.ndarray, d_hh: np.ndarray) -> None:
@@ -381,20 +453,21 @@ class TorchPeepholeLSTM(Implementation):
     framework: str = "torch"
     description: str = "the spec's equations in torch ops (one input product, one addmm a step), autograd gradients"
     devices: tuple[str, ...] = ("cpu", "cuda")
+    timing_dtypes: tuple[str, ...] = HALF_DTYPES
 
     def __post_init__(self):
         self._weights = NativeCache()
         self._workspaces: dict[tuple, object] = {}
 
-    def _workspace(self, torch, shape: tuple[int, int, int], dtype: str, device: str):
-        """A reused buffer for forward()'s intermediates, one per (T, B, H, dtype, device), kept up to a
-        total of 256 MiB (beyond that the kept ones are dropped). Not for concurrent calls."""
-        key = (*shape, dtype, device)
+    def _workspace(self, torch, shape: tuple[int, int, int], dtype, device):
+        """A reused buffer for forward()'s intermediates, one per (T, B, H, torch dtype, device), kept up
+        to a total of 256 MiB (beyond that the kept ones are dropped). Not for concurrent calls."""
+        key = (*shape, dtype, str(device))
         if key not in self._workspaces:
-            size = _workspace_size(*shape) * np.dtype(dtype).itemsize
+            size = _workspace_size(*shape) * dtype.itemsize
             if sum(w.numel() * w.element_size() for w in self._workspaces.values()) + size > 256 << 20:
                 self._workspaces.clear()
-            self._workspaces[key] = torch.empty(_workspace_size(*shape), dtype=getattr(torch, dtype), device=device)
+            self._workspaces[key] = torch.empty(_workspace_size(*shape), dtype=dtype, device=device)
         return self._workspaces[key]
 
     def availability(self, device: str = "cpu") -> str | None:
@@ -436,7 +509,7 @@ class TorchPeepholeLSTM(Implementation):
         def build():
             torch = _torch()
             native = self.to_native(params, forget_bias)
-            t = {k: torch.from_numpy(v).to(device) for k, v in native.items()}
+            t = {k: torch.from_numpy(v).to(device=device, dtype=getattr(torch, dtype)) for k, v in native.items()}
             return _PeepholeWeights(t["weight_ih"], t["weight_hh"], t["bias"], t.get("peephole"))
 
         return self._weights.get(params, (float(forget_bias), dtype, device), build)
@@ -451,15 +524,32 @@ class TorchPeepholeLSTM(Implementation):
         configure(config.device)
         return _torch()
 
+    def _forward_tensors(self, torch, w: _PeepholeWeights, x, h0, c0):
+        workspace = self._workspace(torch, (x.shape[0], x.shape[1], h0.shape[1]), x.dtype, x.device)
+        with torch.inference_mode():
+            return _peephole_forward(torch, w, x, h0, c0, workspace)
+
+    @staticmethod
+    def _gradient_tensors(torch, cached: _PeepholeWeights, x, h0, c0, cot) -> dict[str, object]:
+        """Gradients by autograd through :func:`_peephole_forward_autograd`, keyed x, h0, c0, W, U, b, p
+        (W, U, b in the native row order)."""
+        inputs = {name: t.detach().requires_grad_() for name, t in (("x", x), ("h0", h0), ("c0", c0))}
+        leaves = {
+            name: None if value is None else value.detach().requires_grad_()
+            for name, value in (("W", cached.W), ("U", cached.U), ("b", cached.b), ("p", cached.p))
+        }
+        w = _PeepholeWeights(**leaves)
+        wrt = {**inputs, **{k: v for k, v in leaves.items() if v is not None}}
+        with torch.enable_grad():
+            h_seq, h_T, c_T = _peephole_forward_autograd(torch, w, inputs["x"], inputs["h0"], inputs["c0"])
+            grads = torch.autograd.grad((h_seq, h_T, c_T), tuple(wrt.values()), grad_outputs=(cot["dh_seq"], cot["dh_T"], cot["dc_T"]))
+        return dict(zip(wrt, grads))
+
     def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
         torch = self._start(params, config, False, x, h0, c0)
         w = self.weights(params, forget_bias, config.dtype, config.device)
         dev = config.device
-        workspace = self._workspace(torch, (x.shape[0], x.shape[1], params.hidden_size), config.dtype, dev)
-        with torch.inference_mode():
-            h_seq, h_T, c_T = _peephole_forward(
-                torch, w, _tensor(torch, x, dev), _tensor(torch, h0, dev), _tensor(torch, c0, dev), workspace
-            )
+        h_seq, h_T, c_T = self._forward_tensors(torch, w, *(_tensor(torch, a, dev) for a in (x, h0, c0)))
         return Outputs(
             h_seq=_numpy("h_seq", h_seq, config.dtype),
             h_T=_numpy("h_T", h_T, config.dtype),
@@ -470,18 +560,9 @@ class TorchPeepholeLSTM(Implementation):
         torch = self._start(params, config, True, x, h0, c0, cotangents)
         cached = self.weights(params, forget_bias, config.dtype, config.device)
         dev = config.device
-        inputs = {name: _tensor(torch, a, dev).requires_grad_() for name, a in (("x", x), ("h0", h0), ("c0", c0))}
-        leaves = {
-            name: None if value is None else value.detach().requires_grad_()
-            for name, value in (("W", cached.W), ("U", cached.U), ("b", cached.b), ("p", cached.p))
-        }
-        w = _PeepholeWeights(**leaves)
-        wrt = {**inputs, **{k: v for k, v in leaves.items() if v is not None}}
-        with torch.enable_grad():
-            h_seq, h_T, c_T = _peephole_forward_autograd(torch, w, inputs["x"], inputs["h0"], inputs["c0"])
-            cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
-            grads = torch.autograd.grad((h_seq, h_T, c_T), tuple(wrt.values()), grad_outputs=(cot["dh_seq"], cot["dh_T"], cot["dc_T"]))
-        g = {name: _numpy(name, t, config.dtype) for name, t in zip(wrt, grads)}
+        cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
+        grads = self._gradient_tensors(torch, cached, *(_tensor(torch, a, dev) for a in (x, h0, c0)), cot)
+        g = {name: _numpy(name, t, config.dtype) for name, t in grads.items()}
         H, I = params.hidden_size, params.input_size
         out = {
             "x": g["x"],
@@ -494,6 +575,17 @@ class TorchPeepholeLSTM(Implementation):
         if "p" in g:
             out["p"] = g["p"].reshape(3, H)
         return out
+
+    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        self.check_timing(timing)
+        source = Config(timing.variant, timing.source_dtype, timing.device)
+        torch = self._start(params, source, timing.gradients, x, h0, c0, cotangents if timing.gradients else None)
+        w = self.weights(params, forget_bias, timing.dtype, timing.device)
+        return _timed_pass(
+            torch, timing, x, h0, c0, cotangents,
+            lambda *a: self._forward_tensors(torch, w, *a),
+            lambda *a: self._gradient_tensors(torch, w, *a),
+        )
 
 
 IMPLEMENTATIONS = (TorchLSTM(), TorchPeepholeLSTM())

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from backends.base import cpu_model
+from backends.base import TIMING_DTYPES, cpu_model
 
 #: name -> (median seconds, FLOPs) of the benchmarks run in this session.
 RESULTS: dict[str, tuple[float, float]] = {}
@@ -84,6 +84,11 @@ def pytest_addoption(parser):
                     help="only implementations whose id contains TEXT (repeatable)")
     group.addoption("--bench-device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="auto (default): cpu, plus cuda when a CUDA GPU is visible")
+    group.addoption("--bench-dtype", action="append", default=[], choices=TIMING_DTYPES,
+                    help="time in this dtype (repeatable); default: float32, and float16 and bfloat16 on a GPU")
+    group.addoption("--bench-seconds", type=float, default=2.0, metavar="S",
+                    help="time spent measuring each configuration beyond its warm-up (rounds = S / one call, "
+                         "between 5 and 200; default 2)")
 
 
 def _gpu_info() -> dict[str, object]:

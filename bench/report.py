@@ -24,7 +24,6 @@ from pathlib import Path
 from bench.matrix import PASSES
 
 
-
 @dataclass(frozen=True)
 class Row:
     implementation: str

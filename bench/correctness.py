@@ -1,0 +1,85 @@
+"""The benchmark's guard against timing a wrong answer: every timed configuration's result is compared
+with the spec (float64, on the same float32 data) before its time is kept.
+
+This is not the conformance check (``pytest conformance/`` judges outputs and gradients element by
+element against tables of tolerances); it catches what a benchmark can get wrong on its own: a pass
+that reads a stale or unwritten buffer because the device was not synchronised, a half-precision
+path that silently computes something else, TF32 switched on behind the benchmark's back. The
+measure is the relative error in the 2-norm, ``||got - spec|| / ||spec||``, over h for every step
+(forward) or the gradients with respect to x, h0 and c0 (forward+backward).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from spec import lstm
+from spec.cases import CaseData
+
+#: The largest relative error a timed result may have, per dtype the pass ran in, and why.
+BOUNDS: dict[str, tuple[float, str]] = {
+    "float64": (1e-10, "float64 rounding (unit roundoff 1.1e-16) grown over T steps stays below 1e-12"),
+    "float32": (
+        1e-4,
+        (
+            "float32 rounding gives ~1e-7; TF32 (10-bit products) would give ~1e-3, so this also catches "
+            "TF32 left on"
+        ),
+    ),
+    "float16": (
+        2e-2,
+        (
+            "unit roundoff 4.9e-4; the inputs, weights and every step's h and c are rounded, so ~1e-3 is "
+            "expected; a wrong computation (a gate swap, a stale buffer) is off by 0.1 to 1"
+        ),
+    ),
+    "bfloat16": (
+        8e-2,
+        (
+            "unit roundoff 3.9e-3 (8-bit significand), rounded as float16 is: ~1e-2 expected; a wrong "
+            "computation is off by 0.1 to 1"
+        ),
+    ),
+}
+
+
+def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    """||got - expected||_2 / ||expected||_2 in float64; NaN or infinity anywhere gives infinity."""
+    got = np.asarray(got, np.float64)
+    expected = np.asarray(expected, np.float64)
+    if got.shape != expected.shape:
+        raise ValueError(f"result shape {got.shape} differs from the spec's {expected.shape}")
+    if not np.all(np.isfinite(got)):
+        return float("inf")
+    return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+
+
+@lru_cache(maxsize=4)
+def reference(data: CaseData, gradients: bool) -> dict[str, np.ndarray]:
+    """What a timed pass must have computed, by the spec in float64 on the (float32) benchmark data."""
+    params = data.params.astype(np.float64)
+    wide = {k: v.astype(np.float64) for k, v in data.inputs().items()}
+    fwd = lstm.forward(params, wide["x"], wide["h0"], wide["c0"], forget_bias=data.forget_bias)
+    if not gradients:
+        return {"h_seq": fwd.h_seq}
+    cot = {k: v.astype(np.float64) for k, v in data.cotangents().items()}
+    grads = lstm.backward(fwd, cot["dh_seq"], cot["dh_T"], cot["dc_T"])
+    return {"x": grads.x, "h0": grads.h0, "c0": grads.c0}
+
+
+def check(result: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype: str) -> float:
+    """The worst relative error over the result's tensors; AssertionError (naming the tensor, the
+    error and the bound) if it is over the dtype's bound."""
+    if set(result) != set(expected):
+        raise AssertionError(f"the timed pass returned {sorted(result)}, expected {sorted(expected)}")
+    bound, reason = BOUNDS[dtype]
+    errors = {name: relative_error(result[name], expected[name]) for name in expected}
+    name, worst = max(errors.items(), key=lambda item: item[1])
+    if not worst <= bound:
+        raise AssertionError(
+            f"the timed {dtype} pass computed a wrong answer: {name} is {worst:.3g} from the spec "
+            f"(relative, 2-norm), over the bound {bound:g} ({reason}); its time is not kept"
+        )
+    return worst
