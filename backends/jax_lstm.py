@@ -149,13 +149,14 @@ def _environment(device: str, *, with_flax: bool) -> dict[str, object]:
     return env
 
 
-def _timed_pass(timing: Timing, fn, args, pick) -> TimedPass:
-    """A TimedPass of ``fn(*args)`` on device arrays rounded to ``timing.dtype`` (once, on the device);
-    each run blocks until the whole result is ready; ``pick`` maps a result to the layout-free arrays."""
+def _timed_pass(timing: Timing, fn, args, pick, *, keep: int = 0) -> TimedPass:
+    """A TimedPass of ``fn(*args)`` on device arrays rounded to ``timing.dtype`` (once, on the device),
+    except the first ``keep`` arguments; each run blocks until the whole result is ready; ``pick``
+    maps a result to the layout-free arrays."""
     import jax
 
     if timing.dtype != timing.source_dtype:
-        args = jax.tree.map(lambda a: a.astype(timing.dtype), args)
+        args = (*args[:keep], *jax.tree.map(lambda a: a.astype(timing.dtype), args[keep:]))
     last = {}
 
     def run():
@@ -375,7 +376,11 @@ def _flax_functions(cell_name: str, hidden_size: int, dtype: str, packing: str):
     import jax
     import jax.numpy as jnp
 
-    cell = getattr(nn, cell_name)(features=hidden_size, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
+    # In a half type the cells compute in it and keep their parameters in float32 (flax's mixed
+    # precision): with param_dtype a half type, apply() fails even when given every parameter, since
+    # flax traces the orthogonal initializer to check shapes and qr has no half kernel (flax 0.12.10).
+    param_dtype = jnp.float32 if dtype in HALF_DTYPES else jnp.dtype(dtype)
+    cell = getattr(nn, cell_name)(features=hidden_size, dtype=jnp.dtype(dtype), param_dtype=param_dtype)
     rnn = nn.RNN(cell, time_major=True, return_carry=True)
 
     def native_forward(tree, x, h0, c0):
@@ -461,10 +466,11 @@ class FlaxLSTM(_JaxImplementation):
         device, _ = self._prepare_timing(params, x, h0, c0, cotangents, timing)
         _, forward, gradients = self.native_functions(params.hidden_size, timing.dtype)
         args = self._arguments(params, x, h0, c0, forget_bias, device)
+        # W_in, U_in and b stay in float32 (param_dtype, above); the inputs are rounded.
         if not timing.gradients:
-            return _timed_pass(timing, forward, args, lambda out: {"h_seq": out[0]})
+            return _timed_pass(timing, forward, args, lambda out: {"h_seq": out[0]}, keep=3)
         cts = jax.device_put((cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]), device)
-        return _timed_pass(timing, gradients, (*args, cts), lambda out: {k: out[k] for k in ("x", "h0", "c0")})
+        return _timed_pass(timing, gradients, (*args, cts), lambda out: {k: out[k] for k in ("x", "h0", "c0")}, keep=3)
 
     def environment(self, device: str = "cpu") -> dict[str, object]:
         return _environment(device, with_flax=True)

@@ -91,6 +91,16 @@ def pytest_addoption(parser):
                          "between 5 and 200; default 2)")
 
 
+def bench_devices(config) -> tuple[str, ...]:
+    """The devices of this run (--bench-device): auto is cpu, plus cuda when nvidia-smi is there."""
+    import shutil
+
+    choice = config.getoption("--bench-device")
+    if choice == "auto":
+        return ("cpu", "cuda") if shutil.which("nvidia-smi") else ("cpu",)
+    return (choice,)
+
+
 def _gpu_info() -> dict[str, object]:
     import shutil
     import subprocess
@@ -119,12 +129,14 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     frameworks = {}
-    for impl in builtin_implementations():
-        if impl.availability("cpu") is None and impl.framework not in frameworks:
-            try:
-                frameworks[impl.framework] = impl.environment("cpu")
-            except Exception as error:  # the machine info must not stop a benchmark run
-                frameworks[impl.framework] = f"environment() failed: {error}"
+    for device in bench_devices(config):
+        for impl in builtin_implementations():
+            key = f"{impl.framework} ({device})"
+            if impl.availability(device) is None and key not in frameworks:
+                try:
+                    frameworks[key] = impl.environment(device)
+                except Exception as error:  # the machine info must not stop a benchmark run
+                    frameworks[key] = f"environment() failed: {error}"
     machine_info["lstm_conformance"] = {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),

@@ -5,10 +5,11 @@
 
 RUN.json files are pytest-benchmark's (``--benchmark-json`` or ``--benchmark-save``) from
 bench/test_matrix.py; several runs (a CPU machine's and a GPU machine's, say) are merged, a later
-file's result replacing an earlier one's for the same configuration. For each pass the table has
-one row per implementation and variant and one column per shape and device (CPU beside GPU);
-a cell is the median time and its ratio to the fastest in that column; DeepBench's published
-times for the same shapes (V100, cuDNN) stand in the last row. With --baseline, every
+file's result replacing an earlier one's for the same configuration. For each pass and dtype the
+table has one row per implementation and variant and one column per shape and device (CPU beside
+GPU); a cell is the median time, its ratio to the fastest in that column and its fraction of the
+roofline; DeepBench's published times for the same shapes (V100, cuDNN, float32) stand in the last
+row. Below each table: the worst error against the spec among its results. With --baseline, every
 configuration that is slower than in the baseline by more than the threshold is flagged, and the
 command exits with status 1.
 """
@@ -21,7 +22,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.matrix import PASSES
+from backends.base import TIMING_DTYPES
+from bench.correctness import BOUNDS
+from bench.matrix import PASSES, SHAPES
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class Row:
     roofline_fraction: float | None
     deepbench_ms: float | None
     deepbench_source: str | None
+    relative_error: float | None = None  # against the spec (bench/correctness.py)
+    device_resident: bool | None = None  # False: timed through NumPy, transfers included
 
     @property
     def key(self) -> tuple:
@@ -48,7 +53,7 @@ def load(paths) -> tuple[dict[tuple, Row], list[dict]]:
     machines = []
     for path in paths:
         data = json.loads(Path(path).read_text())
-        machines.append({"file": str(path), **{k: data.get("machine_info", {}).get(k) for k in ("node", "cpu", "lstm_conformance")}})
+        machines.append({"file": str(path), "description": describe_machine(data.get("machine_info", {}))})
         for bench in data.get("benchmarks", []):
             info = bench.get("extra_info", {})
             if not info.get("matrix"):
@@ -57,17 +62,37 @@ def load(paths) -> tuple[dict[tuple, Row], list[dict]]:
                 implementation=info["implementation"], variant=info["variant"], dtype=info["dtype"], device=info["device"],
                 shape=info["shape"], pass_=info["pass_"], median_s=bench["stats"]["median"], gflops=info["gflops"],
                 roofline_fraction=info.get("roofline_fraction"), deepbench_ms=info.get("deepbench_ms"),
-                deepbench_source=info.get("deepbench_source"),
+                deepbench_source=info.get("deepbench_source"), relative_error=info.get("relative_error_vs_spec"),
+                device_resident=info.get("device_resident"),
             )
             rows[row.key] = row
     return rows, machines
 
 
-def table(rows: dict[tuple, Row], pass_: str) -> str:
-    selected = [r for r in rows.values() if r.pass_ == pass_]
+def describe_machine(info: dict) -> str:
+    """One line of what a run's results depend on: CPU, GPU, CUDA and cuDNN, framework versions, TF32, threads."""
+    ours = info.get("lstm_conformance") or {}
+    parts = [f"CPU {ours.get('cpu_model') or (info.get('cpu') or {}).get('brand_raw', '?')} x{ours.get('cpu_count', '?')}"]
+    if ours.get("gpu"):
+        parts.append(f"GPU {ours['gpu']}, CUDA {ours.get('cuda')}, cuDNN {ours.get('cudnn')}")
+    if ours.get("blas"):
+        parts.append(f"NumPy {ours.get('numpy')} ({ours['blas']})")
+    for framework, env in (ours.get("frameworks") or {}).items():
+        if not isinstance(env, dict):
+            parts.append(f"{framework}: {env}")
+            continue
+        keys = ("torch", "tensorflow", "keras", "jax", "flax", "onnxruntime", "threads", "intra_op_threads",
+                "tf32", "tf32_matmul", "tf32_cudnn", "matmul_precision")
+        parts.append(f"{framework}: " + ", ".join(f"{k} {env[k]}" for k in keys if k in env))
+    return "; ".join(parts)
+
+
+def table(rows: dict[tuple, Row], pass_: str, dtype: str = "float32") -> str:
+    selected = [r for r in rows.values() if r.pass_ == pass_ and r.dtype == dtype]
     if not selected:
         return ""
-    columns = sorted({(r.shape, r.device) for r in selected}, key=lambda c: (c[0], c[1] != "cpu", c[1]))
+    order = {shape.name: k for k, shape in enumerate(SHAPES)}  # bench/matrix.py's order; CPU before GPU
+    columns = sorted({(r.shape, r.device) for r in selected}, key=lambda c: (order.get(c[0], len(order)), c[0], c[1] != "cpu", c[1]))
     names = sorted({(r.implementation, r.variant) for r in selected})
     fastest = {c: min(r.median_s for r in selected if (r.shape, r.device) == c) for c in columns}
     header = ["implementation", "variant"] + [f"{shape} {device}" for shape, device in columns]
@@ -81,15 +106,25 @@ def table(rows: dict[tuple, Row], pass_: str) -> str:
                 cells.append("-")
             else:
                 roof = f", {r.roofline_fraction:.0%} of roofline" if r.roofline_fraction is not None else ""
-                cells.append(f"{r.median_s * 1e3:.3g} ms ({r.median_s / fastest[(shape, device)]:.2f}x{roof})")
+                mark = " †" if r.device_resident is False else ""
+                cells.append(f"{r.median_s * 1e3:.3g} ms{mark} ({r.median_s / fastest[(shape, device)]:.2f}x{roof})")
         lines.append("| " + " | ".join([f"`{implementation}`", variant] + cells) + " |")
     references = []
     for shape, _device in columns:
         ref = next((r for r in selected if r.shape == shape and r.deepbench_ms is not None), None)
-        references.append(f"{ref.deepbench_ms:.3g} ms" if ref else "-")
+        # Training shapes come from DeepBench's V100 sheet, inference ones from its 1080 Ti sheet.
+        references.append(f"{ref.deepbench_ms:.3g} ms ({ref.deepbench_source.removeprefix('DeepBench ')})" if ref else "-")
     if any(ref != "-" for ref in references):
-        source = next(r.deepbench_source for r in selected if r.deepbench_source)
-        lines.append("| " + " | ".join([f"*{source}*", ""] + references) + " |")
+        lines.append("| " + " | ".join(["*DeepBench, published*", ""] + references) + " |")
+    errors = [r.relative_error for r in selected if r.relative_error is not None]
+    if errors:
+        checked = (
+            "Every result above was checked against the spec before it was timed: worst relative error "
+            f"{max(errors):.2g} (bound {BOUNDS[dtype][0]:g}, bench/correctness.py)."
+        )
+        lines += ["", checked]
+    if any(r.device_resident is False for r in selected):
+        lines += ["", "† timed through NumPy (inputs converted and transferred on every call)."]
     return "\n".join(lines)
 
 
@@ -115,11 +150,12 @@ def plot(rows: dict[tuple, Row], directory: Path) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for pass_ in PASSES:
-        selected = [r for r in rows.values() if r.pass_ == pass_]
+    for pass_, dtype in ((p, d) for p in PASSES for d in TIMING_DTYPES):
+        selected = [r for r in rows.values() if r.pass_ == pass_ and r.dtype == dtype]
         if not selected:
             continue
-        shapes = sorted({r.shape for r in selected})
+        order = {shape.name: k for k, shape in enumerate(SHAPES)}
+        shapes = sorted({r.shape for r in selected}, key=lambda name: (order.get(name, len(order)), name))
         labels = sorted({(r.implementation, r.variant) for r in selected})
         devices = sorted({r.device for r in selected})
         fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 0.45 * len(labels) + 2), squeeze=False, sharey=True)
@@ -131,14 +167,17 @@ def plot(rows: dict[tuple, Row], directory: Path) -> list[Path]:
                     for label in labels
                 ]
                 ax.barh([i + k * height for i in range(len(labels))], values, height=height, label=device)
-            ax.set_title(f"{shape}\n{pass_}", fontsize=9)
+            ax.set_title(f"{shape}\n{pass_}, {dtype}", fontsize=9)
+            if len(devices) > 1:
+                ax.set_xscale("log")  # a GPU and a CPU differ by orders of magnitude
             ax.set_xlabel("GFLOP/s (8BH(I+H)T per forward" + (", x3 forward+backward)" if pass_ != "forward" else ")"))
             ax.grid(axis="x", alpha=0.3)
         axes[0][0].set_yticks([i + 0.4 - 0.4 / len(devices) for i in range(len(labels))])
         axes[0][0].set_yticklabels([f"{impl} ({variant})" for impl, variant in labels], fontsize=8)
         axes[0][-1].legend(loc="lower right", fontsize=8)
         fig.tight_layout()
-        path = directory / f"lstm-{pass_.replace('+', '-')}.png"
+        suffix = "" if dtype == "float32" else f"-{dtype}"
+        path = directory / f"lstm-{pass_.replace('+', '-')}{suffix}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -146,13 +185,19 @@ def plot(rows: dict[tuple, Row], directory: Path) -> list[Path]:
 
 
 def render(rows: dict[tuple, Row], machines: list[dict]) -> str:
-    parts = ["# LSTM benchmarks", "", "Median time per call and its ratio to the fastest in the column (float32 unless noted)."]
+    intro = (
+        "Median time per call, its ratio to the fastest in the column and its fraction of the roofline "
+        "(min(matrix-product rate, arithmetic intensity x memory bandwidth), both measured in the same run, "
+        "in the same dtype). FLOPs: 8BH(I+H)T per forward, x3 forward+backward."
+    )
+    parts = ["# LSTM benchmarks", "", intro, "", "Runs:"]
     for machine in machines:
-        parts.append(f"- `{machine['file']}`: {json.dumps({k: v for k, v in machine.items() if k != 'file'}, default=str)[:600]}")
+        parts.append(f"- `{machine['file']}`: {machine['description']}")
     for pass_ in PASSES:
-        text = table(rows, pass_)
-        if text:
-            parts += ["", f"## {pass_}", "", text]
+        for dtype in TIMING_DTYPES:
+            text = table(rows, pass_, dtype)
+            if text:
+                parts += ["", f"## {pass_}, {dtype}", "", text]
     return "\n".join(parts) + "\n"
 
 

@@ -10,7 +10,7 @@ from bench import report
 from bench.matrix import SHAPES_BY_NAME, bytes_moved, deepbench_ms, flop, roofline_fraction, shapes_in
 
 
-def run_file(path, medians: dict, device="cpu"):
+def run_file(path, medians: dict, device="cpu", dtype="float32", error=1e-7, resident=True):
     """A pytest-benchmark JSON as bench/test_matrix.py writes it: medians[(impl, shape, pass_)] = seconds."""
     benchmarks = []
     for (impl, shape, pass_), median in medians.items():
@@ -18,7 +18,8 @@ def run_file(path, medians: dict, device="cpu"):
         benchmarks.append({
             "stats": {"median": median},
             "extra_info": {
-                "matrix": True, "implementation": impl, "variant": "standard", "dtype": "float32", "device": device,
+                "relative_error_vs_spec": error, "device_resident": resident,
+                "matrix": True, "implementation": impl, "variant": "standard", "dtype": dtype, "device": device,
                 "shape": shape, "pass_": pass_, "gflops": flop(s, pass_) / median / 1e9, "roofline_fraction": 0.5,
                 "deepbench_ms": (deepbench_ms(s, pass_) or (None,))[0], "deepbench_source": (deepbench_ms(s, pass_) or (None, None))[1],
             },
@@ -51,7 +52,38 @@ def test_table_has_ratios_to_the_fastest_and_the_deepbench_row(tmp_path):
     text = report.table(rows, "forward")
     assert "| `a/x` | standard | 10 ms (1.00x, 50% of roofline) |" in text
     assert "25 ms (2.50x" in text
-    assert "*DeepBench V100 fp32 cuDNN 7.6*" in text and "1.34 ms" in text
+    assert "| *DeepBench, published* |  | 1.34 ms (V100 fp32 cuDNN 7.6) |" in text
+    assert "worst relative error 1e-07 (bound 0.0001" in text and "†" not in text
+
+
+def test_each_dtype_has_its_own_table_and_timing_through_numpy_is_marked(tmp_path):
+    fp32 = run_file(tmp_path / "a.json", {("a/x", SHAPE, "forward"): 0.010}, device="cuda")
+    bf16 = run_file(tmp_path / "b.json", {("a/x", SHAPE, "forward"): 0.004}, device="cuda", dtype="bfloat16", error=6e-3, resident=False)
+    rows, _ = report.load([fp32, bf16])
+    assert "10 ms (1.00x" in report.table(rows, "forward", "float32")
+    half = report.table(rows, "forward", "bfloat16")
+    assert "4 ms † (1.00x" in half and "bound 0.08" in half and "† timed through NumPy" in half
+    assert report.table(rows, "forward", "float16") == ""
+    text = report.render(rows, [])
+    assert text.index("## forward, float32") < text.index("## forward, bfloat16")
+
+
+def test_columns_follow_the_shape_table_with_cpu_before_gpu(tmp_path):
+    cpu = run_file(tmp_path / "c.json", {("a/x", "mnist-rows", "forward"): 0.01, ("a/x", SHAPE, "forward"): 0.02})
+    gpu = run_file(tmp_path / "g.json", {("a/x", "mnist-rows", "forward"): 0.001}, device="cuda")
+    rows, _ = report.load([cpu, gpu])
+    header = report.table(rows, "forward").splitlines()[0]
+    assert header.index("mnist-rows cpu") < header.index("mnist-rows cuda") < header.index(f"{SHAPE} cpu")
+
+
+def test_machine_description_names_what_results_depend_on():
+    info = {"lstm_conformance": {
+        "cpu_model": "Xeon", "cpu_count": 16, "gpu": "H100", "cuda": "13.0", "cudnn": 91900, "numpy": "2.5", "blas": "openblas",
+        "frameworks": {"torch (cuda)": {"torch": "2.11", "tf32_matmul": False, "tf32_cudnn": False, "threads": 16}},
+    }}
+    line = report.describe_machine(info)
+    assert "CPU Xeon x16" in line and "GPU H100, CUDA 13.0, cuDNN 91900" in line
+    assert "torch (cuda): torch 2.11, threads 16, tf32_matmul False, tf32_cudnn False" in line
 
 
 def test_cpu_and_gpu_runs_are_merged_side_by_side(tmp_path):
@@ -77,6 +109,9 @@ def test_plots_and_markdown_are_written(tmp_path):
     assert report.main([str(path), "--plots", str(tmp_path / "plots"), "--markdown", str(tmp_path / "r.md")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert pngs == ["lstm-forward-backward.png", "lstm-forward.png"]
+    half = run_file(tmp_path / "h.json", {("a/x", SHAPE, "forward"): 0.004}, device="cuda", dtype="float16")
+    assert report.main([str(path), str(half), "--plots", str(tmp_path / "plots2")]) == 0
+    assert "lstm-forward-float16.png" in {p.name for p in (tmp_path / "plots2").iterdir()}
     assert all((tmp_path / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert "## forward+backward" in (tmp_path / "r.md").read_text()
 

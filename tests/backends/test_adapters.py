@@ -7,8 +7,10 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from backends.base import VARIANTS, Config, NotSupported, fold_forget_bias
+from backends.base import VARIANTS, Config, NotSupported, Timing, fold_forget_bias
 from backends.registry import builtin_implementations
+from bench import correctness
+from conformance.known_failures import known_failure
 from spec.cases import case_by_name, make_case_data
 from spec.params import GATES, PEEPHOLE_GATES, LSTMParams
 
@@ -76,3 +78,33 @@ def test_permutation_canary(impl, variant):
         difference = np.max(np.abs(run(swapped(data.params, a, b, peep)) - base))
         names = PEEPHOLE_GATES if peep else GATES
         assert difference > 1e-3, f"{impl.id}: swapping {'peepholes' if peep else 'gates'} {names[a]} and {names[b]} changed h by only {difference:.2g}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: i.id)
+def test_timed_pass_computes_what_the_spec_does(impl, variant, dtype):
+    """The pass a benchmark times (device-resident, rounded to a half type where declared) gives the
+    spec's answer within the benchmark's bound, forward and forward+backward; each run replaces the last
+    result rather than accumulating into it."""
+    reason = impl.availability("cpu")
+    if reason:
+        pytest.skip(f"unavailable: {reason}")
+    data = make_case_data(case_by_name("I-ne-H" + ("-peephole" if variant == "peephole" else "")), "float32")
+    for gradients in (False, True):
+        timing = Timing(variant=variant, dtype=dtype, device="cpu", gradients=gradients)
+        try:
+            impl.check_timing(timing)
+        except NotSupported:
+            continue
+        timed = impl.timed_pass(data.params, data.x, data.h0, data.c0, data.cotangents(), forget_bias=0.0, timing=timing)
+        timed.run()
+        first = timed.result()
+        timed.run()
+        second = timed.result()
+        expected = correctness.reference(data, gradients)
+        if gradients and known_failure(impl.id, "gradients", variant, dtype, "cpu"):
+            with pytest.raises(AssertionError, match="wrong answer"):  # the benchmark refuses to time it
+                correctness.check(second, expected, dtype)
+            continue
+        assert correctness.check(second, expected, dtype) == correctness.check(first, expected, dtype)
