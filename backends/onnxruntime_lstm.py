@@ -54,6 +54,8 @@ class OnnxRuntimeLSTM(Implementation):
         default_factory=lambda: {
             "float64": "ONNX Runtime's LSTM kernel is float32 only (it rejects double)",
             "gradients": "ONNX Runtime registers no gradient for LSTM (inference only)",
+            "float16": "ONNX Runtime's LSTM kernel is float32 only",
+            "bfloat16": "ONNX Runtime's LSTM kernel is float32 only",
         }
     )
 

@@ -53,6 +53,12 @@ from spec.validation import check_tensor
 INSTALL_HINT = "tensorflow is not installed (pip install 'lstm-conformance[tensorflow]')"
 FLOAT32_ONLY = "TensorFlow's block LSTM kernels run float32 and half only"
 KERAS_NO_PEEPHOLES = "keras.layers.LSTM has no peepholes; TensorFlow's peephole LSTM is BlockLSTM"
+#: Half types are timed on GPUs only, and no GPU machine with TensorFlow has been available to verify
+#: these adapters' half paths (Keras' mixed-precision policy, the block ops' half kernels).
+NO_HALF_TIMING = {
+    dtype: f"the TensorFlow adapters do not time {dtype} yet: not verified on a GPU with TensorFlow"
+    for dtype in ("float16", "bfloat16")
+}
 
 V1_GATES = ("i", "g", "f", "o")
 V2_GATES = GATES
@@ -248,7 +254,7 @@ class KerasLSTM(Implementation):
     description: str = "keras.layers.LSTM (Keras 3, TensorFlow backend; cuDNN on GPU), gradients by tf.GradientTape"
     variants: tuple[str, ...] = ("standard",)
     devices: tuple[str, ...] = ("cpu", "cuda")
-    unsupported_reasons: dict = field(default_factory=lambda: {"peephole": KERAS_NO_PEEPHOLES})
+    unsupported_reasons: dict = field(default_factory=lambda: {"peephole": KERAS_NO_PEEPHOLES, **NO_HALF_TIMING})
 
     def availability(self, device: str = "cpu") -> str | None:
         if (reason := _tf_missing()) is not None:
@@ -470,7 +476,7 @@ class BlockLSTM(Implementation):
     description: str = "tf.raw_ops.BlockLSTM (V1: gates i,g,f,o; forget_bias and cell_clip passed explicitly), gradients by tf.GradientTape"
     dtypes: tuple[str, ...] = ("float32",)
     devices: tuple[str, ...] = ("cpu", "cuda")
-    unsupported_reasons: dict = field(default_factory=lambda: {"float64": FLOAT32_ONLY})
+    unsupported_reasons: dict = field(default_factory=lambda: {"float64": FLOAT32_ONLY, **NO_HALF_TIMING})
     version: int = 1
     gradient: str = "tape"
 

@@ -141,44 +141,58 @@ def regressions(new: dict[tuple, Row], old: dict[tuple, Row], threshold: float) 
     return found
 
 
-def plot(rows: dict[tuple, Row], directory: Path) -> list[Path]:
-    """One PNG per pass: GFLOP/s per implementation, a panel per shape, CPU and GPU side by side."""
+def plot(rows: dict[tuple, Row], directory: Path, columns: int = 4) -> list[Path]:
+    """One PNG per pass and dtype: GFLOP/s per implementation, a panel per shape (``columns`` to a row),
+    CPU and GPU side by side. Every panel of a figure has the same axis, logarithmic when devices differ
+    (a GPU and a CPU differ by orders of magnitude), so that bars compare across panels too."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
+    order = {shape.name: k for k, shape in enumerate(SHAPES)}
     written = []
     for pass_, dtype in ((p, d) for p in PASSES for d in TIMING_DTYPES):
         selected = [r for r in rows.values() if r.pass_ == pass_ and r.dtype == dtype]
         if not selected:
             continue
-        order = {shape.name: k for k, shape in enumerate(SHAPES)}
         shapes = sorted({r.shape for r in selected}, key=lambda name: (order.get(name, len(order)), name))
         labels = sorted({(r.implementation, r.variant) for r in selected})
         devices = sorted({r.device for r in selected})
-        fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 0.45 * len(labels) + 2), squeeze=False, sharey=True)
-        for ax, shape in zip(axes[0], shapes):
-            height = 0.8 / len(devices)
+        ncols = min(columns, len(shapes))
+        nrows = math.ceil(len(shapes) / ncols)
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=(4.5 * ncols, (0.35 * len(labels) + 1.4) * nrows), squeeze=False, sharex=True, sharey=True
+        )
+        height = 0.8 / len(devices)
+        for ax, shape in zip(axes.flat, shapes):
             for k, device in enumerate(devices):
                 values = [
                     next((r.gflops for r in selected if (r.implementation, r.variant, r.shape, r.device) == (*label, shape, device)), 0.0)
                     for label in labels
                 ]
                 ax.barh([i + k * height for i in range(len(labels))], values, height=height, label=device)
-            ax.set_title(f"{shape}\n{pass_}, {dtype}", fontsize=9)
-            if len(devices) > 1:
-                ax.set_xscale("log")  # a GPU and a CPU differ by orders of magnitude
-            ax.set_xlabel("GFLOP/s (8BH(I+H)T per forward" + (", x3 forward+backward)" if pass_ != "forward" else ")"))
+            ax.set_title(f"{shape}, {pass_}, {dtype}", fontsize=8)
             ax.grid(axis="x", alpha=0.3)
-        axes[0][0].set_yticks([i + 0.4 - 0.4 / len(devices) for i in range(len(labels))])
-        axes[0][0].set_yticklabels([f"{impl} ({variant})" for impl, variant in labels], fontsize=8)
-        axes[0][-1].legend(loc="lower right", fontsize=8)
+        for ax in list(axes.flat)[len(shapes):]:
+            ax.set_visible(False)
+        if len(devices) > 1:
+            smallest = min(r.gflops for r in selected if r.gflops > 0)
+            axes.flat[0].set_xscale("log")
+            axes.flat[0].set_xlim(left=smallest / 2)
+        for ax in axes[-1]:
+            ax.set_xlabel("GFLOP/s (8BH(I+H)T per forward" + (", x3 forward+backward)" if pass_ != "forward" else ")"), fontsize=8)
+        for row in axes:
+            row[0].set_yticks([i + 0.4 - height / 2 for i in range(len(labels))])
+            row[0].set_yticklabels([f"{impl} ({variant})" for impl, variant in labels], fontsize=7)
+        axes.flat[0].legend(loc="lower right", fontsize=7)
         fig.tight_layout()
         suffix = "" if dtype == "float32" else f"-{dtype}"
         path = directory / f"lstm-{pass_.replace('+', '-')}{suffix}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written
