@@ -87,6 +87,10 @@ def describe_machine(info: dict) -> str:
     return "; ".join(parts)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3g} s" if seconds >= 1 else f"{seconds * 1e3:.3g} ms"
+
+
 def table(rows: dict[tuple, Row], pass_: str, dtype: str = "float32") -> str:
     selected = [r for r in rows.values() if r.pass_ == pass_ and r.dtype == dtype]
     if not selected:
@@ -107,7 +111,7 @@ def table(rows: dict[tuple, Row], pass_: str, dtype: str = "float32") -> str:
             else:
                 roof = f", {r.roofline_fraction:.0%} of roofline" if r.roofline_fraction is not None else ""
                 mark = " †" if r.device_resident is False else ""
-                cells.append(f"{r.median_s * 1e3:.3g} ms{mark} ({r.median_s / fastest[(shape, device)]:.2f}x{roof})")
+                cells.append(f"{_duration(r.median_s)}{mark} ({r.median_s / fastest[(shape, device)]:.2f}x{roof})")
         lines.append("| " + " | ".join([f"`{implementation}`", variant] + cells) + " |")
     references = []
     for shape, _device in columns:
