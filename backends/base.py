@@ -284,6 +284,13 @@ def fold_forget_bias(b: np.ndarray, forget_bias: float) -> np.ndarray:
     return out
 
 
+def checked_outputs(h_seq, h_T, c_T, dtype: str, to_numpy: Callable = np.asarray) -> Outputs:
+    """Outputs from a framework's results: each converted to NumPy by ``to_numpy`` and required to be
+    in ``dtype`` (:func:`require_dtype`)."""
+    named = (("h_seq", h_seq), ("h_T", h_T), ("c_T", c_T))
+    return Outputs(*(require_dtype(name, to_numpy(value), dtype) for name, value in named))
+
+
 def require_dtype(name: str, array: np.ndarray, dtype: str) -> np.ndarray:
     """An adapter's output must come back in the dtype it was asked for; a framework that computed in
     another one (a silent downcast) is caught here rather than trusted."""

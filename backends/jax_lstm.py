@@ -43,6 +43,7 @@ from backends.base import (
     Timing,
     Unavailable,
     check_timing_inputs,
+    checked_outputs,
     fold_forget_bias,
     require_dtype,
 )
@@ -281,11 +282,7 @@ class JaxScanLSTM(_JaxImplementation):
         device = self._prepare(config)
         forward, _ = _scan_functions()
         h_seq, h_T, c_T = forward(*self._arguments(params, x, h0, c0, forget_bias, config, device))
-        return Outputs(
-            h_seq=_to_numpy("h_seq", h_seq, config.dtype),
-            h_T=_to_numpy("h_T", h_T, config.dtype),
-            c_T=_to_numpy("c_T", c_T, config.dtype),
-        )
+        return checked_outputs(h_seq, h_T, c_T, config.dtype)
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         import jax
@@ -445,11 +442,7 @@ class FlaxLSTM(_JaxImplementation):
         device = self._prepare(config)
         _, forward, _ = self.native_functions(params.hidden_size, config.dtype)
         h_seq, h_T, c_T = forward(*self._arguments(params, x, h0, c0, forget_bias, device))
-        return Outputs(
-            h_seq=_to_numpy("h_seq", h_seq, config.dtype),
-            h_T=_to_numpy("h_T", h_T, config.dtype),
-            c_T=_to_numpy("c_T", c_T, config.dtype),
-        )
+        return checked_outputs(h_seq, h_T, c_T, config.dtype)
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         import jax

@@ -19,7 +19,7 @@ from backends.base import (
     Timing,
     Unavailable,
     check_inputs,
-    require_dtype,
+    checked_outputs,
 )
 from spec.params import LSTMParams
 
@@ -86,11 +86,7 @@ class OnnxRuntimeLSTM(Implementation):
     def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
         session, inputs = self._session_and_feeds(params, x, h0, c0, forget_bias, config)
         Y, Y_h, Y_c = session.run(None, inputs)
-        return Outputs(
-            h_seq=require_dtype("h_seq", Y[:, 0], config.dtype),
-            h_T=require_dtype("h_T", Y_h[0], config.dtype),
-            c_T=require_dtype("c_T", Y_c[0], config.dtype),
-        )
+        return checked_outputs(Y[:, 0], Y_h[0], Y_c[0], config.dtype)
 
     def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
         """NumPy arrays are ONNX Runtime's own inputs on the CPU: the feeds are built once and each run

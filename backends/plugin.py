@@ -37,7 +37,7 @@ from backends.base import (
     Implementation,
     NotSupported,
     Outputs,
-    require_dtype,
+    checked_outputs,
 )
 
 
@@ -60,7 +60,7 @@ class FunctionImplementation(Implementation):
             h_seq, h_T, c_T = result
         except (TypeError, ValueError):
             raise TypeError(f"{self.id}: forward must return (h_seq, h_T, c_T), got {type(result).__name__}") from None
-        return Outputs(*(require_dtype(n, np.asarray(a), config.dtype) for n, a in (("h_seq", h_seq), ("h_T", h_T), ("c_T", c_T))))
+        return checked_outputs(h_seq, h_T, c_T, config.dtype)
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         self.check(config, gradients=True)

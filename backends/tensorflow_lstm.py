@@ -43,6 +43,7 @@ from backends.base import (
     Unavailable,
     check_inputs,
     check_timing_inputs,
+    checked_outputs,
     cpu_model,
     fold_forget_bias,
     require_dtype,
@@ -119,8 +120,12 @@ def _tf_device(device: str) -> str:
 _WEIGHTS = NativeCache()
 
 
+def _host(tensor) -> np.ndarray:
+    return tensor.numpy()
+
+
 def _numpy(tensor, name: str, dtype: str) -> np.ndarray:
-    return require_dtype(name, tensor.numpy(), dtype)
+    return require_dtype(name, _host(tensor), dtype)
 
 
 def _timed_pass(tf, device: str, fn, args, pick) -> TimedPass:
@@ -306,11 +311,7 @@ class KerasLSTM(Implementation):
         tf, runner = self._prepare(params, forget_bias, config)
         with tf.device(runner.device):
             h_seq, h_T, c_T = runner.forward(tf.constant(x), tf.constant(h0), tf.constant(c0))
-        return Outputs(
-            h_seq=_numpy(h_seq, "h_seq", config.dtype),
-            h_T=_numpy(h_T, "h_T", config.dtype),
-            c_T=_numpy(c_T, "c_T", config.dtype),
-        )
+        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         self.check(config, gradients=True)
@@ -513,11 +514,7 @@ class BlockLSTM(Implementation):
         fn = _block_forward_fn(self.version, params.peephole, float(forget_bias), device)
         with tf.device(device):
             h_seq, h_T, c_T = fn(tf.constant(x), tf.constant(h0), tf.constant(c0), *weights)
-        return Outputs(
-            h_seq=_numpy(h_seq, "h_seq", config.dtype),
-            h_T=_numpy(h_T, "h_T", config.dtype),
-            c_T=_numpy(c_T, "c_T", config.dtype),
-        )
+        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         self.check(config, gradients=True)

@@ -41,6 +41,7 @@ from backends.base import (
     Timing,
     Unavailable,
     check_inputs,
+    checked_outputs,
     cpu_model,
     fold_forget_bias,
     require_dtype,
@@ -164,8 +165,12 @@ def _tensor(torch, array: np.ndarray, device: str):
     return tensor if device == "cpu" else tensor.to(device)
 
 
+def _host(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
 def _numpy(name: str, tensor, dtype: str) -> np.ndarray:
-    return require_dtype(name, tensor.detach().cpu().numpy(), dtype)
+    return require_dtype(name, _host(tensor), dtype)
 
 
 def _synchronize(torch, device: str) -> None:
@@ -298,11 +303,7 @@ class TorchLSTM(Implementation):
         module = self.module(params, forget_bias, config.dtype, config.device)
         dev = config.device
         h_seq, h_T, c_T = self._forward_tensors(torch, module, *(_tensor(torch, a, dev) for a in (x, h0, c0)))
-        return Outputs(
-            h_seq=_numpy("h_seq", h_seq, config.dtype),
-            h_T=_numpy("h_T", h_T, config.dtype),
-            c_T=_numpy("c_T", c_T, config.dtype),
-        )
+        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         torch = self._start(params, config, True, x, h0, c0, cotangents)
@@ -550,11 +551,7 @@ class TorchPeepholeLSTM(Implementation):
         w = self.weights(params, forget_bias, config.dtype, config.device)
         dev = config.device
         h_seq, h_T, c_T = self._forward_tensors(torch, w, *(_tensor(torch, a, dev) for a in (x, h0, c0)))
-        return Outputs(
-            h_seq=_numpy("h_seq", h_seq, config.dtype),
-            h_T=_numpy("h_T", h_T, config.dtype),
-            c_T=_numpy("c_T", c_T, config.dtype),
-        )
+        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
 
     def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         torch = self._start(params, config, True, x, h0, c0, cotangents)
