@@ -343,9 +343,9 @@ def flax_tree(W_in, U_in, b, packing: str = "gates") -> dict[str, dict[str, obje
     layout serves :meth:`FlaxLSTM.to_native` and the jitted functions."""
     H = b.shape[-1]
     if packing == "gates":
-        kernel = lambda K, k: K[k]
+        kernel = lambda K, k: K[k]  # noqa: E731
     else:
-        kernel = lambda K, k: K[:, k * H : (k + 1) * H]
+        kernel = lambda K, k: K[:, k * H : (k + 1) * H]  # noqa: E731
     tree: dict[str, dict[str, object]] = {}
     for k, (input_name, hidden_name) in enumerate(zip(INPUT_NAMES, HIDDEN_NAMES)):
         tree[input_name] = {"kernel": kernel(W_in, k)}

@@ -205,28 +205,77 @@ def _timed_pass(torch, timing: Timing, x, h0, c0, cotangents, forward, gradients
 
 
 # ---------------------------------------------------------------------------
-# torch/nn.LSTM
+# What both rows share
 # ---------------------------------------------------------------------------
 
 
 @dataclass
-class TorchLSTM(Implementation):
-    id: str = "torch/nn.LSTM"
+class _TorchImplementation(Implementation):
+    """forward, backward and timed passes around each row's hooks: ``_native`` (its parameters on a
+    device, cached), ``_check_params``, ``_forward_tensors``, ``_gradient_tensors`` (keyed x, h0, c0
+    and the native parameter names) and ``_canonical_gradients`` (those in the canonical layout)."""
+
     framework: str = "torch"
-    description: str = "torch.nn.LSTM (oneDNN on CPU in float32, cuDNN on GPU); two biases, summed"
-    variants: tuple[str, ...] = ("standard",)
     devices: tuple[str, ...] = ("cpu", "cuda")
     timing_dtypes: tuple[str, ...] = HALF_DTYPES
-    unsupported_reasons: dict = field(default_factory=lambda: {"peephole": "torch.nn.LSTM has no peepholes"})
-
-    def __post_init__(self):
-        self._modules = NativeCache()
 
     def availability(self, device: str = "cpu") -> str | None:
         return _availability(device)
 
     def environment(self, device: str = "cpu") -> dict[str, object]:
         return _environment(device)
+
+    def _start(self, params, config, gradients, x, h0, c0, cotangents=None):
+        self.check(config, gradients=gradients)
+        self._check_params(params, config)
+        if (reason := self.availability(config.device)) is not None:
+            raise Unavailable(reason)
+        check_inputs(params, x, h0, c0, config.dtype, cotangents)
+        configure(config.device)
+        return _torch()
+
+    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+        torch = self._start(params, config, False, x, h0, c0)
+        native = self._native(params, forget_bias, config.dtype, config.device)
+        dev = config.device
+        h_seq, h_T, c_T = self._forward_tensors(torch, native, *(_tensor(torch, a, dev) for a in (x, h0, c0)))
+        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
+
+    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        torch = self._start(params, config, True, x, h0, c0, cotangents)
+        native = self._native(params, forget_bias, config.dtype, config.device)
+        dev = config.device
+        cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
+        grads = self._gradient_tensors(torch, native, *(_tensor(torch, a, dev) for a in (x, h0, c0)), cot)
+        g = {name: _numpy(name, t, config.dtype) for name, t in grads.items()}
+        return {"x": g["x"], "h0": g["h0"], "c0": g["c0"], **self._canonical_gradients(params, g)}
+
+    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        self.check_timing(timing)
+        source = Config(timing.variant, timing.source_dtype, timing.device)
+        torch = self._start(params, source, timing.gradients, x, h0, c0, cotangents if timing.gradients else None)
+        native = self._native(params, forget_bias, timing.dtype, timing.device)
+        return _timed_pass(
+            torch, timing, x, h0, c0, cotangents,
+            lambda *a: self._forward_tensors(torch, native, *a),
+            lambda *a: self._gradient_tensors(torch, native, *a),
+        )
+
+
+# ---------------------------------------------------------------------------
+# torch/nn.LSTM
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class TorchLSTM(_TorchImplementation):
+    id: str = "torch/nn.LSTM"
+    description: str = "torch.nn.LSTM (oneDNN on CPU in float32, cuDNN on GPU); two biases, summed"
+    variants: tuple[str, ...] = ("standard",)
+    unsupported_reasons: dict = field(default_factory=lambda: {"peephole": "torch.nn.LSTM has no peepholes"})
+
+    def __post_init__(self):
+        self._modules = NativeCache()
 
     # -- layouts -------------------------------------------------------------
 
@@ -268,15 +317,11 @@ class TorchLSTM(Implementation):
 
         return self._modules.get(params, (float(forget_bias), dtype, device), build)
 
-    def _start(self, params, config, gradients, x, h0, c0, cotangents=None):
-        self.check(config, gradients=gradients)
+    _native = module
+
+    def _check_params(self, params, config) -> None:
         if params.peephole:
             raise NotSupported(self.unsupported_reasons["peephole"])
-        if (reason := self.availability(config.device)) is not None:
-            raise Unavailable(reason)
-        check_inputs(params, x, h0, c0, config.dtype, cotangents)
-        configure(config.device)
-        return _torch()
 
     @staticmethod
     def _forward_tensors(torch, module, x, h0, c0):
@@ -298,41 +343,14 @@ class TorchLSTM(Implementation):
             )
         return dict(zip((*inputs, *weights), grads))
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        torch = self._start(params, config, False, x, h0, c0)
-        module = self.module(params, forget_bias, config.dtype, config.device)
-        dev = config.device
-        h_seq, h_T, c_T = self._forward_tensors(torch, module, *(_tensor(torch, a, dev) for a in (x, h0, c0)))
-        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
-
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        torch = self._start(params, config, True, x, h0, c0, cotangents)
-        module = self.module(params, forget_bias, config.dtype, config.device)
-        dev = config.device
-        cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
-        grads = self._gradient_tensors(torch, module, *(_tensor(torch, a, dev) for a in (x, h0, c0)), cot)
-        g = {name: _numpy(name, t, config.dtype) for name, t in grads.items()}
+    def _canonical_gradients(self, params, g: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _check_bias_gradients(g["bias_ih_l0"], g["bias_hh_l0"])
         H, I = params.hidden_size, params.input_size
         return {
-            "x": g["x"],
-            "h0": g["h0"],
-            "c0": g["c0"],
             "W": g["weight_ih_l0"].reshape(4, H, I),
             "U": g["weight_hh_l0"].reshape(4, H, H),
             "b": g["bias_ih_l0"].reshape(4, H),
         }
-
-    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
-        self.check_timing(timing)
-        source = Config(timing.variant, timing.source_dtype, timing.device)
-        torch = self._start(params, source, timing.gradients, x, h0, c0, cotangents if timing.gradients else None)
-        module = self.module(params, forget_bias, timing.dtype, timing.device)
-        return _timed_pass(
-            torch, timing, x, h0, c0, cotangents,
-            lambda *a: self._forward_tensors(torch, module, *a),
-            lambda *a: self._gradient_tensors(torch, module, *a),
-        )
 
 
 def _check_bias_gradients(d_ih: np.ndarray, d_hh: np.ndarray) -> None:
@@ -449,12 +467,9 @@ def _peephole_forward_autograd(torch, w: _PeepholeWeights, x, h0, c0):
 
 
 @dataclass
-class TorchPeepholeLSTM(Implementation):
+class TorchPeepholeLSTM(_TorchImplementation):
     id: str = "torch/peephole"
-    framework: str = "torch"
     description: str = "the spec's equations in torch ops (one input product, one addmm a step), autograd gradients"
-    devices: tuple[str, ...] = ("cpu", "cuda")
-    timing_dtypes: tuple[str, ...] = HALF_DTYPES
 
     def __post_init__(self):
         self._weights = NativeCache()
@@ -470,12 +485,6 @@ class TorchPeepholeLSTM(Implementation):
                 self._workspaces.clear()
             self._workspaces[key] = torch.empty(_workspace_size(*shape), dtype=dtype, device=device)
         return self._workspaces[key]
-
-    def availability(self, device: str = "cpu") -> str | None:
-        return _availability(device)
-
-    def environment(self, device: str = "cpu") -> dict[str, object]:
-        return _environment(device)
 
     # -- layouts -------------------------------------------------------------
 
@@ -515,15 +524,11 @@ class TorchPeepholeLSTM(Implementation):
 
         return self._weights.get(params, (float(forget_bias), dtype, device), build)
 
-    def _start(self, params, config, gradients, x, h0, c0, cotangents=None):
-        self.check(config, gradients=gradients)
+    _native = weights
+
+    def _check_params(self, params, config) -> None:
         if params.variant != config.variant:
             raise LSTMInputError("params", "wrong variant", config.variant, params.variant)
-        if (reason := self.availability(config.device)) is not None:
-            raise Unavailable(reason)
-        check_inputs(params, x, h0, c0, config.dtype, cotangents)
-        configure(config.device)
-        return _torch()
 
     def _forward_tensors(self, torch, w: _PeepholeWeights, x, h0, c0):
         workspace = self._workspace(torch, (x.shape[0], x.shape[1], h0.shape[1]), x.dtype, x.device)
@@ -546,25 +551,9 @@ class TorchPeepholeLSTM(Implementation):
             grads = torch.autograd.grad((h_seq, h_T, c_T), tuple(wrt.values()), grad_outputs=(cot["dh_seq"], cot["dh_T"], cot["dc_T"]))
         return dict(zip(wrt, grads))
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        torch = self._start(params, config, False, x, h0, c0)
-        w = self.weights(params, forget_bias, config.dtype, config.device)
-        dev = config.device
-        h_seq, h_T, c_T = self._forward_tensors(torch, w, *(_tensor(torch, a, dev) for a in (x, h0, c0)))
-        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
-
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        torch = self._start(params, config, True, x, h0, c0, cotangents)
-        cached = self.weights(params, forget_bias, config.dtype, config.device)
-        dev = config.device
-        cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
-        grads = self._gradient_tensors(torch, cached, *(_tensor(torch, a, dev) for a in (x, h0, c0)), cot)
-        g = {name: _numpy(name, t, config.dtype) for name, t in grads.items()}
+    def _canonical_gradients(self, params, g: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         H, I = params.hidden_size, params.input_size
         out = {
-            "x": g["x"],
-            "h0": g["h0"],
-            "c0": g["c0"],
             "W": g["W"].reshape(4, H, I)[_FROM_PEEPHOLE_ORDER],
             "U": g["U"].reshape(4, H, H)[_FROM_PEEPHOLE_ORDER],
             "b": g["b"].reshape(4, H)[_FROM_PEEPHOLE_ORDER],
@@ -572,17 +561,6 @@ class TorchPeepholeLSTM(Implementation):
         if "p" in g:
             out["p"] = g["p"].reshape(3, H)
         return out
-
-    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
-        self.check_timing(timing)
-        source = Config(timing.variant, timing.source_dtype, timing.device)
-        torch = self._start(params, source, timing.gradients, x, h0, c0, cotangents if timing.gradients else None)
-        w = self.weights(params, forget_bias, timing.dtype, timing.device)
-        return _timed_pass(
-            torch, timing, x, h0, c0, cotangents,
-            lambda *a: self._forward_tensors(torch, w, *a),
-            lambda *a: self._gradient_tensors(torch, w, *a),
-        )
 
 
 IMPLEMENTATIONS = (TorchLSTM(), TorchPeepholeLSTM())

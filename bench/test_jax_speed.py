@@ -23,12 +23,12 @@ import pytest
 pytest.importorskip("jax", reason="the JAX benchmarks need jax: pip install 'lstm-conformance[jax]'")
 pytest.importorskip("flax", reason="the JAX benchmarks need flax: pip install 'lstm-conformance[jax]'")
 
-import jax
+import jax  # noqa: E402
 
-from backends.base import Config
-from backends.jax_lstm import IMPLEMENTATIONS
-from bench.conftest import interleaved, lstm_flop
-from spec.cases import BENCH_CASE, make_case_data
+from backends.base import Config  # noqa: E402
+from backends.jax_lstm import IMPLEMENTATIONS  # noqa: E402
+from bench.conftest import interleaved, lstm_flop  # noqa: E402
+from spec.cases import BENCH_CASE, make_case_data  # noqa: E402
 
 CASE = BENCH_CASE
 PEEPHOLE_CASE = replace(BENCH_CASE, name="bench-peephole", peephole=True)
@@ -56,7 +56,7 @@ def _warm(fn, times=2):
 def runs():
     """name -> a function that runs one timed call, compiled and warmed up."""
     if (reason := FLAX.availability("cpu")) is not None:
-        pytest.skip(reason)
+        pytest.skip(f"unavailable: {reason}")
     data = make_case_data(CASE, DTYPE)
     peep = make_case_data(PEEPHOLE_CASE, DTYPE)
     native_forward, _, _ = FLAX.native_functions(CASE.H, DTYPE)

@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="pip install 'lstm-conformance[onnxruntime]'")
 
-from backends import onnx_lstm
-from backends.base import Config
-from backends.onnxruntime_lstm import OnnxRuntimeLSTM, _session
-from bench.conftest import interleaved, lstm_flop, ratio
-from spec.cases import BENCH_CASE, make_case_data
+from backends import onnx_lstm  # noqa: E402
+from backends.base import Config  # noqa: E402
+from backends.onnxruntime_lstm import OnnxRuntimeLSTM, _session  # noqa: E402
+from bench.conftest import interleaved, lstm_flop, ratio  # noqa: E402
+from spec.cases import BENCH_CASE, make_case_data  # noqa: E402
 
 CASE = BENCH_CASE
 FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)

@@ -20,11 +20,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 pytest.importorskip("tensorflow", reason="pip install 'lstm-conformance[tensorflow]'")
 
-from backends.base import Config
-from backends.registry import implementation_by_id
-from bench.conftest import interleaved, lstm_flop
-from bench.conftest import ratio as interleaved_ratio
-from spec.cases import BENCH_CASE, make_case_data
+from backends.base import Config  # noqa: E402
+from backends.registry import implementation_by_id  # noqa: E402
+from bench.conftest import interleaved, lstm_flop  # noqa: E402
+from bench.conftest import ratio as interleaved_ratio  # noqa: E402
+from spec.cases import BENCH_CASE, make_case_data  # noqa: E402
 
 CASE = BENCH_CASE
 FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)

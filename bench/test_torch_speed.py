@@ -16,6 +16,7 @@ machine hit all of them alike; the summary at the end of the run gives both.
 
 from __future__ import annotations
 
+
 import pytest
 
 from bench.conftest import RESULTS, interleaved, lstm_flop
@@ -23,8 +24,8 @@ from spec.cases import BENCH_CASE, make_case_data
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install 'lstm-conformance[torch]'")
 
-from backends.base import Config
-from backends.torch_lstm import TorchLSTM, TorchPeepholeLSTM, configure
+from backends.base import Config  # noqa: E402
+from backends.torch_lstm import TorchLSTM, TorchPeepholeLSTM, configure  # noqa: E402
 
 CASE = BENCH_CASE
 DTYPE = "float32"
