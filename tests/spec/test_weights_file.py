@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from spec import LSTMParams, WeightFileError, load_weights, save_weights
+from spec import LSTMParams, WeightFileError, load_weights, save_weights, weights_file
 from spec.cases import case_by_name, make_case_data
 from spec.weights_file import metadata_for
 
@@ -60,6 +65,7 @@ def expect_rejection(path, tensor, *fragments):
     assert str(path) in str(error)
     for fragment in fragments:
         assert fragment in str(error), f"{fragment!r} missing from: {error}"
+    return error
 
 
 GOOD_META = metadata_for(PEEPHOLE)
@@ -111,24 +117,137 @@ def test_rejects_a_missing_file(tmp_path):
     expect_rejection(tmp_path / "nowhere.safetensors", "file", "no such file")
 
 
+def test_rejects_a_directory_as_not_a_regular_file(tmp_path):
+    expect_rejection(tmp_path, "file", "not a regular file: a directory")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_rejects_a_fifo_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "w.safetensors"
+    os.mkfifo(fifo)
+    expect_rejection(fifo, "file", "not a regular file: a FIFO")
+
+
+@pytest.mark.parametrize(
+    "key, value, shown",
+    [
+        ("hidden_size", "\u00b3", "'\u00b3'"),  # superscript three: str.isdigit() says yes, int() raises
+        ("input_size", "\u0667", "'\u0667'"),  # Arabic-Indic seven
+        ("hidden_size", "+2", "'+2'"),
+        ("hidden_size", "-2", "'-2'"),
+        ("hidden_size", " 2", "' 2'"),
+        ("hidden_size", "2\n", "'2\\n'"),
+        ("input_size", "7.0", "'7.0'"),
+        ("hidden_size", "02", "'02'"),
+        ("hidden_size", "1234567890", "'1234567890'"),
+        ("hidden_size", "1" * 5000, "a string of 5000 characters"),  # int() refuses over 4300 digits
+    ],
+    ids=["superscript", "arabic-indic", "plus", "minus", "space", "newline", "decimal-point", "leading-zero", "ten-digits", "5000-digits"],
+)
+def test_sizes_are_plain_ascii_decimal(key, value, shown, tmp_path):
+    path = write(tmp_path / "bad.safetensors", GOOD, {**GOOD_META, key: value})
+    error = expect_rejection(path, f"metadata '{key}'", "a positive integer", "1 to 9 ASCII digits", f"got {shown}")
+    assert len(str(error)) < 400
+
+
+def read_header(path):
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
+
+
+def write_header(path, header, data, raw=None):
+    raw = json.dumps(header).encode() if raw is None else raw
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
 def test_rejects_a_truncated_file(tmp_path):
     path = tmp_path / "w.safetensors"
-    save_weights(path, PEEPHOLE)
+    save_weights(path, PEEPHOLE)  # data order U, W, b, p
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 9])
-    expect_rejection(path, "file", "not a readable safetensors file")
+    expect_rejection(path, "p", "not a readable safetensors file", "data_offsets out of bounds")
 
 
 def test_rejects_a_header_that_lies_about_offsets(tmp_path):
     path = tmp_path / "w.safetensors"
     save_weights(path, STANDARD)
-    data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
+    header, data = read_header(path)
     header["W"]["data_offsets"][1] += 8
-    raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
-    expect_rejection(path, "file", "not a readable safetensors file")
+    write_header(path, header, data)
+    expect_rejection(path, "W", "not a readable safetensors file", "byte size disagrees", "expected 640 bytes (F64 x (4, 4, 5))", "got 648 bytes")
+
+
+def shift(header, name, by):
+    header[name]["data_offsets"] = [offset + by for offset in header[name]["data_offsets"]]
+
+
+def gap_before_b(header, data):
+    shift(header, "b", 8)
+    data.extend(bytes(8))
+
+
+@pytest.mark.parametrize(
+    "change, tensor, fragments",
+    [
+        (lambda h, d: h["W"].update(shape=[4, -4, 5]), "W", ("malformed header entry",)),
+        (lambda h, d: h["U"].update(data_offsets=[0]), "U", ("malformed header entry", "'data_offsets': [0]")),
+        (lambda h, d: h["b"].update(shape=[True, 4]), "b", ("malformed header entry",)),
+        (lambda h, d: h["b"].pop("dtype"), "b", ("malformed header entry",)),
+        (lambda h, d: h.update(__metadata__={**h["__metadata__"], "input_size": 5}), "header", ("malformed __metadata__", "an object of strings")),
+        (lambda h, d: h["W"]["data_offsets"].reverse(), "W", ("data_offsets out of bounds", "[1152, 512]")),
+        (lambda h, d: shift(h, "W", -8), "W", ("data overlaps the tensor before it", "expected a begin of 512 (the end of 'U')", "[504, 1144]")),
+        (gap_before_b, "b", ("gap before its data", "expected a begin of 1152 (the end of 'W')", "[1160, 1288]")),
+        (lambda h, d: d.extend(bytes(8)), "header", ("bytes after the last tensor", "expected 1280 bytes", "got 1288 bytes")),
+    ],
+    ids=["negative-dim", "one-offset", "bool-dim", "no-dtype", "metadata-not-strings", "begin-after-end", "overlap", "gap", "trailing-bytes"],
+)
+def test_rejects_a_malformed_header(change, tensor, fragments, tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, STANDARD)  # data order U [0, 512], W [512, 1152], b [1152, 1280]
+    header, data = read_header(path)
+    data = bytearray(data)
+    change(header, data)
+    write_header(path, header, bytes(data))
+    expect_rejection(path, tensor, "not a readable safetensors file", *fragments)
+
+
+@pytest.mark.parametrize(
+    "raw, fragments",
+    [
+        (b"{not json}", ("malformed JSON", "expected a JSON object in UTF-8")),
+        (b'{"W": "\xff"}', ("malformed JSON", "utf-8")),
+        (b"[]", ("malformed JSON", "expected a JSON object, got []")),
+        (b"[" * 100_000, ("malformed JSON",)),  # deep enough to exhaust the recursion limit
+        (b'{"W": {}, "W": {}}', ("malformed JSON", "duplicate key 'W'")),
+    ],
+    ids=["not-json", "not-utf8", "not-an-object", "too-deep", "duplicate-key"],
+)
+def test_rejects_a_header_that_is_not_a_json_object(raw, fragments, tmp_path):
+    path = tmp_path / "w.safetensors"
+    write_header(path, None, b"", raw=raw)
+    expect_rejection(path, "header", "not a readable safetensors file", *fragments)
+
+
+def test_rejects_a_header_length_beyond_the_file(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, STANDARD)
+    data = path.read_bytes()
+    path.write_bytes(struct.pack("<Q", len(data)) + data[8:])
+    expect_rejection(path, "header", "header length beyond the file", f"expected at most {len(data) - 8} bytes", f"got {len(data)} bytes")
+
+
+def test_rejects_a_header_over_the_safetensors_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights_file, "_MAX_HEADER", 64)
+    path = tmp_path / "w.safetensors"
+    save_weights(path, STANDARD)
+    expect_rejection(path, "header", "header too large", "expected at most 64 bytes")
+
+
+def test_rejects_a_file_shorter_than_the_header_length(tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"\x01\x00")
+    expect_rejection(path, "header", "not a readable safetensors file", "8 bytes", "got 2 bytes")
 
 
 class _Payload:
@@ -148,6 +267,99 @@ def test_a_pickle_is_rejected_and_never_unpickled(tmp_path):
     with pytest.raises(WeightFileError, match="not a readable safetensors file"):
         load_weights(path)
     assert not marker.exists()
+
+
+def write_zip(path):
+    with zipfile.ZipFile(path, "w") as archive:  # the layout torch.save writes
+        archive.writestr("model/data.pkl", pickle.dumps({"W": [0.5]}))
+
+
+def write_with(save):
+    def writer(path):
+        with open(path, "wb") as stream:  # a file object: np.save and np.savez append no suffix
+            save(stream)
+
+    return writer
+
+
+@pytest.mark.parametrize(
+    "make, named",
+    [
+        (lambda path: path.write_bytes(pickle.dumps({"W": [0.5]}, protocol=2)), "a pickle (protocol 2)"),
+        (lambda path: path.write_bytes(pickle.dumps({"W": [0.5]}, protocol=5)), "a pickle (protocol 5)"),
+        (write_zip, "a zip archive, as torch.save"),
+        (write_with(lambda f: np.savez(f, W=PEEPHOLE.W)), "a zip archive"),
+        (write_with(lambda f: np.save(f, PEEPHOLE.W)), "a NumPy .npy file"),
+        (lambda path: path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(2040)), "an HDF5 file"),
+    ],
+    ids=["pickle-2", "pickle-5", "torch-zip", "npz", "npy", "hdf5"],
+)
+def test_names_the_format_of_a_file_that_is_not_safetensors(make, named, tmp_path):
+    path = tmp_path / "model.safetensors"
+    make(path)
+    expect_rejection(path, "file", "not a readable safetensors file", named, "never unpickles", "spec.save_weights")
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy-pickle"])
+def test_names_what_torch_save_writes(zipped, tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "lstm.pt"
+    torch.save(torch.nn.LSTM(5, 4).state_dict(), path, _use_new_zipfile_serialization=zipped)
+    expect_rejection(path, "file", "a zip archive, as torch.save" if zipped else "a pickle (protocol 2)", "never unpickles")
+
+
+def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, STANDARD)
+    header, data = read_header(path)
+    raw = json.dumps(header).encode().ljust(640)  # safetensors pads headers with spaces too
+    write_header(path, header, data, raw=raw)
+    assert path.read_bytes()[:2] == b"\x80\x02"  # what a protocol 2 pickle starts with
+    assert np.array_equal(load_weights(path).W, STANDARD.W)
+
+
+_MEASURE = """
+import sys
+from spec import load_weights
+
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field + ":"))
+
+
+load_weights(sys.argv[2])  # a small file first: whatever loading imports is in the baseline
+try:
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM to the current size: peaks while importing are not the loader's
+except OSError:
+    pass
+before = status("VmRSS")
+params = load_weights(sys.argv[1])
+print(status("VmHWM") - before, params.hidden_size)
+"""
+
+
+def test_loading_needs_about_the_file_size_in_memory(tmp_path):
+    # VmHWM, the peak resident size of this process alone. Not ru_maxrss: a child's starts at its
+    # parent's size (Linux keeps the peak across exec). Not tracemalloc: it misses memory maps.
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs Linux's /proc/self/status")
+    H = I = 1024  # W and U take 32 MiB each in float64
+    big, small = tmp_path / "big.safetensors", tmp_path / "small.safetensors"
+    save_weights(big, LSTMParams(np.full((4, H, I), 0.5), np.full((4, H, H), 0.25), np.zeros((4, H)), np.ones((3, H))))
+    save_weights(small, STANDARD)
+    run = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(big), str(small)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert run.returncode == 0, run.stderr
+    peak, hidden = (int(word) for word in run.stdout.split())
+    assert hidden == H
+    size = big.stat().st_size
+    # The arrays take 1x; the check for non-finite values adds 1/8 (a bool per float64) for a while.
+    # Loading through safetensors' memory map kept the mapped file resident beside the arrays: 2x.
+    assert peak < 1.3 * size + 16 * 2**20, f"loading a {size / 2**20:.0f} MiB file took {peak / 2**20:.0f} MiB more at its peak"
 
 
 def test_save_rejects_what_is_not_params(tmp_path):
