@@ -10,7 +10,12 @@ Setting up makes ``.venv`` in the checkout and installs the project with every
 backend and the test and benchmark tools, at the versions in constraints.txt.
 It is skipped when pyproject.toml and constraints.txt have not changed since
 the last setup. Extra pip arguments (an index for CPU-only torch, say) go in
-the environment variable LSTMC_PIP_ARGS.
+the environment variable LSTMC_PIP_ARGS. A ``.venv`` redirect file that tox
+left (see claim_venv) is replaced by the environment.
+
+Benchmark targets (adapter overheads, speed ratios) are reported, MISSED ones
+included, without failing the run; ``python3 dev.py bench --bench-fail-on-target``
+fails it when one is missed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+# The environment is the directory .venv in the checkout, where editors (and PEP 832) look first.
 VENV = ROOT / ".venv"
 STAMP = VENV / ".lstmc-setup"
 EXTRAS = "all,test,bench"
@@ -46,9 +52,50 @@ def run(command: list[str], **kwargs) -> int:
     return subprocess.call([str(c) for c in command], cwd=ROOT, **kwargs)
 
 
+def redirect_target(redirect: Path) -> Path | None:
+    """Where a PEP 832 ``.venv`` redirect file points (its first line, relative to its folder); None if unreadable or empty."""
+    try:
+        line = redirect.read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+    return Path(os.path.normpath(redirect.parent / line)) if line else None
+
+
+def claim_venv(venv_dir: Path | None = None) -> None:
+    """Make sure ``venv_dir`` (default ``.venv``) can be this project's environment directory.
+
+    tox 4.67 (provisionally, for PEP 832's environment discovery) writes a *file* ``.venv`` after a run,
+    a redirect pointing editors at one of its environments (``.tox/spec``: the first that installs the
+    project in editable mode), unless something is already there. venv then cannot make its directory
+    ("Unable to create directory .venv"). tox.ini turns that off (``venv_redirect = false``); a redirect
+    a tox run left before that (or with another tox.ini) points into this checkout's ``.tox`` and is
+    only a pointer, so it is replaced here (tox's environment itself is left alone; tox does the same
+    with a redirect of its own where an environment should go). A redirect anywhere else, or any other
+    non-directory, belongs to the user or another tool: stop and say so rather than discard it.
+    """
+    venv_dir = VENV if venv_dir is None else venv_dir
+    if venv_dir.is_dir() or not (venv_dir.exists() or venv_dir.is_symlink()):
+        return
+    target = redirect_target(venv_dir) if venv_dir.is_file() else None
+    tox_work_dir = Path(os.path.normpath(venv_dir.parent / ".tox"))
+    if target is not None and target.is_relative_to(tox_work_dir):
+        print(f"replacing {venv_dir}, a redirect file tox left pointing at {target}, with this project's environment", flush=True)
+        venv_dir.unlink()
+        return
+    if target is not None:
+        what, untouched = f"a redirect file pointing at {target}", " (the environment it points at is not touched)"
+    else:
+        what, untouched = "not a directory", ""
+    sys.exit(
+        f"{venv_dir} is {what}; dev.py keeps its environment in the directory {venv_dir}. "
+        f"Move {venv_dir} away{untouched} and run dev.py again."
+    )
+
+
 def setup() -> None:
     if sys.version_info < (3, 10):
         sys.exit(f"lstm-conformance needs Python 3.10 or newer; this is {sys.version.split()[0]}")
+    claim_venv()
     fingerprint = setup_fingerprint()
     if venv_python().exists() and STAMP.exists() and STAMP.read_text() == fingerprint:
         return
@@ -80,12 +127,13 @@ def main(argv: list[str]) -> int:
     setup()
     if job == "setup":
         return 0
+    # -n auto: one pytest-xdist worker per core (a later -n in the arguments wins).
     if job == "test":
-        return pytest(["tests", "conformance", *rest])
+        return pytest(["tests", "conformance", "-n", "auto", *rest])
     if job == "bench":
         return pytest(["bench", "--benchmark-columns=min,median,max,rounds", *rest])
     # The main job: every installed backend against the spec.
-    return pytest(["conformance", "-q", "-rs", *rest])
+    return pytest(["conformance", "-q", "-rs", "-n", "auto", *rest])
 
 
 if __name__ == "__main__":

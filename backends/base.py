@@ -1,35 +1,54 @@
-"""The adapter contract: what an implementation of the LSTM gives the conformance suite.
+"""The adapter contract: what an implementation of the LSTM gives the conformance suite, enforced in one place.
 
 An implementation is one row of the conformance matrix (a framework's native
-LSTM, or an LSTM built from its ops). It converts the canonical parameters
-(:class:`spec.LSTMParams`, gates i, f, g, o) to its native layout and back,
-runs forward on NumPy inputs and returns NumPy outputs, and computes the
-gradients of those outputs with its own autodiff, returned in the canonical
-layout. What it cannot do it declares, and the suite reports "not supported".
+LSTM, an LSTM built from its ops, someone else's code). Its entry points,
+:meth:`Implementation.forward`, :meth:`~Implementation.backward` and
+:meth:`~Implementation.timed_pass`, belong to this base class and always run the
+same sequence:
 
-Third parties implement the same contract (see README, "Testing your own
-implementation"); :mod:`backends.plugin` loads them.
+    1. the declared support check (variant, dtype, device, gradients)   -> NotSupported
+    2. availability here (framework importable, device present)           -> Unavailable
+    3. the inputs: parameters of the run's dtype and variant, x, h0, c0
+       (and cotangents) of that dtype and of consistent shapes, finite     -> LSTMInputError
+    4. the adapter's own hook (``_forward``, ``_backward``, ``_timed_pass``):
+       layout conversion and the framework's own call
+    5. the answer: every tensor a finite NumPy array of the requested dtype
+       and shape, every gradient present and no other                      -> ResultError
+
+Adapters supply only hooks; a subclass that overrides an entry point is refused
+when it is defined. "Not supported" only ever comes from what an
+implementation declares (step 1) or raises as :class:`NotSupported` from its
+hook; an answer in another dtype, shape or type is a :class:`ResultError`, a
+failure, never a skip. ``availability()`` and ``environment()`` never raise:
+whatever goes wrong in them (an import that fails with an OSError, say) is
+reported as the reason, so one broken framework cannot take a report down.
+
+A row that needs a process of its own (Keras fixes its backend at its first
+import, JAX's float64 switch is process-wide) says so in
+``process_environment``; its hooks then run in a child process with those
+environment variables (:mod:`backends.process`).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from spec.params import GATES, LSTMParams
-from spec.validation import LSTMInputError, check_tensor
+from backends.config import DEVICES, DTYPES, GRADIENT_NAMES, VARIANTS, Config, check_choices
+from backends.timing import HALF_DTYPES, TimedPass, Timing, through_numpy
+from spec.params import GATES, LSTMParams, require_params
+from spec.validation import LSTMInputError, check_tensor, format_shape
 
-VARIANTS = ("standard", "peephole")
-DTYPES = ("float32", "float64")
-#: What a benchmark may time a pass in: the conformance dtypes, and the half types an adapter declares
-#: in ``timing_dtypes`` (on GPUs). The spec has no half types: half runs are timed, not judged.
-HALF_DTYPES = ("float16", "bfloat16")
-TIMING_DTYPES = DTYPES + HALF_DTYPES
-DEVICES = ("cpu", "cuda")
-GRADIENT_NAMES = ("x", "h0", "c0", "W", "U", "b", "p")
+__all__ = [
+    "DEVICES", "DTYPES", "GRADIENT_NAMES", "VARIANTS", "Config", "Crashed", "Implementation", "TimedOut", "KnownFailure", "NativeCache",
+    "NotSupported", "Outputs", "ResultError", "Unavailable", "check_choices", "check_inputs", "cpu_model",
+    "fold_forget_bias", "framework_problem", "import_framework",
+]
 
 
 class NotSupported(Exception):
@@ -37,7 +56,25 @@ class NotSupported(Exception):
 
 
 class Unavailable(Exception):
-    """The implementation could do this, but not here: its framework is not installed, or there is no GPU."""
+    """The implementation could do this, but not here: its framework is missing or broken, or there is no GPU."""
+
+
+class Crashed(Exception):
+    """The implementation's process died during the call (a fatal signal, an exit); the message says how."""
+
+
+class TimedOut(Exception):
+    """The call did not return within its time limit; the message says which."""
+
+
+class ResultError(Exception):
+    """An implementation's answer is not what the contract asks for: not an array, another dtype or shape,
+    non-finite, a gradient missing or unexpected. Always a failure: ``tensor``, ``problem``, ``expected``
+    and ``actual`` say what."""
+
+    def __init__(self, tensor: str, problem: str, expected: object, actual: object):
+        self.tensor, self.problem, self.expected, self.actual = tensor, problem, expected, actual
+        super().__init__(f"{tensor}: {problem}: expected {expected}, got {actual}")
 
 
 @dataclass(frozen=True)
@@ -51,62 +88,34 @@ class Outputs:
 
 
 @dataclass(frozen=True)
-class Config:
-    variant: str = "standard"
-    dtype: str = "float64"
-    device: str = "cpu"
+class KnownFailure:
+    """A documented non-conformance of one implementation, with its upstream reason: the suite runs it as a
+    strict xfail (one that starts passing fails the run), the benchmark refuses to time it. ``None`` in
+    variant, dtype or device means every one."""
 
-    def __post_init__(self):
-        for name, value, allowed in (("variant", self.variant, VARIANTS), ("dtype", self.dtype, DTYPES), ("device", self.device, DEVICES)):
-            if value not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
+    kind: str  # "outputs" or "gradients"
+    reason: str
+    variant: str | None = None
+    dtype: str | None = None
+    device: str | None = None
 
-    @property
-    def id(self) -> str:
-        return f"{self.variant}-{self.dtype}-{self.device}"
-
-
-@dataclass(frozen=True)
-class Timing:
-    """What a benchmark times: one pass (forward, or forward+backward when ``gradients``) in ``dtype``
-    (:data:`TIMING_DTYPES`) on ``device``."""
-
-    variant: str = "standard"
-    dtype: str = "float32"
-    device: str = "cpu"
-    gradients: bool = False
-
-    def __post_init__(self):
-        for name, value, allowed in (("variant", self.variant, VARIANTS), ("dtype", self.dtype, TIMING_DTYPES), ("device", self.device, DEVICES)):
-            if value not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
-
-    @property
-    def source_dtype(self) -> str:
-        """The dtype of the NumPy inputs: the pass's own, or float32 for a half pass (rounded on upload)."""
-        return "float32" if self.dtype in HALF_DTYPES else self.dtype
+    def applies(self, kind: str, variant: str, dtype: str, device: str) -> bool:
+        return self.kind == kind and all(want in (None, got) for want, got in ((self.variant, variant), (self.dtype, dtype), (self.device, device)))
 
 
-@dataclass
-class TimedPass:
-    """One pass, ready to be timed.
-
-    ``run()`` does the pass and returns once the device has finished it (CUDA synchronised, jax
-    blocked until ready, TensorFlow's results materialised). ``result()`` gives what the last run
-    computed that needs no native layout, as float64 NumPy arrays: ``h_seq`` for a forward pass, the
-    gradients ``x``, ``h0`` and ``c0`` for forward+backward; the benchmark checks it against the spec,
-    so that a wrong answer is never timed. ``resident`` says whether the inputs stay on the device
-    between runs (True) or every run goes through NumPy, conversions and transfers included (False).
-    """
-
-    run: Callable[[], None]
-    result: Callable[[], dict[str, np.ndarray]]
-    resident: bool
+#: The entry points, which only this class defines; subclasses supply the hooks named beside them.
+_ENTRY_POINTS = {
+    "forward": "_forward",
+    "backward": "_backward",
+    "timed_pass": "_timed_pass",
+    "availability": "_availability",
+    "environment": "_environment",
+}
 
 
 @dataclass
 class Implementation:
-    """Base class for implementations: declare what you support, override the methods.
+    """Base class for implementations: declare what you support, supply the hooks.
 
     ``id`` is stable (it names the matrix row and the test ids); ``framework``
     names the package whose absence makes the row unavailable.
@@ -119,44 +128,89 @@ class Implementation:
     dtypes: tuple[str, ...] = DTYPES
     devices: tuple[str, ...] = ("cpu",)
     gradients: bool = True
-    #: Half types (:data:`HALF_DTYPES`) that :meth:`timed_pass` runs in, beyond ``dtypes``.
+    #: Half types (:data:`backends.timing.HALF_DTYPES`) that :meth:`timed_pass` runs in, beyond ``dtypes``.
     timing_dtypes: tuple[str, ...] = ()
     #: Why a variant, dtype, device or gradients are unsupported, for the report.
     unsupported_reasons: Mapping[str, str] = field(default_factory=dict)
+    #: Documented non-conformances, each with its upstream reason.
+    known_failures: tuple[KnownFailure, ...] = ()
+    #: Environment variables this row needs set before its framework is imported; when they differ from this
+    #: process's, the hooks run in a child process that has them (backends/process.py).
+    process_environment: Mapping[str, str] = field(default_factory=dict)
+    #: Where the row comes from (a module, ``module:object`` or a .py path): how a child process finds it again.
+    origin: str = ""
 
-    # -- what it can do -----------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for entry, hook in _ENTRY_POINTS.items():
+            if entry in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__name__} overrides {entry}(): the base class runs the contract's checks around it; "
+                    f"supply the hook {hook}() instead"
+                )
 
-    def availability(self, device: str = "cpu") -> str | None:
-        """None if the implementation can run on ``device`` here, else why not (skipped, with that reason)."""
-        return None
+    # -- what it declares ------------------------------------------------------
 
     def check(self, config: Config, *, gradients: bool = False) -> None:
-        """Raise NotSupported if this implementation does not do ``config`` (or its gradients)."""
+        """Raise NotSupported if this implementation declares that it does not do ``config`` (or its gradients)."""
         for kind, value, supported in (
             ("variant", config.variant, self.variants),
             ("dtype", config.dtype, self.dtypes),
             ("device", config.device, self.devices),
         ):
             if value not in supported:
-                reason = self.unsupported_reasons.get(value, f"{self.id} does not support {kind} {value}")
-                raise NotSupported(reason)
+                raise NotSupported(self.unsupported_reasons.get(value, f"{self.id} does not support {kind} {value}"))
         if gradients and not self.gradients:
             raise NotSupported(self.unsupported_reasons.get("gradients", f"{self.id} computes no gradients"))
 
-    # -- layouts -------------------------------------------------------------
+    def check_timing(self, timing: Timing) -> None:
+        """Raise NotSupported if :meth:`timed_pass` cannot time ``timing``."""
+        if timing.dtype in HALF_DTYPES and timing.dtype not in self.timing_dtypes:
+            raise NotSupported(self.unsupported_reasons.get(timing.dtype, f"{self.id} does not run in {timing.dtype}"))
+        # A half pass is supported where its float32 pass is (variant, device, gradients).
+        self.check(timing.source_config, gradients=timing.gradients)
 
-    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
-        """The parameters in the framework's layout (NumPy arrays, plus any attributes such as a forget bias)."""
-        raise NotImplementedError
+    def known_failure(self, kind: str, config: Config) -> str | None:
+        """The upstream reason if ``kind`` ("outputs" or "gradients") of ``config`` is a known non-conformance."""
+        for known in self.known_failures:
+            if known.applies(kind, config.variant, config.dtype, config.device):
+                return known.reason
+        return None
 
-    def from_native(self, native: Mapping[str, object]) -> LSTMParams:
-        """Canonical parameters from the native layout; a native forget bias is folded into b_f."""
-        raise NotImplementedError
+    # -- entry points: the contract, in this order, for every implementation ------------------------
 
-    # -- running -------------------------------------------------------------
+    def availability(self, device: str = "cpu") -> str | None:
+        """None if the implementation can run on ``device`` here, else why not. Never raises."""
+        try:
+            if self._separate_process():
+                from backends import process
+
+                return process.call(self, "availability", device=device)
+            return self._availability(device)
+        except Exception as error:  # a broken framework is a reason, not a crash of the suite
+            return f"checking availability failed: {type(error).__name__}: {error}"
+
+    def environment(self, device: str = "cpu") -> dict[str, object]:
+        """Versions, device name, TF32 and thread settings: recorded beside every result. Never raises."""
+        try:
+            if self._separate_process():
+                from backends import process
+
+                return process.call(self, "environment", device=device)
+            return dict(self._environment(device))
+        except Exception as error:
+            return {"environment() failed": f"{type(error).__name__}: {error}"}
 
     def forward(self, params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, forget_bias: float, config: Config) -> Outputs:
-        raise NotImplementedError
+        """h for every step, h_T and c_T, checked: see the module docstring."""
+        self._enter(config, False, params, x, h0, c0, None)
+        if self._separate_process():
+            from backends import process
+
+            answer = process.call(self, "forward", params=params, x=x, h0=h0, c0=c0, forget_bias=forget_bias, config=config)
+        else:
+            answer = self._forward(params, x, h0, c0, forget_bias=forget_bias, config=config)
+        return checked_outputs(answer, params, x, config.dtype)
 
     def backward(
         self,
@@ -169,18 +223,18 @@ class Implementation:
         forget_bias: float,
         config: Config,
     ) -> dict[str, np.ndarray]:
-        """Gradients of sum <dh_seq, h_seq> + <dh_T, h_T> + <dc_T, c_T> with respect to
-        x, h0, c0, W, U, b (and p), in the canonical layout, by the framework's own autodiff."""
-        raise NotImplementedError
+        """Gradients of sum <dh_seq, h_seq> + <dh_T, h_T> + <dc_T, c_T> with respect to x, h0, c0, W, U, b
+        (and p), in the canonical layout, by the implementation's own autodiff; checked."""
+        self._enter(config, True, params, x, h0, c0, cotangents)
+        if self._separate_process():
+            from backends import process
 
-    # -- timing --------------------------------------------------------------
-
-    def check_timing(self, timing: Timing) -> None:
-        """Raise NotSupported if :meth:`timed_pass` cannot time ``timing``."""
-        if timing.dtype in HALF_DTYPES and timing.dtype not in self.timing_dtypes:
-            raise NotSupported(self.unsupported_reasons.get(timing.dtype, f"{self.id} does not run in {timing.dtype}"))
-        # A half pass is supported where its float32 pass is (variant, device, gradients).
-        self.check(Config(timing.variant, timing.source_dtype, timing.device), gradients=timing.gradients)
+            answer = process.call(
+                self, "backward", params=params, x=x, h0=h0, c0=c0, cotangents=cotangents, forget_bias=forget_bias, config=config
+            )
+        else:
+            answer = self._backward(params, x, h0, c0, cotangents, forget_bias=forget_bias, config=config)
+        return checked_gradients(answer, params, x, config.dtype)
 
     def timed_pass(
         self,
@@ -193,33 +247,165 @@ class Implementation:
         forget_bias: float,
         timing: Timing,
     ) -> TimedPass:
-        """A pass to time. The inputs are in ``timing.source_dtype``; an adapter that overrides this keeps
-        them on the device, converted (and rounded to a half type) once, here. This default goes through
-        :meth:`forward` and :meth:`backward` on every run: NumPy in and out, conversions included."""
+        """A pass to time, from NumPy inputs in ``timing.source_dtype``. The hook keeps them on the device,
+        converted (and rounded to a half type) once; without a hook (or in a separate process) the pass goes
+        through :meth:`forward` and :meth:`backward` on every run, conversions and checks included."""
         self.check_timing(timing)
+        source = timing.source_config
+        self._enter(source, timing.gradients, params, x, h0, c0, cotangents if timing.gradients else None, declared=False)
+        timed = None if self._separate_process() else self._timed_pass(params, x, h0, c0, cotangents, forget_bias=forget_bias, timing=timing)
+        if timed is not None:
+            return timed
         if timing.dtype in HALF_DTYPES:
-            raise NotSupported(f"{self.id} declares {timing.dtype} but does not override timed_pass()")
-        config = Config(timing.variant, timing.dtype, timing.device)
-        last: dict[str, np.ndarray] = {}
-        if timing.gradients:
-            if cotangents is None:
-                raise ValueError("a forward+backward pass needs cotangents")
+            raise NotSupported(f"{self.id} declares {timing.dtype} but supplies no _timed_pass() that runs it")
+        return through_numpy(
+            lambda: self.forward(params, x, h0, c0, forget_bias=forget_bias, config=source),
+            lambda: self.backward(params, x, h0, c0, cotangents, forget_bias=forget_bias, config=source),
+            timing,
+            cotangents,
+        )
 
-            def run():
-                grads = self.backward(params, x, h0, c0, cotangents, forget_bias=forget_bias, config=config)
-                last.update({k: grads[k] for k in ("x", "h0", "c0")})
-        else:
+    # -- hooks: what an adapter supplies ---------------------------------------------------------
 
-            def run():
-                last["h_seq"] = self.forward(params, x, h0, c0, forget_bias=forget_bias, config=config).h_seq
+    def _availability(self, device: str) -> str | None:
+        return None
 
-        return TimedPass(run, lambda: {k: np.asarray(v, np.float64) for k, v in last.items()}, resident=False)
-
-    # -- what results depend on ----------------------------------------------
-
-    def environment(self, device: str = "cpu") -> dict[str, object]:
-        """Versions, device name, TF32 and thread settings: recorded beside every result."""
+    def _environment(self, device: str) -> Mapping[str, object]:
         return {}
+
+    def _forward(self, params, x, h0, c0, *, forget_bias: float, config: Config):
+        """The framework's forward pass: (h_seq, h_T, c_T) as NumPy arrays (or an :class:`Outputs`)."""
+        raise NotImplementedError(f"{type(self).__name__} supplies no _forward()")
+
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias: float, config: Config) -> Mapping[str, np.ndarray]:
+        """The framework's gradients, keyed x, h0, c0, W, U, b (and p), canonical layout, as NumPy arrays."""
+        raise NotImplementedError(f"{type(self).__name__} supplies no _backward()")
+
+    def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias: float, timing: Timing) -> TimedPass | None:
+        """A device-resident pass, or None to be timed through forward() and backward()."""
+        return None
+
+    # -- layouts ---------------------------------------------------------------------------------
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        """The parameters in the framework's layout (NumPy arrays, plus any attributes such as a forget bias)."""
+        raise NotImplementedError
+
+    def from_native(self, native: Mapping[str, object]) -> LSTMParams:
+        """Canonical parameters from the native layout; a native forget bias is folded into b_f."""
+        raise NotImplementedError
+
+    # -- the sequence's common steps ---------------------------------------------------------------
+
+    def _enter(self, config, gradients, params, x, h0, c0, cotangents, *, declared: bool = True) -> None:
+        """Steps 1 to 3 of the contract."""
+        if declared:
+            self.check(config, gradients=gradients)
+        if (reason := self.availability(config.device)) is not None:
+            raise Unavailable(reason)
+        check_inputs(params, x, h0, c0, config.dtype, cotangents, variant=config.variant)
+
+    def _separate_process(self) -> bool:
+        return any(os.environ.get(name) != value for name, value in self.process_environment.items())
+
+
+# ---------------------------------------------------------------------------
+# Inputs and answers
+# ---------------------------------------------------------------------------
+
+
+def check_inputs(
+    params: LSTMParams, x, h0, c0, dtype: str, cotangents: Mapping[str, np.ndarray] | None = None, *, variant: str | None = None
+) -> None:
+    """Everything must already be in the requested dtype and in shape, and finite: frameworks would cast
+    silently (or broadcast), so nothing reaches a hook unchecked."""
+    require_params(params)
+    want = np.dtype(dtype)
+    if params.dtype != want:
+        raise LSTMInputError("params", "wrong dtype", want.name, params.dtype.name, "nothing is cast; use params.astype(...)")
+    if variant is not None and params.variant != variant:
+        raise LSTMInputError("params", "wrong variant", variant, params.variant)
+    H, I = params.hidden_size, params.input_size
+    check_tensor("x", x, ("T", "B", I), want)
+    T, B = x.shape[:2]
+    check_tensor("h0", h0, (B, H), want)
+    check_tensor("c0", c0, (B, H), want)
+    if cotangents is not None:
+        for name, shape in (("dh_seq", (T, B, H)), ("dh_T", (B, H)), ("dc_T", (B, H))):
+            if name not in cotangents:
+                raise LSTMInputError("cotangents", "missing tensor", name, sorted(cotangents))
+            check_tensor(name, cotangents[name], shape, want)
+
+
+def check_answer(name: str, value: object, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """One tensor of an answer: a NumPy array of exactly ``dtype`` and ``shape``, every value finite."""
+    if not isinstance(value, np.ndarray):
+        raise ResultError(name, "not a NumPy array", f"numpy.ndarray {dtype} {format_shape(shape)}", type(value).__name__)
+    if value.dtype != np.dtype(dtype):
+        raise ResultError(name, "wrong dtype", dtype, value.dtype.name)
+    if value.shape != tuple(shape):
+        raise ResultError(name, "wrong shape", format_shape(shape), format_shape(value.shape))
+    finite = np.isfinite(value)
+    if not finite.all():
+        index = tuple(int(k) for k in np.argwhere(~finite)[0])
+        raise ResultError(name, "non-finite value", "finite values", f"{value[index]!r} at index {index}")
+    return value
+
+
+def checked_outputs(answer: object, params: LSTMParams, x: np.ndarray, dtype: str) -> Outputs:
+    """Step 5 for a forward pass: (h_seq, h_T, c_T) in ``dtype`` and in shape."""
+    if isinstance(answer, Outputs):
+        answer = (answer.h_seq, answer.h_T, answer.c_T)
+    if not isinstance(answer, (tuple, list)) or len(answer) != 3:
+        raise ResultError("outputs", "wrong type", "(h_seq, h_T, c_T)", type(answer).__name__)
+    T, B, H = x.shape[0], x.shape[1], params.hidden_size
+    shapes = {"h_seq": (T, B, H), "h_T": (B, H), "c_T": (B, H)}
+    return Outputs(*(check_answer(name, value, shapes[name], dtype) for name, value in zip(shapes, answer)))
+
+
+def checked_gradients(answer: object, params: LSTMParams, x: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+    """Step 5 for a backward pass: exactly the gradients of this variant, each in ``dtype`` and in shape."""
+    if not isinstance(answer, Mapping):
+        raise ResultError("gradients", "wrong type", "a dict of gradients", type(answer).__name__)
+    T, B, I, H = x.shape[0], x.shape[1], params.input_size, params.hidden_size
+    shapes = {"x": (T, B, I), "h0": (B, H), "c0": (B, H), "W": (4, H, I), "U": (4, H, H), "b": (4, H)}
+    if params.peephole:
+        shapes["p"] = (3, H)
+    missing = [name for name in shapes if name not in answer]
+    if missing:
+        raise ResultError(f"gradient {missing[0]}", "missing", f"gradients {list(shapes)}", f"gradients {list(answer)}")
+    unexpected = [name for name in answer if name not in shapes]
+    if unexpected:
+        raise ResultError(f"gradient {unexpected[0]}", "unexpected", f"gradients {list(shapes)}", f"gradients {list(answer)}")
+    return {name: check_answer(f"gradient {name}", answer[name], shape, dtype) for name, shape in shapes.items()}
+
+
+# ---------------------------------------------------------------------------
+# What adapters share
+# ---------------------------------------------------------------------------
+
+
+def import_framework(module: str, install_hint: str):
+    """Import a framework for an adapter, or raise Unavailable saying why: "not installed" (with the hint)
+    only when the module itself is missing; any other failure (a broken CUDA library's OSError, an
+    ImportError inside the package) with the real error."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name is not None and (module == error.name or module.startswith(error.name + ".")):
+            raise Unavailable(install_hint) from None
+        raise Unavailable(f"import {module} failed: {type(error).__name__}: {error}") from error
+    except Exception as error:
+        raise Unavailable(f"import {module} failed: {type(error).__name__}: {error}") from error
+
+
+def framework_problem(module: str, install_hint: str) -> str | None:
+    """None if ``module`` imports, else why not (:func:`import_framework`'s reason)."""
+    try:
+        import_framework(module, install_hint)
+    except Unavailable as error:
+        return str(error)
+    return None
 
 
 class NativeCache:
@@ -236,30 +422,6 @@ class NativeCache:
         if key not in per_params:
             per_params[key] = make()
         return per_params[key]
-
-
-def check_inputs(
-    params: LSTMParams, x, h0, c0, dtype: str, cotangents: Mapping[str, np.ndarray] | None = None
-) -> None:
-    """Everything must already be in the requested dtype and in shape: frameworks would cast silently
-    (or broadcast), so adapters check before handing anything over."""
-    want = np.dtype(dtype)
-    if params.dtype != want:
-        raise LSTMInputError("params", "wrong dtype", want.name, params.dtype.name, "nothing is cast; use params.astype(...)")
-    H, I = params.hidden_size, params.input_size
-    check_tensor("x", x, ("T", "B", I), want)
-    T, B = x.shape[:2]
-    check_tensor("h0", h0, (B, H), want)
-    check_tensor("c0", c0, (B, H), want)
-    if cotangents is not None:
-        check_tensor("dh_seq", cotangents["dh_seq"], (T, B, H), want)
-        check_tensor("dh_T", cotangents["dh_T"], (B, H), want)
-        check_tensor("dc_T", cotangents["dc_T"], (B, H), want)
-
-
-def check_timing_inputs(params: LSTMParams, x, h0, c0, cotangents, timing: Timing) -> None:
-    """check_inputs for a timed pass: the NumPy inputs are in ``timing.source_dtype``."""
-    check_inputs(params, x, h0, c0, timing.source_dtype, cotangents if timing.gradients else None)
 
 
 def cpu_model() -> str:
@@ -282,18 +444,3 @@ def fold_forget_bias(b: np.ndarray, forget_bias: float) -> np.ndarray:
     out = b.copy()
     out[GATES.index("f")] += forget_bias
     return out
-
-
-def checked_outputs(h_seq, h_T, c_T, dtype: str, to_numpy: Callable = np.asarray) -> Outputs:
-    """Outputs from a framework's results: each converted to NumPy by ``to_numpy`` and required to be
-    in ``dtype`` (:func:`require_dtype`)."""
-    named = (("h_seq", h_seq), ("h_T", h_T), ("c_T", c_T))
-    return Outputs(*(require_dtype(name, to_numpy(value), dtype) for name, value in named))
-
-
-def require_dtype(name: str, array: np.ndarray, dtype: str) -> np.ndarray:
-    """An adapter's output must come back in the dtype it was asked for; a framework that computed in
-    another one (a silent downcast) is caught here rather than trusted."""
-    if array.dtype != np.dtype(dtype):
-        raise NotSupported(f"{name} came back as {array.dtype}, not the requested {dtype}: the framework did not compute in {dtype}")
-    return array

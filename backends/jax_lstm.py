@@ -33,20 +33,8 @@ from functools import cache
 
 import numpy as np
 
-from backends.base import (
-    HALF_DTYPES,
-    Config,
-    Implementation,
-    NotSupported,
-    Outputs,
-    TimedPass,
-    Timing,
-    Unavailable,
-    check_timing_inputs,
-    checked_outputs,
-    fold_forget_bias,
-    require_dtype,
-)
+from backends.base import Config, Implementation, NotSupported, fold_forget_bias, framework_problem
+from backends.timing import HALF_DTYPES, TimedPass, Timing
 from spec.params import GATES, LSTMParams
 
 MATMUL_PRECISION = "highest"
@@ -65,19 +53,11 @@ HIDDEN_NAMES = tuple("h" + k for k in GATES)  # hi, hf, hg, ho
 
 
 def _jax_reason() -> str | None:
-    try:
-        import jax  # noqa: F401
-    except ImportError:
-        return JAX_MISSING
-    return None
+    return framework_problem("jax", JAX_MISSING)
 
 
 def _flax_reason() -> str | None:
-    try:
-        import flax.linen  # noqa: F401
-    except ImportError:
-        return FLAX_MISSING
-    return None
+    return framework_problem("flax.linen", FLAX_MISSING)
 
 
 def _platform(device: str) -> str:
@@ -117,9 +97,9 @@ def _require_x64(dtype: str) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def _to_numpy(name: str, array, dtype: str) -> np.ndarray:
-    """A jax result as NumPy (zero-copy on the CPU), checked to be in the requested dtype."""
-    return require_dtype(name, np.asarray(array), dtype)
+def _to_numpy(array) -> np.ndarray:
+    """A jax result as NumPy (zero-copy on the CPU); its dtype is checked by the contract, not trusted."""
+    return np.asarray(array)
 
 
 def _environment(device: str, *, with_flax: bool) -> dict[str, object]:
@@ -175,26 +155,17 @@ class _JaxImplementation(Implementation):
     devices: tuple[str, ...] = ("cpu", "cuda")
     timing_dtypes: tuple[str, ...] = HALF_DTYPES
 
-    def availability(self, device: str = "cpu") -> str | None:
+    def _availability(self, device: str) -> str | None:
         return _jax_reason() or _device_reason(device)
 
-    def _prepare(self, config: Config, *, gradients: bool = False):
-        """Check the request, switch x64 on for float64; the jax device to run on."""
-        self.check(config, gradients=gradients)
-        if (reason := self.availability(config.device)) is not None:
-            raise Unavailable(reason)
+    @staticmethod
+    def _prepare(config: Config):
+        """Switch x64 on for float64; the jax device to run on."""
         _require_x64(config.dtype)
         return _jax_device(config.device)
 
-    def environment(self, device: str = "cpu") -> dict[str, object]:
+    def _environment(self, device: str) -> dict[str, object]:
         return _environment(device, with_flax=False)
-
-    def _prepare_timing(self, params, x, h0, c0, cotangents, timing: Timing):
-        """Check a timed pass; the jax device and the config of its NumPy inputs."""
-        self.check_timing(timing)
-        check_timing_inputs(params, x, h0, c0, cotangents, timing)
-        source = Config(timing.variant, timing.source_dtype, timing.device)
-        return self._prepare(source, gradients=timing.gradients), source
 
 
 # ---------------------------------------------------------------------------
@@ -278,26 +249,26 @@ class JaxScanLSTM(_JaxImplementation):
         args = (x, h0, c0, params.W, params.U, params.b, params.p, np.asarray(forget_bias, dtype))
         return jax.device_put(args, device)
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         device = self._prepare(config)
         forward, _ = _scan_functions()
-        h_seq, h_T, c_T = forward(*self._arguments(params, x, h0, c0, forget_bias, config, device))
-        return checked_outputs(h_seq, h_T, c_T, config.dtype)
+        return tuple(map(_to_numpy, forward(*self._arguments(params, x, h0, c0, forget_bias, config, device))))
 
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         import jax
 
-        device = self._prepare(config, gradients=True)
+        device = self._prepare(config)
         _, gradients = _scan_functions()
         cts = jax.device_put((cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]), device)
         grads = gradients(*self._arguments(params, x, h0, c0, forget_bias, config, device), cts)
         names = ("x", "h0", "c0", "W", "U", "b", "p")
-        return {n: _to_numpy(f"gradient {n}", g, config.dtype) for n, g in zip(names, grads) if g is not None}
+        return {n: _to_numpy(g) for n, g in zip(names, grads) if g is not None}
 
-    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+    def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
         import jax
 
-        device, source = self._prepare_timing(params, x, h0, c0, cotangents, timing)
+        source = timing.source_config
+        device = self._prepare(source)
         forward, gradients = _scan_functions()
         args = self._arguments(params, x, h0, c0, forget_bias, source, device)
         if not timing.gradients:
@@ -409,7 +380,7 @@ class FlaxLSTM(_JaxImplementation):
     variants: tuple[str, ...] = ("standard",)
     unsupported_reasons: dict = field(default_factory=lambda: {"peephole": NO_PEEPHOLES})
 
-    def availability(self, device: str = "cpu") -> str | None:
+    def _availability(self, device: str) -> str | None:
         return _jax_reason() or _flax_reason() or _device_reason(device)
 
     def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
@@ -438,25 +409,24 @@ class FlaxLSTM(_JaxImplementation):
         W_in, U_in = packed(params.W, params.U, self.packing)
         return jax.device_put((W_in, U_in, fold_forget_bias(params.b, forget_bias), x, h0, c0), device)
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         device = self._prepare(config)
         _, forward, _ = self.native_functions(params.hidden_size, config.dtype)
-        h_seq, h_T, c_T = forward(*self._arguments(params, x, h0, c0, forget_bias, device))
-        return checked_outputs(h_seq, h_T, c_T, config.dtype)
+        return tuple(map(_to_numpy, forward(*self._arguments(params, x, h0, c0, forget_bias, device))))
 
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         import jax
 
-        device = self._prepare(config, gradients=True)
+        device = self._prepare(config)
         _, _, gradients = self.native_functions(params.hidden_size, config.dtype)
         cts = jax.device_put((cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]), device)
         grads = gradients(*self._arguments(params, x, h0, c0, forget_bias, device), cts)
-        return {n: _to_numpy(f"gradient {n}", g, config.dtype) for n, g in grads.items()}
+        return {n: _to_numpy(g) for n, g in grads.items()}
 
-    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+    def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
         import jax
 
-        device, _ = self._prepare_timing(params, x, h0, c0, cotangents, timing)
+        device = self._prepare(timing.source_config)
         _, forward, gradients = self.native_functions(params.hidden_size, timing.dtype)
         args = self._arguments(params, x, h0, c0, forget_bias, device)
         # W_in, U_in and b stay in float32 (param_dtype, above); the inputs are rounded.
@@ -465,7 +435,7 @@ class FlaxLSTM(_JaxImplementation):
         cts = jax.device_put((cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]), device)
         return _timed_pass(timing, gradients, (*args, cts), lambda out: {k: out[k] for k in ("x", "h0", "c0")}, keep=3)
 
-    def environment(self, device: str = "cpu") -> dict[str, object]:
+    def _environment(self, device: str) -> dict[str, object]:
         return _environment(device, with_flax=True)
 
 

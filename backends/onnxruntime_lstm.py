@@ -10,17 +10,8 @@ from functools import cache
 import numpy as np
 
 from backends import onnx_lstm
-from backends.base import (
-    Config,
-    Implementation,
-    NativeCache,
-    Outputs,
-    TimedPass,
-    Timing,
-    Unavailable,
-    check_inputs,
-    checked_outputs,
-)
+from backends.base import Config, Implementation, NativeCache, framework_problem, import_framework
+from backends.timing import TimedPass, Timing
 from spec.params import LSTMParams
 
 
@@ -36,6 +27,7 @@ def _session(input_size: int, hidden_size: int, peephole: bool, device: str):
 
 
 _WEIGHTS = NativeCache()
+INSTALL_HINT = "onnxruntime is not installed (pip install 'lstm-conformance[onnxruntime]')"
 
 
 def _threads() -> int:
@@ -59,11 +51,10 @@ class OnnxRuntimeLSTM(Implementation):
         }
     )
 
-    def availability(self, device: str = "cpu") -> str | None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            return "onnxruntime is not installed (pip install 'lstm-conformance[onnxruntime]')"
+    def _availability(self, device: str) -> str | None:
+        if (problem := framework_problem("onnxruntime", INSTALL_HINT)) is not None:
+            return problem
+        ort = import_framework("onnxruntime", INSTALL_HINT)
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             return "no CUDA execution provider in this onnxruntime build (install onnxruntime-gpu on a machine with a GPU)"
         return None
@@ -75,24 +66,19 @@ class OnnxRuntimeLSTM(Implementation):
         return onnx_lstm.from_onnx(native["W"], native["R"], native.get("B"), native.get("P"))
 
     def _session_and_feeds(self, params, x, h0, c0, forget_bias, config: Config):
-        self.check(config)
-        if (reason := self.availability(config.device)) is not None:
-            raise Unavailable(reason)
-        check_inputs(params, x, h0, c0, config.dtype)
         session = _session(params.input_size, params.hidden_size, params.peephole, config.device)
         weights = _WEIGHTS.get(params, (forget_bias,), lambda: onnx_lstm.to_onnx(params, forget_bias))
         return session, onnx_lstm.feeds(weights, x, h0, c0)
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
+    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         session, inputs = self._session_and_feeds(params, x, h0, c0, forget_bias, config)
         Y, Y_h, Y_c = session.run(None, inputs)
-        return checked_outputs(Y[:, 0], Y_h[0], Y_c[0], config.dtype)
+        return Y[:, 0], Y_h[0], Y_c[0]
 
-    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+    def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
         """NumPy arrays are ONNX Runtime's own inputs on the CPU: the feeds are built once and each run
         is one session.run (which returns finished results)."""
-        self.check_timing(timing)
-        session, inputs = self._session_and_feeds(params, x, h0, c0, forget_bias, Config(timing.variant, timing.dtype, timing.device))
+        session, inputs = self._session_and_feeds(params, x, h0, c0, forget_bias, timing.source_config)
         last = {}
 
         def run():
@@ -100,8 +86,8 @@ class OnnxRuntimeLSTM(Implementation):
 
         return TimedPass(run, lambda: {"h_seq": last["h_seq"].astype(np.float64)}, resident=timing.device == "cpu")
 
-    def environment(self, device: str = "cpu") -> dict[str, object]:
-        import onnxruntime as ort
+    def _environment(self, device: str) -> dict[str, object]:
+        ort = import_framework("onnxruntime", INSTALL_HINT)
 
         return {"onnxruntime": ort.__version__, "intra_op_threads": _threads(), "providers": ort.get_available_providers()}
 

@@ -10,6 +10,7 @@ What is loaded may be
       ID = "my-lstm"                           # optional: the row's name (default: the file or module name)
       DTYPES = ("float32", "float64")          # optional: what it computes in (default: both)
       VARIANTS = ("standard", "peephole")      # optional (default: both)
+      ENVIRONMENT = {"mylib": "1.2"}           # optional: recorded in the report (or a function environment())
       def forward(params, x, h0, c0, *, forget_bias): return h_seq, h_T, c_T
       def backward(params, x, h0, c0, dh_seq, dh_T, dc_T, *, forget_bias): return {"x": ..., "W": ..., ...}  # optional
 
@@ -30,15 +31,7 @@ from types import ModuleType
 
 import numpy as np
 
-from backends.base import (
-    DTYPES,
-    VARIANTS,
-    Config,
-    Implementation,
-    NotSupported,
-    Outputs,
-    checked_outputs,
-)
+from backends.base import DTYPES, VARIANTS, Config, Implementation, NotSupported
 
 
 class BackendLoadError(Exception):
@@ -51,23 +44,23 @@ class FunctionImplementation(Implementation):
 
     forward_function: Callable | None = None
     backward_function: Callable | None = None
+    #: ENVIRONMENT (a dict) or environment() (a function returning one) of the module, for the report.
+    environment_source: object = None
     unsupported_reasons: dict = field(default_factory=dict)
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        self.check(config)
-        result = self.forward_function(params, x, h0, c0, forget_bias=forget_bias)
-        try:
-            h_seq, h_T, c_T = result
-        except (TypeError, ValueError):
-            raise TypeError(f"{self.id}: forward must return (h_seq, h_T, c_T), got {type(result).__name__}") from None
-        return checked_outputs(h_seq, h_T, c_T, config.dtype)
+    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
+        return self.forward_function(params, x, h0, c0, forget_bias=forget_bias)
 
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        self.check(config, gradients=True)
-        grads = self.backward_function(params, x, h0, c0, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"], forget_bias=forget_bias)
-        if not isinstance(grads, dict):
-            raise TypeError(f"{self.id}: backward must return a dict of gradients, got {type(grads).__name__}")
-        return {name: np.asarray(value) for name, value in grads.items()}
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        return self.backward_function(params, x, h0, c0, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"], forget_bias=forget_bias)
+
+    def _environment(self, device: str) -> dict[str, object]:
+        source = self.environment_source() if callable(self.environment_source) else self.environment_source
+        if source is None:
+            return {}
+        if not isinstance(source, dict):
+            raise TypeError(f"ENVIRONMENT / environment() must give a dict, got {type(source).__name__}")
+        return {str(k): v for k, v in source.items()}
 
 
 def load_backend(target: str) -> list[Implementation]:
@@ -75,6 +68,9 @@ def load_backend(target: str) -> list[Implementation]:
     module, attribute = _import_target(target)
     obj = module if attribute is None else _get_attribute(module, attribute, target)
     implementations = _implementations_from(obj, default_id=_default_id(target, attribute))
+    for implementation in implementations:
+        # How a child process finds this row again (rows with their own process environment).
+        implementation.origin = implementation.origin or (str(Path(target).resolve()) if target.endswith(".py") else target)
     if not implementations:
         raise BackendLoadError(
             f"--backend {target}: found no implementation. Define IMPLEMENTATIONS (or IMPLEMENTATION) "
@@ -156,6 +152,7 @@ def _implementations_from(obj, default_id: str) -> list[Implementation]:
                 gradients=callable(backward),
                 forward_function=forward,
                 backward_function=backward if callable(backward) else None,
+                environment_source=getattr(obj, "ENVIRONMENT", None) or getattr(obj, "environment", None),
                 unsupported_reasons={"gradients": "the implementation defines no backward()"},
             )
         ]

@@ -29,6 +29,8 @@ def builtin_implementations() -> list[Implementation]:
             if error.name == name:  # an adapter not written yet is not an error of the suite
                 continue
             raise
+        for implementation in module.IMPLEMENTATIONS:
+            implementation.origin = implementation.origin or name
         implementations.extend(module.IMPLEMENTATIONS)
     ids = [i.id for i in implementations]
     duplicates = {i for i in ids if ids.count(i) > 1}

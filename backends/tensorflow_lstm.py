@@ -35,19 +35,16 @@ import numpy as np
 from backends.base import (
     Config,
     Implementation,
+    KnownFailure,
     NativeCache,
     NotSupported,
-    Outputs,
-    TimedPass,
-    Timing,
     Unavailable,
-    check_inputs,
-    check_timing_inputs,
-    checked_outputs,
     cpu_model,
     fold_forget_bias,
-    require_dtype,
+    framework_problem,
+    import_framework,
 )
+from backends.timing import TimedPass, Timing
 from spec.params import GATES, LSTMParams
 from spec.validation import check_tensor
 
@@ -60,6 +57,13 @@ NO_HALF_TIMING = {
     dtype: f"the TensorFlow adapters do not time {dtype} yet: not verified on a GPU with TensorFlow"
     for dtype in ("float16", "bfloat16")
 }
+
+#: Why tape gradients through BlockLSTMV2 are wrong (a known non-conformance of that row).
+REGISTERED_V2_GRADIENT = (
+    "TensorFlow 2.21 registers the same gradient function for BlockLSTM and BlockLSTMV2 "
+    "(tensorflow/python/ops/rnn_grad.py); it calls the V1 gradient kernel, which assumes the "
+    "i,g,f,o gate order, while V2 computes in i,f,g,o: tape gradients through BlockLSTMV2 are wrong"
+)
 
 V1_GATES = ("i", "g", "f", "o")
 V2_GATES = GATES
@@ -81,9 +85,8 @@ _DEFAULT_CELL_CLIP = {1: 3.0, 2: 0.0}
 @cache
 def _tf():
     """TensorFlow, imported once, with TF32 switched off (it would round float32 products to 10 bits on Ampere+)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the import: TensorFlow reads it once
+    tf = import_framework("tensorflow", INSTALL_HINT)
     tf.config.experimental.enable_tensor_float_32_execution(False)
     return tf
 
@@ -99,8 +102,8 @@ def _keras():
 def _tf_missing() -> str | None:
     try:
         _tf()
-    except ImportError:
-        return INSTALL_HINT
+    except Unavailable as error:
+        return str(error)
     return None
 
 
@@ -122,10 +125,6 @@ _WEIGHTS = NativeCache()
 
 def _host(tensor) -> np.ndarray:
     return tensor.numpy()
-
-
-def _numpy(tensor, name: str, dtype: str) -> np.ndarray:
-    return require_dtype(name, _host(tensor), dtype)
 
 
 def _timed_pass(tf, device: str, fn, args, pick) -> TimedPass:
@@ -261,30 +260,18 @@ class KerasLSTM(Implementation):
     devices: tuple[str, ...] = ("cpu", "cuda")
     unsupported_reasons: dict = field(default_factory=lambda: {"peephole": KERAS_NO_PEEPHOLES, **NO_HALF_TIMING})
 
-    def availability(self, device: str = "cpu") -> str | None:
+    def _availability(self, device: str) -> str | None:
         if (reason := _tf_missing()) is not None:
             return reason
-        try:
-            keras = _keras()
-        except ImportError:
-            return "keras is not installed (pip install 'lstm-conformance[tensorflow]')"
+        if (reason := framework_problem("keras", "keras is not installed (pip install 'lstm-conformance[tensorflow]')")) is not None:
+            return reason
+        keras = _keras()
         if keras.backend.backend() != "tensorflow":
             return (
                 f"Keras' backend is {keras.backend.backend()!r}; this row is keras.layers.LSTM on the TensorFlow "
                 "backend (set KERAS_BACKEND=tensorflow)"
             )
         return _cuda_reason() if device == "cuda" else None
-
-    def check(self, config: Config, *, gradients: bool = False) -> None:
-        super().check(config, gradients=gradients)
-        if config.dtype == "float64":
-            # Keras on the JAX backend computes float64 in float32: trust float64 only on TensorFlow.
-            try:
-                backend = _keras().backend.backend()
-            except ImportError:
-                return
-            if backend != "tensorflow":
-                raise NotSupported(f"Keras on the {backend} backend does not compute float64 (it maps it to float32)")
 
     def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
         return keras_to_native(params, forget_bias)
@@ -293,9 +280,6 @@ class KerasLSTM(Implementation):
         return keras_from_native(native)
 
     def _prepare(self, params, forget_bias, config):
-        self.check(config)
-        if (reason := self.availability(config.device)) is not None:
-            raise Unavailable(reason)
         tf = _tf()
         runner = _keras_runner(params.input_size, params.hidden_size, config.dtype, config.device)
 
@@ -306,27 +290,21 @@ class KerasLSTM(Implementation):
         runner.load(_WEIGHTS.get(params, ("keras", float(forget_bias), config.device), make))
         return tf, runner
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        check_inputs(params, x, h0, c0, config.dtype)
+    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         tf, runner = self._prepare(params, forget_bias, config)
         with tf.device(runner.device):
             h_seq, h_T, c_T = runner.forward(tf.constant(x), tf.constant(h0), tf.constant(c0))
-        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
+        return _host(h_seq), _host(h_T), _host(c_T)
 
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        self.check(config, gradients=True)
-        check_inputs(params, x, h0, c0, config.dtype, cotangents)
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         tf, runner = self._prepare(params, forget_bias, config)
         with tf.device(runner.device):
             args = [tf.constant(a) for a in (x, h0, c0, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"])]
-            dx, dh0, dc0, dkernel, drecurrent, dbias = (_numpy(g, name, config.dtype) for g, name in zip(
-                runner.gradients(*args), ("x", "h0", "c0", "kernel", "recurrent_kernel", "bias")))
+            dx, dh0, dc0, dkernel, drecurrent, dbias = map(_host, runner.gradients(*args))
         grads = keras_from_native({"kernel": dkernel, "recurrent_kernel": drecurrent, "bias": dbias})
         return {"x": dx, "h0": dh0, "c0": dc0, **grads.tensors()}
 
-    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
-        self.check_timing(timing)
-        check_timing_inputs(params, x, h0, c0, cotangents, timing)
+    def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
         tf, runner = self._prepare(params, forget_bias, Config(timing.variant, timing.dtype, timing.device))
         with tf.device(runner.device):
             args = [tf.constant(a) for a in (x, h0, c0)]
@@ -336,7 +314,7 @@ class KerasLSTM(Implementation):
             return _timed_pass(tf, runner.device, runner.forward, args, lambda out: {"h_seq": out[0]})
         return _timed_pass(tf, runner.device, runner.gradients, args, lambda out: dict(zip(("x", "h0", "c0"), out[:3])))
 
-    def environment(self, device: str = "cpu") -> dict[str, object]:
+    def _environment(self, device: str) -> dict[str, object]:
         return _environment(device)
 
 
@@ -481,7 +459,7 @@ class BlockLSTM(Implementation):
     version: int = 1
     gradient: str = "tape"
 
-    def availability(self, device: str = "cpu") -> str | None:
+    def _availability(self, device: str) -> str | None:
         if (reason := _tf_missing()) is not None:
             return reason
         return _cuda_reason() if device == "cuda" else None
@@ -493,8 +471,6 @@ class BlockLSTM(Implementation):
         return block_from_native(native, version=self.version)
 
     def _prepare(self, params, forget_bias, config):
-        if (reason := self.availability(config.device)) is not None:
-            raise Unavailable(reason)
         tf = _tf()
         device = _tf_device(config.device)
         # V1 carries the forget bias as an attribute, V2 in b: only V2's weights depend on it.
@@ -507,18 +483,14 @@ class BlockLSTM(Implementation):
 
         return tf, device, _WEIGHTS.get(params, key, make)
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        self.check(config)
-        check_inputs(params, x, h0, c0, config.dtype)
+    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         tf, device, weights = self._prepare(params, forget_bias, config)
         fn = _block_forward_fn(self.version, params.peephole, float(forget_bias), device)
         with tf.device(device):
             h_seq, h_T, c_T = fn(tf.constant(x), tf.constant(h0), tf.constant(c0), *weights)
-        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
+        return _host(h_seq), _host(h_T), _host(c_T)
 
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        self.check(config, gradients=True)
-        check_inputs(params, x, h0, c0, config.dtype, cotangents)
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         tf, device, weights = self._prepare(params, forget_bias, config)
         if self.gradient == "BlockLSTMGradV2":
             fn = _block_v2_explicit_gradient_fn(params.peephole, device)
@@ -527,12 +499,7 @@ class BlockLSTM(Implementation):
         with tf.device(device):
             args = [tf.constant(a) for a in (x, h0, c0)] + list(weights)
             args += [tf.constant(cotangents[k]) for k in ("dh_seq", "dh_T", "dc_T")]
-            dx, dc0, dh0, dw, dwci, dwcf, dwco, db = (
-                _numpy(g, name, config.dtype)
-                for g, name in zip(
-                    _reorder_gradients(fn(*args), self.gradient), ("x", "c0", "h0", "w", "wci", "wcf", "wco", "b")
-                )
-            )
+            dx, dc0, dh0, dw, dwci, dwcf, dwco, db = map(_host, _reorder_gradients(fn(*args), self.gradient))
         native = {"w": dw, "b": db, "wci": dwci, "wcf": dwcf, "wco": dwco, "cell_clip": NO_CLIP[self.version],
                   "use_peephole": params.peephole}
         if self.version == 1:
@@ -540,9 +507,7 @@ class BlockLSTM(Implementation):
         grads = block_from_native(native, version=self.version, input_size=params.input_size)
         return {"x": dx, "h0": dh0, "c0": dc0, **grads.tensors()}
 
-    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
-        self.check_timing(timing)
-        check_timing_inputs(params, x, h0, c0, cotangents, timing)
+    def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
         tf, device, weights = self._prepare(params, forget_bias, Config(timing.variant, timing.dtype, timing.device))
         with tf.device(device):
             args = [tf.constant(a) for a in (x, h0, c0)] + list(weights)
@@ -562,7 +527,7 @@ class BlockLSTM(Implementation):
 
         return _timed_pass(tf, device, fn, args, pick)
 
-    def environment(self, device: str = "cpu") -> dict[str, object]:
+    def _environment(self, device: str) -> dict[str, object]:
         return _environment(device)
 
 
@@ -583,6 +548,7 @@ IMPLEMENTATIONS = (
         "as TensorFlow 2.21 registers them (V1's gradient: wrong for V2)",
         version=2,
         gradient="tape",
+        known_failures=(KnownFailure("gradients", REGISTERED_V2_GRADIENT),),
     ),
     BlockLSTM(
         id="tensorflow/BlockLSTMV2+BlockLSTMGradV2",

@@ -31,23 +31,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.base import (
-    HALF_DTYPES,
     Config,
     Implementation,
     NativeCache,
     NotSupported,
-    Outputs,
-    TimedPass,
-    Timing,
-    Unavailable,
-    check_inputs,
-    checked_outputs,
     cpu_model,
     fold_forget_bias,
-    require_dtype,
+    framework_problem,
+    import_framework,
 )
+from backends.timing import HALF_DTYPES, TimedPass, Timing
 from spec.params import GATES, LSTMParams
-from spec.validation import LSTMInputError
 
 INSTALL_HINT = "torch is not installed (pip install 'lstm-conformance[torch]')"
 
@@ -63,18 +57,13 @@ _FROM_PEEPHOLE_ORDER = [PEEPHOLE_ORDER.index(g) for g in GATES]  # native blocks
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise Unavailable(INSTALL_HINT) from None
-    return torch
+    return import_framework("torch", INSTALL_HINT)
 
 
 def _availability(device: str) -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return INSTALL_HINT
+    if (problem := framework_problem("torch", INSTALL_HINT)) is not None:
+        return problem
+    torch = _torch()
     if device == "cuda" and not torch.cuda.is_available():
         if torch.version.cuda is None:
             return f"no CUDA: this torch ({torch.__version__}) is a CPU-only build"
@@ -169,10 +158,6 @@ def _host(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 
 
-def _numpy(name: str, tensor, dtype: str) -> np.ndarray:
-    return require_dtype(name, _host(tensor), dtype)
-
-
 def _synchronize(torch, device: str) -> None:
     """Wait for the device: CUDA kernels run asynchronously, CPU ops have finished when they return."""
     if device == "cuda":
@@ -211,49 +196,39 @@ def _timed_pass(torch, timing: Timing, x, h0, c0, cotangents, forward, gradients
 
 @dataclass
 class _TorchImplementation(Implementation):
-    """forward, backward and timed passes around each row's hooks: ``_native`` (its parameters on a
-    device, cached), ``_check_params``, ``_forward_tensors``, ``_gradient_tensors`` (keyed x, h0, c0
+    """forward, backward and timed passes around each row's own pieces: ``_native`` (its parameters on a
+    device, cached), ``_forward_tensors``, ``_gradient_tensors`` (keyed x, h0, c0
     and the native parameter names) and ``_canonical_gradients`` (those in the canonical layout)."""
 
     framework: str = "torch"
     devices: tuple[str, ...] = ("cpu", "cuda")
     timing_dtypes: tuple[str, ...] = HALF_DTYPES
 
-    def availability(self, device: str = "cpu") -> str | None:
+    def _availability(self, device: str) -> str | None:
         return _availability(device)
 
-    def environment(self, device: str = "cpu") -> dict[str, object]:
+    def _environment(self, device: str) -> dict[str, object]:
         return _environment(device)
 
-    def _start(self, params, config, gradients, x, h0, c0, cotangents=None):
-        self.check(config, gradients=gradients)
-        self._check_params(params, config)
-        if (reason := self.availability(config.device)) is not None:
-            raise Unavailable(reason)
-        check_inputs(params, x, h0, c0, config.dtype, cotangents)
+    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         configure(config.device)
-        return _torch()
-
-    def forward(self, params, x, h0, c0, *, forget_bias, config: Config) -> Outputs:
-        torch = self._start(params, config, False, x, h0, c0)
-        native = self._native(params, forget_bias, config.dtype, config.device)
-        dev = config.device
+        torch, dev = _torch(), config.device
+        native = self._native(params, forget_bias, config.dtype, dev)
         h_seq, h_T, c_T = self._forward_tensors(torch, native, *(_tensor(torch, a, dev) for a in (x, h0, c0)))
-        return checked_outputs(h_seq, h_T, c_T, config.dtype, _host)
+        return _host(h_seq), _host(h_T), _host(c_T)
 
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        torch = self._start(params, config, True, x, h0, c0, cotangents)
-        native = self._native(params, forget_bias, config.dtype, config.device)
-        dev = config.device
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        configure(config.device)
+        torch, dev = _torch(), config.device
+        native = self._native(params, forget_bias, config.dtype, dev)
         cot = {k: _tensor(torch, v, dev) for k, v in cotangents.items()}
         grads = self._gradient_tensors(torch, native, *(_tensor(torch, a, dev) for a in (x, h0, c0)), cot)
-        g = {name: _numpy(name, t, config.dtype) for name, t in grads.items()}
+        g = {name: _host(t) for name, t in grads.items()}
         return {"x": g["x"], "h0": g["h0"], "c0": g["c0"], **self._canonical_gradients(params, g)}
 
-    def timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
-        self.check_timing(timing)
-        source = Config(timing.variant, timing.source_dtype, timing.device)
-        torch = self._start(params, source, timing.gradients, x, h0, c0, cotangents if timing.gradients else None)
+    def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
+        configure(timing.device)
+        torch = _torch()
         native = self._native(params, forget_bias, timing.dtype, timing.device)
         return _timed_pass(
             torch, timing, x, h0, c0, cotangents,
@@ -318,10 +293,6 @@ class TorchLSTM(_TorchImplementation):
         return self._modules.get(params, (float(forget_bias), dtype, device), build)
 
     _native = module
-
-    def _check_params(self, params, config) -> None:
-        if params.peephole:
-            raise NotSupported(self.unsupported_reasons["peephole"])
 
     @staticmethod
     def _forward_tensors(torch, module, x, h0, c0):
@@ -525,10 +496,6 @@ class TorchPeepholeLSTM(_TorchImplementation):
         return self._weights.get(params, (float(forget_bias), dtype, device), build)
 
     _native = weights
-
-    def _check_params(self, params, config) -> None:
-        if params.variant != config.variant:
-            raise LSTMInputError("params", "wrong variant", config.variant, params.variant)
 
     def _forward_tensors(self, torch, w: _PeepholeWeights, x, h0, c0):
         workspace = self._workspace(torch, (x.shape[0], x.shape[1], h0.shape[1]), x.dtype, x.device)

@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spec.cases import Case
+
 PASSES = ("forward", "forward+backward")
+
+#: The speed benches' case (DeepBench-like): B=64, T=25, I=H=512.
+BENCH_CASE = Case("bench", T=25, B=64, I=512, H=512, peephole=False, seed=11)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.base import TIMING_DTYPES
+from backends.timing import TIMING_DTYPES
 from bench.correctness import BOUNDS
 from bench.matrix import PASSES, SHAPES
 

@@ -26,12 +26,12 @@ from functools import cache, lru_cache
 import numpy as np
 import pytest
 
-from backends.base import HALF_DTYPES, NotSupported, Timing, Unavailable
+from backends.base import NotSupported, Unavailable
 from backends.registry import builtin_implementations
+from backends.timing import HALF_DTYPES, Timing
 from bench import correctness
 from bench.conftest import bench_devices
 from bench.matrix import bytes_moved, deepbench_ms, flop, roofline_fraction, shapes_in
-from conformance.known_failures import known_failure
 from spec.cases import Case, make_case_data
 
 
@@ -60,25 +60,27 @@ def pytest_generate_tests(metafunc):
                             params.append(pytest.param(
                                 impl, device, shape, pass_, variant, dtype,
                                 id=f"{impl.id}-{device}-{shape.name}-{pass_}-{variant}-{dtype}",
-                                marks=_known_wrong(impl.id, pass_, variant, dtype, device),
+                                marks=_known_wrong(impl, pass_, variant, dtype, device),
                             ))
     metafunc.parametrize(("impl", "device", "shape", "pass_", "variant", "dtype"), params)
 
 
-def _known_wrong(implementation: str, pass_: str, variant: str, dtype: str, device: str):
-    """A known non-conformance (conformance/known_failures.py) computes a wrong answer, which the
+def _known_wrong(impl, pass_: str, variant: str, dtype: str, device: str):
+    """A known non-conformance (declared with its implementation) computes a wrong answer, which the
     correctness check refuses to time: a strict xfail, so a fix upstream shows up here too."""
     kind = "gradients" if pass_ == "forward+backward" else "outputs"
-    reason = known_failure(implementation, kind, variant, dtype, device)
+    timing = Timing(variant=variant, dtype=dtype, device=device, gradients=kind == "gradients")
+    reason = impl.known_failure(kind, timing.source_config)
     if reason is None:
         return ()
     return pytest.mark.xfail(reason=f"known non-conformance, not timed: {reason}", raises=AssertionError, strict=True)
 
 
 @lru_cache(maxsize=8)
-def _data(shape, variant):
+def _data(shape, variant, dtype):
+    """The shape's data in the dtype the timed pass starts from (float32 for a half pass)."""
     case = Case(shape.name, T=shape.T, B=shape.B, I=shape.I, H=shape.H, peephole=variant == "peephole", seed=2024)
-    return make_case_data(case, "float32")
+    return make_case_data(case, dtype)
 
 
 @cache
@@ -133,7 +135,7 @@ def test_lstm(benchmark, request, impl, device, shape, pass_, variant, dtype):
         impl.check_timing(timing)
     except NotSupported as error:
         pytest.skip(f"not supported: {error}")
-    d = _data(shape, variant)
+    d = _data(shape, variant, timing.source_dtype)
     try:
         timed = impl.timed_pass(d.params, d.x, d.h0, d.c0, d.cotangents(), forget_bias=0.0, timing=timing)
         for _ in range(2):  # warm-up: traces, compilation, weight conversion, autotuning

@@ -11,16 +11,17 @@ c0 and the four weights) as the adapter's backward.
 
 Each figure has its own pytest-benchmark run (``measure``), and the ratios are also measured with
 the runs interleaved round by round (test_side_by_side), so that the drifts of a shared virtual
-machine hit all of them alike; the summary at the end of the run gives both.
+machine hit all of them alike; the summary at the end of the run judges both (bench.conftest.check_target:
+a missed target is reported as MISSED and fails the run only with --bench-fail-on-target).
 """
 
 from __future__ import annotations
 
-
 import pytest
 
-from bench.conftest import RESULTS, interleaved, lstm_flop
-from spec.cases import BENCH_CASE, make_case_data
+from bench.conftest import interleaved, lstm_flop, separate_run_target
+from bench.matrix import BENCH_CASE
+from spec.cases import make_case_data
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install 'lstm-conformance[torch]'")
 
@@ -38,33 +39,13 @@ TARGETS = (
     ("torch/peephole forward", "torch nn.LSTM native forward", 1.3, "torch/peephole forward vs nn.LSTM"),
     ("torch/peephole forward+backward", "torch nn.LSTM native forward+backward", 1.3, "torch/peephole forward+backward vs nn.LSTM"),
 )
-#: Medians (seconds) of the interleaved rounds of test_side_by_side.
-SIDE_BY_SIDE: dict[str, float] = {}
-
-
-class _Summary:
-    """Writes the ratios at the end of the run (registered as a plugin by the first test that runs)."""
-
-    def pytest_terminal_summary(self, terminalreporter):
-        write = terminalreporter.write_line
-        terminalreporter.section("torch: time ratios (medians; target is a maximum)")
-        sources = (("separate runs", {k: v[0] for k, v in RESULTS.items()}), ("interleaved rounds", SIDE_BY_SIDE))
-        for numerator, denominator, maximum, meaning in TARGETS:
-            for source, medians in sources:
-                if numerator in medians and denominator in medians:
-                    ratio = medians[numerator] / medians[denominator]
-                    verdict = "met" if ratio <= maximum else "MISSED"
-                    write(
-                        f"  {meaning}: {medians[numerator] * 1e3:.2f} / {medians[denominator] * 1e3:.2f} ms = "
-                        f"{ratio:.3f}x (target <= {maximum}) [{source}]: {verdict}"
-                    )
 
 
 @pytest.fixture(scope="module", autouse=True)
-def summary(request):
-    plugin = _Summary()
-    if not request.config.pluginmanager.is_registered(plugin):
-        request.config.pluginmanager.register(plugin, "torch-speed-summary")
+def configured(request):
+    """torch's CPU settings; the targets on the separately timed figures, judged at the end of the run."""
+    for numerator, denominator, maximum, meaning in TARGETS:
+        separate_run_target(request.config, f"{meaning} (separate runs)", numerator, denominator, of="time", at_most=maximum)
     configure("cpu")
     yield
 
@@ -129,13 +110,17 @@ def test_speed(measure, runs, name):
     measure(name, runs[name], flop=_flop(name), rounds=21, warmup_rounds=3)
 
 
-def test_side_by_side(benchmark, runs):
+def test_side_by_side(benchmark, speed_target, runs):
     """All five alternate round by round (21 rounds, after a warm-up), each round starting one further
     along the list so that none always follows the same one: the ratios' fair measurement."""
     medians, _ = interleaved(runs, rounds=21, warmup=1)
-    SIDE_BY_SIDE.update(medians)
-    benchmark.extra_info.update({f"median_s {name}": m for name, m in SIDE_BY_SIDE.items()})
+    benchmark.extra_info.update({f"median_s {name}": m for name, m in medians.items()})
     for numerator, denominator, _, _ in TARGETS:
-        benchmark.extra_info[f"ratio {numerator} / {denominator}"] = SIDE_BY_SIDE[numerator] / SIDE_BY_SIDE[denominator]
+        benchmark.extra_info[f"ratio {numerator} / {denominator}"] = medians[numerator] / medians[denominator]
     # pytest-benchmark needs one timed call; the figures above are the result.
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    for numerator, denominator, maximum, meaning in TARGETS:
+        speed_target(
+            f"{meaning} (interleaved)", medians[numerator] / medians[denominator], at_most=maximum,
+            detail=f"{medians[numerator] * 1e3:.2f} / {medians[denominator] * 1e3:.2f} ms (medians)",
+        )

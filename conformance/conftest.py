@@ -1,15 +1,25 @@
-"""The conformance suite's options, parametrization and report header.
+"""The conformance suite's options, parametrization, worker processes and report.
 
     pytest conformance/                                   every built-in implementation installed here
     pytest conformance/ --backend path/to/impl.py         someone else's (repeatable; module:object works too)
     pytest conformance/ --device cuda --dtype float32     one device, one dtype
-    pytest conformance/ -k "torch and peephole"           test ids: implementation-variant-dtype-device-case
+    pytest conformance/ -k "torch and peephole"           test ids: implementation-dtype-device-case
+    pytest conformance/ -n auto                           one worker per core (pytest-xdist); same report
+
+Tests run in pytest-xdist worker processes (one unless ``-n`` says otherwise; ``-n 0``
+runs in this process, without the protection, for debuggers): an implementation that
+crashes or hangs fails its own tests and nothing else (conformance/isolation.py).
+Every test's verdict travels to the controller as data (a Result on the test report's
+user_properties); the controller assembles the matrix, sorted into the order of a
+serial run, so ``-n 0``, the default and ``-n auto`` print and write the same report.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +28,14 @@ import pytest
 from backends.base import DTYPES, Config
 from backends.plugin import BackendLoadError, load_backend
 from backends.registry import builtin_implementations
+from conformance import isolation
 from conformance.report import Result, build_matrix, render_text, write_reports
-from conformance.runner import COMPARISONS, DIAGNOSES
-from spec.cases import CASES_BY_NAME
+from conformance.runner import KINDS, RESULT, case_id, new_result
+from spec.cases import CASES_BY_NAME, case_set
 
-#: The cases every implementation runs by default, each in both variants.
-DEFAULT_CASES = ("small", "T1", "B1", "H1", "I-ne-H", "forget-bias", "saturating", "medium")
-#: Opt-in (--large): longer and wider.
-LARGE_CASES = ("long",)
+#: Which test function judges which kind of result.
+TEST_KINDS = {"test_forward": "outputs", "test_gradients": "gradients"}
+RESULT_PROPERTY = "lstmc_result"
 
 
 def pytest_addoption(parser):
@@ -44,23 +54,29 @@ def pytest_addoption(parser):
                          "(python -m conformance.golden export DIR); repeatable")
     group.addoption("--report-dir", default="reports", metavar="DIR",
                     help="where the matrix is written as conformance.json and conformance.md (default: reports/)")
+    group.addoption("--call-timeout", type=float, default=isolation.DEFAULT_CALL_TIMEOUT, metavar="S",
+                    help=f"seconds one implementation call may take before it fails as timed out (default "
+                         f"{isolation.DEFAULT_CALL_TIMEOUT:g}; 0: no limit)")
+
+
+# ---------------------------------------------------------------------------
+# What the run asks for
+# ---------------------------------------------------------------------------
 
 
 def _cuda_visible() -> bool:
-    import shutil
-
     return shutil.which("nvidia-smi") is not None
 
 
 def _implementations(config):
-    from conformance.golden import ResultsDirectory
+    from conformance.golden import GoldenError, ResultsDirectory
 
     targets = config.getoption("--backend")
     results = []
     for directory in config.getoption("--results"):
         try:
             results.append(ResultsDirectory(directory=directory))
-        except (OSError, ValueError) as error:
+        except GoldenError as error:
             raise pytest.UsageError(str(error)) from None
     if not targets:
         return results or builtin_implementations()
@@ -73,6 +89,9 @@ def _implementations(config):
             found.extend(load_backend(target))
         except BackendLoadError as error:
             raise pytest.UsageError(str(error)) from None
+    ids = [impl.id for impl in found]
+    if len(set(ids)) != len(ids):
+        raise pytest.UsageError(f"implementation ids must be unique in a run; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
     return found
 
 
@@ -89,30 +108,74 @@ def _dtypes(config):
 
 
 def _cases(config):
-    names = DEFAULT_CASES + (LARGE_CASES if config.getoption("--large") else ())
-    cases = [CASES_BY_NAME[n + suffix] for n in names for suffix in ("", "-peephole")]
     seeds = config.getoption("--seeds")
-    if seeds < 1:
-        raise pytest.UsageError(f"--seeds must be at least 1, got {seeds}")
-    return [case.with_seed(case.seed + k) for case in cases for k in range(seeds)]
+    return [case.with_seed(case.seed + k) for case in case_set(large=config.getoption("--large")) for k in range(seeds)]
 
 
 def _case_id(case) -> str:
-    base = CASES_BY_NAME[case.name]
-    return case.name if case.seed == base.seed else f"{case.name}@seed{case.seed}"
+    return case_id(case, CASES_BY_NAME[case.name].seed)
+
+
+def implementations(config):
+    return config._lstmc_implementations
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+# ---------------------------------------------------------------------------
+# Configuration: usage errors first, then the worker processes
+# ---------------------------------------------------------------------------
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "peephole: cases of the peephole variant")
     config.addinivalue_line("markers", "gradients: gradient comparisons")
     config.addinivalue_line("markers", "gpu: runs on a CUDA device")
+    if config.getoption("--seeds") < 1:
+        raise pytest.UsageError(f"--seeds must be at least 1, got {config.getoption('--seeds')}")
+    if config.getoption("--call-timeout") < 0:
+        raise pytest.UsageError(f"--call-timeout must be 0 (no limit) or positive, got {config.getoption('--call-timeout')}")
     # Loaded here so that a bad --backend stops the run at once with a usage error (exit 4).
     config._lstmc_implementations = _implementations(config)
-    config._lstmc_results = []
+    if _is_worker(config):
+        isolation.start_worker(config.workerinput["lstmc_crash_dir"], config.workerinput["workerid"])
+        return
+    _check_report_dir(Path(config.getoption("--report-dir")))
+    _isolate_in_workers(config)
+    config.pluginmanager.register(Controller(config), "lstm-conformance-controller")
 
 
-def implementations(config):
-    return config._lstmc_implementations
+def _check_report_dir(directory: Path) -> None:
+    """A report directory that cannot be written is a usage error now, not a traceback after the whole run."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise pytest.UsageError(f"--report-dir {directory}: cannot write there ({error.strerror or error})") from None
+
+
+def _isolate_in_workers(config) -> None:
+    """Run the tests in a pytest-xdist worker unless told otherwise (-n N, -n 0, -p no:xdist, --pdb)."""
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("collectonly"):
+        return
+    option = config.option
+    if option.numprocesses is None and option.dist == "no" and not option.tx and not (
+        config.getoption("usepdb") or config.getoption("trace", False)
+    ):
+        option.numprocesses, option.dist, option.tx = 1, "load", ["popen"]
+    if option.dist != "no" and option.maxworkerrestart is None:
+        # Every crash of an implementation costs a worker; allow one per test of the run (xdist's default, 4
+        # per worker, would stop the run at the fifth crash), and a few more for the workers themselves.
+        tests = len(implementations(config)) * len(_devices(config)) * len(_dtypes(config)) * len(_cases(config)) * len(KINDS)
+        option.maxworkerrestart = str(tests + 4 * max(1, len(option.tx)))
+
+
+# ---------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------
 
 
 def pytest_generate_tests(metafunc):
@@ -134,83 +197,124 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize(("implementation", "run", "case"), params)
 
 
-def pytest_report_header(config):
-    lines = []
-    impls = implementations(config)
-    lines.append(f"lstm-conformance: devices {', '.join(_devices(config))}; dtypes {', '.join(_dtypes(config))}")
-    for impl in impls:
-        reason = impl.availability("cpu")
-        if reason:
-            lines.append(f"  {impl.id}: unavailable: {reason}")
-            continue
-        env = impl.environment("cpu")
-        described = ", ".join(f"{k}={v}" for k, v in env.items())
-        lines.append(f"  {impl.id}: {described}")
-    return lines
+def _conformance_test(item) -> tuple[str, object, Config, object] | None:
+    kind = TEST_KINDS.get(getattr(item, "originalname", ""))
+    callspec = getattr(item, "callspec", None)
+    if kind is None or callspec is None:
+        return None
+    return kind, callspec.params["implementation"], callspec.params["run"], callspec.params["case"]
 
 
-_KINDS = {"test_forward": "outputs", "test_gradients": "gradients"}
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Every conformance test has its result before it runs, so that whatever happens leaves one."""
+    test = _conformance_test(item)
+    if test is None:
+        return
+    kind, impl, run, case = test
+    result = item.stash[RESULT] = new_result(impl, kind, run, _case_id(case))
+    if _is_worker(item.config):
+        inputs = item.config.workerinput
+        isolation.note_current(inputs["lstmc_crash_dir"], inputs["workerid"], item.nodeid, result.as_dict(),
+                               item.config.getoption("--call-timeout"))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    kind = _KINDS.get(getattr(item, "originalname", ""))
-    callspec = getattr(item, "callspec", None)
-    if kind is None or callspec is None or report.when not in ("setup", "call"):
+    result = item.stash.get(RESULT, None)
+    if result is None or report.when not in ("setup", "call") or (report.when == "setup" and report.passed):
         return report
-    if report.when == "setup" and report.passed:
-        return report  # the verdict comes with the call
-    impl, run, case = callspec.params["implementation"], callspec.params["run"], callspec.params["case"]
-    result = Result(impl.id, kind, run.dtype, run.device, _case_id(case), status="FAIL")
-    if hasattr(report, "wasxfail"):
-        result.status, result.detail = ("known", report.wasxfail.removeprefix("known non-conformance: ")) if report.skipped else ("FAIL", "a known non-conformance passed: remove it from conformance/known_failures.py")
-    elif report.skipped:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        reason = reason.removeprefix("Skipped: ")
-        for status in ("not supported", "unavailable"):
-            if reason.startswith(status + ": "):
-                result.status, result.detail = status, reason[len(status) + 2 :]
-    elif report.passed:
-        result.status = "pass"
-    else:
-        failure = [line for line in str(report.longrepr).splitlines() if line.startswith("E ")]
-        result.detail = failure[0].removeprefix("E").strip()[:300] if failure else ""
-    result.diagnosis = item.stash.get(DIAGNOSES, [])
-    comparisons = item.stash.get(COMPARISONS, None)
-    if comparisons:
-        finite = [c for c in comparisons if np.isfinite(c.worst_error)]
-        if finite:
-            result.worst_error = max(c.worst_error for c in finite)
-            result.worst_ratio = max(c.worst_ratio for c in finite)
-    item.config._lstmc_results.append(result)
+    if hasattr(report, "wasxfail"):  # a known non-conformance failed as documented
+        result.status = "known"
+    elif report.failed and result.status == "pass":  # a strict xfail that passed
+        result.status, result.detail = "FAIL", "a known non-conformance passed: remove it from the implementation's known_failures"
+    elif report.failed and result.status != "FAIL" or (report.failed and result.detail == "the test did not finish"):
+        # Something outside the judgement failed (a fixture, the suite itself): say what, from the exception.
+        error = call.excinfo.value if call.excinfo is not None else None
+        result.status, result.detail = "FAIL", f"{type(error).__name__}: {error}" if error is not None else "the test failed"
+    report.user_properties.append((RESULT_PROPERTY, result.as_dict()))
     return report
 
 
-def _environment(config) -> dict[str, object]:
-    env = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "threads (LSTMC_THREADS)": os.environ.get("LSTMC_THREADS", "framework default"),
-    }
-    for impl in implementations(config):
-        if impl.availability("cpu") is None:
-            try:
-                env[impl.id] = impl.environment("cpu")
-            except Exception as error:  # the report must not hide the results
-                env[impl.id] = f"environment() failed: {error}"
-    return env
+# ---------------------------------------------------------------------------
+# The controller: results from every worker, crashes, the header and the report
+# ---------------------------------------------------------------------------
 
 
-def pytest_terminal_summary(terminalreporter, config):
-    results = getattr(config, "_lstmc_results", None)
-    if not results:
-        return
-    matrix = build_matrix(results, _environment(config))
-    terminalreporter.section("conformance matrix (worst error in eps of the dtype; margin = tolerance / worst error)")
-    for line in render_text(matrix).splitlines():
-        terminalreporter.write_line(line)
-    paths = write_reports(matrix, results, Path(config.getoption("--report-dir")))
-    terminalreporter.write_line("written: " + ", ".join(str(p) for p in paths))
+class Controller:
+    """Collects every test's result (from this process or from xdist workers), turns a worker's death into
+    its test's result, and writes the matrix once, in the order of a serial run."""
+
+    def __init__(self, config):
+        self.config = config
+        self.results: list[Result] = []
+        self.crash_dir = tempfile.mkdtemp(prefix="lstmc-workers-")
+        self._environment: dict | None = None
+        order = {
+            "kind": {k: n for n, k in enumerate(KINDS)},
+            "implementation": {impl.id: n for n, impl in enumerate(implementations(config))},
+            "device": {d: n for n, d in enumerate(_devices(config))},
+            "dtype": {d: n for n, d in enumerate(_dtypes(config))},
+            "case": {_case_id(c): n for n, c in enumerate(_cases(config))},
+        }
+        # A serial run's order: test_forward's items, then test_gradients'; each by implementation, device, dtype, case.
+        self.sort_key = lambda r: tuple(order[field].get(getattr(r, field), len(order[field])) for field in order)
+
+    def pytest_runtest_logreport(self, report):
+        for name, value in report.user_properties:
+            if name == RESULT_PROPERTY:
+                self.results.append(Result(**value))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node):
+        node.workerinput["lstmc_crash_dir"] = self.crash_dir
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem, report, sched):
+        result, how = isolation.crash_result(self.crash_dir, report.node.workerinput["workerid"], crashitem)
+        report.longrepr = f"{report.longrepr}\n{how}"
+        if result is not None:
+            result.update(status="FAIL", detail=how, declared=False)
+            report.user_properties.append((RESULT_PROPERTY, result))
+
+    def environment(self) -> dict[str, object]:
+        """What the results depend on, taken once at the start (the same whichever process ran the tests)."""
+        if self._environment is None:
+            env: dict[str, object] = {
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "numpy": np.__version__,
+                "threads (LSTMC_THREADS)": os.environ.get("LSTMC_THREADS", "framework default"),
+                "call timeout (s)": self.config.getoption("--call-timeout"),
+            }
+            for impl in implementations(self.config):
+                reason = impl.availability("cpu")
+                env[impl.id] = f"unavailable: {reason}" if reason else impl.environment("cpu")
+            self._environment = env
+        return self._environment
+
+    def pytest_report_header(self, config):
+        devices, dtypes = ", ".join(_devices(config)), ", ".join(_dtypes(config))
+        lines = [f"lstm-conformance: devices {devices}; dtypes {dtypes}; call timeout {config.getoption('--call-timeout'):g} s"]
+        for impl in implementations(config):
+            described = self.environment()[impl.id]
+            if isinstance(described, dict):
+                described = ", ".join(f"{k}={v}" for k, v in described.items())
+            lines.append(f"  {impl.id}: {described}")
+        return lines
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.results:
+            return
+        results = sorted(self.results, key=self.sort_key)
+        matrix = build_matrix(results, self.environment())
+        terminalreporter.section("conformance matrix (cases covered; worst error in eps of the dtype; margin = tolerance / worst error)")
+        for line in render_text(matrix).splitlines():
+            terminalreporter.write_line(line)
+        paths = write_reports(matrix, results, Path(self.config.getoption("--report-dir")))
+        terminalreporter.write_line("written: " + ", ".join(str(p) for p in paths))
+
+    def pytest_unconfigure(self, config):
+        shutil.rmtree(self.crash_dir, ignore_errors=True)

@@ -1,14 +1,20 @@
 """The conformance matrix: implementation x dtype x device, outputs and gradients, as a terminal table, JSON and Markdown.
 
-Each test records one :class:`Result`; a cell of the matrix summarises the
+Each test records one :class:`Result` (data, built by conformance/runner.py;
+nothing here is read back out of messages). A cell of the matrix summarises the
 results of one implementation, kind (outputs or gradients), dtype and device
-over all cases:
+over the cases the run asked for, and says how many it covers:
 
-    pass            every case within tolerance (with the worst error in eps and the margin)
-    FAIL            at least one case out of tolerance (how many)
-    known           a documented known non-conformance (strict xfail) behaved as documented
-    not supported   the implementation declares it does not do this
-    unavailable     it could, but not here (framework missing, no GPU)
+    pass 18/18      every case within tolerance (with the worst error in eps and the margin)
+    FAIL 3/18       cases out of tolerance, crashed, timed out or answering outside the contract
+    partial 14/18   no failure, but not every case passed (some not supported at run time, unavailable)
+    known 18/18     a documented known non-conformance (strict xfail) behaved as documented
+    not supported   the implementation declares that it does not do any of these cases
+    unavailable     it could, but not here (framework missing or broken, no GPU)
+
+The denominator is the number of cases the run asked for minus those the
+implementation declares it does not support (a standard-only LSTM's peephole
+cases), so "FAIL 9/9" reads as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 STATUSES = ("pass", "FAIL", "known", "not supported", "unavailable")
+CELL_STATUSES = ("pass", "FAIL", "partial", "known", "not supported", "unavailable")
 KINDS = ("outputs", "gradients")
 
 
@@ -35,25 +42,32 @@ class Result:
     worst_ratio: float | None = None  # largest error over its tolerance (<= 1 passes)
     detail: str = ""  # the reason for a skip, the failure's first line
     diagnosis: list[str] = field(default_factory=list)  # known mistakes that reproduce a failing result
+    declared: bool = False  # "not supported" because the implementation declares it (not raised at run time)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
 class Cell:
-    status: str
-    cases: int = 0
+    status: str  # one of CELL_STATUSES
+    asked: int = 0  # cases the run asked for
+    covered: int = 0  # of them, passed (for "known": behaved as documented)
+    denominator: int = 0  # asked minus those declared not supported
     failed: int = 0
     worst_error_eps: float | None = None
     margin: float | None = None  # tolerance over the worst error (> 1 passes)
     detail: str = ""
 
     def text(self) -> str:
-        if self.status == "pass":
-            if self.worst_error_eps is None:
-                return "pass"
-            return f"pass ({self.worst_error_eps:.3g} eps, margin {self.margin:.3g}x)"
+        if self.status in ("not supported", "unavailable"):
+            return self.status
         if self.status == "FAIL":
-            return f"FAIL ({self.failed}/{self.cases} cases)"
-        return self.status
+            return f"FAIL {self.failed}/{self.denominator}"
+        text = f"{self.status} {self.covered}/{self.denominator}"
+        if self.status in ("pass", "partial") and self.worst_error_eps is not None:
+            text += f" ({self.worst_error_eps:.3g} eps, margin {self.margin:.3g}x)"
+        return text
 
 
 @dataclass
@@ -64,6 +78,7 @@ class Matrix:
 
 
 def build_matrix(results: list[Result], environment: dict | None = None) -> Matrix:
+    """Rows in the order their implementations first appear in ``results``; columns by device, dtype, kind."""
     groups: dict[str, dict[tuple[str, str, str], list[Result]]] = {}
     for r in results:
         groups.setdefault(r.implementation, {}).setdefault((r.kind, r.dtype, r.device), []).append(r)
@@ -74,27 +89,43 @@ def build_matrix(results: list[Result], environment: dict | None = None) -> Matr
     return matrix
 
 
+def _count(results: list[Result], status: str, declared: bool | None = None) -> list[Result]:
+    return [r for r in results if r.status == status and (declared is None or r.declared == declared)]
+
+
 def summarise(results: list[Result]) -> Cell:
-    failed = [r for r in results if r.status == "FAIL"]
-    measured = [r for r in results if r.status == "pass" and r.worst_error is not None]
-    dtype = results[0].dtype
-    eps = float(np.finfo(dtype).eps)
+    asked = len(results)
+    declared = _count(results, "not supported", declared=True)
+    denominator = asked - len(declared)
+    failed = _count(results, "FAIL")
+    passed = _count(results, "pass")
+    known = _count(results, "known")
+    unavailable = _count(results, "unavailable")
+    cell = Cell("partial", asked=asked, covered=len(passed), denominator=denominator, failed=len(failed))
+    measured = [r for r in passed if r.worst_error is not None]
+    if measured:
+        eps = float(np.finfo(results[0].dtype).eps)
+        worst = max(measured, key=lambda r: r.worst_ratio)
+        cell.worst_error_eps = max(r.worst_error for r in measured) / eps
+        cell.margin = (1.0 / worst.worst_ratio) if worst.worst_ratio > 0 else float("inf")
     if failed:
         diagnoses = sorted({d for r in failed for d in r.diagnosis})
-        detail = "; ".join(diagnoses) if diagnoses else failed[0].detail
-        return Cell("FAIL", cases=len(results), failed=len(failed), detail=detail)
-    for status in ("known", "not supported", "unavailable"):
-        if any(r.status == status for r in results) and not any(r.status == "pass" for r in results):
-            return Cell(status, cases=len(results), detail=next(r.detail for r in results if r.status == status))
-    if measured:
-        worst = max(measured, key=lambda r: r.worst_ratio)
-        return Cell(
-            "pass",
-            cases=len(results),
-            worst_error_eps=max(r.worst_error for r in measured) / eps,
-            margin=(1.0 / worst.worst_ratio) if worst.worst_ratio > 0 else float("inf"),
-        )
-    return Cell("pass", cases=len(results))
+        cell.status, cell.detail = "FAIL", "; ".join(diagnoses) if diagnoses else failed[0].detail
+    elif denominator == 0:
+        cell.status, cell.detail = "not supported", declared[0].detail
+    elif len(unavailable) == denominator:
+        cell.status, cell.detail = "unavailable", unavailable[0].detail
+    elif len(passed) == denominator:
+        cell.status = "pass"
+    elif known and len(passed) + len(known) == denominator:
+        cell.status, cell.covered, cell.detail = "known", len(passed) + len(known), known[0].detail
+    else:
+        missing = [r for r in results if r.status not in ("pass", "known") and not r.declared]
+        reasons = {}
+        for r in missing:
+            reasons.setdefault(f"{r.status}: {r.detail}", []).append(r.case)
+        cell.detail = "; ".join(f"{len(cases)} {reason} ({', '.join(cases)})" for reason, cases in reasons.items())
+    return cell
 
 
 def _header(column: tuple[str, str, str]) -> str:

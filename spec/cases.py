@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from spec import lstm
 from spec.params import LSTMParams
 from spec.validation import check_dtype
 
@@ -93,8 +94,16 @@ CASES: tuple[Case, ...] = (
 
 CASES_BY_NAME = {case.name: case for case in CASES}
 
-#: The benchmark shape of issue 2 (DeepBench-like): B=64, T=25, I=H=512.
-BENCH_CASE = Case("bench", T=25, B=64, I=512, H=512, peephole=False, seed=11)
+#: The named sets a conformance run (and a golden export) takes, each case in both variants:
+#: every size edge by default, and the long sequence on request (--large).
+DEFAULT_CASES = ("small", "T1", "B1", "H1", "I-ne-H", "I1", "forget-bias", "saturating", "medium")
+LARGE_CASES = ("long",)
+
+
+def case_set(*, large: bool = False) -> list[Case]:
+    """The cases of a run: :data:`DEFAULT_CASES` (and :data:`LARGE_CASES`), each standard then peephole."""
+    names = DEFAULT_CASES + (LARGE_CASES if large else ())
+    return [CASES_BY_NAME[name + suffix] for name in names for suffix in ("", "-peephole")]
 
 
 def case_by_name(name: str) -> Case:
@@ -139,3 +148,28 @@ def make_case_data(case: Case, dtype: object = np.float64) -> CaseData:
     )
     params = LSTMParams(W, U, b, p).astype(dtype)
     return CaseData(case=case, params=params, **{k: v.astype(dtype) for k, v in tensors.items()})
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """What the spec computes for a case: outputs and gradients in float64."""
+
+    outputs: dict[str, np.ndarray]  # h_seq, h_T, c_T
+    gradients: dict[str, np.ndarray]  # x, h0, c0, W, U, b (and p)
+
+
+def widened(data: CaseData) -> CaseData:
+    """The same case data in float64 (exact: float32 widens without rounding)."""
+    if data.params.dtype == np.float64:
+        return data
+    wide = {k: v.astype(np.float64) for k, v in {**data.inputs(), **data.cotangents()}.items()}
+    return CaseData(case=data.case, params=data.params.astype(np.float64), **wide)
+
+
+def reference(data: CaseData) -> Reference:
+    """The spec in float64 on ``data`` (in whatever dtype it was drawn, widened exactly): what every
+    implementation is compared with, what golden vectors carry and what diagnoses start from."""
+    wide = widened(data)
+    fwd = lstm.forward(wide.params, wide.x, wide.h0, wide.c0, forget_bias=data.forget_bias)
+    grads = lstm.backward(fwd, wide.dh_seq, wide.dh_T, wide.dc_T)
+    return Reference({"h_seq": fwd.h_seq, "h_T": fwd.h_T, "c_T": fwd.c_T}, grads.tensors())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.base import Implementation, NotSupported, Outputs, Timing
+from backends.base import Implementation, NotSupported, Outputs
+from backends.timing import Timing
 from bench import correctness
 from spec import lstm
 from spec.cases import Case, make_case_data
@@ -56,13 +57,13 @@ def test_bounds_grow_with_the_unit_roundoff_and_each_has_a_reason():
 
 
 class _NumpyOnly(Implementation):
-    """An implementation with only forward/backward: the default timed_pass goes through them."""
+    """An implementation with only forward/backward hooks: the default timed_pass goes through them."""
 
-    def forward(self, params, x, h0, c0, *, forget_bias, config):
+    def _forward(self, params, x, h0, c0, *, forget_bias, config):
         fwd = lstm.forward(params, x, h0, c0, forget_bias=forget_bias, dtype=config.dtype)
         return Outputs(fwd.h_seq, fwd.h_T, fwd.c_T)
 
-    def backward(self, params, x, h0, c0, cotangents, *, forget_bias, config):
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config):
         fwd = lstm.forward(params, x, h0, c0, forget_bias=forget_bias, dtype=config.dtype)
         return lstm.backward(fwd, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]).tensors()
 
@@ -82,7 +83,7 @@ def test_half_types_need_a_declaration_and_an_override():
     with pytest.raises(NotSupported, match="does not run in bfloat16"):
         impl.check_timing(Timing("standard", "bfloat16", "cpu"))
     impl.timing_dtypes = ("bfloat16",)
-    with pytest.raises(NotSupported, match="does not override timed_pass"):
+    with pytest.raises(NotSupported, match="supplies no _timed_pass"):
         impl.timed_pass(DATA.params, DATA.x, DATA.h0, DATA.c0, None, forget_bias=0.0, timing=Timing("standard", "bfloat16", "cpu"))
     with pytest.raises(ValueError, match="dtype"):
         Timing("standard", "int8", "cpu")

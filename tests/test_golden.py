@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file, save_file
 
 from conformance.golden import export, fingerprint
 from spec import LSTMParams, lstm
+from tests.suite import run_suite
 
-ROOT = Path(__file__).resolve().parents[1]
 CASES = ["small", "small-peephole", "forget-bias-peephole"]
 
 
@@ -36,12 +34,8 @@ def external_implementation(directory: Path, corrupt=None, skip=()):
 
 
 def suite(directory: Path, report: Path):
-    env = {k: v for k, v in os.environ.items() if k != "LSTMC_REQUIRE_PASSES"}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", "--results", str(directory),
-         "--report-dir", str(report), "-k", " or ".join(f"cpu-{c}]" for c in CASES)],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
-    )
+    """The suite on the results in ``directory`` for CASES, its report in ``report`` (tmp_path / "report")."""
+    return run_suite(report.parent, "--results", str(directory), "-k", " or ".join(f"cpu-{c}]" for c in CASES))
 
 
 def test_export_writes_vectors_and_a_manifest(tmp_path):
@@ -60,13 +54,84 @@ def test_export_writes_vectors_and_a_manifest(tmp_path):
 
 def test_results_of_a_correct_external_implementation_pass(tmp_path):
     export(tmp_path / "golden", CASES)
-    external_implementation(tmp_path / "golden", skip={"small-float32"})
+    external_implementation(tmp_path / "golden")
     result = suite(tmp_path / "golden", tmp_path / "report")
     assert result.returncode == 0, result.stdout[-3000:]
     report = json.loads((tmp_path / "report" / "conformance.json").read_text())
-    statuses = {(r["case"], r["dtype"], r["kind"]): r["status"] for r in report["results"]}
-    assert statuses[("small", "float64", "gradients")] == "pass"
-    assert statuses[("small", "float32", "outputs")] == "not supported"  # no result file written for it
+    assert {r["status"] for r in report["results"]} == {"pass"}
+    cell = report["matrix"]["results/golden"]["float64 cpu gradients"]
+    assert (cell["status"], cell["covered"], cell["denominator"]) == ("pass", 3, 3)
+
+
+def test_a_missing_result_file_is_a_failure_naming_it(tmp_path):
+    # Before: a directory holding 2 of 32 result files read "pass" everywhere, with exit 0.
+    export(tmp_path / "golden", CASES)
+    external_implementation(tmp_path / "golden", skip={"small-float32"})
+    result = suite(tmp_path / "golden", tmp_path / "report")
+    assert result.returncode == 1, result.stdout[-3000:]
+    report = json.loads((tmp_path / "report" / "conformance.json").read_text())
+    missing = [r for r in report["results"] if r["case"] == "small" and r["dtype"] == "float32"]
+    assert missing and all(r["status"] == "FAIL" and "small-float32.safetensors: missing result file" in r["detail"] for r in missing)
+    assert report["matrix"]["results/golden"]["float32 cpu outputs"]["status"] == "FAIL"
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2]), "unreadable result file"),
+    (lambda path: path.write_bytes(b"not safetensors at all"), "unreadable result file"),
+], ids=["truncated", "garbage"])
+def test_an_unreadable_result_file_is_a_failure_naming_the_file(tmp_path, damage, fragment):
+    export(tmp_path / "golden", CASES)
+    external_implementation(tmp_path / "golden")
+    damage(tmp_path / "golden" / "results" / "small-float64.safetensors")
+    result = suite(tmp_path / "golden", tmp_path / "report")
+    assert result.returncode == 1, result.stdout[-3000:]
+    report = json.loads((tmp_path / "report" / "conformance.json").read_text())
+    damaged = [r for r in report["results"] if r["case"] == "small" and r["dtype"] == "float64"]
+    assert damaged and all(r["status"] == "FAIL" and "small-float64.safetensors" in r["detail"] and fragment in r["detail"] for r in damaged)
+
+
+def test_results_in_another_dtype_than_the_vectors_fail(tmp_path):
+    def widen(vector, result):
+        if vector["id"] == "small-float32":
+            result.update({k: v.astype(np.float64) for k, v in result.items()})
+
+    export(tmp_path / "golden", CASES)
+    external_implementation(tmp_path / "golden", corrupt=widen)
+    result = suite(tmp_path / "golden", tmp_path / "report")
+    assert result.returncode == 1
+    report = json.loads((tmp_path / "report" / "conformance.json").read_text())
+    wrong = [r for r in report["results"] if r["case"] == "small" and r["dtype"] == "float32"]
+    assert wrong and all(r["status"] == "FAIL" and "wrong dtype: expected float32, got float64" in r["detail"] for r in wrong)
+
+
+def test_a_vector_exported_from_other_inputs_fails_as_stale(tmp_path):
+    export(tmp_path / "golden", CASES)
+    external_implementation(tmp_path / "golden")
+    path = tmp_path / "golden" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    vector = next(v for v in manifest["vectors"] if v["id"] == "small-peephole-float64")
+    vector["inputs_sha256"] = "0" * 64  # as an export from an older case table would be
+    path.write_text(json.dumps(manifest))
+    result = suite(tmp_path / "golden", tmp_path / "report")
+    assert result.returncode == 1
+    report = json.loads((tmp_path / "report" / "conformance.json").read_text())
+    stale = [r for r in report["results"] if r["case"] == "small-peephole" and r["dtype"] == "float64"]
+    assert stale and all(r["status"] == "FAIL" and "exported from other inputs" in r["detail"] for r in stale)
+
+
+@pytest.mark.parametrize("manifest, fragment", [
+    ("{not json", "not a readable JSON manifest"),
+    (json.dumps({"format": "lstm-conformance-golden", "format_version": "1"}), "'vectors' must be a non-empty list"),
+    (json.dumps({"format": "lstm-conformance-golden", "format_version": "1", "vectors": [{"id": "small-float64", "case": "small",
+                 "dtype": "float64", "forget_bias": 0.0}]}), "has no valid 'inputs_sha256'"),
+], ids=["not-json", "no-vectors", "no-inputs-sha256"])
+def test_a_malformed_manifest_is_a_usage_error_naming_it(tmp_path, manifest, fragment):
+    # Before: an INTERNALERROR.
+    (tmp_path / "golden").mkdir()
+    (tmp_path / "golden" / "manifest.json").write_text(manifest)
+    result = suite(tmp_path / "golden", tmp_path / "report")
+    assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
+    assert str(tmp_path / "golden" / "manifest.json") in result.stderr and fragment in result.stderr
 
 
 def test_wrong_results_fail_with_the_same_diagnosis(tmp_path):

@@ -3,33 +3,22 @@ and the suite's diagnosis names its bug."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from conformance.mutants import MUTANTS
+from tests.suite import run_suite
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKWARD_ONLY = {"mutant/peepholes-dropped-from-dc", "mutant/bias-gradient-wrong-gate",
                  "mutant/dc-ignores-downstream", "mutant/last-step-missing-from-gradient"}
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("mutants")
-    env = {k: v for k, v in os.environ.items() if k != "LSTMC_REQUIRE_PASSES"}
     # float64 only: the mutants compute in whatever dtype they are given, and their verdicts do not depend on it.
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", "--backend", "conformance.mutants",
-         "--dtype", "float64", "--report-dir", str(directory)],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=900,
-    )
-    assert result.returncode == 1, "the suite must fail on the mutants:\n" + result.stdout[-3000:]
-    return json.loads((directory / "conformance.json").read_text())
+    result = run_suite(tmp_path_factory.mktemp("mutants"), "--backend", "conformance.mutants", "--dtype", "float64", "-n", "auto")
+    assert result.returncode == 1, "the suite must fail on the mutants:\n" + result.output
+    return result.report
 
 
 def failed(report, mutant_id, kind=None):

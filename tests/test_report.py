@@ -15,28 +15,45 @@ def r(status, case="small", kind="outputs", dtype="float32", device="cpu", impl=
     return Result(impl, kind, dtype, device, case, status, **kw)
 
 
-def test_a_cell_passes_with_its_worst_error_in_eps_and_margin():
+def test_a_cell_passes_with_its_coverage_worst_error_in_eps_and_margin():
     cell = summarise([r("pass", worst_error=2 * EPS32, worst_ratio=0.1), r("pass", "T1", worst_error=5 * EPS32, worst_ratio=0.25)])
-    assert cell.status == "pass" and cell.cases == 2
+    assert cell.status == "pass" and (cell.covered, cell.denominator, cell.asked) == (2, 2, 2)
     assert cell.worst_error_eps == 5.0 and cell.margin == 4.0
-    assert cell.text() == "pass (5 eps, margin 4x)"
+    assert cell.text() == "pass 2/2 (5 eps, margin 4x)"
 
 
 def test_one_failing_case_fails_the_cell_and_counts():
     cell = summarise([r("pass", worst_error=EPS32, worst_ratio=0.5), r("FAIL", "T1", detail="h_seq: worst error ...")])
-    assert cell.status == "FAIL" and cell.text() == "FAIL (1/2 cases)" and cell.detail.startswith("h_seq")
+    assert cell.status == "FAIL" and cell.text() == "FAIL 1/2" and cell.detail.startswith("h_seq")
+
+
+def test_declared_not_supported_cases_leave_the_denominator():
+    # A standard-only implementation failing all its standard cases: FAIL 2/2, not "FAIL 2/4", which reads as half passing.
+    results = [r("FAIL", "small"), r("FAIL", "T1"), r("not supported", "small-peephole", declared=True, detail="no peepholes"),
+               r("not supported", "T1-peephole", declared=True, detail="no peepholes")]
+    cell = summarise(results)
+    assert (cell.status, cell.failed, cell.denominator, cell.asked) == ("FAIL", 2, 2, 4) and cell.text() == "FAIL 2/2"
+
+
+def test_fewer_cases_than_asked_is_partial_never_pass():
+    results = [r("pass", worst_error=EPS32, worst_ratio=0.5), r("not supported", "T1", detail="T > 4 only"),
+               r("unavailable", "B1", detail="no such device")]
+    cell = summarise(results)
+    assert cell.status == "partial" and cell.text().startswith("partial 1/3")
+    assert "1 not supported: T > 4 only (T1)" in cell.detail and "1 unavailable: no such device (B1)" in cell.detail
 
 
 def test_declared_and_known_cells_keep_their_reason():
-    assert summarise([r("not supported", detail="float32 only")]).text() == "not supported"
-    assert summarise([r("known", detail="upstream bug")]).detail == "upstream bug"
+    assert summarise([r("not supported", detail="float32 only", declared=True)]).text() == "not supported"
+    known = summarise([r("known", detail="upstream bug"), r("known", "T1", detail="upstream bug")])
+    assert known.detail == "upstream bug" and known.text() == "known 2/2"
     assert summarise([r("unavailable", detail="no GPU")]).status == "unavailable"
 
 
 def test_matrix_columns_rows_and_renderings(tmp_path):
     results = [
         r("pass", worst_error=EPS32, worst_ratio=0.1),
-        r("not supported", kind="gradients", detail="no gradient"),
+        r("not supported", kind="gradients", detail="no gradient", declared=True),
         r("pass", impl="c/d", dtype="float64", worst_error=1e-16, worst_ratio=0.01),
     ]
     matrix = build_matrix(results, {"numpy": "2"})

@@ -7,10 +7,10 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from backends.base import VARIANTS, Config, NotSupported, Timing, fold_forget_bias
+from backends.base import VARIANTS, Config, NotSupported, fold_forget_bias
 from backends.registry import builtin_implementations
+from backends.timing import Timing
 from bench import correctness
-from conformance.known_failures import known_failure
 from spec.cases import case_by_name, make_case_data
 from spec.params import GATES, PEEPHOLE_GATES, LSTMParams
 
@@ -103,8 +103,30 @@ def test_timed_pass_computes_what_the_spec_does(impl, variant, dtype):
         timed.run()
         second = timed.result()
         expected = correctness.reference(data, gradients)
-        if gradients and known_failure(impl.id, "gradients", variant, dtype, "cpu"):
+        if gradients and impl.known_failure("gradients", timing.source_config):
             with pytest.raises(AssertionError, match="wrong answer"):  # the benchmark refuses to time it
                 correctness.check(second, expected, dtype)
             continue
         assert correctness.check(second, expected, dtype) == correctness.check(first, expected, dtype)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: i.id)
+def test_bad_inputs_are_refused_before_the_framework_sees_them(impl):
+    """The contract checks every input for every adapter (the JAX adapters once accepted a NaN input, and a
+    wrong-shape h0 surfaced as JAX's own scan error): the error names the tensor."""
+    from spec.validation import LSTMInputError
+
+    config, data = setup(impl, impl.variants[0])
+    nan_x = data.x.copy()
+    nan_x[1, 0, 0] = np.nan
+    with pytest.raises(LSTMInputError, match=r"^x: non-finite value"):
+        impl.forward(data.params, nan_x, data.h0, data.c0, forget_bias=0.0, config=config)
+    with pytest.raises(LSTMInputError, match=r"^h0: wrong shape"):
+        impl.forward(data.params, data.x, data.h0[:, :-1], data.c0, forget_bias=0.0, config=config)
+    other = "float32" if config.dtype == "float64" else "float64"
+    with pytest.raises(LSTMInputError, match=r"^params: wrong dtype"):
+        impl.forward(data.params.astype(other), data.x, data.h0, data.c0, forget_bias=0.0, config=config)
+    if impl.gradients:
+        with pytest.raises(LSTMInputError, match=r"^dc_T: wrong shape"):
+            impl.backward(data.params, data.x, data.h0, data.c0, {**data.cotangents(), "dc_T": data.dc_T[:1]},
+                          forget_bias=0.0, config=config)

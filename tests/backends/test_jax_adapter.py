@@ -13,7 +13,7 @@ import pytest
 jax = pytest.importorskip("jax", reason="the JAX adapters need jax (pip install 'lstm-conformance[jax]')")
 
 from backends import jax_lstm as jl  # noqa: E402
-from backends.base import Config, NotSupported, fold_forget_bias  # noqa: E402
+from backends.base import Config, NotSupported, ResultError, fold_forget_bias  # noqa: E402
 from spec import lstm  # noqa: E402
 from spec.cases import Case, case_by_name, make_case_data  # noqa: E402
 from spec.params import GATES  # noqa: E402
@@ -181,14 +181,14 @@ def test_float32_results_are_float32():
 
 def test_a_float64_request_computed_in_float32_is_caught(monkeypatch):
     """Without x64, jax computes float64 requests in float32 (device_put truncates silently): the
-    adapter must notice from the outputs (here x64 is switched off and the adapter kept from
-    switching it on)."""
+    contract must notice from the outputs, and it is a failure, not "not supported" (here x64 is
+    switched off and the adapter kept from switching it on)."""
     d = data()
     before = jax.config.read("jax_enable_x64")
     monkeypatch.setattr(jl, "_require_x64", lambda dtype: None)
     jax.config.update("jax_enable_x64", False)
     try:
-        with warnings.catch_warnings(), pytest.raises(NotSupported, match="not the requested float64"):
+        with warnings.catch_warnings(), pytest.raises(ResultError, match="h_seq: wrong dtype: expected float64, got float32"):
             warnings.simplefilter("ignore")
             SCAN.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=cfg())
     finally:

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from backends.base import Config, NotSupported
+from backends.base import Config, NotSupported, ResultError
 from backends.plugin import BackendLoadError, FunctionImplementation, load_backend
 from spec.cases import case_by_name, make_case_data
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "numpy_lstm.py"
+from tests.suite import EXAMPLE, run_suite
 
 
-def run_suite(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "LSTMC_REQUIRE_PASSES"}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", *args],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
-    )
-
-
-def test_the_readme_example_passes_the_whole_suite():
-    result = run_suite("--backend", str(EXAMPLE))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "64 passed" in result.stdout
+def test_the_readme_example_passes_the_whole_suite(tmp_path):
+    result = run_suite(tmp_path, "--backend", str(EXAMPLE))
+    assert result.returncode == 0, result.output
+    assert "72 passed" in result.stdout
 
 
 def test_a_plugin_with_swapped_gates_fails_and_says_where(tmp_path):
@@ -38,14 +24,14 @@ def test_a_plugin_with_swapped_gates_fails_and_says_where(tmp_path):
     # The classic porting bug: f and g blocks exchanged when loading W.
     source = source.replace("W, U, b, p = params.W, params.U, params.b, params.p", "W, U, b, p = params.W[[0, 2, 1, 3]], params.U, params.b, params.p")
     broken.write_text(source)
-    result = run_suite("--backend", str(broken), "--dtype", "float64", "-k", "forward and small and not peephole")
+    result = run_suite(tmp_path, "--backend", str(broken), "--dtype", "float64", "-k", "forward and small and not peephole")
     assert result.returncode == 1, result.stdout[-3000:]
     assert "example/swapped" in result.stdout
     assert "h_seq: worst error" in result.stdout and "batch row" in result.stdout
 
 
 def test_unloadable_targets_are_usage_errors(tmp_path):
-    result = run_suite("--backend", str(tmp_path / "missing.py"))
+    result = run_suite(tmp_path, "--backend", str(tmp_path / "missing.py"))
     assert result.returncode == 4 and "no such file" in result.stderr
 
 
@@ -107,5 +93,5 @@ def test_wrong_output_dtype_is_caught_not_trusted(tmp_path):
     '''))
     (impl,) = load_backend(str(path))
     d = make_case_data(case_by_name("small"))
-    with pytest.raises(NotSupported, match="float32, not the requested float64"):
+    with pytest.raises(ResultError, match="h_seq: wrong dtype: expected float64, got float32"):
         impl.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=Config(dtype="float64"))

@@ -154,14 +154,25 @@ def test_cuda_unavailable_is_a_clear_reason():
             impl.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=cfg(device="cuda"))
 
 
-def test_without_torch_the_module_imports_and_says_how_to_install(tmp_path):
-    """import backends.torch_lstm works without torch; availability() gives the install hint."""
+@pytest.mark.parametrize(
+    "torch_module, reason",
+    [
+        # What Python raises when torch is not installed at all: the install hint.
+        ("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n", tl.INSTALL_HINT),
+        # A torch that is there but broken (a CUDA library that does not load): the real error, not "not installed".
+        ("raise OSError('libcudnn.so.9: cannot open shared object file')\n",
+         "import torch failed: OSError: libcudnn.so.9: cannot open shared object file"),
+    ],
+    ids=["missing", "broken"],
+)
+def test_without_a_working_torch_the_module_imports_and_says_why(tmp_path, torch_module, reason):
+    """import backends.torch_lstm works without torch; availability() says why the rows cannot run."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    (tmp_path / "torch.py").write_text("raise ImportError('torch hidden for this test')\n")
+    (tmp_path / "torch.py").write_text(torch_module)
     code = (
         "from backends.torch_lstm import IMPLEMENTATIONS as I\n"
         "print('|'.join(i.availability('cpu') for i in I))\n"
@@ -169,7 +180,7 @@ def test_without_torch_the_module_imports_and_says_how_to_install(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                             env={"PYTHONPATH": f"{tmp_path}:{root}", "PATH": ""}, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "|".join([tl.INSTALL_HINT] * 2)
+    assert result.stdout.strip() == "|".join([reason] * 2)
 
 
 # -- environment and numerics ------------------------------------------------------

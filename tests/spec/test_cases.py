@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from spec import forward
-from spec.cases import BENCH_CASE, CASES, case_by_name, make_case_data
+from bench.matrix import BENCH_CASE
+from spec.cases import CASES, case_by_name, make_case_data
 
 
 def test_names_are_unique_and_usable_as_test_ids():
@@ -85,3 +86,12 @@ def test_float32_data_is_the_float64_data_rounded():
     for name, value in {**d64.inputs(), **d64.params.tensors()}.items():
         got = {**d32.inputs(), **d32.params.tensors()}[name]
         assert got.dtype == np.float32 and np.array_equal(got, value.astype(np.float32)), name
+
+
+def test_every_named_case_runs_in_a_case_set():
+    """A case in the table that no run takes is dead weight that reads as coverage (I1 was one)."""
+    from spec.cases import case_set
+
+    taken = {case.name for case in case_set(large=True)}
+    assert taken == {case.name for case in CASES}
+    assert {"I1", "I1-peephole"} <= {case.name for case in case_set()}

@@ -1,0 +1,409 @@
+"""The suite's verdicts cannot be fooled: every path from an implementation's answer to "pass" is attacked
+here by a misbehaving plug-in, run through `pytest conformance/` as a user would.
+
+Each test reproduces a way the suite was fooled (or blamed a correct implementation, or lost its report)
+and fails without the defence that stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.suite import EXAMPLE, example_with, plugin, run_suite
+
+FLOAT64_FORWARD = ("--dtype", "float64", "-k", "test_forward")
+
+
+# ---------------------------------------------------------------------------
+# 1. What an implementation receives cannot corrupt anything
+# ---------------------------------------------------------------------------
+
+
+def test_zeroing_the_peepholes_it_was_given_is_a_failure_naming_p(tmp_path):
+    # Before: the float64 reference was computed after the call, from the same (now zeroed) arrays: all passed.
+    zeroes = example_with(tmp_path, "zero_p", "bad/zeroes-p", {
+        "    W, U, b, p = params.W, params.U, params.b, params.p\n":
+        "    if params.p is not None:\n        params.p[...] = 0\n    W, U, b, p = params.W, params.U, params.b, params.p\n",
+    })
+    run = run_suite(tmp_path, "--backend", zeroes, *FLOAT64_FORWARD)
+    assert run.returncode == 1, run.output
+    results = run.results("bad/zeroes-p")
+    peephole = [r for r in results if r["case"].endswith("peephole")]
+    assert peephole and all(r["status"] == "FAIL" and "modified its input p in place" in r["detail"] for r in peephole)
+    assert all(r["status"] == "pass" for r in results if not r["case"].endswith("peephole"))
+
+
+def test_a_row_that_zeroes_x_in_place_fails_and_cannot_hurt_the_rows_after_it(tmp_path):
+    # Before: the zeroed x stayed in the shared case cache, and the next implementation failed its gradients.
+    mutate = {"    return grads\n": "    x[...] = 0.0\n    return grads\n",
+              "    return h_seq, h_T, c_T\n": "    x[...] = 0.0\n    return h_seq, h_T, c_T\n"}
+    before = example_with(tmp_path, "zero_x_before", "bad/zeroes-x-before", mutate)
+    after = example_with(tmp_path, "zero_x_after", "bad/zeroes-x-after", mutate)
+    # In one process (-n 0): the shared cache is where the harm was done.
+    run = run_suite(tmp_path, "--backend", before, "--backend", str(EXAMPLE), "--backend", after, "-n", "0")
+    assert run.returncode == 1, run.output
+    assert {r["status"] for r in run.results("example/numpy")} == {"pass"}
+    for row in ("bad/zeroes-x-before", "bad/zeroes-x-after"):
+        results = run.results(row)
+        assert results and all(r["status"] == "FAIL" and "modified its input x in place" in r["detail"] for r in results), row
+
+
+def test_writing_its_result_into_the_callers_c0_is_named_as_such_not_as_a_wrong_answer(tmp_path):
+    # Before: the reference was computed from the overwritten c0 and the right outputs were "wrong".
+    writes = example_with(tmp_path, "writes_c0", "bad/writes-c0", {
+        "def forward(params, x, h0, c0, *, forget_bias):\n    h_seq, h_T, c_T, _, _ = _run(params, x, h0, c0, forget_bias)\n":
+        "def forward(params, x, h0, c0, *, forget_bias):\n    h_seq, h_T, c_T, _, _ = _run(params, x, h0, c0, forget_bias)\n"
+        "    c0[...] = c_T\n",
+    })
+    run = run_suite(tmp_path, "--backend", writes, *FLOAT64_FORWARD)
+    assert run.returncode == 1, run.output
+    results = run.results("bad/writes-c0")
+    assert results and all("modified its input c0 in place" in r["detail"] for r in results)
+    assert "worst error" not in run.stdout.split("modified its input c0")[0].splitlines()[-1]
+
+
+# ---------------------------------------------------------------------------
+# 2. Wrong answers are failures, not skips; coverage is stated
+# ---------------------------------------------------------------------------
+
+
+def test_computing_float64_only_when_T_is_1_fails_every_other_case(tmp_path):
+    # Before: the float32 answers were "not supported" (exit 0) and every cell read "pass".
+    lazy = example_with(tmp_path, "float64_when_T1", "bad/float64-only-for-T1", append='''
+        _forward = forward
+
+        def forward(params, x, h0, c0, *, forget_bias):
+            if x.shape[0] == 1:
+                return _forward(params, x, h0, c0, forget_bias=forget_bias)
+            low = {name: value.astype(np.float32) for name, value in params.tensors().items()}
+            from spec import LSTMParams
+            h_seq, h_T, c_T = _forward(LSTMParams(**low), x.astype(np.float32), h0.astype(np.float32), c0.astype(np.float32), forget_bias=forget_bias)
+            return h_seq, h_T, c_T
+    ''')
+    run = run_suite(tmp_path, "--backend", lazy, *FLOAT64_FORWARD)
+    assert run.returncode == 1, run.output
+    by_case = {r["case"]: r for r in run.results("bad/float64-only-for-T1")}
+    assert by_case["T1"]["status"] == "pass"
+    others = [r for name, r in by_case.items() if not name.startswith("T1")]
+    assert others and all(r["status"] == "FAIL" for r in others)
+    assert "h_seq: wrong dtype: expected float64, got float32" in by_case["small"]["detail"]
+    assert run.cell("bad/float64-only-for-T1", "float64 cpu outputs")["status"] == "FAIL"
+
+
+def test_not_supported_at_run_time_is_partial_coverage_never_pass(tmp_path):
+    picky = example_with(tmp_path, "picky", "odd/only-short", append='''
+        _forward = forward
+
+        def forward(params, x, h0, c0, *, forget_bias):
+            if x.shape[0] > 5:
+                from backends.base import NotSupported
+                raise NotSupported("unavailable: sequences longer than 5 steps")  # a reason that looks like another status
+            return _forward(params, x, h0, c0, forget_bias=forget_bias)
+    ''')
+    run = run_suite(tmp_path, "--backend", picky, *FLOAT64_FORWARD)
+    assert run.returncode == 0, run.output
+    cell = run.cell("odd/only-short", "float64 cpu outputs")
+    long_cases = {"B1", "B1-peephole", "saturating", "saturating-peephole", "medium", "medium-peephole"}
+    assert cell["status"] == "partial" and cell["denominator"] == 18 and cell["covered"] == 18 - len(long_cases)
+    assert "partial 12/18" in run.stdout
+    skipped = [r for r in run.results("odd/only-short") if r["status"] != "pass"]
+    # The verdict travels as data: a reason that starts like another status is still "not supported", intact.
+    assert {r["case"] for r in skipped} == long_cases
+    assert all(r["status"] == "not supported" and not r["declared"] and r["detail"].startswith("unavailable: ") for r in skipped)
+
+
+def test_denominators_leave_out_what_an_implementation_declares_it_does_not_do(tmp_path):
+    swapped = example_with(tmp_path, "swapped", "bad/swapped-standard-only", {
+        'VARIANTS = ("standard", "peephole")': 'VARIANTS = ("standard",)',
+        "W, U, b, p = params.W, params.U, params.b, params.p": "W, U, b, p = params.W[[0, 2, 1, 3]], params.U, params.b, params.p",
+    })
+    run = run_suite(tmp_path, "--backend", swapped, *FLOAT64_FORWARD)
+    assert run.returncode == 1
+    cell = run.cell("bad/swapped-standard-only", "float64 cpu outputs")
+    assert (cell["status"], cell["failed"], cell["denominator"], cell["asked"]) == ("FAIL", 9, 9, 18)
+    assert "FAIL 9/9" in run.stdout
+
+
+# ---------------------------------------------------------------------------
+# 3. One implementation cannot take the run down
+# ---------------------------------------------------------------------------
+
+SEGFAULT_ON_SMALL = '''
+    import ctypes
+    _forward = forward
+
+    def forward(params, x, h0, c0, *, forget_bias):
+        if x.shape == (4, 3, 5):  # the "small" cases only
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
+        return _forward(params, x, h0, c0, forget_bias=forget_bias)
+'''
+
+
+def test_a_segfault_is_that_rows_failure_and_the_run_and_report_survive(tmp_path):
+    # Before: exit 139, no matrix, no report.
+    crashing = example_with(tmp_path, "segfaults", "bad/segfaults", append=SEGFAULT_ON_SMALL)
+    run = run_suite(tmp_path, "--backend", crashing, "--backend", str(EXAMPLE), *FLOAT64_FORWARD)
+    assert run.returncode == 1, run.output
+    by_case = {r["case"]: r for r in run.results("bad/segfaults")}
+    for case in ("small", "small-peephole"):
+        assert by_case[case]["status"] == "FAIL"
+        assert by_case[case]["detail"].startswith("crashed: signal 11 (SIGSEGV"), by_case[case]["detail"]
+        assert "segfaults.py" in by_case[case]["detail"] and "in forward" in by_case[case]["detail"]
+    assert all(r["status"] == "pass" for name, r in by_case.items() if not name.startswith("small"))
+    assert {r["status"] for r in run.results("example/numpy")} == {"pass"}
+    assert "conformance matrix" in run.stdout
+
+
+def test_a_call_that_sleeps_times_out_and_the_run_goes_on(tmp_path):
+    sleepy = example_with(tmp_path, "sleeps", "bad/sleeps", append='''
+        import time
+        _forward = forward
+
+        def forward(params, x, h0, c0, *, forget_bias):
+            if x.shape == (4, 3, 5):
+                time.sleep(600)
+            return _forward(params, x, h0, c0, forget_bias=forget_bias)
+    ''')
+    run = run_suite(tmp_path, "--backend", sleepy, "--call-timeout", "1", *FLOAT64_FORWARD)
+    assert run.returncode == 1, run.output
+    by_case = {r["case"]: r for r in run.results("bad/sleeps")}
+    assert by_case["small"]["status"] == "FAIL" and by_case["small"]["detail"].startswith("timed out after 1 s")
+    assert by_case["T1"]["status"] == "pass"
+
+
+def test_a_call_that_never_returns_to_python_is_ended_and_reported_as_timed_out(tmp_path):
+    # As C code that holds the thread (a kernel that never returns): the time limit's signal never reaches
+    # the interpreter, so the hard stop ends the worker, and the controller reports the time-out.
+    stuck = example_with(tmp_path, "stuck", "bad/stuck", append='''
+        import signal
+        import time
+        _forward = forward
+
+        def forward(params, x, h0, c0, *, forget_bias):
+            if x.shape == (4, 3, 5):
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+                time.sleep(600)
+            return _forward(params, x, h0, c0, forget_bias=forget_bias)
+    ''')
+    run = run_suite(tmp_path, "--backend", stuck, "--call-timeout", "1", "--dtype", "float64",
+                    "-k", "test_forward and (small and not peephole or T1)")
+    assert run.returncode == 1, run.output
+    by_case = {r["case"]: r for r in run.results("bad/stuck")}
+    assert by_case["small"]["status"] == "FAIL"
+    assert by_case["small"]["detail"].startswith("timed out after 1 s: the call did not return to Python"), by_case["small"]["detail"]
+    assert by_case["T1"]["status"] == "pass"
+
+
+def test_a_framework_whose_import_raises_oserror_is_unavailable_with_the_real_error(tmp_path):
+    # Before: INTERNALERROR in the report header, even with its tests deselected.
+    broken = tmp_path / "site" / "onnxruntime"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise OSError('libonnxruntime.so.1: cannot open shared object file')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    run = run_suite(tmp_path, "-k", "onnxruntime and small and not peephole", "--dtype", "float32", env=env)
+    assert run.returncode == 0 and "INTERNALERROR" not in run.output, run.output
+    (result,) = [r for r in run.results("onnxruntime/LSTM") if r["kind"] == "outputs"]
+    assert result["status"] == "unavailable"
+    assert "import onnxruntime failed: OSError: libonnxruntime.so.1" in result["detail"]
+    deselected = run_suite(tmp_path, "-k", "torch/nn.LSTM and small and not peephole", "--dtype", "float64", env=env)
+    assert deselected.returncode == 0 and "INTERNALERROR" not in deselected.output, deselected.output
+    assert deselected.report["environment"]["onnxruntime/LSTM"].startswith("unavailable: import onnxruntime failed: OSError")
+
+
+# ---------------------------------------------------------------------------
+# 4. Scale-out: in-process, one worker and two workers give the same report
+# ---------------------------------------------------------------------------
+
+
+def _matrix_section(stdout: str) -> str:
+    lines = stdout.splitlines()
+    start = next(k for k, line in enumerate(lines) if "conformance matrix" in line)
+    end = next(k for k in range(start, len(lines)) if lines[k].startswith("written:"))
+    return "\n".join(lines[start:end])
+
+
+def test_serial_and_parallel_runs_report_the_same(tmp_path):
+    swapped = example_with(tmp_path, "swapped", "bad/swapped", {
+        "W, U, b, p = params.W, params.U, params.b, params.p": "W, U, b, p = params.W[[0, 2, 1, 3]], params.U, params.b, params.p",
+    })
+    args = ("--backend", str(EXAMPLE), "--backend", swapped, "--backend", "builtin", "-k", "example or swapped or torch/nn.LSTM")
+    runs = {n: run_suite(tmp_path / f"n{n}", *args, "-n", n) for n in ("0", "1", "2")}
+    serial = runs["0"]
+    assert serial.returncode == 1 and "FAIL" in serial.stdout
+    for n, run in runs.items():
+        assert run.returncode == serial.returncode, (n, run.output)
+        assert json.loads((run.report_dir / "conformance.json").read_text()) == serial.report, f"-n {n}: JSON differs"
+        assert (run.report_dir / "conformance.md").read_text() == (serial.report_dir / "conformance.md").read_text(), n
+        assert _matrix_section(run.stdout) == _matrix_section(serial.stdout), n
+    # Every test of the three rows has its result, declared "not supported" ones (torch's peepholes) included.
+    assert len(serial.report["results"]) == 3 * 2 * 2 * 18
+
+
+# ---------------------------------------------------------------------------
+# 5, 6, 7: the contract's entry, diagnoses, usage errors
+# ---------------------------------------------------------------------------
+
+
+def test_gradient_failures_of_a_wrong_forward_say_so_and_name_the_mistake(tmp_path):
+    no_tanh = example_with(tmp_path, "no_tanh", "bad/h-without-tanh", {
+        "        h = o * np.tanh(c_new)\n": "        h = o * c_new\n",
+        "        tc = np.tanh(c)\n": "        tc = c\n",
+        "        dc = dc_next + dh * o * (1 - tc**2) + dzo * peep[2]\n": "        dc = dc_next + dh * o + dzo * peep[2]\n",
+    })
+    run = run_suite(tmp_path, "--backend", no_tanh, "--dtype", "float64", "-k", "small and not peephole")
+    assert run.returncode == 1
+    (gradients,) = [r for r in run.results("bad/h-without-tanh") if r["kind"] == "gradients"]
+    assert "matches the spec if h = o * c, without the tanh" in gradients["diagnosis"]
+    assert "the forward is wrong too" in run.stdout and "fix it first" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--seeds", "0"), "--seeds must be at least 1"),
+        (("--call-timeout", "-1"), "--call-timeout must be 0"),
+    ],
+    ids=["seeds-0", "negative-timeout"],
+)
+def test_bad_options_are_usage_errors(tmp_path, args, message):
+    run = run_suite(tmp_path, "--backend", str(EXAMPLE), *args)
+    assert run.returncode == 4 and message in run.stderr, run.output
+
+
+def test_a_report_dir_that_cannot_be_written_is_a_usage_error_before_the_run(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run = run_suite(tmp_path, "--backend", str(EXAMPLE), "--report-dir", str(blocker / "reports"))
+    assert run.returncode == 4 and "cannot write there" in run.stderr and "passed" not in run.stdout, run.output
+
+
+def test_a_plugin_environment_is_recorded_in_the_report(tmp_path):
+    described = example_with(tmp_path, "described", "example/described", append='''
+        ENVIRONMENT = {"mylib": "1.2.3", "threads": 4}
+    ''')
+    run = run_suite(tmp_path, "--backend", described, "--dtype", "float64", "-k", "test_forward and T1 and not peephole")
+    assert run.returncode == 0, run.output
+    assert run.report["environment"]["example/described"] == {"mylib": "1.2.3", "threads": 4}
+
+
+def test_a_row_in_its_own_process_runs_there_and_its_crash_is_reported(tmp_path):
+    source = f'''
+        import os
+        import ctypes
+        import numpy as np
+        from backends.base import Implementation
+        from backends.plugin import load_backend
+
+        EXAMPLE = load_backend({str(EXAMPLE)!r})[0]
+
+        class OwnProcess(Implementation):
+            def _availability(self, device):
+                # Only true in the child: the row must never run in the suite's own process.
+                return None if os.environ.get("LSTMC_TEST_PROCESS") == "on" else "not in its own process"
+
+            def _environment(self, device):
+                return {{"pid differs": os.getpid() != int(os.environ["LSTMC_TEST_PARENT"])}}
+
+            def _forward(self, params, x, h0, c0, *, forget_bias, config):
+                if x.shape == (4, 3, 5):
+                    ctypes.string_at(0)
+                return EXAMPLE.forward_function(params, x, h0, c0, forget_bias=forget_bias)
+
+        IMPLEMENTATION = OwnProcess(id="odd/own-process", process_environment={{"LSTMC_TEST_PROCESS": "on"}})
+    '''
+    path = plugin(tmp_path, "own_process", source)
+    run = run_suite(tmp_path, "--backend", path, *FLOAT64_FORWARD, "-n", "0", env={"LSTMC_TEST_PARENT": str(os.getpid())})
+    assert run.returncode == 1, run.output
+    by_case = {r["case"]: r for r in run.results("odd/own-process")}
+    assert by_case["T1"]["status"] == "pass"
+    # The child died, not the suite's process (-n 0: there is no worker to lose): its signal is the verdict.
+    assert by_case["small"]["status"] == "FAIL" and "crashed: signal 11 (SIGSEGV) in its own process" in by_case["small"]["detail"]
+    assert run.report["environment"]["odd/own-process"] == {"pid differs": True}
+
+
+def test_entry_points_cannot_be_overridden():
+    from backends.base import Implementation
+
+    with pytest.raises(TypeError, match="overrides forward"):
+        type("Sneaky", (Implementation,), {"forward": lambda self, *a, **k: None})
+
+
+@pytest.mark.parametrize("answer, message", [
+    (lambda h, hT, cT: (h.astype(np.float64), hT, cT), "h_seq: wrong dtype: expected float32, got float64"),
+    (lambda h, hT, cT: (h, hT.astype(np.int64), cT), "h_T: wrong dtype: expected float32, got int64"),
+    (lambda h, hT, cT: (h.tolist(), hT, cT), "h_seq: not a NumPy array"),
+    (lambda h, hT, cT: (h, None, cT), "h_T: not a NumPy array: expected numpy.ndarray float32 (3, 4), got NoneType"),
+    (lambda h, hT, cT: (h, hT[:, :2], cT), "h_T: wrong shape: expected (3, 4), got (3, 2)"),
+    (lambda h, hT, cT: (h, hT, np.full_like(cT, np.nan)), "c_T: non-finite value"),
+    (lambda h, hT, cT: (h, hT), "outputs: wrong type"),
+], ids=["float64-for-float32", "int64", "list", "None", "shape", "nan", "two-outputs"])
+def test_an_answer_outside_the_contract_is_a_result_error(answer, message):
+    from backends.base import Config, ResultError
+    from backends.plugin import load_backend
+    from spec.cases import case_by_name, make_case_data
+
+    (example,) = load_backend(str(EXAMPLE))
+    forward = example.forward_function
+    example.forward_function = lambda *args, **kwargs: answer(*forward(*args, **kwargs))
+    d = make_case_data(case_by_name("small"), "float32")
+    with pytest.raises(ResultError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        example.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=Config(dtype="float32"))
+
+
+def test_gradients_get_the_same_checks():
+    from backends.base import Config, ResultError
+    from backends.plugin import load_backend
+    from spec.cases import case_by_name, make_case_data
+
+    (example,) = load_backend(str(EXAMPLE))
+    backward = example.backward_function
+    d = make_case_data(case_by_name("small-peephole"), "float64")
+    config = Config(variant="peephole", dtype="float64")
+    for change, message in (
+        (lambda g: {**g, "W": g["W"].astype(np.float32)}, "gradient W: wrong dtype: expected float64, got float32"),
+        (lambda g: {k: v for k, v in g.items() if k != "p"}, "gradient p: missing"),
+        (lambda g: {**g, "extra": g["b"]}, "gradient extra: unexpected"),
+    ):
+        example.backward_function = lambda *a, change=change, **k: change(backward(*a, **k))
+        with pytest.raises(ResultError, match=message):
+            example.backward(d.params, d.x, d.h0, d.c0, d.cotangents(), forget_bias=0.0, config=config)
+
+
+def test_a_row_in_its_own_process_that_hangs_is_stopped_and_the_next_call_gets_a_fresh_one(tmp_path):
+    from backends.base import TimedOut
+    from backends.config import Config
+    from backends.plugin import load_backend
+    from conformance.isolation import deadline
+    from spec.cases import case_by_name, make_case_data
+
+    path = plugin(tmp_path, "hangs_in_child", f'''
+        import os
+        import time
+        from backends.base import Implementation
+        from backends.plugin import load_backend
+
+        EXAMPLE = load_backend({str(EXAMPLE)!r})[0]
+
+        class Hangs(Implementation):
+            def _environment(self, device):
+                return {{"pid": os.getpid()}}
+
+            def _forward(self, params, x, h0, c0, *, forget_bias, config):
+                if x.shape[0] == 4:
+                    time.sleep(600)
+                return EXAMPLE.forward_function(params, x, h0, c0, forget_bias=forget_bias)
+
+        IMPLEMENTATION = Hangs(id="odd/hangs-in-child", process_environment={{"LSTMC_TEST_PROCESS": "hangs"}})
+    ''')
+    (row,) = load_backend(path)
+    first_pid = row.environment()["pid"]
+    small, t1 = (make_case_data(case_by_name(name)) for name in ("small", "T1"))
+    with pytest.raises(TimedOut, match="timed out after 1 s"), deadline(1.0, "odd/hangs-in-child forward"):
+        row.forward(small.params, small.x, small.h0, small.c0, forget_bias=0.0, config=Config())
+    outputs = row.forward(t1.params, t1.x, t1.h0, t1.c0, forget_bias=0.0, config=Config())
+    assert outputs.h_seq.shape == t1.x.shape[:2] + (t1.params.hidden_size,)
+    assert row.environment()["pid"] not in (first_pid, os.getpid())
