@@ -30,7 +30,7 @@ from backends.plugin import BackendLoadError, load_backend
 from backends.registry import builtin_implementations
 from conformance import isolation
 from conformance.report import Result, build_matrix, render_text, write_reports
-from conformance.runner import KINDS, RESULT, case_id, new_result
+from conformance.runner import KINDS, KNOWN, RESULT, UNFINISHED, case_id, new_result
 from spec.cases import CASES_BY_NAME, case_set
 
 #: Which test function judges which kind of result.
@@ -226,10 +226,10 @@ def pytest_runtest_makereport(item, call):
     if result is None or report.when not in ("setup", "call") or (report.when == "setup" and report.passed):
         return report
     if hasattr(report, "wasxfail"):  # a known non-conformance failed as documented
-        result.status = "known"
+        result.status, result.detail = "known", item.stash[KNOWN]
     elif report.failed and result.status == "pass":  # a strict xfail that passed
         result.status, result.detail = "FAIL", "a known non-conformance passed: remove it from the implementation's known_failures"
-    elif report.failed and result.status != "FAIL" or (report.failed and result.detail == "the test did not finish"):
+    elif report.failed and result.detail == UNFINISHED:
         # Something outside the judgement failed (a fixture, the suite itself): say what, from the exception.
         error = call.excinfo.value if call.excinfo is not None else None
         result.status, result.detail = "FAIL", f"{type(error).__name__}: {error}" if error is not None else "the test failed"

@@ -35,7 +35,10 @@ from spec.cases import make_case_data
 from spec.params import LSTMParams
 
 RESULT = pytest.StashKey[Result]()
+KNOWN = pytest.StashKey[str]()  # the upstream reason of a known non-conformance, for its "known" verdict
 KINDS = ("outputs", "gradients")
+#: A result's detail until the test has decided: a test that stops anywhere else is reported with its exception.
+UNFINISHED = "the test did not finish"
 
 
 def case_id(case: Case, base_seed: int) -> str:
@@ -93,7 +96,7 @@ def modified_inputs(given: CaseData, original: CaseData) -> str | None:
 
 def new_result(implementation: Implementation, kind: str, run: Config, case_name: str) -> Result:
     """The record a test fills in; created before the test runs (see conftest.py)."""
-    return Result(implementation.id, kind, run.dtype, run.device, case_name, status="FAIL", detail="the test did not finish")
+    return Result(implementation.id, kind, run.dtype, run.device, case_name, status="FAIL", detail=UNFINISHED)
 
 
 def fail(result: Result, context: str, message: str) -> None:
@@ -110,7 +113,6 @@ def skip(result: Result, status: str, reason: str, *, declared: bool = False) ->
 def judge(request, implementation: Implementation, run: Config, case: Case, kind: str) -> None:
     """Run ``implementation`` on ``case`` and record the verdict (module docstring)."""
     result = request.node.stash[RESULT]
-    result.detail = ""
     gradients = kind == "gradients"
     if (reason := implementation.availability(run.device)) is not None:
         skip(result, "unavailable", reason)
@@ -120,7 +122,7 @@ def judge(request, implementation: Implementation, run: Config, case: Case, kind
         skip(result, "not supported", str(error), declared=True)
     if (known := implementation.known_failure(kind, run)) is not None:
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"known non-conformance: {known}"))
-        result.detail = known  # kept as the cell's reason if the test fails as documented
+        request.node.stash[KNOWN] = known
 
     data, expected = pristine(case, run.dtype)
     given = private_copy(data)
@@ -155,7 +157,7 @@ def judge(request, implementation: Implementation, run: Config, case: Case, kind
         result.worst_ratio = max(c.worst_ratio for c in finite)
     failures = [c for c in comparisons if not c.ok]
     if not failures:
-        result.status = "pass"
+        result.status, result.detail = "pass", ""
         return
     if gradients:
         result.diagnosis = diagnose_gradients(data, got, want, run.dtype)
@@ -189,4 +191,4 @@ def _forward_also_wrong(implementation, run, case, data, expected, timeout) -> s
     )
 
 
-__all__ = ["KINDS", "RESULT", "Comparison", "case_id", "judge", "modified_inputs", "new_result", "pristine", "private_copy"]
+__all__ = ["KINDS", "KNOWN", "RESULT", "UNFINISHED", "Comparison", "case_id", "judge", "modified_inputs", "new_result", "pristine", "private_copy"]
