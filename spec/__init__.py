@@ -1,7 +1,8 @@
-"""lstm-conformance's executable specification of the LSTM (see :mod:`spec.lstm`)."""
+"""lstm-conformance's executable specification of the LSTM (see :mod:`spec.lstm` and :mod:`spec.layer`)."""
 
+from spec.layer import LayerConfig, LayerForward, LayerGradients
 from spec.lstm import GATES, Forward, Gradients, backward, forward, loss, sigmoid
-from spec.params import PEEPHOLE_GATES, LSTMParams
+from spec.params import PEEPHOLE_GATES, LayerParams, LSTMParams
 from spec.validation import LSTMInputError
 from spec.weights_file import WeightFileError, load_weights, save_weights
 
@@ -12,6 +13,10 @@ __all__ = [
     "Gradients",
     "LSTMInputError",
     "LSTMParams",
+    "LayerConfig",
+    "LayerForward",
+    "LayerGradients",
+    "LayerParams",
     "WeightFileError",
     "backward",
     "forward",

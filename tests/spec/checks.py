@@ -16,7 +16,7 @@ import numpy as np
 
 from backends import onnx_lstm
 from conformance.compare import assert_close
-from spec import lstm
+from spec import layer, lstm
 from spec.cases import CaseData, rng_for
 from spec.params import LSTMParams
 
@@ -231,3 +231,103 @@ def onnx_lstm_node_cases() -> dict[str, object]:
             warnings.simplefilter("ignore", RuntimeWarning)
             _ONNX_CASES = {case.name: case for case in collect_testcases(op_type="LSTM")}
     return _ONNX_CASES
+
+
+# ---------------------------------------------------------------------------
+# The layer (spec.layer): the same proofs over every layer, direction and feature.
+# They reach the spec through ``spec.layer`` and ``spec.lstm`` at call time, so
+# the meta-tests (test_layer_mutants.py) can plant bugs in either.
+# ---------------------------------------------------------------------------
+
+
+def run_layer(data):
+    """Forward and backward of the (possibly patched) layer spec on a layer case's data."""
+    fwd = data.forward()
+    grads = layer.backward(fwd, data.dy, data.dh_T, data.dc_T)
+    return fwd, grads
+
+
+def _layer_arguments(data) -> dict[str, np.ndarray]:
+    return {**data.inputs(), **data.params.tensors()}
+
+
+def _layer_loss(data, arguments: dict[str, np.ndarray]) -> float:
+    params = data.params.with_tensors(arguments)
+    fwd = data.forward(params=params, x=arguments["x"], h0=arguments["h0"], c0=arguments["c0"])
+    return layer.loss(fwd, data.dy, data.dh_T, data.dc_T)
+
+
+def check_layer_gradients_by_finite_differences(data) -> None:
+    """Every element of every gradient of the layer (x, h0, c0, each cell's W, U, b, p, W_hr) against central differences."""
+    _, grads = run_layer(data)
+    analytic = grads.tensors()
+    arguments = _layer_arguments(data)
+    assert sorted(analytic) == sorted(arguments), f"gradients returned for {sorted(analytic)}, expected {sorted(arguments)}"
+    for name, value in arguments.items():
+        numeric = np.empty_like(value)
+        for index in np.ndindex(value.shape):
+            plus, minus = value.copy(), value.copy()
+            plus[index] += FD_EPS
+            minus[index] -= FD_EPS
+            numeric[index] = (_layer_loss(data, {**arguments, name: plus}) - _layer_loss(data, {**arguments, name: minus})) / (2 * FD_EPS)
+        # One tensor at a time: a wrong gradient fails before the rest are differenced.
+        assert_close(f"grad {name}", analytic[name], numeric, atol=FD_ATOL, rtol=FD_RTOL, context=data.case.name)
+
+
+def check_layer_directional_derivative(data, directions: int = 2) -> None:
+    """<v, J^T u> from layer.backward() against the central difference of <u, F(θ + εv)> along random v."""
+    from spec.layer_cases import rng_for as layer_rng_for
+
+    _, grads = run_layer(data)
+    analytic = grads.tensors()
+    arguments = _layer_arguments(data)
+    for k in range(directions):
+        v = {name: layer_rng_for(data.case, f"direction {k} {name}").normal(size=value.shape) for name, value in arguments.items()}
+        lhs_terms = [float(np.vdot(v[name], analytic[name])) for name in arguments]
+        lhs = sum(lhs_terms)
+        plus = {name: value + FD_EPS * v[name] for name, value in arguments.items()}
+        minus = {name: value - FD_EPS * v[name] for name, value in arguments.items()}
+        rhs = (_layer_loss(data, plus) - _layer_loss(data, minus)) / (2 * FD_EPS)
+        scale = sum(abs(t) for t in lhs_terms) + 1.0
+        error = abs(lhs - rhs)
+        assert error <= DIRECTIONAL_RTOL * scale, (
+            f"{data.case.name}: directional derivative along random direction {k}: "
+            f"<v, J^T u> = {lhs:.12g} from layer.backward(), finite difference {rhs:.12g}; "
+            f"error {error:.3g} > tolerance {DIRECTIONAL_RTOL * scale:.3g} "
+            f"(rtol {DIRECTIONAL_RTOL:g} x the sum of |terms| + 1)"
+        )
+
+
+def clip_passed(fwd) -> dict[tuple[int, str], np.ndarray]:
+    """Every clip's [|a| <= theta] booleans, cell by cell, at the steps that ran (masked rows left out)."""
+    found = {}
+    for k, run in enumerate(fwd.cells):
+        for name in ("gate_passed", "cell_passed", "proj_passed"):
+            passed = getattr(run, name)
+            if passed is None:
+                continue
+            if name == "gate_passed" and run.options.coupled_input_forget:
+                passed = passed[[0, 2, 3]]  # f = 1 - i has no pre-activation of its own
+            if run.mask is not None:
+                passed = passed[:, run.mask] if name == "gate_passed" else passed[run.mask]
+            found[(k, name)] = passed
+    return found
+
+
+def clip_margin_holds(data, relative: float = 1e-3) -> bool:
+    """No clipped quantity lies within ``relative`` of its threshold: moving every threshold by that
+    fraction either way clips exactly the same elements. Finite differences (steps of 1e-6) and float32
+    rounding (1e-7 relative) then never cross a clip's boundary."""
+    import dataclasses
+
+    config = data.config
+    thresholds = {name: getattr(config, name) for name in ("gate_clip", "cell_clip", "proj_clip") if getattr(config, name)}
+    if not thresholds:
+        return True
+    base = clip_passed(data.forward())
+    for factor in (1 - relative, 1 + relative):
+        moved = dataclasses.replace(config, **{name: value * factor for name, value in thresholds.items()})
+        other = clip_passed(data.forward(config=moved))
+        if any(not np.array_equal(other[key], base[key]) for key in base):
+            return False
+    return True
