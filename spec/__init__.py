@@ -4,7 +4,14 @@ from spec.layer import LayerConfig, LayerForward, LayerGradients
 from spec.lstm import GATES, Forward, Gradients, backward, forward, loss, sigmoid
 from spec.params import PEEPHOLE_GATES, LayerParams, LSTMParams
 from spec.validation import LSTMInputError
-from spec.weights_file import WeightFileError, load_weights, save_weights
+from spec.weights_file import (
+    LayerWeights,
+    WeightFileError,
+    load_layer_weights,
+    load_weights,
+    save_layer_weights,
+    save_weights,
+)
 
 __all__ = [
     "GATES",
@@ -17,11 +24,14 @@ __all__ = [
     "LayerForward",
     "LayerGradients",
     "LayerParams",
+    "LayerWeights",
     "WeightFileError",
     "backward",
     "forward",
+    "load_layer_weights",
     "load_weights",
     "loss",
+    "save_layer_weights",
     "save_weights",
     "sigmoid",
 ]

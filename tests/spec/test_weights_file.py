@@ -1,4 +1,4 @@
-"""The shared weight file: round trips, metadata, and every way a file can be wrong."""
+"""The shared weight file: round trips, metadata, and every way a file can be wrong (versions 1 and 2)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,23 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from spec import LSTMParams, WeightFileError, load_weights, save_weights, weights_file
+from spec import (
+    LayerParams,
+    LSTMParams,
+    WeightFileError,
+    load_weights,
+    save_weights,
+    weights_file,
+)
 from spec.cases import case_by_name, make_case_data
-from spec.weights_file import metadata_for
+from spec.layer_cases import LAYER_CASES, layer_case_by_name, make_layer_case_data
+from spec.weights_file import (
+    LayerWeights,
+    layer_metadata_for,
+    load_layer_weights,
+    metadata_for,
+    save_layer_weights,
+)
 
 PEEPHOLE = make_case_data(case_by_name("I-ne-H-peephole")).params  # I=7, H=2
 STANDARD = make_case_data(case_by_name("small")).params  # I=5, H=4
@@ -57,9 +71,9 @@ def write(path, tensors, metadata):
     return path
 
 
-def expect_rejection(path, tensor, *fragments):
+def expect_rejection(path, tensor, *fragments, load=load_weights):
     with pytest.raises(WeightFileError) as info:
-        load_weights(path)
+        load(path)
     error = info.value
     assert error.tensor == tensor, f"error names {error.tensor!r}, expected {tensor!r}: {error}"
     assert str(path) in str(error)
@@ -369,3 +383,293 @@ def test_save_rejects_what_is_not_params(tmp_path):
 
 def test_loaded_params_are_validated_params():
     assert isinstance(PEEPHOLE, LSTMParams)
+
+
+# Version 2: a stack of layers and directions.
+
+
+def save_case(path, case, dtype=np.float64):
+    params = make_layer_case_data(case, dtype).params
+    save_layer_weights(path, params, direction=case.config.direction, coupled_input_forget=case.config.coupled_input_forget)
+    return params
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda case: case.name)
+def test_layer_round_trip_is_exact(case, dtype, tmp_path):
+    path = tmp_path / "w.safetensors"
+    params = save_case(path, case, dtype)
+    loaded = load_layer_weights(path)
+    assert isinstance(loaded, LayerWeights)
+    assert (loaded.direction, loaded.coupled_input_forget) == (case.config.direction, case.config.coupled_input_forget)
+    assert loaded.params.num_directions == params.num_directions and loaded.params.dtype == np.dtype(dtype)
+    assert loaded.params.tensors().keys() == params.tensors().keys()
+    for name, tensor in params.tensors().items():
+        assert np.array_equal(loaded.params.tensors()[name], tensor), name
+    # The file and the run-time settings together give back the case's configuration.
+    runtime = {key: getattr(case.config, key) for key in ("forget_bias", "cell_clip", "gate_clip", "proj_clip", "zero_output_for_mask")}
+    assert loaded.config(**runtime) == case.config
+
+
+@pytest.mark.parametrize("name", ["bidirectional", "coupled-stack", "lstmp-stack"])
+def test_tensor_names_say_layer_and_direction(name, tmp_path):
+    # A round trip alone would not notice a writer and a reader that swap directions alike.
+    from safetensors.numpy import load_file
+
+    case = layer_case_by_name(name)
+    path = tmp_path / "w.safetensors"
+    params = save_case(path, case)
+    words = {"forward": ["forward"], "reverse": ["reverse"], "bidirectional": ["forward", "reverse"]}[case.config.direction]
+    expected = {
+        f"layer{l}.{word}.{kind}": tensor
+        for l in range(case.L)
+        for d, word in enumerate(words)
+        for kind, tensor in params.cell(l, d).tensors().items()
+    }
+    stored = load_file(str(path))
+    assert stored.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert np.array_equal(stored[key], tensor), key
+
+
+def test_layer_metadata_describes_the_file(tmp_path):
+    from safetensors import safe_open
+
+    path = tmp_path / "w.safetensors"
+    save_case(path, layer_case_by_name("lstmp-stack"))
+    with safe_open(str(path), framework="np") as handle:
+        meta = handle.metadata()
+    assert meta == {
+        "format": "lstm-conformance-weights",
+        "format_version": "2",
+        "gate_order": "i,f,g,o",
+        "peephole_gate_order": "i,f,o",
+        "variant": "peephole",
+        "input_size": "3",
+        "hidden_size": "4",
+        "proj_size": "2",
+        "num_layers": "2",
+        "direction": "bidirectional",
+        "num_directions": "2",
+        "coupled_input_forget": "0",
+    }
+
+
+def test_layer_metadata_without_projection_or_peepholes(tmp_path):
+    params = make_layer_case_data(layer_case_by_name("coupled-stack")).params.astype(np.float32)
+    params = LayerParams(tuple(cell.without_peepholes() for cell in params.cells))
+    meta = layer_metadata_for(params, "reverse", True)
+    assert "peephole_gate_order" not in meta
+    assert (meta["variant"], meta["proj_size"], meta["direction"], meta["num_directions"], meta["coupled_input_forget"]) == (
+        "standard", "none", "reverse", "1", "1"
+    )
+
+
+@pytest.mark.parametrize("params", [PEEPHOLE, STANDARD.astype(np.float32)], ids=["peephole", "standard-float32"])
+def test_a_version_1_file_loads_as_a_one_layer_forward_stack(params, tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, params)
+    assert np.array_equal(load_weights(path).W, params.W)  # still the cell, for load_weights
+    loaded = load_layer_weights(path)
+    assert (loaded.direction, loaded.coupled_input_forget) == ("forward", False)
+    assert (loaded.params.num_layers, loaded.params.num_directions) == (1, 1)
+    assert loaded.params.cells[0].tensors().keys() == params.tensors().keys()
+    for name, tensor in params.tensors().items():
+        assert np.array_equal(loaded.params.cells[0].tensors()[name], tensor), name
+
+
+def test_load_weights_refuses_a_version_2_file(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_case(path, layer_case_by_name("one-layer"))  # even one forward layer: the caller asked for a cell
+    expect_rejection(path, "metadata 'format_version'", "expected '1'", "got '2'", "spec.load_layer_weights")
+
+
+def test_save_weights_refuses_a_projection(tmp_path):
+    # Version 1 has no W_hr: the file would be one that load_weights refuses.
+    cell = make_layer_case_data(layer_case_by_name("projection")).params.cells[0]
+    with pytest.raises(ValueError, match="save_layer_weights") as info:
+        save_weights(tmp_path / "w.safetensors", cell)
+    assert info.value.tensor == "params.W_hr"
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+BIDI = make_layer_case_data(layer_case_by_name("stacked-bidirectional")).params  # L=2, D=2, I=H=3
+
+
+@pytest.mark.parametrize(
+    "params, options, tensor, fragments",
+    [
+        (PEEPHOLE, {"direction": "forward"}, "params", ("spec.LayerParams", "LSTMParams")),
+        (BIDI, {"direction": "backward"}, "direction", ("'forward' or 'reverse' or 'bidirectional'", "'backward'")),
+        (BIDI, {"direction": None}, "direction", ("got None",)),
+        (BIDI, {"direction": "reverse"}, "direction", ("disagrees with params.num_directions", "'bidirectional'")),
+        (LayerParams((PEEPHOLE,)), {"direction": "bidirectional"}, "direction", ("'forward' or 'reverse'",)),
+        (BIDI, {"direction": "bidirectional", "coupled_input_forget": 1}, "coupled_input_forget", ("True or False",)),
+    ],
+    ids=["not-layer-params", "unknown-direction", "no-direction", "reverse-for-two-directions", "bidirectional-for-one", "coupled-not-bool"],
+)
+def test_save_layer_weights_rejects(params, options, tensor, fragments, tmp_path):
+    path = tmp_path / "w.safetensors"
+    with pytest.raises(ValueError) as info:
+        save_layer_weights(path, params, **options)
+    assert info.value.tensor == tensor, str(info.value)
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} missing from: {info.value}"
+    assert not path.exists()
+
+
+def good_file(name):
+    """A valid version-2 file's tensors and metadata, to break one thing at a time."""
+    case = layer_case_by_name(name)
+    params = make_layer_case_data(case).params
+    words = {"forward": ["forward"], "reverse": ["reverse"], "bidirectional": ["forward", "reverse"]}[case.config.direction]
+    tensors = {
+        f"layer{k // case.D}.{words[k % case.D]}.{kind}": t for k, cell in enumerate(params.cells) for kind, t in cell.tensors().items()
+    }
+    return tensors, layer_metadata_for(params, case.config.direction, case.config.coupled_input_forget)
+
+
+# lstmp-stack: I=3, H=4, P=2, peephole, 2 layers, bidirectional. stacked-bidirectional: I=H=P=3, standard, 2
+# layers. coupled-stack: I=3, H=4, peephole, coupled, 2 layers, reverse. stacked: I=H=3, 3 forward layers.
+LSTMP, LSTMP_META = good_file("lstmp-stack")
+PLAIN, PLAIN_META = good_file("stacked-bidirectional")
+REVERSE, REVERSE_META = good_file("coupled-stack")
+THREE, THREE_META = good_file("stacked")
+
+
+def without(tensors, *names):
+    return {k: v for k, v in tensors.items() if k not in names}
+
+
+def with_nan_in_forget_row(t):
+    t = t.copy()
+    t[1, 0, 0] = np.nan
+    return t
+
+
+@pytest.mark.parametrize(
+    "tensors, meta, tensor, fragments",
+    [
+        # Tensors of a cell: missing, unexpected, badly named.
+        (without(LSTMP, "layer1.reverse.U"), LSTMP_META, "layer1.reverse.U", ("missing tensor", "layers 0 to 1, forward and reverse")),
+        ({**LSTMP, "layer0.forward.bias_hh": LSTMP["layer0.forward.b"]}, LSTMP_META, "layer0.forward.bias_hh",
+         ("unexpected tensor", "names layer<l>.<forward|reverse>.<W|U|b|p|W_hr>")),
+        ({**PLAIN, "l0.d1.W": PLAIN["layer0.reverse.W"]}, PLAIN_META, "l0.d1.W", ("unexpected tensor", "names layer<l>")),
+        ({**PLAIN, "layer01.forward.b": PLAIN["layer0.forward.b"]}, PLAIN_META, "layer01.forward.b", ("unexpected tensor",)),
+        ({**PLAIN, "W": PLAIN["layer0.forward.W"]}, PLAIN_META, "W", ("unexpected tensor", "names layer<l>")),
+        ({**PLAIN, f"layer{'1' * 5000}.forward.W": PLAIN["layer1.forward.W"]}, PLAIN_META, f"layer{'1' * 5000}.forward.W",
+         ("unexpected tensor", "layer1111", "(5015 characters)")),
+        ({**PLAIN, **{k.replace("layer1", "layer3"): v for k, v in PLAIN.items() if k.startswith("layer1.")}}, PLAIN_META,
+         "layer3.forward.U", ("unexpected tensor", "layers 0 to 1")),
+        # Peepholes: p without the variant, or missing with it.
+        (LSTMP, {**LSTMP_META, "variant": "standard"}, "layer0.forward.p", ("unexpected tensor", "variant 'standard'")),
+        ({**PLAIN, "layer1.reverse.p": np.zeros((3, 3))}, PLAIN_META, "layer1.reverse.p", ("unexpected tensor", "variant 'standard'")),
+        (without(LSTMP, "layer0.reverse.p"), LSTMP_META, "layer0.reverse.p", ("missing tensor", "variant 'peephole'")),
+        # Projection: W_hr without proj_size or missing with it, sizes that disagree.
+        (LSTMP, {**LSTMP_META, "proj_size": "none"}, "layer0.forward.W_hr", ("unexpected tensor", "proj_size 'none'")),
+        (without(LSTMP, "layer1.forward.W_hr"), LSTMP_META, "layer1.forward.W_hr", ("missing tensor", "proj_size '2'")),
+        (LSTMP, {**LSTMP_META, "proj_size": "3"}, "layer0.forward.W_hr", ("wrong shape", "expected (3, 4)", "got (2, 4)", "proj_size P = 3")),
+        ({**LSTMP, "layer0.reverse.U": np.zeros((4, 4, 4))}, LSTMP_META, "layer0.reverse.U",
+         ("wrong shape", "expected (4, 4, 2)", "got (4, 4, 4)", "proj_size P = 2")),
+        # Stacking: layer l >= 1 reads D * P features.
+        ({**LSTMP, "layer1.forward.W": np.zeros((4, 4, 2))}, LSTMP_META, "layer1.forward.W",
+         ("wrong shape", "expected (4, 4, 4)", "got (4, 4, 2)", "D * P = 4")),
+        ({**PLAIN, "layer1.reverse.W": np.zeros((4, 3, 3))}, PLAIN_META, "layer1.reverse.W", ("wrong shape", "expected (4, 3, 6)", "got (4, 3, 3)")),
+        (PLAIN, {**PLAIN_META, "input_size": "6"}, "layer0.forward.W", ("wrong shape", "expected (4, 3, 6)", "input_size I = 6")),
+        (LSTMP, {**LSTMP_META, "hidden_size": "5"}, "layer0.forward.W", ("wrong shape", "expected (4, 5, 3)", "got (4, 4, 3)")),
+        # num_layers, direction and num_directions against the tensors.
+        (LSTMP, {**LSTMP_META, "num_layers": "3"}, "metadata 'num_layers'", ("disagrees with the tensors", "expected '2'", "got '3'")),
+        (THREE, {**THREE_META, "num_layers": "2"}, "metadata 'num_layers'", ("expected '3' (the file holds layers 0 to 2)", "got '2'")),
+        (LSTMP, {**LSTMP_META, "num_layers": "999999999"}, "metadata 'num_layers'", ("expected '2'",)),
+        # A gap in the layers: named without listing every name a huge num_layers would expect.
+        (without(THREE, *(k for k in THREE if k.startswith("layer1."))), {**THREE_META, "num_layers": "200000"}, "layer1.forward.W",
+         ("missing tensor", "no tensor of layer 1")),
+        (LSTMP, {**LSTMP_META, "direction": "forward", "num_directions": "1"}, "metadata 'direction'",
+         ("disagrees with the tensors", "expected 'bidirectional'", "got 'forward'")),
+        (REVERSE, {**REVERSE_META, "direction": "forward"}, "metadata 'direction'", ("expected 'reverse' (the file holds reverse cells)",)),
+        (REVERSE, {**REVERSE_META, "direction": "bidirectional", "num_directions": "2"}, "metadata 'direction'", ("expected 'reverse'",)),
+        (THREE, {**THREE_META, "direction": "reverse"}, "metadata 'direction'", ("expected 'forward'", "got 'reverse'")),
+        (LSTMP, {**LSTMP_META, "num_directions": "1"}, "metadata 'num_directions'", ("expected '2'", "got '1'", "'bidirectional'")),
+        (REVERSE, {**REVERSE_META, "num_directions": "2"}, "metadata 'num_directions'", ("expected '1'", "'reverse'")),
+        # dtypes and values.
+        ({**LSTMP, "layer1.reverse.b": LSTMP["layer1.reverse.b"].astype(np.float32)}, LSTMP_META, "layer1.reverse.b",
+         ("dtype differs from layer0.forward.W's", "F64", "F32")),
+        ({k: v.astype(np.float16) for k, v in REVERSE.items()}, REVERSE_META, "layer0.reverse.W", ("unsupported dtype", "F16")),
+        ({**LSTMP, "layer1.reverse.W_hr": np.full((2, 4), np.inf)}, LSTMP_META, "layer1.reverse.W_hr", ("non-finite", "inf")),
+        # The unused forget-gate rows of coupled gates are stored as given, but must be finite.
+        ({**REVERSE, "layer1.reverse.W": with_nan_in_forget_row(REVERSE["layer1.reverse.W"])}, REVERSE_META, "layer1.reverse.W",
+         ("non-finite", "nan", "(1, 0, 0)")),
+        # The metadata every version has, in a version-2 file.
+        (LSTMP, {**LSTMP_META, "format_version": "3"}, "metadata 'format_version'", ("expected '1' or '2'", "got '3'")),
+        (LSTMP, {**LSTMP_META, "format": "lstm-weights"}, "metadata 'format'", ("'lstm-conformance-weights'",)),
+        (LSTMP, {**LSTMP_META, "gate_order": "i,f,o,g"}, "metadata 'gate_order'", ("'i,f,g,o'",)),
+        (LSTMP, without(LSTMP_META, "peephole_gate_order"), "metadata 'peephole_gate_order'", ("got None",)),
+        # A version-1 layout with version-2 metadata, and the other way round.
+        (STANDARD.tensors(), layer_metadata_for(LayerParams((STANDARD,)), "forward", False), "U", ("unexpected tensor", "names layer<l>")),
+        ({f"layer0.forward.{k}": v for k, v in STANDARD.tensors().items()}, metadata_for(STANDARD), "U", ("missing tensor",)),
+    ],
+    ids=[
+        "missing-U", "unexpected-name", "other-naming-scheme", "layer-index-leading-zero", "version-1-name-among-cells",
+        "layer-index-5000-digits", "layer-beyond-num-layers",
+        "p-without-peephole-variant", "stray-p-in-standard-stack", "p-missing-with-peephole",
+        "W_hr-without-proj-size", "W_hr-missing-with-proj-size", "proj-size-disagrees-with-W_hr", "U-width-not-P",
+        "layer-1-W-width-P-not-D-times-P", "layer-1-W-width-I-not-D-times-P", "input-size-disagrees", "hidden-size-disagrees",
+        "num-layers-too-many", "num-layers-too-few", "num-layers-huge", "layer-gap-under-a-huge-num-layers",
+        "direction-forward-for-bidirectional-cells", "direction-forward-for-reverse-cells", "direction-bidirectional-for-reverse-cells",
+        "direction-reverse-for-forward-cells", "num-directions-1-for-bidirectional", "num-directions-2-for-reverse",
+        "mixed-dtypes-across-cells", "float16", "inf", "nan-in-unused-forget-row",
+        "format-version-3", "format", "gate-order", "peephole-gate-order-missing",
+        "version-1-tensors-with-version-2-metadata", "version-2-tensors-with-version-1-metadata",
+    ],
+)
+def test_layer_file_rejects(tensors, meta, tensor, fragments, tmp_path):
+    path = write(tmp_path / "bad.safetensors", tensors, meta)
+    error = expect_rejection(path, tensor, *fragments, load=load_layer_weights)
+    assert len(str(error)) < 800, str(error)  # however large the stack, the message stays readable
+
+
+@pytest.mark.parametrize(
+    "key, value, rule",
+    [
+        ("proj_size", "0", "'none' or a positive integer"),
+        ("proj_size", "None", "'none' or a positive integer"),
+        ("proj_size", "", "'none' or a positive integer"),
+        ("proj_size", "02", "'none' or a positive integer"),
+        ("proj_size", None, "'none' or a positive integer"),
+        ("num_layers", "0", "a positive integer"),
+        ("num_layers", "+2", "1 to 9 ASCII digits"),
+        ("num_layers", "2.0", "1 to 9 ASCII digits"),
+        ("num_layers", "\u00b2", "1 to 9 ASCII digits"),
+        ("num_layers", "1" * 5000, "1 to 9 ASCII digits"),
+        ("num_layers", None, "a positive integer"),
+        ("direction", "backward", "'forward' or 'reverse' or 'bidirectional'"),
+        ("direction", "Bidirectional", "'bidirectional'"),
+        ("direction", None, "'bidirectional'"),
+        ("num_directions", "02", "expected '2'"),
+        ("num_directions", " 2", "expected '2'"),
+        ("num_directions", None, "expected '2'"),
+        ("coupled_input_forget", "true", "'0' or '1'"),
+        ("coupled_input_forget", "01", "'0' or '1'"),
+        ("coupled_input_forget", None, "'0' or '1'"),
+    ],
+    ids=[
+        "proj-size-zero", "proj-size-None", "proj-size-empty", "proj-size-leading-zero", "proj-size-absent",
+        "num-layers-zero", "num-layers-plus", "num-layers-decimal-point", "num-layers-superscript", "num-layers-5000-digits",
+        "num-layers-absent", "direction-unknown", "direction-capitalised", "direction-absent",
+        "num-directions-leading-zero", "num-directions-space", "num-directions-absent",
+        "coupled-true", "coupled-01", "coupled-absent",
+    ],
+)
+def test_layer_metadata_is_strict(key, value, rule, tmp_path):
+    meta = without(LSTMP_META, key) if value is None else {**LSTMP_META, key: value}
+    path = write(tmp_path / "bad.safetensors", LSTMP, meta)
+    error = expect_rejection(path, f"metadata '{key}'", "wrong or missing value", rule, load=load_layer_weights)
+    assert len(str(error)) < 400
+
+
+@pytest.mark.parametrize("load", [load_weights, load_layer_weights], ids=["version-1", "version-2"])
+def test_a_huge_tensor_name_is_cut_short_in_the_message(load, tmp_path):
+    name = "W" * 100_000
+    path = write(tmp_path / "bad.safetensors", {**GOOD, name: GOOD["b"]}, GOOD_META)
+    error = expect_rejection(path, name, "unexpected tensor", "(100000 characters)", load=load)
+    assert len(str(error)) < 800
