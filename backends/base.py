@@ -39,13 +39,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.config import DEVICES, DTYPES, GRADIENT_NAMES, VARIANTS, Config, check_choices
+from backends.config import DEVICES, DTYPES, GRADIENT_NAMES, LAYER_FEATURES, VARIANTS, Config, check_choices, layer_features
 from backends.timing import HALF_DTYPES, TimedPass, Timing, through_numpy
-from spec.params import GATES, LSTMParams, require_params
+from spec import layer as spec_layer
+from spec.layer import LayerConfig
+from spec.params import GATES, LayerParams, LSTMParams, require_params
 from spec.validation import LSTMInputError, check_tensor, format_shape
 
 __all__ = [
-    "DEVICES", "DTYPES", "GRADIENT_NAMES", "VARIANTS", "Config", "Crashed", "Implementation", "TimedOut", "KnownFailure", "NativeCache",
+    "DEVICES", "DTYPES", "GRADIENT_NAMES", "LAYER_FEATURES", "VARIANTS", "Config", "Crashed", "Implementation", "LayerOutputs", "TimedOut", "KnownFailure", "NativeCache",
     "NotSupported", "Outputs", "ResultError", "Unavailable", "check_choices", "check_inputs", "cpu_model",
     "fold_forget_bias", "framework_problem", "import_framework",
 ]
@@ -88,12 +90,22 @@ class Outputs:
 
 
 @dataclass(frozen=True)
+class LayerOutputs:
+    y: np.ndarray  # (T, B, D * P): the top layer's outputs, every direction, forward first
+    h_T: np.ndarray  # (L * D, B, P): every cell's final h, cell l * D + d
+    c_T: np.ndarray  # (L * D, B, H)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"y": self.y, "h_T": self.h_T, "c_T": self.c_T}
+
+
+@dataclass(frozen=True)
 class KnownFailure:
     """A documented non-conformance of one implementation, with its upstream reason: the suite runs it as a
     strict xfail (one that starts passing fails the run), the benchmark refuses to time it. ``None`` in
     variant, dtype or device means every one."""
 
-    kind: str  # "outputs" or "gradients"
+    kind: str  # "outputs", "gradients", "layer outputs" or "layer gradients"
     reason: str
     variant: str | None = None
     dtype: str | None = None
@@ -110,6 +122,8 @@ _ENTRY_POINTS = {
     "timed_pass": "_timed_pass",
     "availability": "_availability",
     "environment": "_environment",
+    "forward_layer": "_forward_layer",
+    "backward_layer": "_backward_layer",
 }
 
 
@@ -132,6 +146,9 @@ class Implementation:
     timing_dtypes: tuple[str, ...] = ()
     #: Why a variant, dtype, device or gradients are unsupported, for the report.
     unsupported_reasons: Mapping[str, str] = field(default_factory=dict)
+    #: The layer features (:data:`backends.config.LAYER_FEATURES`) that its layer entry points run; None: it
+    #: implements the cell contract only (every layer case is then "not supported").
+    layer_features: tuple[str, ...] | None = None
     #: Documented non-conformances, each with its upstream reason.
     known_failures: tuple[KnownFailure, ...] = ()
     #: Environment variables this row needs set before its framework is imported; when they differ from this
@@ -152,7 +169,12 @@ class Implementation:
     # -- what it declares ------------------------------------------------------
 
     def check(self, config: Config, *, gradients: bool = False) -> None:
-        """Raise NotSupported if this implementation declares that it does not do ``config`` (or its gradients)."""
+        """Raise NotSupported if this implementation declares that it does not do ``config`` (or its gradients)
+        with the cell contract (:meth:`forward`, :meth:`backward`)."""
+        self._check_declared(config, gradients)
+
+    def _check_declared(self, config: Config, gradients: bool) -> None:
+        """What cell and layer cases share: variant, dtype, device, gradients."""
         for kind, value, supported in (
             ("variant", config.variant, self.variants),
             ("dtype", config.dtype, self.dtypes),
@@ -169,6 +191,15 @@ class Implementation:
             raise NotSupported(self.unsupported_reasons.get(timing.dtype, f"{self.id} does not run in {timing.dtype}"))
         # A half pass is supported where its float32 pass is (variant, device, gradients).
         self.check(timing.source_config, gradients=timing.gradients)
+
+    def check_layer(self, config: Config, layer: LayerConfig, lengths=None, mask=None, *, gradients: bool = False) -> None:
+        """Raise NotSupported if this implementation declares that it does not run this layer case."""
+        if self.layer_features is None:
+            raise NotSupported(self.unsupported_reasons.get("layer", f"{self.id} implements the LSTM cell, not the layer API"))
+        self._check_declared(config, gradients)
+        for feature in layer_features(layer, lengths, mask):
+            if feature not in self.layer_features:
+                raise NotSupported(self.unsupported_reasons.get(feature, f"{self.id} does not support {LAYER_FEATURES[feature]}"))
 
     def known_failure(self, kind: str, config: Config) -> str | None:
         """The upstream reason if ``kind`` ("outputs" or "gradients") of ``config`` is a known non-conformance."""
@@ -265,6 +296,38 @@ class Implementation:
             cotangents,
         )
 
+    def forward_layer(
+        self, params: LayerParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *,
+        layer: LayerConfig, lengths: np.ndarray | None = None, mask: np.ndarray | None = None, config: Config,
+    ) -> LayerOutputs:
+        """A stack of LSTM layers (spec/layer.py): y, h_T, c_T for x (T, B, I), h0 (L * D, B, P), c0 (L * D, B, H)
+        and ``lengths`` (B,) or ``mask`` (T, B); checked like :meth:`forward`."""
+        self._enter_layer(config, False, params, x, h0, c0, layer, lengths, mask, None)
+        arguments = dict(params=params, x=x, h0=h0, c0=c0, layer=layer, lengths=lengths, mask=mask, config=config)
+        if self._separate_process():
+            from backends import process
+
+            answer = process.call(self, "forward_layer", **arguments)
+        else:
+            answer = self._forward_layer(**arguments)
+        return checked_layer_outputs(answer, params, layer, x, config.dtype)
+
+    def backward_layer(
+        self, params: LayerParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, cotangents: Mapping[str, np.ndarray], *,
+        layer: LayerConfig, lengths: np.ndarray | None = None, mask: np.ndarray | None = None, config: Config,
+    ) -> dict[str, np.ndarray]:
+        """Gradients of <dy, y> + <dh_T, h_T> + <dc_T, c_T> with respect to x, h0, c0 and every cell's W, U, b
+        (p, W_hr), keyed as ``LayerParams.tensors()`` names them ("layer 1 direction 0 W"); checked."""
+        self._enter_layer(config, True, params, x, h0, c0, layer, lengths, mask, cotangents)
+        arguments = dict(params=params, x=x, h0=h0, c0=c0, cotangents=cotangents, layer=layer, lengths=lengths, mask=mask, config=config)
+        if self._separate_process():
+            from backends import process
+
+            answer = process.call(self, "backward_layer", **arguments)
+        else:
+            answer = self._backward_layer(**arguments)
+        return checked_layer_gradients(answer, params, x, config.dtype)
+
     # -- hooks: what an adapter supplies ---------------------------------------------------------
 
     def _availability(self, device: str) -> str | None:
@@ -285,6 +348,14 @@ class Implementation:
         """A device-resident pass, or None to be timed through forward() and backward()."""
         return None
 
+    def _forward_layer(self, params, x, h0, c0, *, layer: LayerConfig, lengths, mask, config: Config):
+        """The framework's layer: (y, h_T, c_T) as NumPy arrays (or a :class:`LayerOutputs`)."""
+        raise NotImplementedError(f"{type(self).__name__} supplies no _forward_layer()")
+
+    def _backward_layer(self, params, x, h0, c0, cotangents, *, layer: LayerConfig, lengths, mask, config: Config):
+        """The framework's layer gradients, keyed x, h0, c0 and LayerParams.tensors() names, as NumPy arrays."""
+        raise NotImplementedError(f"{type(self).__name__} supplies no _backward_layer()")
+
     # -- layouts ---------------------------------------------------------------------------------
 
     def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
@@ -304,6 +375,22 @@ class Implementation:
         if (reason := self.availability(config.device)) is not None:
             raise Unavailable(reason)
         check_inputs(params, x, h0, c0, config.dtype, cotangents, variant=config.variant)
+
+    def _enter_layer(self, config, gradients, params, x, h0, c0, layer, lengths, mask, cotangents) -> None:
+        """Steps 1 to 3 of the contract for a layer case: the inputs are checked by the spec's own rules."""
+        self.check_layer(config, layer, lengths, mask, gradients=gradients)
+        if (reason := self.availability(config.device)) is not None:
+            raise Unavailable(reason)
+        spec_layer.check_inputs(params, x, h0, c0, config=layer, lengths=lengths, mask=mask, dtype=config.dtype)
+        if params.peephole != (config.variant == "peephole"):
+            raise LSTMInputError("params", "wrong variant", config.variant, "peephole" if params.peephole else "standard")
+        if cotangents is not None:
+            T, B = x.shape[:2]
+            shapes = {"dy": (T, B, layer.num_directions * params.output_size), "dh_T": h0.shape, "dc_T": c0.shape}
+            for name, shape in shapes.items():
+                if name not in cotangents:
+                    raise LSTMInputError("cotangents", "missing tensor", name, sorted(cotangents))
+                check_tensor(name, cotangents[name], shape, np.dtype(config.dtype))
 
     def _separate_process(self) -> bool:
         return any(os.environ.get(name) != value for name, value in self.process_environment.items())
@@ -377,6 +464,35 @@ def checked_gradients(answer: object, params: LSTMParams, x: np.ndarray, dtype: 
     unexpected = [name for name in answer if name not in shapes]
     if unexpected:
         raise ResultError(f"gradient {unexpected[0]}", "unexpected", f"gradients {list(shapes)}", f"gradients {list(answer)}")
+    return {name: check_answer(f"gradient {name}", answer[name], shape, dtype) for name, shape in shapes.items()}
+
+
+def checked_layer_outputs(answer: object, params: LayerParams, layer: LayerConfig, x: np.ndarray, dtype: str) -> LayerOutputs:
+    """Step 5 for a layer's forward pass: (y, h_T, c_T) in ``dtype`` and in shape."""
+    if isinstance(answer, LayerOutputs):
+        answer = (answer.y, answer.h_T, answer.c_T)
+    if not isinstance(answer, (tuple, list)) or len(answer) != 3:
+        raise ResultError("outputs", "wrong type", "(y, h_T, c_T)", type(answer).__name__)
+    T, B = x.shape[:2]
+    LD, P, H = len(params.cells), params.output_size, params.hidden_size
+    shapes = {"y": (T, B, layer.num_directions * P), "h_T": (LD, B, P), "c_T": (LD, B, H)}
+    return LayerOutputs(*(check_answer(name, value, shapes[name], dtype) for name, value in zip(shapes, answer)))
+
+
+def checked_layer_gradients(answer: object, params: LayerParams, x: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+    """Step 5 for a layer's backward pass: exactly x, h0, c0 and every cell's tensors, each in dtype and shape."""
+    if not isinstance(answer, Mapping):
+        raise ResultError("gradients", "wrong type", "a dict of gradients", type(answer).__name__)
+    T, B = x.shape[:2]
+    LD = len(params.cells)
+    shapes = {"x": x.shape, "h0": (LD, B, params.output_size), "c0": (LD, B, params.hidden_size)}
+    shapes.update({name: t.shape for name, t in params.tensors().items()})
+    missing = [name for name in shapes if name not in answer]
+    if missing:
+        raise ResultError(f"gradient {missing[0]}", "missing", f"{len(shapes)} gradients (x, h0, c0, every cell's tensors)", f"gradients {list(answer)}")
+    unexpected = [name for name in answer if name not in shapes]
+    if unexpected:
+        raise ResultError(f"gradient {unexpected[0]}", "unexpected", f"x, h0, c0 and {list(params.tensors())}", f"gradients {list(answer)}")
     return {name: check_answer(f"gradient {name}", answer[name], shape, dtype) for name, shape in shapes.items()}
 
 

@@ -36,3 +36,42 @@ class Config:
     @property
     def id(self) -> str:
         return f"{self.variant}-{self.dtype}-{self.device}"
+
+
+#: What a layer case may ask of an implementation beyond the plain one-direction, one-layer LSTM, and what
+#: each means. An implementation declares the ones it does (``Implementation.layer_features``); a case that
+#: needs another is "not supported" with the implementation's reason. Peepholes are the variant (Config), and
+#: a forget bias is always supported (every layout can carry one in b_f).
+LAYER_FEATURES = {
+    "stacked": "more than one layer",
+    "reverse": "a reverse direction (direction='reverse')",
+    "bidirectional": "two directions (direction='bidirectional')",
+    "projection": "a projection of h (proj_size)",
+    "proj_clip": "clipping the projected h (proj_clip)",
+    "cell_clip": "clipping the cell state (cell_clip)",
+    "gate_clip": "clipping the gate pre-activations (gate_clip, ONNX's clip)",
+    "coupled": "coupled input and forget gates (f = 1 - i, ONNX's input_forget)",
+    "lengths": "sequence lengths",
+    "empty_sequences": "sequence lengths of 0",
+    "mask": "a mask of steps",
+    "mask_previous_output": "a mask whose masked steps output the previous output (zero_output_for_mask=False)",
+}
+
+
+def layer_features(layer, lengths=None, mask=None) -> tuple[str, ...]:
+    """The features (:data:`LAYER_FEATURES`) that a layer configuration with these lengths or mask uses."""
+    used = {
+        "stacked": layer.num_layers > 1,
+        "reverse": layer.direction == "reverse",
+        "bidirectional": layer.direction == "bidirectional",
+        "projection": layer.proj_size is not None,
+        "proj_clip": layer.proj_clip is not None,
+        "cell_clip": layer.cell_clip is not None,
+        "gate_clip": layer.gate_clip is not None,
+        "coupled": bool(layer.coupled_input_forget),
+        "lengths": lengths is not None,
+        "empty_sequences": lengths is not None and bool((lengths == 0).any()),
+        "mask": mask is not None,
+        "mask_previous_output": mask is not None and not layer.zero_output_for_mask,
+    }
+    return tuple(name for name in LAYER_FEATURES if used[name])

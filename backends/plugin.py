@@ -14,6 +14,14 @@ What is loaded may be
       def forward(params, x, h0, c0, *, forget_bias): return h_seq, h_T, c_T
       def backward(params, x, h0, c0, dh_seq, dh_T, dc_T, *, forget_bias): return {"x": ..., "W": ..., ...}  # optional
 
+  and for the layer (spec/layer.py), optionally, beside or instead of the cell::
+
+      LAYER_FEATURES = ("stacked", "bidirectional", ...)   # what it runs (backends.config.LAYER_FEATURES);
+                                                           # default: every feature, so nothing is hidden
+      def forward_layer(params, x, h0, c0, *, config, lengths, mask): return y, h_T, c_T
+      def backward_layer(params, x, h0, c0, dy, dh_T, dc_T, *, config, lengths, mask): return {"x": ..., "h0": ...,
+          "c0": ..., "layer 0 direction 0 W": ..., ...}    # optional; names as LayerParams.tensors()
+
   ``params`` is a :class:`spec.LSTMParams` (W (4, H, I), U (4, H, H), b (4, H),
   p (3, H) or None; gates i, f, g, o) and every array is a NumPy array in the
   requested dtype. Gradients come back in the same canonical layout.
@@ -31,7 +39,7 @@ from types import ModuleType
 
 import numpy as np
 
-from backends.base import DTYPES, VARIANTS, Config, Implementation, NotSupported
+from backends.base import DTYPES, LAYER_FEATURES, VARIANTS, Config, Implementation, NotSupported
 
 
 class BackendLoadError(Exception):
@@ -44,12 +52,34 @@ class FunctionImplementation(Implementation):
 
     forward_function: Callable | None = None
     backward_function: Callable | None = None
+    forward_layer_function: Callable | None = None
+    backward_layer_function: Callable | None = None
     #: ENVIRONMENT (a dict) or environment() (a function returning one) of the module, for the report.
     environment_source: object = None
     unsupported_reasons: dict = field(default_factory=dict)
 
+    def check(self, config: Config, *, gradients: bool = False) -> None:
+        if self.forward_function is None:
+            raise NotSupported(f"{self.id} defines no forward(): it implements the layer only")
+        if gradients and self.backward_function is None:
+            raise NotSupported("the implementation defines no backward()")
+        super().check(config, gradients=gradients)
+
+    def check_layer(self, config: Config, layer, lengths=None, mask=None, *, gradients: bool = False) -> None:
+        if gradients and self.forward_layer_function is not None and self.backward_layer_function is None:
+            raise NotSupported("the implementation defines no backward_layer()")
+        super().check_layer(config, layer, lengths, mask, gradients=gradients)
+
     def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         return self.forward_function(params, x, h0, c0, forget_bias=forget_bias)
+
+    def _forward_layer(self, params, x, h0, c0, *, layer, lengths, mask, config: Config):
+        return self.forward_layer_function(params, x, h0, c0, config=layer, lengths=lengths, mask=mask)
+
+    def _backward_layer(self, params, x, h0, c0, cotangents, *, layer, lengths, mask, config: Config):
+        return self.backward_layer_function(
+            params, x, h0, c0, cotangents["dy"], cotangents["dh_T"], cotangents["dc_T"], config=layer, lengths=lengths, mask=mask
+        )
 
     def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         return self.backward_function(params, x, h0, c0, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"], forget_bias=forget_bias)
@@ -75,7 +105,8 @@ def load_backend(target: str) -> list[Implementation]:
         raise BackendLoadError(
             f"--backend {target}: found no implementation. Define IMPLEMENTATIONS (or IMPLEMENTATION) "
             "holding backends.base.Implementation objects, or functions forward(params, x, h0, c0, *, forget_bias) "
-            "[and backward(...)]; see backends/plugin.py and the README."
+            "[and backward(...)] and/or forward_layer(params, x, h0, c0, *, config, lengths, mask) [and "
+            "backward_layer(...)]; see backends/plugin.py and the README."
         )
     return implementations
 
@@ -134,13 +165,17 @@ def _implementations_from(obj, default_id: str) -> list[Implementation]:
                 raise BackendLoadError(f"{name} must hold backends.base.Implementation objects; got {type(bad[0]).__name__}")
             return found
     forward = getattr(obj, "forward", None)
-    if callable(forward):
+    forward_layer = getattr(obj, "forward_layer", None)
+    if callable(forward) or callable(forward_layer):
         dtypes = tuple(getattr(obj, "DTYPES", DTYPES))
         variants = tuple(getattr(obj, "VARIANTS", VARIANTS))
-        for name, values, allowed in (("DTYPES", dtypes, DTYPES), ("VARIANTS", variants, VARIANTS)):
+        features = tuple(getattr(obj, "LAYER_FEATURES", LAYER_FEATURES)) if callable(forward_layer) else None
+        for name, values, allowed in (("DTYPES", dtypes, DTYPES), ("VARIANTS", variants, VARIANTS),
+                                      ("LAYER_FEATURES", features or (), tuple(LAYER_FEATURES))):
             if not set(values) <= set(allowed):
                 raise BackendLoadError(f"{name} = {values}: each must be one of {allowed}")
         backward = getattr(obj, "backward", None)
+        backward_layer = getattr(obj, "backward_layer", None)
         return [
             FunctionImplementation(
                 id=str(getattr(obj, "ID", default_id)),
@@ -149,9 +184,12 @@ def _implementations_from(obj, default_id: str) -> list[Implementation]:
                 variants=variants,
                 dtypes=dtypes,
                 devices=("cpu",),
-                gradients=callable(backward),
-                forward_function=forward,
+                gradients=callable(backward) or callable(backward_layer),
+                forward_function=forward if callable(forward) else None,
                 backward_function=backward if callable(backward) else None,
+                layer_features=features,
+                forward_layer_function=forward_layer if callable(forward_layer) else None,
+                backward_layer_function=backward_layer if callable(backward_layer) else None,
                 environment_source=getattr(obj, "ENVIRONMENT", None) or getattr(obj, "environment", None),
                 unsupported_reasons={"gradients": "the implementation defines no backward()"},
             )

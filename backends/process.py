@@ -25,6 +25,7 @@ call starts a fresh one.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import faulthandler
 import json
 import os
@@ -40,8 +41,21 @@ import numpy as np
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
-from backends.base import Config, Crashed, NotSupported, Outputs, ResultError, Unavailable, checked_gradients, checked_outputs
-from spec.params import LSTMParams
+from backends.base import (
+    Config,
+    Crashed,
+    LayerOutputs,
+    NotSupported,
+    Outputs,
+    ResultError,
+    Unavailable,
+    checked_gradients,
+    checked_layer_gradients,
+    checked_layer_outputs,
+    checked_outputs,
+)
+from spec.layer import LayerConfig
+from spec.params import LayerParams, LSTMParams
 from spec.validation import LSTMInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +183,9 @@ def call(implementation, kind: str, **arguments):
         raise RuntimeError(f"{reply['type']}: {reply['message']} (in its own process)\n{reply['traceback']}")
     if kind == "forward":
         return Outputs(values["h_seq"], values["h_T"], values["c_T"])
-    if kind == "backward":
+    if kind == "forward_layer":
+        return LayerOutputs(values["y"], values["h_T"], values["c_T"])
+    if kind in ("backward", "backward_layer"):
         return values
     return reply["value"]
 
@@ -178,12 +194,18 @@ def _encode(row_id: str, kind: str, arguments: dict) -> tuple[dict, dict[str, np
     header: dict[str, object] = {"id": row_id, "kind": kind}
     arrays: dict[str, np.ndarray] = {}
     for name, value in arguments.items():
-        if isinstance(value, LSTMParams):
+        if isinstance(value, (LSTMParams, LayerParams)):
             arrays.update({f"params.{k}": v for k, v in value.tensors().items()})
+            if isinstance(value, LayerParams):
+                header["cells"] = [len(value.cells), value.num_directions]
         elif isinstance(value, np.ndarray):
             arrays[name] = value
         elif isinstance(value, Config):
             header["config"] = [value.variant, value.dtype, value.device]
+        elif isinstance(value, LayerConfig):
+            header["layer"] = dataclasses.asdict(value)
+        elif value is None:
+            continue
         elif name == "cotangents":
             arrays.update({f"cotangents.{k}": v for k, v in value.items()})
         else:
@@ -223,17 +245,36 @@ def _answer(row, header: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dic
         return {"value": row._availability(header["device"])}, None
     if kind == "environment":
         return {"value": dict(row._environment(header["device"]))}, None
-    params = LSTMParams(**{k.removeprefix("params."): v for k, v in arrays.items() if k.startswith("params.")})
+    named = {k.removeprefix("params."): v for k, v in arrays.items() if k.startswith("params.")}
     config = Config(*header["config"])
     x, h0, c0 = arrays["x"], arrays["h0"], arrays["c0"]
+    cotangents = {k.removeprefix("cotangents."): v for k, v in arrays.items() if k.startswith("cotangents.")}
+    if kind in ("forward_layer", "backward_layer"):
+        params = _layer_params(named, *header["cells"])
+        layer = LayerConfig(**header["layer"])
+        options = dict(layer=layer, lengths=arrays.get("lengths"), mask=arrays.get("mask"), config=config)
+        if kind == "forward_layer":
+            answer = row._forward_layer(params=params, x=x, h0=h0, c0=c0, **options)
+            return {}, checked_layer_outputs(answer, params, layer, x, config.dtype).tensors()
+        answer = row._backward_layer(params=params, x=x, h0=h0, c0=c0, cotangents=cotangents, **options)
+        return {}, checked_layer_gradients(answer, params, x, config.dtype)
+    params = LSTMParams(**named)
     if kind == "forward":
         answer = row._forward(params, x, h0, c0, forget_bias=header["forget_bias"], config=config)
         return {}, checked_outputs(answer, params, x, config.dtype).tensors()
     if kind == "backward":
-        cotangents = {k.removeprefix("cotangents."): v for k, v in arrays.items() if k.startswith("cotangents.")}
         answer = row._backward(params, x, h0, c0, cotangents, forget_bias=header["forget_bias"], config=config)
         return {}, checked_gradients(answer, params, x, config.dtype)
-    raise LSTMInputError("kind", "unknown call", "availability, environment, forward or backward", kind)
+    raise LSTMInputError("kind", "unknown call", "availability, environment, forward(_layer) or backward(_layer)", kind)
+
+
+def _layer_params(named: dict[str, np.ndarray], cells: int, num_directions: int) -> LayerParams:
+    """LayerParams from the tensors LayerParams.tensors() named ("layer 1 direction 0 W", ...)."""
+    by_cell: list[dict[str, np.ndarray]] = [{} for _ in range(cells)]
+    for name, value in named.items():
+        _, l, _, d, tensor = name.split()
+        by_cell[int(l) * num_directions + int(d)][tensor] = value
+    return LayerParams(tuple(LSTMParams(**tensors) for tensors in by_cell), num_directions)
 
 
 if __name__ == "__main__":

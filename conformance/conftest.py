@@ -32,9 +32,11 @@ from conformance import isolation
 from conformance.report import Result, build_matrix, render_text, write_reports
 from conformance.runner import KINDS, KNOWN, RESULT, UNFINISHED, case_id, new_result
 from spec.cases import CASES_BY_NAME, case_set
+from spec.layer_cases import LAYER_CASES_BY_NAME, LayerCase, layer_case_set
 
 #: Which test function judges which kind of result.
-TEST_KINDS = {"test_forward": "outputs", "test_gradients": "gradients"}
+TEST_KINDS = {"test_forward": "outputs", "test_gradients": "gradients",
+              "test_layer_forward": "layer outputs", "test_layer_gradients": "layer gradients"}
 RESULT_PROPERTY = "lstmc_result"
 
 
@@ -112,8 +114,14 @@ def _cases(config):
     return [case.with_seed(case.seed + k) for case in case_set(large=config.getoption("--large")) for k in range(seeds)]
 
 
+def _layer_cases(config):
+    seeds = config.getoption("--seeds")
+    return [case.with_seed(case.seed + k) for case in layer_case_set() for k in range(seeds)]
+
+
 def _case_id(case) -> str:
-    return case_id(case, CASES_BY_NAME[case.name].seed)
+    table = LAYER_CASES_BY_NAME if isinstance(case, LayerCase) else CASES_BY_NAME
+    return case_id(case, table[case.name].seed)
 
 
 def implementations(config):
@@ -133,6 +141,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "peephole: cases of the peephole variant")
     config.addinivalue_line("markers", "gradients: gradient comparisons")
     config.addinivalue_line("markers", "gpu: runs on a CUDA device")
+    config.addinivalue_line("markers", "layer: layer cases (directions, stacks, projection, clips, lengths, masks)")
     if config.getoption("--seeds") < 1:
         raise pytest.UsageError(f"--seeds must be at least 1, got {config.getoption('--seeds')}")
     if config.getoption("--call-timeout") < 0:
@@ -169,7 +178,8 @@ def _isolate_in_workers(config) -> None:
     if option.dist != "no" and option.maxworkerrestart is None:
         # Every crash of an implementation costs a worker; allow one per test of the run (xdist's default, 4
         # per worker, would stop the run at the fifth crash), and a few more for the workers themselves.
-        tests = len(implementations(config)) * len(_devices(config)) * len(_dtypes(config)) * len(_cases(config)) * len(KINDS)
+        cases = len(_cases(config)) + len(_layer_cases(config))
+        tests = len(implementations(config)) * len(_devices(config)) * len(_dtypes(config)) * cases * 2
         option.maxworkerrestart = str(tests + 4 * max(1, len(option.tx)))
 
 
@@ -182,19 +192,21 @@ def pytest_generate_tests(metafunc):
     if "implementation" not in metafunc.fixturenames:
         return
     config = metafunc.config
+    layers = "layer_case" in metafunc.fixturenames
     params = []
     for impl in implementations(config):
         for device in _devices(config):
             for dtype in _dtypes(config):
-                for case in _cases(config):
-                    marks = []
-                    if case.peephole:
+                for case in _layer_cases(config) if layers else _cases(config):
+                    peephole = case.config.peephole if layers else case.peephole
+                    marks = [pytest.mark.layer] if layers else []
+                    if peephole:
                         marks.append(pytest.mark.peephole)
                     if device == "cuda":
                         marks.append(pytest.mark.gpu)
-                    run = Config(variant=case.variant, dtype=dtype, device=device)
+                    run = Config(variant="peephole" if peephole else "standard", dtype=dtype, device=device)
                     params.append(pytest.param(impl, run, case, marks=marks, id=f"{impl.id}-{dtype}-{device}-{_case_id(case)}"))
-    metafunc.parametrize(("implementation", "run", "case"), params)
+    metafunc.parametrize(("implementation", "run", "layer_case" if layers else "case"), params)
 
 
 def _conformance_test(item) -> tuple[str, object, Config, object] | None:
@@ -202,7 +214,8 @@ def _conformance_test(item) -> tuple[str, object, Config, object] | None:
     callspec = getattr(item, "callspec", None)
     if kind is None or callspec is None:
         return None
-    return kind, callspec.params["implementation"], callspec.params["run"], callspec.params["case"]
+    case = callspec.params["layer_case" if kind.startswith("layer") else "case"]
+    return kind, callspec.params["implementation"], callspec.params["run"], case
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -256,10 +269,18 @@ class Controller:
             "implementation": {impl.id: n for n, impl in enumerate(implementations(config))},
             "device": {d: n for n, d in enumerate(_devices(config))},
             "dtype": {d: n for n, d in enumerate(_dtypes(config))},
-            "case": {_case_id(c): n for n, c in enumerate(_cases(config))},
         }
-        # A serial run's order: test_forward's items, then test_gradients'; each by implementation, device, dtype, case.
-        self.sort_key = lambda r: tuple(order[field].get(getattr(r, field), len(order[field])) for field in order)
+        cases = {"cell": {_case_id(c): n for n, c in enumerate(_cases(config))},
+                 "layer": {_case_id(c): n for n, c in enumerate(_layer_cases(config))}}
+
+        def sort_key(r: Result) -> tuple[int, ...]:
+            # A serial run's order: test_forward's items, test_gradients', then the layer tests'; each by
+            # implementation, device, dtype, case.
+            case_order = cases["layer" if r.kind.startswith("layer") else "cell"]
+            fields = tuple(order[field].get(getattr(r, field), len(order[field])) for field in order)
+            return (*fields, case_order.get(r.case, len(case_order)))
+
+        self.sort_key = sort_key
 
     def pytest_runtest_logreport(self, report):
         for name, value in report.user_properties:

@@ -14,6 +14,13 @@ predicts agrees with the implementation's within the same tolerance the test
 uses, and differs from the spec: "matches the spec if gates f and g are
 swapped".
 
+A layer's answer (spec/layer.py) is tried under every mistake of
+:mod:`conformance.known_layer_bugs` that can change something on its case
+(:func:`diagnose_layer`): directions and stacking plumbed wrongly, the
+projection in the wrong place, lengths and masks misapplied, clips on the
+wrong quantity, the coupled gate from the forget weights; for gradients, the
+gradients of each of those and the backward-only mistakes.
+
 Apart from the hypotheses, a float64 result whose error is at float32's level
 (within float32's tolerance, outside float64's) is named as such: the
 implementation computes in float32 somewhere (Keras 3 on JAX does, and returns
@@ -28,12 +35,14 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from conformance import known_bugs
+from conformance import known_bugs, known_layer_bugs
 from conformance.compare import compare
 from conformance.tolerances import tolerance
 from spec import lstm
 from spec.cases import CaseData, reference, widened
-from spec.params import GATES, PEEPHOLE_GATES, LSTMParams
+from spec.layer_cases import LayerCaseData
+from spec.layer_cases import widened as widened_layer
+from spec.params import GATES, PEEPHOLE_GATES, LayerParams, LSTMParams
 
 ORDER_NAMES = {("i", "g", "f", "o"): "TensorFlow's BlockLSTM order", ("i", "o", "f", "g"): "ONNX's order"}
 
@@ -251,3 +260,46 @@ def diagnose_gradients(data: CaseData, got: Mapping[str, np.ndarray], expected: 
         + _explained(got, gradient_hypotheses(data), expected, dtype, "gradients")
         + _at_lower_precision(got, expected, dtype, "gradients")
     )
+
+
+# ---------------------------------------------------------------------------
+# The layer (spec/layer.py): the mistakes of conformance.known_layer_bugs
+# ---------------------------------------------------------------------------
+
+
+def _layer_gates_stacked(wide: LayerCaseData, order: tuple[int, ...], gradients: bool) -> tuple[str, dict]:
+    """Every cell's gates stacked in ``order`` (a layout conversion written once and applied to every layer and
+    direction): what it predicts, its gradients in the frame of the parameters it used."""
+    cells = tuple(LSTMParams(c.W[list(order)], c.U[list(order)], c.b[list(order)], c.p, c.W_hr) for c in wide.params.cells)
+    run = known_layer_bugs.forward(LayerParams(cells, wide.params.num_directions), wide.x, wide.h0, wide.c0,
+                                   config=wide.config, lengths=wide.lengths, mask=wide.mask, bugs=set())
+    predicted = known_layer_bugs.backward(run, wide.dy, wide.dh_T, wide.dc_T) if gradients else run.outputs()
+    return f"{_describe_order(order)} in every cell", predicted
+
+
+def layer_hypotheses(data: LayerCaseData, gradients: bool) -> Iterator[tuple[str, dict]]:
+    """(description, what it predicts) for every mistake that can change something on this case: the cell's
+    gate orders, in every cell; the mistakes of the layer's bug model: outputs under the forward mistakes,
+    gradients under the forward mistakes (the gradients of the mistaken forward) and the backward ones. Computed
+    one by one, in float64 on the data widened exactly."""
+    wide = widened_layer(data)
+    for order in permutations(range(4)):
+        if order != (0, 1, 2, 3):
+            yield _layer_gates_stacked(wide, order, gradients)
+    for bug, description in known_layer_bugs.BUGS.items():
+        if not known_layer_bugs.applies(bug, wide.config, wide.lengths, wide.mask):
+            continue
+        if not gradients and bug in known_layer_bugs.BACKWARD_BUGS:
+            continue  # the forward is the spec's: nothing to see in the outputs
+        run = known_layer_bugs.forward(wide.params, wide.x, wide.h0, wide.c0, config=wide.config, lengths=wide.lengths,
+                                       mask=wide.mask, bugs={bug})
+        yield description, known_layer_bugs.backward(run, wide.dy, wide.dh_T, wide.dc_T) if gradients else run.outputs()
+
+
+def diagnose_layer(data: LayerCaseData, got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], dtype: str,
+                   gradients: bool) -> list[str]:
+    """The known mistakes under which the spec reproduces a layer's answer (outputs, or gradients): each is
+    reported when it reproduces every tensor within the tolerance of the kind and differs from the spec on this
+    case (a mistake that changes nothing here explains nothing); then an error at a lower precision's level."""
+    kind = "layer gradients" if gradients else "layer outputs"
+    return _explained(got, layer_hypotheses(data, gradients), expected, dtype, kind) + _at_lower_precision(got, expected, dtype, kind)

@@ -1,13 +1,18 @@
 """Mutant implementations: bugs seen in real LSTM code, which the suite must catch and diagnose.
 
     pytest conformance/ --backend conformance.mutants              all of them
-    pytest conformance/ --backend conformance.mutants:MUTANTS_BY_ID ... (see tests/test_mutants_caught.py)
+    pytest conformance/ --backend conformance.mutants -k test_layer   the layer mutants' verdicts
 
 Each mutant is an ordinary implementation, loaded through the same --backend
-path third parties use. Its bug is either a rearrangement of the parameters
-it is given (a gate permutation, a transposed matrix, a forget bias lost)
-or a switch of :mod:`conformance.known_bugs`. ``diagnosis`` is what the suite
-must say about it.
+path third parties use. A cell mutant (:data:`MUTANTS`) implements the cell
+contract only; its bug is either a rearrangement of the parameters it is given
+(a gate permutation, a transposed matrix, a forget bias lost) or a switch of
+:mod:`conformance.known_bugs`. A layer mutant (:data:`LAYER_MUTANTS`)
+implements the layer contract only, every layer feature, with one switch of
+:mod:`conformance.known_layer_bugs` (its backward the gradient of its own
+mistaken forward, or for a backward bug the spec's forward). ``diagnosis`` is
+what the suite must say about it. tests/test_mutants_caught.py and
+tests/test_layer_mutants_caught.py check both.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Callable
 
+from backends.config import LAYER_FEATURES
 from backends.plugin import FunctionImplementation
-from conformance import known_bugs
+from conformance import known_bugs, known_layer_bugs
 from spec.params import GATES, LSTMParams
 
 
@@ -89,5 +95,72 @@ MUTANTS = (
            "the last time step is missing from the backward pass", bugs=frozenset({"last_step_missing"})),
 )
 
+
+@dataclass(frozen=True)
+class LayerMutant:
+    """A layer implementation with one mistake of :mod:`conformance.known_layer_bugs` (and nothing of the cell)."""
+
+    id: str
+    description: str
+    bug: str  # a name of known_layer_bugs.BUGS
+    diagnosis: str  # a phrase the suite's diagnosis must contain
+
+    @property
+    def backward_only(self) -> bool:
+        return self.bug in known_layer_bugs.BACKWARD_BUGS
+
+    def implementation(self) -> FunctionImplementation:
+        bugs = frozenset({self.bug})
+
+        def forward_layer(params, x, h0, c0, *, config, lengths, mask):
+            run = known_layer_bugs.forward(params, x, h0, c0, config=config, lengths=lengths, mask=mask, bugs=bugs)
+            return run.y, run.h_T, run.c_T
+
+        def backward_layer(params, x, h0, c0, dy, dh_T, dc_T, *, config, lengths, mask):
+            run = known_layer_bugs.forward(params, x, h0, c0, config=config, lengths=lengths, mask=mask, bugs=bugs)
+            return known_layer_bugs.backward(run, dy, dh_T, dc_T)
+
+        return FunctionImplementation(
+            id=self.id, description=self.description, layer_features=tuple(LAYER_FEATURES),
+            forward_layer_function=forward_layer, backward_layer_function=backward_layer,
+        )
+
+
+def _layer_mutant(name: str, description: str, bug: str) -> LayerMutant:
+    """The diagnosis is the bug model's own words for the mistake: the diagnoses and the mutants share them."""
+    return LayerMutant(f"mutant/layer-{name}", description, bug, known_layer_bugs.BUGS[bug])
+
+
+LAYER_MUTANTS = (
+    _layer_mutant("reverse-outputs-in-processing-order", "a reverse direction's outputs not reversed back "
+                  "(y_t holds the output for x_{T-1-t})", "reverse_outputs_in_processing_order"),
+    _layer_mutant("directions-swapped", "a bidirectional layer's outputs concatenated reverse first", "directions_swapped"),
+    _layer_mutant("above-fed-forward-only", "the layer above a bidirectional layer fed only its forward direction "
+                  "(zeros for the reverse)", "layer_above_reads_forward_only"),
+    _layer_mutant("final-states-direction-major", "h_T and c_T stacked every layer's forward direction first, "
+                  "then every layer's reverse", "final_states_direction_major"),
+    _layer_mutant("projection-before-tanh", "h = tanh(W_hr (o * c)): the projection inside the tanh", "projection_before_tanh"),
+    _layer_mutant("projection-of-c", "h = W_hr c: the projection applied to the cell state", "projection_of_c"),
+    _layer_mutant("padded-outputs-not-zeroed", "outputs past a row's length repeat its last output", "padded_outputs_not_zeroed"),
+    _layer_mutant("zero-output-for-mask-flipped", "zero_output_for_mask read the other way round", "zero_output_for_mask_flipped"),
+    _layer_mutant("final-h-at-T-1", "h_T taken from the output at step T - 1 (output[-1]), zero for a shorter row",
+                  "final_h_at_T_minus_1"),
+    _layer_mutant("reverse-starts-at-T-1", "the padded sequence reversed as a whole: the reverse direction reads the "
+                  "padding first", "reverse_starts_at_T_minus_1"),
+    _layer_mutant("reverse-mask-not-reversed", "the reverse direction reads the mask in time order", "reverse_mask_not_reversed"),
+    _layer_mutant("masked-step-updates-state", "masked steps update the state (only their outputs are masked)",
+                  "masked_step_updates_state"),
+    _layer_mutant("clips-swapped", "cell_clip clips the gate pre-activations and gate_clip the cell state", "clips_swapped"),
+    _layer_mutant("coupled-forget-from-forget-weights", "input_forget ignored: f = sigma(W_f x + U_f h + b_f) instead of 1 - i",
+                  "coupled_forget_from_forget_weights"),
+    # Backward only: the forward is right.
+    _layer_mutant("reverse-dx-not-reversed", "a reverse direction's input gradient left in its processing order",
+                  "reverse_dx_not_reversed"),
+    _layer_mutant("clip-gradient-straight-through", "every clip's gradient taken as 1, as if nothing had been "
+                  "clipped (a straight-through clip)", "clip_gradient_straight_through"),
+    _layer_mutant("dc-T-ignored", "the cotangent of c_T dropped", "dc_T_ignored"),
+)
+
 MUTANTS_BY_ID = {m.id: m for m in MUTANTS}
-IMPLEMENTATIONS = tuple(m.implementation() for m in MUTANTS)
+LAYER_MUTANTS_BY_ID = {m.id: m for m in LAYER_MUTANTS}
+IMPLEMENTATIONS = tuple(m.implementation() for m in MUTANTS) + tuple(m.implementation() for m in LAYER_MUTANTS)

@@ -27,13 +27,13 @@ import numpy as np
 
 STATUSES = ("pass", "FAIL", "known", "not supported", "unavailable")
 CELL_STATUSES = ("pass", "FAIL", "partial", "known", "not supported", "unavailable")
-KINDS = ("outputs", "gradients")
+KINDS = ("outputs", "gradients", "layer outputs", "layer gradients")
 
 
 @dataclass
 class Result:
     implementation: str
-    kind: str  # outputs | gradients
+    kind: str  # one of KINDS
     dtype: str
     device: str
     case: str

@@ -26,17 +26,18 @@ import pytest
 
 from backends.base import Config, Crashed, Implementation, NotSupported, ResultError, TimedOut, Unavailable
 from conformance.compare import Comparison, compare, describe_index
-from conformance.diagnose import diagnose_gradients, diagnose_outputs
+from conformance.diagnose import diagnose_gradients, diagnose_layer, diagnose_outputs
 from conformance.isolation import deadline
 from conformance.report import Result
 from conformance.tolerances import tolerance
-from spec.cases import Case, CaseData, Reference, reference
-from spec.cases import make_case_data
-from spec.params import LSTMParams
+from spec.cases import Case, CaseData, Reference, make_case_data, reference
+from spec.layer_cases import LayerCase, LayerCaseData, make_layer_case_data
+from spec.layer_cases import reference as layer_reference
+from spec.params import LayerParams, LSTMParams
 
 RESULT = pytest.StashKey[Result]()
 KNOWN = pytest.StashKey[str]()  # the upstream reason of a known non-conformance, for its "known" verdict
-KINDS = ("outputs", "gradients")
+KINDS = ("outputs", "gradients", "layer outputs", "layer gradients")
 #: A result's detail until the test has decided: a test that stops anywhere else is reported with its exception.
 UNFINISHED = "the test did not finish"
 
@@ -56,37 +57,95 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@lru_cache(maxsize=128)
-def pristine(case: Case, dtype: str) -> tuple[CaseData, Reference]:
+def named_arrays(data: CaseData | LayerCaseData) -> dict[str, np.ndarray]:
+    """Everything an implementation receives, by name: every parameter tensor, the inputs, the cotangents
+    (and a layer case's lengths or mask)."""
+    named = {**data.params.tensors(), **data.inputs(), **data.cotangents()}
+    for name in ("lengths", "mask"):
+        if getattr(data, name, None) is not None:
+            named[name] = getattr(data, name)
+    return named
+
+
+@lru_cache(maxsize=256)
+def pristine(case: Case | LayerCase, dtype: str) -> tuple[CaseData | LayerCaseData, Reference]:
     """The case's data in ``dtype`` and the spec's float64 answer on it, both read-only, the answer computed
     before any implementation has seen the data."""
-    data = make_case_data(case, dtype)
-    expected = reference(data)
-    for array in (*data.params.tensors().values(), *data.inputs().values(), *data.cotangents().values(),
-                  *expected.outputs.values(), *expected.gradients.values()):
+    if isinstance(case, LayerCase):
+        data = make_layer_case_data(case, dtype)
+        expected = layer_reference(data)
+    else:
+        data = make_case_data(case, dtype)
+        expected = reference(data)
+    for array in (*named_arrays(data).values(), *expected.outputs.values(), *expected.gradients.values()):
         _frozen(array)
     return data, expected
 
 
-def private_copy(data: CaseData) -> CaseData:
+def private_copy(data: CaseData | LayerCaseData) -> CaseData | LayerCaseData:
     """Writable copies of everything an implementation receives: what it does to them reaches nothing else."""
-    params = LSTMParams(**{k: v.copy() for k, v in data.params.tensors().items()})
-    arrays = {k: v.copy() for k, v in {**data.inputs(), **data.cotangents()}.items()}
-    return replace(data, params=params, **arrays)
+    copies = {name: value.copy() for name, value in named_arrays(data).items()}
+    if isinstance(data.params, LayerParams):
+        params = data.params.with_tensors(copies)
+    else:
+        params = LSTMParams(**{k: copies[k] for k in data.params.tensors()})
+    fields = {k: copies[k] for k in (*data.inputs(), *data.cotangents(), "lengths", "mask") if k in copies}
+    return replace(data, params=params, **fields)
 
 
-def modified_inputs(given: CaseData, original: CaseData) -> str | None:
+def modified_inputs(given: CaseData | LayerCaseData, original: CaseData | LayerCaseData) -> str | None:
     """How the implementation changed what it was given, or None: the first tensor that differs and where."""
-    pairs = [*zip(given.params.tensors().items(), original.params.tensors().values())]
-    pairs += [*zip({**given.inputs(), **given.cotangents()}.items(), {**original.inputs(), **original.cotangents()}.values())]
-    for (name, now), before in pairs:
+    before_all = named_arrays(original)
+    directions = getattr(original.params, "num_directions", None)  # a layer's states: index by cell
+    for name, now in named_arrays(given).items():
+        before = before_all[name]
         if not np.array_equal(now, before):
-            index = tuple(int(k) for k in np.argwhere(~((now == before) | (np.isnan(now) & np.isnan(before))))[0])
+            same = now == before
+            if np.issubdtype(now.dtype, np.floating):
+                same |= np.isnan(now) & np.isnan(before)
+            index = tuple(int(k) for k in np.argwhere(~same)[0])
             return (
-                f"modified its input {name} in place: at {describe_index(name, index)} it now holds "
+                f"modified its input {name} in place: at {describe_index(name, index, directions)} it now holds "
                 f"{now[index]!r}, the suite gave {before[index]!r} (inputs are the caller's; copy before writing)"
             )
     return None
+
+
+# ---------------------------------------------------------------------------
+# What a test asks of an implementation: the cell contract, or the layer contract
+# ---------------------------------------------------------------------------
+
+
+def _declared(implementation: Implementation, run: Config, case, data, gradients: bool) -> None:
+    """Raise NotSupported if the implementation declares that it does not do this case."""
+    if isinstance(case, LayerCase):
+        implementation.check_layer(run, case.config, data.lengths, data.mask, gradients=gradients)
+    else:
+        implementation.check(run, gradients=gradients)
+
+
+def _call(implementation: Implementation, run: Config, case, given, gradients: bool) -> dict[str, np.ndarray]:
+    """The implementation's answer through the contract's entry points, as named tensors."""
+    if isinstance(case, LayerCase):
+        options = dict(layer=case.config, lengths=given.lengths, mask=given.mask, config=run)
+        if gradients:
+            return implementation.backward_layer(given.params, given.x, given.h0, given.c0, given.cotangents(), **options)
+        return implementation.forward_layer(given.params, given.x, given.h0, given.c0, **options).tensors()
+    if gradients:
+        return implementation.backward(given.params, given.x, given.h0, given.c0, given.cotangents(), forget_bias=case.forget_bias, config=run)
+    return implementation.forward(given.params, given.x, given.h0, given.c0, forget_bias=case.forget_bias, config=run).tensors()
+
+
+def _diagnose(case, data, got, want, dtype: str, gradients: bool) -> list[str]:
+    if isinstance(case, LayerCase):
+        return diagnose_layer(data, got, want, dtype, gradients)
+    return diagnose_gradients(data, got, want, dtype) if gradients else diagnose_outputs(data, got, dtype)
+
+
+def _comparisons(case, got, want, kind: str, dtype: str) -> list[Comparison]:
+    tol = tolerance(dtype, kind)
+    directions = case.config.num_directions if isinstance(case, LayerCase) else None
+    return [compare(name, got[name], want[name], atol=tol.atol, rtol=tol.rtol, num_directions=directions) for name in want]
 
 
 # ---------------------------------------------------------------------------
@@ -110,33 +169,27 @@ def skip(result: Result, status: str, reason: str, *, declared: bool = False) ->
     pytest.skip(f"{status}: {reason}")
 
 
-def judge(request, implementation: Implementation, run: Config, case: Case, kind: str) -> None:
+def judge(request, implementation: Implementation, run: Config, case: Case | LayerCase, kind: str) -> None:
     """Run ``implementation`` on ``case`` and record the verdict (module docstring)."""
     result = request.node.stash[RESULT]
-    gradients = kind == "gradients"
+    gradients = kind.endswith("gradients")
     if (reason := implementation.availability(run.device)) is not None:
         skip(result, "unavailable", reason)
+    data, expected = pristine(case, run.dtype)
     try:
-        implementation.check(run, gradients=gradients)
+        _declared(implementation, run, case, data, gradients)
     except NotSupported as error:
         skip(result, "not supported", str(error), declared=True)
     if (known := implementation.known_failure(kind, run)) is not None:
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"known non-conformance: {known}"))
         request.node.stash[KNOWN] = known
 
-    data, expected = pristine(case, run.dtype)
     given = private_copy(data)
     timeout = request.config.getoption("--call-timeout")
-    what = f"{implementation.id} {'backward' if gradients else 'forward'}"
     context = f"{implementation.id} {run.id} {case.name}"
     try:
-        with deadline(timeout, what):
-            if gradients:
-                got = implementation.backward(
-                    given.params, given.x, given.h0, given.c0, given.cotangents(), forget_bias=case.forget_bias, config=run
-                )
-            else:
-                got = implementation.forward(given.params, given.x, given.h0, given.c0, forget_bias=case.forget_bias, config=run).tensors()
+        with deadline(timeout, f"{implementation.id} {'backward' if gradients else 'forward'}"):
+            got = _call(implementation, run, case, given, gradients)
     except NotSupported as error:
         skip(result, "not supported", str(error))
     except Unavailable as error:
@@ -149,8 +202,7 @@ def judge(request, implementation: Implementation, run: Config, case: Case, kind
         fail(result, context, change)
 
     want = expected.gradients if gradients else expected.outputs
-    tol = tolerance(run.dtype, kind)
-    comparisons = [compare(name, got[name], want[name], atol=tol.atol, rtol=tol.rtol) for name in want]
+    comparisons = _comparisons(case, got, want, kind, run.dtype)
     finite = [c for c in comparisons if np.isfinite(c.worst_error)]
     if finite:
         result.worst_error = max(c.worst_error for c in finite)
@@ -159,29 +211,23 @@ def judge(request, implementation: Implementation, run: Config, case: Case, kind
     if not failures:
         result.status, result.detail = "pass", ""
         return
-    if gradients:
-        result.diagnosis = diagnose_gradients(data, got, want, run.dtype)
-        forward_note = _forward_also_wrong(implementation, run, case, data, expected, timeout)
-    else:
-        result.diagnosis = diagnose_outputs(data, got, run.dtype)
-        forward_note = None
+    result.diagnosis = _diagnose(case, data, got, want, run.dtype, gradients)
     lines = [c.message() for c in failures]
     lines += [f"diagnosis: {d}" for d in result.diagnosis] or ["diagnosis: none of the known mistakes reproduces this result"]
-    if forward_note:
-        lines.append(forward_note)
+    if gradients and (note := _forward_also_wrong(implementation, run, case, data, expected, kind, timeout)):
+        lines.append(note)
     fail(result, context, "\n".join(lines))
 
 
-def _forward_also_wrong(implementation, run, case, data, expected, timeout) -> str | None:
+def _forward_also_wrong(implementation, run, case, data, expected, kind, timeout) -> str | None:
     """When gradients fail, whether the same case's outputs fail too: then the forward is the first thing to fix."""
     given = private_copy(data)
     try:
         with deadline(timeout, f"{implementation.id} forward"):
-            outputs = implementation.forward(given.params, given.x, given.h0, given.c0, forget_bias=case.forget_bias, config=run)
+            outputs = _call(implementation, run, case, given, gradients=False)
     except Exception:  # NotSupported, or a failure its own outputs test reports
         return None
-    tol = tolerance(run.dtype, "outputs")
-    wrong = [c for c in (compare(n, v, expected.outputs[n], atol=tol.atol, rtol=tol.rtol) for n, v in outputs.tensors().items()) if not c.ok]
+    wrong = [c for c in _comparisons(case, outputs, expected.outputs, kind.replace("gradients", "outputs"), run.dtype) if not c.ok]
     if not wrong:
         return None
     worst = max(wrong, key=lambda c: c.worst_ratio)

@@ -64,6 +64,7 @@ __all__ = [
     "LayerGradients",
     "LayerParams",
     "backward",
+    "check_inputs",
     "forward",
     "loss",
     "mask_from_lengths",
@@ -223,23 +224,8 @@ def forward(
     ``lengths`` (B,) integers in 0 .. T, or ``mask`` (T, B) booleans, or neither. Nothing is cast.
     """
     dtype = check_dtype(dtype)
-    if not isinstance(config, LayerConfig):
-        raise LSTMInputError("config", "wrong type", "spec.layer.LayerConfig", type(config).__name__)
-    _check_params(params, config, dtype)
+    mask, zero_output_for_mask = check_inputs(params, x, h0, c0, config=config, lengths=lengths, mask=mask, dtype=dtype)
     L, D = config.num_layers, config.num_directions
-    H, P = params.hidden_size, params.output_size
-    check_tensor("x", x, ("T", "B", params.input_size), dtype)
-    T, B = x.shape[0], x.shape[1]
-    check_tensor("h0", h0, (L * D, B, P), dtype)
-    check_tensor("c0", c0, (L * D, B, H), dtype)
-    zero_output_for_mask = config.zero_output_for_mask
-    if lengths is not None and mask is not None:
-        raise LSTMInputError("lengths", "given with a mask", "lengths or mask, not both", "both")
-    if lengths is not None:
-        _check_lengths(lengths, T, B)
-        mask, zero_output_for_mask = lengths_as_mask(lengths, T)  # (13)
-    elif mask is not None:
-        check_tensor("mask", mask, (T, B), np.dtype(bool), finite=False)
 
     runs: list[list[lstm.Forward]] = []  # runs[l][d]
     layer_input = x
@@ -300,6 +286,31 @@ def backward(fwd: LayerForward, dy: np.ndarray, dh_T: np.ndarray, dc_T: np.ndarr
         params=LayerParams(tuple(g.params() for g in grads), D),
         dtype=dtype,
     )
+
+
+def check_inputs(params, x, h0, c0, *, config, lengths=None, mask=None, dtype=np.float64) -> tuple[np.ndarray | None, bool]:
+    """What :func:`forward` checks before it runs (and what the adapter contract checks before a framework
+    sees anything): parameters that describe ``config`` in ``dtype``, x (T, B, I), h0 (L * D, B, P),
+    c0 (L * D, B, H), and lengths (B,) integers in 0 .. T or a (T, B) boolean mask, not both.
+    Returns the mask to apply and whether masked steps output zero (always, for lengths)."""
+    dtype = check_dtype(dtype)
+    if not isinstance(config, LayerConfig):
+        raise LSTMInputError("config", "wrong type", "spec.layer.LayerConfig", type(config).__name__)
+    _check_params(params, config, dtype)
+    L, D = config.num_layers, config.num_directions
+    H, P = params.hidden_size, params.output_size
+    check_tensor("x", x, ("T", "B", params.input_size), dtype)
+    T, B = x.shape[0], x.shape[1]
+    check_tensor("h0", h0, (L * D, B, P), dtype)
+    check_tensor("c0", c0, (L * D, B, H), dtype)
+    if lengths is not None and mask is not None:
+        raise LSTMInputError("lengths", "given with a mask", "lengths or mask, not both", "both")
+    if lengths is not None:
+        _check_lengths(lengths, T, B)
+        return lengths_as_mask(lengths, T)  # (13)
+    if mask is not None:
+        check_tensor("mask", mask, (T, B), np.dtype(bool), finite=False)
+    return mask, config.zero_output_for_mask
 
 
 def loss(fwd: LayerForward, dy: np.ndarray, dh_T: np.ndarray, dc_T: np.ndarray) -> float:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from spec import layer
+from spec.cases import Reference
 from spec.layer import LayerConfig
 from spec.params import LayerParams, LSTMParams
 from spec.validation import check_dtype
@@ -208,3 +209,24 @@ def make_layer_case_data(case: LayerCase, dtype: object = np.float64) -> LayerCa
         mask=None if case.mask is None else mask_array(case.mask, T),
         **{k: v.astype(dtype) for k, v in tensors.items()},
     )
+
+
+def layer_case_set() -> list[LayerCase]:
+    """The layer cases of a conformance run: every one of :data:`LAYER_CASES` (all small or medium)."""
+    return list(LAYER_CASES)
+
+
+def widened(data: LayerCaseData) -> LayerCaseData:
+    """The same case data in float64 (exact: float32 widens without rounding)."""
+    if data.params.dtype == np.float64:
+        return data
+    wide = {k: v.astype(np.float64) for k, v in {**data.inputs(), **data.cotangents()}.items()}
+    return replace(data, params=data.params.astype(np.float64), **wide)
+
+
+def reference(data: LayerCaseData) -> Reference:
+    """The spec in float64 on ``data`` (widened exactly): what layer implementations are compared with."""
+    wide = widened(data)
+    fwd = wide.forward(dtype=np.float64)
+    grads = layer.backward(fwd, wide.dy, wide.dh_T, wide.dc_T)
+    return Reference({"y": fwd.y, "h_T": fwd.h_T, "c_T": fwd.c_T}, grads.tensors())

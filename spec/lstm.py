@@ -385,13 +385,13 @@ class Forward:
 
     def step_features(self, t: int) -> StepFeatures:
         """The features of step t, over the booleans saved by the forward pass."""
-        return _step_features(self.options, self.gate_passed, self.cell_passed, t)
+        return step_features_of(self.options, self.gate_passed, self.cell_passed, t)
 
     def proj_clip(self, t: int) -> Clip | None:
         return None if self.options.proj_clip is None else Clip(self.options.proj_clip, self.proj_passed[t])
 
 
-def _step_features(options: Options, gate_passed, cell_passed, t: int) -> StepFeatures:
+def step_features_of(options: Options, gate_passed, cell_passed, t: int) -> StepFeatures:
     if options.plain_step:
         return PLAIN_STEP
     gate_clips = (None,) * 4
@@ -499,7 +499,7 @@ def forward(
         if options.plain_step:  # (1)-(6) as they stand
             step(z, c, params.p, forget_bias, c_seq[t], tanh_c_seq[t], out)
         else:
-            features = _step_features(options, gate_passed, cell_passed, t)
+            features = step_features_of(options, gate_passed, cell_passed, t)
             step(z, c, params.p, forget_bias, c_seq[t], tanh_c_seq[t], out, features)
         if m_seq is not None:  # (7)
             proj = None if proj_passed is None else Clip(options.proj_clip, proj_passed[t])

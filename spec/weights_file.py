@@ -225,12 +225,20 @@ def save_layer_weights(
         raise LSTMInputError("direction", "disagrees with params.num_directions", f"{fitting} (num_directions = {D})", repr(direction))
     if not isinstance(coupled_input_forget, (bool, np.bool_)):
         raise LSTMInputError("coupled_input_forget", "wrong type", "True or False", _show(coupled_input_forget))
-    tensors = {
-        cell_tensor_name(k // D, words[k % D], name): np.ascontiguousarray(t)
-        for k, cell in enumerate(params.cells)
-        for name, t in cell.tensors().items()
-    }
+    named = params.tensors()
+    tensors = {file_name: np.ascontiguousarray(named[name]) for name, file_name in layer_tensor_names(params, direction).items()}
     save_file(tensors, os.fspath(path), metadata=layer_metadata_for(params, direction, bool(coupled_input_forget)))
+
+
+def layer_tensor_names(params: LayerParams, direction: str) -> dict[str, str]:
+    """Each tensor's name in LayerParams.tensors() ("layer 1 direction 0 W") -> its version-2 name
+    ("layer1.forward.W"), cell by cell: the one mapping between the two (golden vectors use it too)."""
+    words, D = DIRECTION_WORDS[direction], params.num_directions
+    return {
+        f"{params.cell_name(k)} {name}": cell_tensor_name(k // D, words[k % D], name)
+        for k, cell in enumerate(params.cells)
+        for name in cell.tensors()
+    }
 
 
 def load_weights(path: str | os.PathLike) -> LSTMParams:

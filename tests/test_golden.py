@@ -10,10 +10,33 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from conformance.golden import export, fingerprint
-from spec import LSTMParams, lstm
+from spec import LSTMParams, layer, lstm
+from spec.layer import LayerConfig
+from spec.params import LayerParams
 from tests.suite import run_suite
 
 CASES = ["small", "small-peephole", "forget-bias-peephole"]
+LAYER_CASES = ["lstmp-stack", "mask-previous"]
+
+
+def _layer_result(vector: dict, t: dict) -> dict:
+    """A layer vector as an outside program reads it: cells by their names layer<l>.<forward|reverse>.<tensor>."""
+    config = LayerConfig(**vector["config"])
+    words = {"forward": ("forward",), "reverse": ("reverse",), "bidirectional": ("forward", "reverse")}[config.direction]
+    cells = tuple(
+        LSTMParams(**{k: t[f"layer{l}.{word}.{k}"] for k in ("W", "U", "b", "p", "W_hr") if f"layer{l}.{word}.{k}" in t})
+        for l in range(vector["L"]) for word in words
+    )
+    params = LayerParams(cells, len(words))
+    fwd = layer.forward(params, t["x"], t["h0"], t["c0"], config=config, lengths=t.get("lengths"), mask=t.get("mask"),
+                        dtype=vector["dtype"])
+    grads = layer.backward(fwd, t["dy"], t["dh_T"], t["dc_T"])
+    names = {f"layer {k // len(words)} direction {k % len(words)}": f"layer{k // len(words)}.{words[k % len(words)]}" for k in range(len(cells))}
+    result = {"y": fwd.y, "h_T": fwd.h_T, "c_T": fwd.c_T, "grad_x": grads.x, "grad_h0": grads.h0, "grad_c0": grads.c0}
+    for name, value in grads.params.tensors().items():
+        cell, tensor = name.rsplit(" ", 1)
+        result[f"grad_{names[cell]}.{tensor}"] = value
+    return result
 
 
 def external_implementation(directory: Path, corrupt=None, skip=()):
@@ -24,10 +47,13 @@ def external_implementation(directory: Path, corrupt=None, skip=()):
         if vector["id"] in skip:
             continue
         t = load_file(str(directory / vector["file"]))
-        params = LSTMParams(t["W"], t["U"], t["b"], t.get("p"))
-        fwd = lstm.forward(params, t["x"], t["h0"], t["c0"], forget_bias=vector["forget_bias"], dtype=vector["dtype"])
-        grads = lstm.backward(fwd, t["dh_seq"], t["dh_T"], t["dc_T"])
-        result = {"h_seq": fwd.h_seq, "h_T": fwd.h_T, "c_T": fwd.c_T, **{f"grad_{k}": v for k, v in grads.tensors().items()}}
+        if vector["kind"] == "layer":
+            result = _layer_result(vector, t)
+        else:
+            params = LSTMParams(t["W"], t["U"], t["b"], t.get("p"))
+            fwd = lstm.forward(params, t["x"], t["h0"], t["c0"], forget_bias=vector["forget_bias"], dtype=vector["dtype"])
+            grads = lstm.backward(fwd, t["dh_seq"], t["dh_T"], t["dc_T"])
+            result = {"h_seq": fwd.h_seq, "h_T": fwd.h_T, "c_T": fwd.c_T, **{f"grad_{k}": v for k, v in grads.tensors().items()}}
         if corrupt:
             corrupt(vector, result)
         save_file({k: np.ascontiguousarray(v) for k, v in result.items()}, str(directory / "results" / f"{vector['id']}.safetensors"))
@@ -154,3 +180,22 @@ def test_wrong_results_fail_with_the_same_diagnosis(tmp_path):
 def test_a_directory_without_manifest_is_a_usage_error(tmp_path):
     result = suite(tmp_path, tmp_path / "report")
     assert result.returncode == 4 and "no manifest.json" in result.stderr
+
+
+def test_layer_vectors_pass_when_right_and_fail_with_directions_swapped(tmp_path):
+    """Layer vectors (weights under the weight file's version-2 names, lengths or masks, the configuration in the
+    manifest) go through the same verdicts: a program that swaps its two directions' outputs fails."""
+    def swap_directions(vector, result):
+        if vector["id"] == "layer-lstmp-stack-float64":
+            P = vector["P"]
+            result["y"] = np.concatenate([result["y"][..., P:], result["y"][..., :P]], axis=-1)
+
+    export(tmp_path / "golden", [], layer_case_names=LAYER_CASES)
+    external_implementation(tmp_path / "golden", corrupt=swap_directions)
+    run = run_suite(tmp_path, "--results", str(tmp_path / "golden"), "-k", "test_layer and (" + " or ".join(f"cpu-{c}]" for c in LAYER_CASES) + ")")
+    assert run.returncode == 1, run.output
+    statuses = {(r["case"], r["dtype"], r["kind"]): r for r in run.report["results"]}
+    assert statuses[("lstmp-stack", "float64", "layer outputs")]["status"] == "FAIL"
+    assert "y: worst error" in statuses[("lstmp-stack", "float64", "layer outputs")]["detail"]
+    others = [r for key, r in statuses.items() if key != ("lstmp-stack", "float64", "layer outputs")]
+    assert others and all(r["status"] == "pass" for r in others), [(r["case"], r["kind"], r["detail"]) for r in others if r["status"] != "pass"]

@@ -95,3 +95,38 @@ def test_wrong_output_dtype_is_caught_not_trusted(tmp_path):
     d = make_case_data(case_by_name("small"))
     with pytest.raises(ResultError, match="h_seq: wrong dtype: expected float64, got float32"):
         impl.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=Config(dtype="float64"))
+
+
+def test_the_layer_example_passes_every_layer_case_it_declares(tmp_path):
+    """examples/numpy_layer_lstm.py, the layer contract's example: every layer cell of the matrix passes, in both
+    dtypes, gradients included; the cases that need a feature it does not declare are "not supported", declared,
+    with its reason naming that feature; it implements no cell."""
+    from backends.config import LAYER_FEATURES, layer_features
+    from spec.layer_cases import layer_case_set, make_layer_case_data
+
+    path = EXAMPLE.parent / "numpy_layer_lstm.py"
+    (example,) = load_backend(str(path))
+    result = run_suite(tmp_path, "--backend", str(path), "-n", "auto")
+    assert result.returncode == 0, result.output
+    row = result.report["matrix"][example.id]
+    assert {column for column in row if "layer" in column} == {
+        f"{dtype} cpu layer {kind}" for dtype in ("float32", "float64") for kind in ("outputs", "gradients")
+    }
+    for column, cell in row.items():
+        expected = "pass" if "layer" in column else "not supported"
+        assert cell["status"] == expected, f"{column}: {cell}"
+
+    unsupported = {}  # case -> the reason it must carry: the first feature it needs that the example lacks
+    for case in layer_case_set():
+        data = make_layer_case_data(case)
+        missing = [f for f in layer_features(case.config, data.lengths, data.mask) if f not in example.layer_features]
+        if missing:
+            unsupported[case.name] = f"{example.id} does not support {LAYER_FEATURES[missing[0]]}"
+    assert 0 < len(unsupported) < len(layer_case_set())
+    for r in result.results(example.id):
+        if not r["kind"].startswith("layer"):
+            assert r["status"] == "not supported" and "implements the layer only" in r["detail"], r
+        elif r["case"] in unsupported:
+            assert (r["status"], r["declared"], r["detail"]) == ("not supported", True, unsupported[r["case"]]), r
+        else:
+            assert r["status"] == "pass", r

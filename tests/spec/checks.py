@@ -18,7 +18,7 @@ from backends import onnx_lstm
 from conformance.compare import assert_close
 from spec import layer, lstm
 from spec.cases import CaseData, rng_for
-from spec.params import LSTMParams
+from spec.params import LayerParams, LSTMParams
 
 # Central differences with step EPS: truncation error EPS^2/6 * |L'''| (below 1e-9 even for
 # the saturating case, whose weights are 30x larger) plus rounding error
@@ -133,13 +133,12 @@ def check_against_onnx_reference(data: CaseData) -> None:
 # onnx's own backend test cases for the LSTM operator.
 # ---------------------------------------------------------------------------
 
-#: The attributes of the ONNX LSTM that this spec does not model, and why.
+#: The attributes of the ONNX LSTM that this spec does not model, and why. (Directions, sequence_lens, clip
+#: and input_forget are spec.layer's: reverse and bidirectional, lengths, gate_clip, coupled_input_forget.)
 _UNMODELLED_ATTRIBUTES = {
     "activations": "custom activation functions: the spec is the LSTM with sigmoid and tanh",
     "activation_alpha": "custom activation functions: the spec is the LSTM with sigmoid and tanh",
     "activation_beta": "custom activation functions: the spec is the LSTM with sigmoid and tanh",
-    "clip": "cell clipping is not part of the spec's equations",
-    "input_forget": "coupled input and forget gates are not part of the spec's equations",
 }
 
 
@@ -153,23 +152,9 @@ def onnx_case_attributes(testcase) -> dict[str, object]:
 def onnx_case_scope(testcase) -> str | None:
     """None when the spec models everything the case uses; otherwise why it is out of scope."""
     attributes = onnx_case_attributes(testcase)
-    direction = attributes.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
-    if direction != "forward":
-        return (
-            f"direction={direction}: the spec is the forward LSTM; ONNX builds reverse and "
-            "bidirectional runs from it (a time reversal, two stacked directions), which is ONNX "
-            "plumbing rather than LSTM equations"
-        )
     for attribute, reason in _UNMODELLED_ATTRIBUTES.items():
         if attribute in attributes:
             return f"{attribute}: {reason}"
-    feeds = _onnx_case_feeds(testcase)
-    lens = feeds.get("sequence_lens")
-    if lens is not None:
-        T = feeds["X"].shape[1 if attributes.get("layout", 0) else 0]
-        if not np.all(lens == T):
-            return "sequence_lens shorter than the sequence: variable-length batches are not modelled"
     return None
 
 
@@ -180,24 +165,36 @@ def _onnx_case_feeds(testcase) -> dict[str, np.ndarray]:
 
 
 def check_onnx_node_case(testcase) -> None:
-    """Run the spec in float64 on an in-scope onnx node case and compare with its stored outputs."""
+    """Run the spec (the layer, one ONNX node being one layer) in float64 on an in-scope onnx node case and
+    compare with its stored outputs."""
     attributes = onnx_case_attributes(testcase)
     batchwise = bool(attributes.get("layout", 0))
+    direction = attributes.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
     feeds = _onnx_case_feeds(testcase)
     as64 = {name: value.astype(np.float64) for name, value in feeds.items() if value.dtype.kind == "f"}
-    params = onnx_lstm.from_onnx(as64["W"], as64["R"], as64.get("B"), as64.get("P"))
+    D = as64["W"].shape[0]
+    cells = tuple(
+        onnx_lstm.from_onnx(*(as64[name][d : d + 1] if name in as64 else None for name in ("W", "R", "B", "P")))
+        for d in range(D)
+    )
+    params = LayerParams(cells, D)
     H = params.hidden_size
     x = as64["X"].swapaxes(0, 1) if batchwise else as64["X"]
-    B = x.shape[1]
+    T, B = x.shape[:2]
 
-    def state(name):
+    def state(name):  # ONNX: (D, B, H), or (B, D, H) in layout 1
         if name not in as64:
-            return np.zeros((B, H))
-        return as64[name][:, 0] if batchwise else as64[name][0]
+            return np.zeros((D, B, H))
+        return as64[name].swapaxes(0, 1) if batchwise else as64[name]
 
-    fwd = lstm.forward(params, np.ascontiguousarray(x), state("initial_h"), state("initial_c"))
-    # ONNX shapes in layout 0: Y (T, 1, B, H), Y_h and Y_c (1, B, H).
-    ours = {"Y": fwd.h_seq[:, None], "Y_h": fwd.h_T[None], "Y_c": fwd.c_T[None]}
+    config = layer.LayerConfig(direction=direction, peephole=params.peephole, gate_clip=attributes.get("clip"),
+                               coupled_input_forget=bool(attributes.get("input_forget", 0)))
+    lengths = feeds.get("sequence_lens")
+    fwd = layer.forward(params, np.ascontiguousarray(x), np.ascontiguousarray(state("initial_h")), np.ascontiguousarray(state("initial_c")),
+                        config=config, lengths=None if lengths is None else lengths.astype(np.int64))
+    # ONNX shapes in layout 0: Y (T, D, B, H), Y_h and Y_c (D, B, H).
+    ours = {"Y": fwd.y.reshape(T, B, D, H).transpose(0, 2, 1, 3), "Y_h": fwd.h_T, "Y_c": fwd.c_T}
     output_names = [o.name for o in testcase.model.graph.output]
     ((_inputs, outputs),) = testcase.data_sets
     (node,) = testcase.model.graph.node
