@@ -103,16 +103,30 @@ class LayerOutputs:
 class KnownFailure:
     """A documented non-conformance of one implementation, with its upstream reason: the suite runs it as a
     strict xfail (one that starts passing fails the run), the benchmark refuses to time it. ``None`` in
-    variant, dtype or device means every one."""
+    variant, dtype or device means every one. For layer cases it can be narrowed to the cases that use all of
+    ``features`` (backends.config.LAYER_FEATURES: where the upstream bug lives, e.g. "empty_sequences") and,
+    where a feature is too coarse, to the named ``cases``."""
 
     kind: str  # "outputs", "gradients", "layer outputs" or "layer gradients"
     reason: str
     variant: str | None = None
     dtype: str | None = None
     device: str | None = None
+    features: tuple[str, ...] = ()
+    cases: tuple[str, ...] | None = None
 
-    def applies(self, kind: str, variant: str, dtype: str, device: str) -> bool:
-        return self.kind == kind and all(want in (None, got) for want, got in ((self.variant, variant), (self.dtype, dtype), (self.device, device)))
+    def __post_init__(self):
+        unknown = set(self.features) - set(LAYER_FEATURES)
+        if unknown:
+            raise ValueError(f"KnownFailure.features: unknown {sorted(unknown)}; the features are {list(LAYER_FEATURES)}")
+
+    def applies(self, kind: str, variant: str, dtype: str, device: str, features: tuple[str, ...] = (), case: str | None = None) -> bool:
+        return (
+            self.kind == kind
+            and all(want in (None, got) for want, got in ((self.variant, variant), (self.dtype, dtype), (self.device, device)))
+            and set(self.features) <= set(features)
+            and (self.cases is None or case in self.cases)
+        )
 
 
 #: The entry points, which only this class defines; subclasses supply the hooks named beside them.
@@ -201,10 +215,11 @@ class Implementation:
             if feature not in self.layer_features:
                 raise NotSupported(self.unsupported_reasons.get(feature, f"{self.id} does not support {LAYER_FEATURES[feature]}"))
 
-    def known_failure(self, kind: str, config: Config) -> str | None:
-        """The upstream reason if ``kind`` ("outputs" or "gradients") of ``config`` is a known non-conformance."""
+    def known_failure(self, kind: str, config: Config, features: tuple[str, ...] = (), case: str | None = None) -> str | None:
+        """The upstream reason if ``kind`` of ``config`` (for a layer case: with these features, this case's name)
+        is a known non-conformance."""
         for known in self.known_failures:
-            if known.applies(kind, config.variant, config.dtype, config.device):
+            if known.applies(kind, config.variant, config.dtype, config.device, features, case):
                 return known.reason
         return None
 

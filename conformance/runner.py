@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from backends.base import Config, Crashed, Implementation, NotSupported, ResultError, TimedOut, Unavailable
+from backends.config import layer_features
 from conformance.compare import Comparison, compare, describe_index
 from conformance.diagnose import diagnose_gradients, diagnose_layer, diagnose_outputs
 from conformance.isolation import deadline
@@ -180,7 +181,8 @@ def judge(request, implementation: Implementation, run: Config, case: Case | Lay
         _declared(implementation, run, case, data, gradients)
     except NotSupported as error:
         skip(result, "not supported", str(error), declared=True)
-    if (known := implementation.known_failure(kind, run)) is not None:
+    features = layer_features(case.config, data.lengths, data.mask) if isinstance(case, LayerCase) else ()
+    if (known := implementation.known_failure(kind, run, features, case.name)) is not None:
         request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"known non-conformance: {known}"))
         request.node.stash[KNOWN] = known
 
