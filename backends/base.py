@@ -381,6 +381,18 @@ class Implementation:
         """Canonical parameters from the native layout; a native forget bias is folded into b_f."""
         raise NotImplementedError
 
+    def to_native_layer(self, params: LayerParams, layer: LayerConfig) -> dict[str, object]:
+        """A layer's parameters in what the framework's layer API loads (a state_dict, a Keras layer's weights, a
+        flax tree, ONNX initializers), by native name; a forget bias folded where the layout has no attribute for
+        it. What the layout cannot express (a projection in Keras, peepholes in PyTorch) raises NotSupported with
+        the reason. The one copy of the row's layer layout: the adapter and the porting command use it."""
+        raise NotImplementedError(f"{type(self).__name__} has no layer layout")
+
+    def from_native_layer(self, native: Mapping[str, object], layer: LayerConfig) -> LayerParams:
+        """Canonical LayerParams from the native layout of a layer configured as ``layer`` (its architecture:
+        layers, directions, projection, peepholes; a native forget bias is folded into b_f)."""
+        raise NotImplementedError(f"{type(self).__name__} has no layer layout")
+
     # -- the sequence's common steps ---------------------------------------------------------------
 
     def _enter(self, config, gradients, params, x, h0, c0, cotangents, *, declared: bool = True) -> None:
