@@ -17,6 +17,7 @@ ADAPTER_MODULES = (
     "backends.tensorflow_lstm",
     "backends.jax_lstm",
     "backends.onnxruntime_lstm",
+    "backends.torch_onnx_export",
 )
 
 

@@ -1,14 +1,19 @@
-"""PyTorch: ``torch.nn.LSTM`` itself (cuDNN on a GPU, oneDNN's fused kernel on CPU in float32), and an
-LSTM built from torch ops that implements the spec's equations, peepholes included.
+"""PyTorch: ``torch.nn.LSTM`` itself (cuDNN on a GPU, oneDNN's fused kernel on CPU in float32), called three
+ways (time-major with unsorted packing, ``batch_first=True``, sorted packing); ``torch.nn.LSTMCell`` stepped in
+a Python loop; and an LSTM built from torch ops that implements the spec's equations, peepholes included.
 
 torch is imported only inside functions: listing these implementations works without it, and their
 rows are then unavailable with the install hint.
 
-Native layouts
-    torch/nn.LSTM   ``weight_ih_l0`` (4H, I), ``weight_hh_l0`` (4H, H), ``bias_ih_l0`` and ``bias_hh_l0``
-                    (4H each, summed); gates i, f, g, o. b is split exactly in half between the two (so that
-                    code dropping one of them fails instead of passing by luck); the forget bias is folded
-                    into ``bias_ih_l0``'s f block.
+Native layouts (:func:`cell_state`: one copy for every torch row; gates i, f, g, o)
+    torch/nn.LSTM   the module's state_dict: ``weight_ih_l{l}`` (4H, I; D*P for l >= 1), ``weight_hh_l{l}``
+                    (4H, P), ``bias_ih_l{l}`` and ``bias_hh_l{l}`` (4H each, summed), ``weight_hr_l{l}`` (P, H)
+                    with a projection; ``_reverse`` appended for direction 1. b is split exactly in half
+                    between the two biases (so that code dropping one of them fails instead of passing by
+                    luck); the forget bias is folded into ``bias_ih``'s f block. The cell contract uses
+                    layer 0's names.
+    torch/nn.LSTMCell  one cell: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` as above; a layer: the
+                    state_dict of a ``torch.nn.ModuleList`` of cells, cell k = l * D + d: ``{k}.weight_ih``, ...
     torch/peephole  ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias`` (4H, forget bias folded),
                     ``peephole`` (3H, gates i, f, o; only for the peephole variant). Rows are in the
                     gate order **i, f, o, g** (:data:`PEEPHOLE_ORDER`): the three sigmoid gates are
@@ -40,8 +45,10 @@ from backends.base import (
     framework_problem,
     import_framework,
 )
+from backends.config import layer_features
 from backends.timing import HALF_DTYPES, TimedPass, Timing
-from spec.params import GATES, LSTMParams
+from spec.layer import LayerConfig
+from spec.params import GATES, LayerParams, LSTMParams
 
 INSTALL_HINT = "torch is not installed (pip install 'lstm-conformance[torch]')"
 
@@ -190,7 +197,99 @@ def _timed_pass(torch, timing: Timing, x, h0, c0, cotangents, forward, gradients
 
 
 # ---------------------------------------------------------------------------
-# What both rows share
+# torch's layout of one cell, under the names each module gives it
+# ---------------------------------------------------------------------------
+
+
+def lstm_names(layer: int, direction: int):
+    """torch.nn.LSTM's names for cell (layer, direction): weight_ih -> weight_ih_l1_reverse."""
+    return lambda tensor: f"{tensor}_l{layer}{'_reverse' if direction else ''}"
+
+
+def cell_names(tensor: str) -> str:
+    """torch.nn.LSTMCell's names: its own state_dict."""
+    return tensor
+
+
+def cell_list_names(k: int):
+    """The names in a torch.nn.ModuleList of LSTMCells, cell k = l * D + d: weight_ih -> 3.weight_ih."""
+    return lambda tensor: f"{k}.{tensor}"
+
+
+def cell_state(cell: LSTMParams, forget_bias: float, names) -> dict[str, np.ndarray]:
+    """One cell in torch's layout, keyed ``names(tensor)``: W (4H, I), U (4H, P), two biases, W_hr (P, H).
+    b is split exactly in half between the biases (code that drops one of them then fails instead of passing
+    by luck); the forget bias goes into bias_ih's f block (torch has no forget bias)."""
+    H = cell.hidden_size
+    state = {
+        names("weight_ih"): cell.W.reshape(4 * H, cell.input_size).copy(),
+        names("weight_hh"): cell.U.reshape(4 * H, cell.output_size).copy(),
+        names("bias_ih"): fold_forget_bias(cell.b * 0.5, forget_bias).reshape(4 * H),
+        names("bias_hh"): (cell.b * 0.5).reshape(4 * H),
+    }
+    if cell.W_hr is not None:
+        state[names("weight_hr")] = cell.W_hr.copy()
+    return state
+
+
+def cell_from_state(state: Mapping[str, object], names) -> LSTMParams:
+    """The canonical cell from torch's tensors: the two biases summed (a module built with bias=False has none)."""
+    w_ih, w_hh = np.asarray(state[names("weight_ih")]), np.asarray(state[names("weight_hh")])
+    H = w_ih.shape[0] // 4
+    bias = np.zeros(4 * H, w_ih.dtype)
+    for name in ("bias_ih", "bias_hh"):
+        if state.get(names(name)) is not None:
+            bias = bias + np.asarray(state[names(name)])
+    w_hr = state.get(names("weight_hr"))
+    return LSTMParams(
+        w_ih.reshape(4, H, -1).copy(), w_hh.reshape(4, H, -1).copy(), bias.reshape(4, H),
+        W_hr=None if w_hr is None else np.asarray(w_hr).copy(),
+    )
+
+
+def cell_gradients(grads: Mapping[str, np.ndarray], cell: LSTMParams, names) -> dict[str, np.ndarray]:
+    """A cell's canonical gradients from autograd's, keyed as :func:`cell_state` names them: b's is either bias's."""
+    _check_bias_gradients(grads, names("bias_ih"), names("bias_hh"))
+    out = {
+        "W": grads[names("weight_ih")].reshape(cell.W.shape),
+        "U": grads[names("weight_hh")].reshape(cell.U.shape),
+        "b": grads[names("bias_ih")].reshape(cell.b.shape),
+    }
+    if cell.W_hr is not None:
+        out["W_hr"] = grads[names("weight_hr")]
+    return out
+
+
+def _check_bias_gradients(grads: Mapping[str, np.ndarray], ih: str, hh: str) -> None:
+    """Both biases enter every pre-activation the same way, so their gradients must agree: the
+    canonical b's gradient is either one. They may differ only by rounding (separate reductions)."""
+    d_ih, d_hh = grads[ih], grads[hh]
+    if np.array_equal(d_ih, d_hh):
+        return
+    eps = float(np.finfo(d_ih.dtype).eps)
+    scale = max(float(np.max(np.abs(d_ih))), 1.0)
+    worst = float(np.max(np.abs(d_ih - d_hh)))
+    if worst > 64 * eps * scale:
+        raise AssertionError(f"torch: the gradients of {ih} and {hh} differ by up to {worst:.3g}; they must be equal")
+
+
+def _load(torch, module, state: Mapping[str, np.ndarray], device: str):
+    """``module`` holding ``state`` (strict: a name that torch does not have, or lacks, is an error)."""
+    with torch.no_grad():
+        module.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
+    if device == "cuda" and hasattr(module, "flatten_parameters"):
+        module.flatten_parameters()
+    return module
+
+
+def _layer_cells(params: LayerParams):
+    """(k, l, d, cell) for every cell, k = l * D + d."""
+    D = params.num_directions
+    return [(k, k // D, k % D, cell) for k, cell in enumerate(params.cells)]
+
+
+# ---------------------------------------------------------------------------
+# What every row shares
 # ---------------------------------------------------------------------------
 
 
@@ -237,17 +336,140 @@ class _TorchImplementation(Implementation):
         )
 
 
+@dataclass
+class _TorchLayerImplementation(_TorchImplementation):
+    """The layer contract around a row's ``layer_module`` (a module holding :meth:`to_native_layer`'s tensors,
+    cached), ``_run_layer`` (the row's call) and ``_layer_names`` (how the module names cell k's tensors)."""
+
+    def _layer_arguments(self, torch, device, x, h0, c0, lengths, mask):
+        """The layer's inputs as tensors: lengths stay on the CPU (pack_padded_sequence wants them there)."""
+        tensors = [_tensor(torch, a, device) for a in (x, h0, c0)]
+        lengths = None if lengths is None else _tensor(torch, lengths, "cpu")
+        mask = None if mask is None else _tensor(torch, mask, device)
+        return tensors, lengths, mask
+
+    def _forward_layer(self, params, x, h0, c0, *, layer, lengths, mask, config: Config):
+        configure(config.device)
+        torch = _torch()
+        module = self.layer_module(params, layer, config.dtype, config.device)
+        (x, h0, c0), lengths, mask = self._layer_arguments(torch, config.device, x, h0, c0, lengths, mask)
+        with torch.inference_mode():
+            y, h_n, c_n = self._run_layer(torch, module, x, h0, c0, lengths, mask, layer)
+        return _host(y), _host(h_n), _host(c_n)
+
+    def _backward_layer(self, params, x, h0, c0, cotangents, *, layer, lengths, mask, config: Config):
+        configure(config.device)
+        torch = _torch()
+        module = self.layer_module(params, layer, config.dtype, config.device)
+        tensors, lengths, mask = self._layer_arguments(torch, config.device, x, h0, c0, lengths, mask)
+        inputs = {name: t.detach().requires_grad_() for name, t in zip(("x", "h0", "c0"), tensors)}
+        weights = dict(module.named_parameters())
+        cot = [_tensor(torch, cotangents[name], config.device) for name in ("dy", "dh_T", "dc_T")]
+        with torch.enable_grad():
+            outputs = self._run_layer(torch, module, *inputs.values(), lengths, mask, layer)
+            grads = torch.autograd.grad(outputs, (*inputs.values(), *weights.values()), grad_outputs=cot)
+        g = {name: _host(t) for name, t in zip((*inputs, *weights), grads)}
+        answer = {"x": g["x"], "h0": g["h0"], "c0": g["c0"]}
+        for k, l, d, cell in _layer_cells(params):
+            for tensor, value in cell_gradients(g, cell, self._layer_names(k, l, d)).items():
+                answer[f"{params.cell_name(k)} {tensor}"] = value
+        return answer
+
+    def to_native_layer(self, params: LayerParams, layer: LayerConfig) -> dict[str, object]:
+        """The state_dict of the module :meth:`layer_module` builds (NumPy arrays), the forget bias folded."""
+        self._check_expressible(layer, params.peephole)
+        state = {}
+        for k, l, d, cell in _layer_cells(params):
+            state.update(cell_state(cell, layer.forget_bias, self._layer_names(k, l, d)))
+        return state
+
+    def from_native_layer(self, native: Mapping[str, object], layer: LayerConfig) -> LayerParams:
+        self._check_expressible(layer, layer.peephole)
+        D = layer.num_directions
+        cells = [cell_from_state(native, self._layer_names(l * D + d, l, d)) for l in range(layer.num_layers) for d in range(D)]
+        return LayerParams(tuple(cells), D)
+
+    def _check_expressible(self, layer: LayerConfig, peephole: bool) -> None:
+        """NotSupported, with the row's reason, for what its modules cannot hold or run."""
+        if peephole:
+            raise NotSupported(self.unsupported_reasons["peephole"])
+        for feature in layer_features(layer):
+            if feature not in (self.layer_features or ()):
+                raise NotSupported(self.unsupported_reasons[feature])
+
+    def layer_module(self, params: LayerParams, layer: LayerConfig, dtype: str, device: str):
+        """The module running ``params`` as ``layer`` (cached): its parameters require gradients."""
+
+        def build():
+            torch = _torch()
+            return _load(torch, self._new_layer_module(torch, params, layer, getattr(torch, dtype), device),
+                         self.to_native_layer(params, layer), device)
+
+        return self._modules.get(params, (layer, dtype, device), build)
+
+
 # ---------------------------------------------------------------------------
-# torch/nn.LSTM
+# torch/nn.LSTM, and two more ways people call it
 # ---------------------------------------------------------------------------
+
+
+def run_lstm(torch, module, x, h0, c0, lengths=None, *, batch_first=False, enforce_sorted=False, total_length=None):
+    """What a user writes around ``torch.nn.LSTM``, from time-major x (T, B, I): lengths (B,) on the CPU go in
+    through ``pack_padded_sequence`` and come out through ``pad_packed_sequence`` (zeros past each length);
+    ``enforce_sorted``: the caller sorts the batch by decreasing length and undoes it, else torch does
+    (``enforce_sorted=False``). Returns y (T, B, D * P), h_n, c_n (L * D, B, .), in the original batch order.
+    ``total_length`` (default T) is for tracing, where T must be a constant."""
+    rnn = torch.nn.utils.rnn
+    total_length = x.shape[0] if total_length is None else total_length
+    batch = 0 if batch_first else 1
+    if batch_first:
+        x = x.transpose(0, 1)
+    if lengths is None:
+        y, (h_n, c_n) = module(x, (h0, c0))
+    else:
+        if enforce_sorted:
+            order = torch.argsort(lengths, descending=True, stable=True)
+            on_device = order.to(x.device)
+            x, h0, c0, lengths = x.index_select(batch, on_device), h0[:, on_device], c0[:, on_device], lengths[order]
+        packed = rnn.pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=enforce_sorted)
+        out, (h_n, c_n) = module(packed, (h0, c0))
+        y, _ = rnn.pad_packed_sequence(out, batch_first=batch_first, total_length=total_length)
+        if enforce_sorted:
+            undo = torch.argsort(order).to(x.device)
+            y, h_n, c_n = y.index_select(batch, undo), h_n[:, undo], c_n[:, undo]
+    return (y.transpose(0, 1) if batch_first else y), h_n, c_n
+
+
+#: What torch.nn.LSTM does not have, as its users would be told.
+NN_LSTM_REASONS = {
+    "peephole": "torch.nn.LSTM has no peepholes",
+    "reverse": "torch.nn.LSTM has no reverse-only direction: bidirectional=True runs both directions",
+    "empty_sequences": "PyTorch refuses sequences of length 0: pack_padded_sequence raises \"Length of all samples "
+                       "has to be greater than 0, but found an element in 'lengths' that is <= 0\"",
+    "mask": "torch.nn.LSTM takes no mask of steps (variable lengths only, through pack_padded_sequence)",
+    "mask_previous_output": "torch.nn.LSTM takes no mask of steps (variable lengths only, through pack_padded_sequence)",
+    "cell_clip": "torch.nn.LSTM has no cell clip",
+    "gate_clip": "torch.nn.LSTM has no gate clip",
+    "proj_clip": "torch.nn.LSTM has no clip on the projection",
+    "coupled": "torch.nn.LSTM has no coupled input and forget gates",
+}
+NN_LSTM_FEATURES = ("stacked", "bidirectional", "projection", "lengths")
 
 
 @dataclass
-class TorchLSTM(_TorchImplementation):
+class TorchLSTM(_TorchLayerImplementation):
+    """torch.nn.LSTM, called time-major with unsorted packing (``enforce_sorted=False``) unless ``batch_first``
+    or ``enforce_sorted`` say otherwise: the rows for those two calls share all of this."""
+
     id: str = "torch/nn.LSTM"
     description: str = "torch.nn.LSTM (oneDNN on CPU in float32, cuDNN on GPU); two biases, summed"
     variants: tuple[str, ...] = ("standard",)
-    unsupported_reasons: dict = field(default_factory=lambda: {"peephole": "torch.nn.LSTM has no peepholes"})
+    layer_features: tuple[str, ...] | None = NN_LSTM_FEATURES
+    unsupported_reasons: dict = field(default_factory=lambda: dict(NN_LSTM_REASONS))
+    #: batch_first=True: x goes in (B, T, I) and y comes out (B, T, D * P).
+    batch_first: bool = False
+    #: Lengths: sort the batch by decreasing length, pack with enforce_sorted=True, unsort the results.
+    enforce_sorted: bool = False
 
     def __post_init__(self):
         self._modules = NativeCache()
@@ -257,23 +479,14 @@ class TorchLSTM(_TorchImplementation):
     def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
         if params.peephole:
             raise NotSupported(self.unsupported_reasons["peephole"])
-        H, I = params.hidden_size, params.input_size
-        return {
-            "weight_ih_l0": params.W.reshape(4 * H, I).copy(),
-            "weight_hh_l0": params.U.reshape(4 * H, H).copy(),
-            "bias_ih_l0": fold_forget_bias(params.b * 0.5, forget_bias).reshape(4 * H),
-            "bias_hh_l0": (params.b * 0.5).reshape(4 * H),
-        }
+        return cell_state(params, forget_bias, lstm_names(0, 0))
 
     def from_native(self, native: Mapping[str, object]) -> LSTMParams:
-        w_ih, w_hh = np.asarray(native["weight_ih_l0"]), np.asarray(native["weight_hh_l0"])
-        H4, I = w_ih.shape
-        H = H4 // 4
-        bias = np.zeros(4 * H, w_ih.dtype)
-        for name in ("bias_ih_l0", "bias_hh_l0"):
-            if native.get(name) is not None:
-                bias = bias + np.asarray(native[name])
-        return LSTMParams(w_ih.reshape(4, H, I).copy(), w_hh.reshape(4, H, H).copy(), bias.reshape(4, H))
+        return cell_from_state(native, lstm_names(0, 0))
+
+    @staticmethod
+    def _layer_names(k: int, layer: int, direction: int):
+        return lstm_names(layer, direction)
 
     # -- running -------------------------------------------------------------
 
@@ -282,31 +495,37 @@ class TorchLSTM(_TorchImplementation):
 
         def build():
             torch = _torch()
-            module = torch.nn.LSTM(params.input_size, params.hidden_size, dtype=getattr(torch, dtype), device=device)
-            with torch.no_grad():
-                for name, value in self.to_native(params, forget_bias).items():
-                    getattr(module, name).copy_(torch.from_numpy(value))
-            if device == "cuda":
-                module.flatten_parameters()
-            return module
+            module = torch.nn.LSTM(params.input_size, params.hidden_size, batch_first=self.batch_first,
+                                   dtype=getattr(torch, dtype), device=device)
+            return _load(torch, module, self.to_native(params, forget_bias), device)
 
         return self._modules.get(params, (float(forget_bias), dtype, device), build)
 
     _native = module
 
-    @staticmethod
-    def _forward_tensors(torch, module, x, h0, c0):
+    def _new_layer_module(self, torch, params: LayerParams, layer: LayerConfig, dtype, device):
+        return torch.nn.LSTM(
+            params.input_size, params.hidden_size, num_layers=layer.num_layers, bidirectional=layer.num_directions == 2,
+            proj_size=params.proj_size or 0, batch_first=self.batch_first, dtype=dtype, device=device,
+        )
+
+    def _run(self, torch, module, x, h0, c0, lengths=None):
+        return run_lstm(torch, module, x, h0, c0, lengths, batch_first=self.batch_first, enforce_sorted=self.enforce_sorted)
+
+    def _run_layer(self, torch, module, x, h0, c0, lengths, mask, layer):
+        return self._run(torch, module, x, h0, c0, lengths)
+
+    def _forward_tensors(self, torch, module, x, h0, c0):
         with torch.inference_mode():
-            h_seq, (h_T, c_T) = module(x, (h0[None], c0[None]))
+            h_seq, h_T, c_T = self._run(torch, module, x, h0[None], c0[None])
         return h_seq, h_T[0], c_T[0]
 
-    @staticmethod
-    def _gradient_tensors(torch, module, x, h0, c0, cot) -> dict[str, object]:
+    def _gradient_tensors(self, torch, module, x, h0, c0, cot) -> dict[str, object]:
         """Gradients by autograd, keyed x, h0, c0 and the module's parameter names."""
         inputs = {name: t.detach().requires_grad_() for name, t in (("x", x), ("h0", h0), ("c0", c0))}
-        weights = {name: getattr(module, name) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+        weights = dict(module.named_parameters())
         with torch.enable_grad():
-            h_seq, (h_T, c_T) = module(inputs["x"], (inputs["h0"][None], inputs["c0"][None]))
+            h_seq, h_T, c_T = self._run(torch, module, inputs["x"], inputs["h0"][None], inputs["c0"][None])
             grads = torch.autograd.grad(
                 (h_seq, h_T, c_T),
                 (*inputs.values(), *weights.values()),
@@ -315,25 +534,129 @@ class TorchLSTM(_TorchImplementation):
         return dict(zip((*inputs, *weights), grads))
 
     def _canonical_gradients(self, params, g: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        _check_bias_gradients(g["bias_ih_l0"], g["bias_hh_l0"])
-        H, I = params.hidden_size, params.input_size
-        return {
-            "W": g["weight_ih_l0"].reshape(4, H, I),
-            "U": g["weight_hh_l0"].reshape(4, H, H),
-            "b": g["bias_ih_l0"].reshape(4, H),
-        }
+        return cell_gradients(g, params, lstm_names(0, 0))
 
 
-def _check_bias_gradients(d_ih: np.ndarray, d_hh: np.ndarray) -> None:
-    """Both biases enter every pre-activation the same way, so their gradients must agree: the
-    canonical b's gradient is either one. They may differ only by rounding (separate reductions)."""
-    if np.array_equal(d_ih, d_hh):
-        return
-    eps = float(np.finfo(d_ih.dtype).eps)
-    scale = max(float(np.max(np.abs(d_ih))), 1.0)
-    worst = float(np.max(np.abs(d_ih - d_hh)))
-    if worst > 64 * eps * scale:
-        raise AssertionError(f"torch.nn.LSTM: the gradients of bias_ih_l0 and bias_hh_l0 differ by up to {worst:.3g}; they must be equal")
+# ---------------------------------------------------------------------------
+# torch/nn.LSTMCell
+# ---------------------------------------------------------------------------
+
+
+def run_direction(torch, cell, x, h, c, steps, keep=None, zero_output=True):
+    """One direction of one layer, as a user steps torch.nn.LSTMCell: the cell at time steps ``steps`` (in that
+    order), outputs in time order (T, B, P). Where keep[t] (B,) is false a row's state stays as it was and its
+    output is zero, or with ``zero_output=False`` its previous output (zero before its first step)."""
+    outputs = [None] * x.shape[0]
+    previous = torch.zeros_like(h)
+    for t in steps:
+        h_new, c_new = cell(x[t], (h, c))
+        if keep is None:
+            h, c = h_new, c_new
+            outputs[t] = h
+            continue
+        run = keep[t][:, None]
+        h, c = torch.where(run, h_new, h), torch.where(run, c_new, c)
+        outputs[t] = previous = torch.where(run, h_new, torch.zeros_like(h) if zero_output else previous)
+    return torch.stack(outputs), h, c
+
+
+def run_cells(torch, cells, x, h0, c0, layer: LayerConfig, keep=None, zero_output=True):
+    """A stack of LSTMCells as a user writes it: cell k = l * D + d; a reverse direction steps T-1 .. 0;
+    layer l + 1 reads [forward ; reverse] of layer l. Returns y, h_n, c_n as torch.nn.LSTM does."""
+    D, T = layer.num_directions, x.shape[0]
+    layer_input, h_n, c_n = x, [], []
+    for l in range(layer.num_layers):
+        outputs = []
+        for d in range(D):
+            k = l * D + d
+            steps = range(T - 1, -1, -1) if layer.reversed(d) else range(T)
+            y, h, c = run_direction(torch, cells[k], layer_input, h0[k], c0[k], steps, keep, zero_output)
+            outputs.append(y)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = torch.cat(outputs, dim=2)
+    return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+
+CELL_REASONS = {
+    "peephole": "torch.nn.LSTMCell has no peepholes",
+    "projection": "torch.nn.LSTMCell has no projection (proj_size is torch.nn.LSTM's only)",
+    "proj_clip": "torch.nn.LSTMCell has no projection (proj_size is torch.nn.LSTM's only)",
+    "cell_clip": "torch.nn.LSTMCell has no cell clip",
+    "gate_clip": "torch.nn.LSTMCell has no gate clip",
+    "coupled": "torch.nn.LSTMCell has no coupled input and forget gates",
+}
+
+
+@dataclass
+class TorchLSTMCell(_TorchLayerImplementation):
+    """torch.nn.LSTMCell (ATen's lstm_cell, not nn.LSTM's kernel) stepped in a Python loop; directions, stacks,
+    lengths and masks are that loop's, written as its users write them (:func:`run_cells`)."""
+
+    id: str = "torch/nn.LSTMCell"
+    description: str = "torch.nn.LSTMCell stepped in a Python loop; directions, stacks, lengths and masks by the loop"
+    variants: tuple[str, ...] = ("standard",)
+    layer_features: tuple[str, ...] | None = (
+        "stacked", "reverse", "bidirectional", "lengths", "empty_sequences", "mask", "mask_previous_output",
+    )
+    unsupported_reasons: dict = field(default_factory=lambda: dict(CELL_REASONS))
+
+    def __post_init__(self):
+        self._modules = NativeCache()
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        if params.peephole:
+            raise NotSupported(self.unsupported_reasons["peephole"])
+        return cell_state(params, forget_bias, cell_names)
+
+    def from_native(self, native: Mapping[str, object]) -> LSTMParams:
+        return cell_from_state(native, cell_names)
+
+    @staticmethod
+    def _layer_names(k: int, layer: int, direction: int):
+        return cell_list_names(k)
+
+    def cell(self, params: LSTMParams, forget_bias: float, dtype: str, device: str):
+        """The torch.nn.LSTMCell holding ``params`` (cached)."""
+
+        def build():
+            torch = _torch()
+            module = torch.nn.LSTMCell(params.input_size, params.hidden_size, dtype=getattr(torch, dtype), device=device)
+            return _load(torch, module, self.to_native(params, forget_bias), device)
+
+        return self._modules.get(params, (float(forget_bias), dtype, device), build)
+
+    _native = cell
+
+    def _new_layer_module(self, torch, params: LayerParams, layer: LayerConfig, dtype, device):
+        return torch.nn.ModuleList(
+            torch.nn.LSTMCell(cell.input_size, cell.hidden_size, dtype=dtype, device=device) for cell in params.cells
+        )
+
+    def _run_layer(self, torch, cells, x, h0, c0, lengths, mask, layer):
+        if lengths is not None:  # (13): the mask t < L_b, zero outputs
+            keep = torch.arange(x.shape[0])[:, None] < lengths[None, :]
+            return run_cells(torch, cells, x, h0, c0, layer, keep.to(x.device), zero_output=True)
+        return run_cells(torch, cells, x, h0, c0, layer, mask, zero_output=layer.zero_output_for_mask)
+
+    @staticmethod
+    def _forward_tensors(torch, cell, x, h0, c0):
+        with torch.inference_mode():
+            h_seq, h_T, c_T = run_direction(torch, cell, x, h0, c0, range(x.shape[0]))
+        return h_seq, h_T, c_T
+
+    @staticmethod
+    def _gradient_tensors(torch, cell, x, h0, c0, cot) -> dict[str, object]:
+        inputs = {name: t.detach().requires_grad_() for name, t in (("x", x), ("h0", h0), ("c0", c0))}
+        weights = dict(cell.named_parameters())
+        with torch.enable_grad():
+            outputs = run_direction(torch, cell, *inputs.values(), range(x.shape[0]))
+            grads = torch.autograd.grad(outputs, (*inputs.values(), *weights.values()),
+                                        grad_outputs=(cot["dh_seq"], cot["dh_T"], cot["dc_T"]))
+        return dict(zip((*inputs, *weights), grads))
+
+    def _canonical_gradients(self, params, g: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return cell_gradients(g, params, cell_names)
 
 
 # ---------------------------------------------------------------------------
@@ -530,4 +853,12 @@ class TorchPeepholeLSTM(_TorchImplementation):
         return out
 
 
-IMPLEMENTATIONS = (TorchLSTM(), TorchPeepholeLSTM())
+IMPLEMENTATIONS = (
+    TorchLSTM(),
+    TorchLSTM(id="torch/nn.LSTM(batch_first)", batch_first=True,
+              description="torch.nn.LSTM(batch_first=True): x (B, T, I) in, y (B, T, D*P) out; otherwise torch/nn.LSTM"),
+    TorchLSTM(id="torch/nn.LSTM(enforce_sorted)", enforce_sorted=True,
+              description="torch.nn.LSTM with lengths packed sorted: the batch sorted by length, enforce_sorted=True, unsorted after"),
+    TorchLSTMCell(),
+    TorchPeepholeLSTM(),
+)

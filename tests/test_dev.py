@@ -119,8 +119,9 @@ def test_tox_writes_no_dot_venv_with_this_tox_ini(tmp_path):
     core = "\n".join(f"{key} = {value}" for key, value in ini["tox"].items() if key != "envlist")
     project = '[testenv:dev]\npackage = skip\nset_env =\n    VIRTUALENV_NO_SEED = 1\ncommands = python -c "pass"\n'
 
-    # Run under tox itself, the outer tox's TOX_* variables would set this tox's options (TOX_WORK_DIR).
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TOX_")}
+    # Run under tox itself, the outer tox's TOX_* variables would set this tox's options (TOX_WORK_DIR); with CI
+    # set (as CI sets it), tox lists the environment's packages with pip, which this pip-less environment lacks.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TOX_") and key != "CI"}
 
     def tox(core_section: str) -> subprocess.CompletedProcess:
         (tmp_path / "tox.ini").write_text(f"[tox]\n{core_section}\n\n{project}")
