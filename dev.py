@@ -4,6 +4,8 @@
     python3 dev.py               the main job: set everything up, then run the conformance suite across all backends
     python3 dev.py test          set everything up, then run the project's tests
     python3 dev.py bench [args]  set everything up, then run the benchmarks (pytest-benchmark args pass through)
+    python3 dev.py train [args]  set everything up, then train the tutorials' digit classifier in every framework
+                                 and report (python -m training.digits; --quick for a few dozen steps, --help)
     python3 dev.py setup         only set up
 
 Setting up makes ``.venv`` in the checkout and installs the project with every
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parent
 # The environment is the directory .venv in the checkout, where editors (and PEP 832) look first.
 VENV = ROOT / ".venv"
 STAMP = VENV / ".lstmc-setup"
-EXTRAS = "all,test,bench"
+EXTRAS = "all,test,bench,train"
 
 
 def venv_python() -> Path:
@@ -121,8 +123,8 @@ def main(argv: list[str]) -> int:
     if job in ("-h", "--help", "help"):
         print(__doc__)
         return 0
-    if job not in ("conformance", "test", "bench", "setup"):
-        print(f"unknown job {job!r}; the jobs are conformance (the default), test, bench, setup", file=sys.stderr)
+    if job not in ("conformance", "test", "bench", "train", "setup"):
+        print(f"unknown job {job!r}; the jobs are conformance (the default), test, bench, train, setup", file=sys.stderr)
         return 2
     setup()
     if job == "setup":
@@ -132,6 +134,9 @@ def main(argv: list[str]) -> int:
         return pytest(["tests", "conformance", "-n", "auto", *rest])
     if job == "bench":
         return pytest(["bench", "--benchmark-columns=min,median,max,rounds", *rest])
+    if job == "train":
+        # Exits 1 when a framework leaves the rounding bound (training/report.py).
+        return run([venv_python(), "-m", "training.digits", *rest])
     # The main job: every installed backend against the spec.
     return pytest(["conformance", "-q", "-rs", "-n", "auto", *rest])
 

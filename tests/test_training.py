@@ -1,0 +1,347 @@
+"""The training comparison (training/): its shared pieces, the bound's power to catch a wrong gradient, and
+the quick mode end to end in every framework that is installed (TF1's rows are unavailable, with the
+reason, where tf-keras is not).
+
+No timing is asserted: speed goes into the report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spec import LSTMParams
+from training import head
+from training.bound import judge, measure
+from training.data import Digits, batch_schedule
+from training.frameworks.spec_model import ORDERINGS, Reordered, spec_loss_and_gradients
+from training.model import ModelParams
+from training.optimizer import DECAY, EPSILON, LEARNING_RATE, RMSProp
+from training.runs import RunSpec, all_runs
+from training.trajectory import Trajectory, recorded_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def small_model(rng, I=3, H=4, C=5, dtype=np.float64) -> ModelParams:
+    lstm = LSTMParams(rng.normal(0, 0.5, (4, H, I)), rng.normal(0, 0.5, (4, H, H)), rng.normal(0, 0.5, (4, H)))
+    return ModelParams(lstm, rng.normal(0, 0.5, (C, H)), rng.normal(0, 0.5, C)).astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# The NumPy head, the model's gradient, the reorderings
+# ---------------------------------------------------------------------------
+
+
+def test_head_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    B, H, C = 6, 5, 4
+    h, Wd, bd = rng.normal(size=(B, H)), rng.normal(size=(C, H)), rng.normal(size=C)
+    labels = rng.integers(0, C, B)
+    dh, dWd, dbd = head.backward(head.forward(h, Wd, bd, labels), Wd)
+    eps = 1e-6
+
+    def numeric(array, loss_of):
+        grad = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            saved = array[index]
+            array[index] = saved + eps
+            up = loss_of()
+            array[index] = saved - eps
+            down = loss_of()
+            array[index] = saved
+            grad[index] = (up - down) / (2 * eps)
+        return grad
+
+    def loss():
+        return head.forward(h, Wd, bd, labels).loss
+
+    np.testing.assert_allclose(dh, numeric(h, loss), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dWd, numeric(Wd, loss), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dbd, numeric(bd, loss), rtol=1e-7, atol=1e-9)
+
+
+def test_head_loss_is_stable_for_large_logits():
+    h = np.array([[1.0]])
+    out = head.forward(h, np.array([[1000.0], [0.0]]), np.zeros(2), np.array([1]))
+    assert out.loss == pytest.approx(1000.0) and np.isfinite(out.probabilities).all()
+
+
+def test_model_gradient_matches_a_directional_finite_difference():
+    """The spec's LSTM and the head wired together (dh_seq = 0, dc_T = 0, forget bias 1): <grad, v> against
+    the central difference of the loss along a random direction v."""
+    rng = np.random.default_rng(1)
+    params = small_model(rng)
+    x, y = rng.normal(size=(3, 6, 3)), rng.integers(0, 5, 6)
+    _, grads = spec_loss_and_gradients(params, x, y)
+    for _ in range(3):
+        v = {k: rng.normal(size=t.shape) for k, t in params.tensors().items()}
+        eps = 1e-6
+        shifted = [ModelParams.from_tensors({k: t + s * eps * v[k] for k, t in params.tensors().items()}) for s in (1, -1)]
+        numeric = (spec_loss_and_gradients(shifted[0], x, y)[0] - spec_loss_and_gradients(shifted[1], x, y)[0]) / (2 * eps)
+        analytic = sum(float(np.vdot(grads.tensors()[k], v[k])) for k in v)
+        assert analytic == pytest.approx(numeric, rel=1e-7, abs=1e-10)
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_reorderings_compute_the_same_gradient(ordering):
+    """In float64 every reordering gives the spec's gradient to rounding: the permutations are undone exactly."""
+    rng = np.random.default_rng(2)
+    params = small_model(rng, I=5, H=6)
+    x, y = rng.normal(size=(4, 7, 5)), rng.integers(0, 5, 7)
+    loss, expected = spec_loss_and_gradients(params, x, y)
+    got_loss, got = Reordered(ordering=ordering, seed=3).loss_and_gradients(params, x, y)
+    assert got_loss == pytest.approx(loss, rel=1e-13)
+    for name, value in expected.tensors().items():
+        np.testing.assert_allclose(got.tensors()[name], value, rtol=1e-11, atol=1e-13, err_msg=name)
+
+
+# ---------------------------------------------------------------------------
+# The shared optimizer step
+# ---------------------------------------------------------------------------
+
+
+def test_rmsprop_step_matches_a_hand_computation():
+    theta = {"w": np.array([1.0, -2.0], np.float32)}
+    optimizer = RMSProp.init(theta)
+    g1, g2 = np.array([0.5, 0.0], np.float32), np.array([-1.0, 3.0], np.float32)
+    ms, expected = np.array([1.0, 1.0]), np.array([1.0, -2.0])
+    for g in (g1, g2):
+        ms = DECAY * ms + (1 - DECAY) * g.astype(np.float64) ** 2  # ms_0 = 1, as TF1's RMSPropOptimizer
+        expected = expected - LEARNING_RATE * g / np.sqrt(ms + EPSILON)
+        theta = optimizer.step(theta, {"w": g})
+        assert theta["w"].dtype == np.float32
+        np.testing.assert_allclose(theta["w"], expected, rtol=2 * EPS32)
+    # The first step from ms_0 = 1 is about lr g, not lr sign(g): a zero gradient moves nothing.
+    assert theta["w"][1] == pytest.approx(-2.0 - LEARNING_RATE * 3.0 / np.sqrt(0.9 * 0.9 + 0.1 * 9.0), rel=1e-6)
+
+
+def test_rmsprop_refuses_a_gradient_of_another_dtype():
+    optimizer = RMSProp.init({"w": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="gradient w"):
+        optimizer.step({"w": np.zeros(2, np.float32)}, {"w": np.zeros(2, np.float64)})
+
+
+# ---------------------------------------------------------------------------
+# The data
+# ---------------------------------------------------------------------------
+
+
+def test_digits_split_is_stratified_complete_and_exact():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    from training.data import load_digits_split
+
+    x_train, y_train, x_test, y_test = load_digits_split()
+    assert x_train.shape == (1437, 8, 8) and x_test.shape == (360, 8, 8)
+    assert x_train.dtype == np.float32 and 0 <= x_train.min() and x_train.max() <= 1
+    # Every image is in exactly one side (as a multiset of rows: the data set holds duplicates).
+    digits = load_digits()
+    everything = np.concatenate([x_train, x_test]).reshape(-1, 64) * 16
+    assert np.array_equal(np.sort(everything.view(np.float32).round(), axis=0),
+                          np.sort(digits.data.astype(np.float32), axis=0))
+    assert np.array_equal(np.sort(np.concatenate([y_train, y_test])), np.sort(digits.target))
+    # Stratified: each class's share of the test set within one image of its share of the whole.
+    counts, test_counts = np.bincount(digits.target), np.bincount(y_test, minlength=10)
+    assert np.all(np.abs(test_counts - counts * 360 / 1797) <= 1)
+    # Deterministic.
+    assert np.array_equal(load_digits_split()[1], y_train)
+
+
+def test_batch_schedule_covers_each_epoch_once_with_full_batches():
+    batches = batch_schedule(300, 128, steps=7, seed=0)
+    assert batches.shape == (7, 128)
+    for epoch in range(3):  # 2 full batches per epoch of 300, the rest dropped
+        seen = batches[2 * epoch : 2 * epoch + 2].ravel()
+        assert len(set(seen.tolist())) == 256 and seen.max() < 300
+    assert np.array_equal(batches, batch_schedule(300, 128, steps=7, seed=0))
+    assert not np.array_equal(batches, batch_schedule(300, 128, steps=7, seed=1))
+    with pytest.raises(ValueError, match="exceeds the training set"):
+        batch_schedule(100, 128, 1)
+
+
+def test_kept_steps_start_dense_and_end_at_the_last_step():
+    kept = recorded_steps(500)
+    assert kept[:11] == list(range(11)) and kept[-1] == 500 and len(kept) < 60
+    assert recorded_steps(3) == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------------------
+# The bound catches a wrong gradient (in this process, a few steps)
+# ---------------------------------------------------------------------------
+
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def short_runs(tmp_path_factory):
+    """A few steps of the reference, three honest reorderings, another one kept out of the bound, and two
+    backward-only mutants trained through the contract, as their files."""
+    pytest.importorskip("sklearn")
+    from training.digits import prepare
+    from training.runs import execute
+
+    out = tmp_path_factory.mktemp("short")
+    prepare(out, STEPS, seed=0)
+    specs = [s for s in all_runs(frameworks=()) if s.id in (
+        "spec", "spec/batch-order-1", "spec/unit-order-1", "spec/float64-gradient", "spec/input-order-1",
+        "contract:mutant/bias-gradient-wrong-gate", "contract:mutant/dc-ignores-downstream")]
+    (out / "runs").mkdir()
+    runs = {}
+    for spec in specs:
+        runs[spec.id] = execute(spec, out, timing_repeats=0, progress=lambda done: None)
+        runs[spec.id].save(out / "runs" / spec.file_name)
+    return out, specs, runs
+
+
+def test_a_wrong_gradient_leaves_the_bound_from_the_first_step(short_runs):
+    _, _, runs = short_runs
+    bound = measure(runs["spec"], [runs[k] for k in ("spec/batch-order-1", "spec/unit-order-1", "spec/float64-gradient")])
+    assert 0 < bound.bound.max() < 100 * EPS32  # a few eps32: rounding, nothing more
+    honest, _, _ = judge(runs["spec/input-order-1"], runs["spec"], bound)  # a reordering the bound did not see
+    assert honest.within, honest
+    for mutant in ("contract:mutant/bias-gradient-wrong-gate", "contract:mutant/dc-ignores-downstream"):
+        verdict, _, _ = judge(runs[mutant], runs["spec"], bound)
+        assert not verdict.within and verdict.first_step_beyond == 1, (mutant, verdict)
+        assert verdict.final_ratio > 1e4, (mutant, verdict)  # not a near miss
+    # Its forward is right: only the gradients are wrong (the loss of step 0 is the reference's).
+    assert runs["contract:mutant/bias-gradient-wrong-gate"].loss[0] == pytest.approx(runs["spec"].loss[0], rel=1e-6)
+
+
+def test_the_report_fails_when_a_framework_leaves_the_bound(short_runs):
+    """A run judged as a framework with the shared step (here: the mutant relabelled) that leaves the bound
+    makes the status 1, and the report names it; the known non-conformances leaving it do not."""
+    pytest.importorskip("matplotlib")
+    from training.report import write_report
+
+    out, specs, _ = short_runs
+    outcome = write_report(out, specs, {"mode": "test", "seconds": 0.0})
+    assert outcome.status == 0, outcome.problems
+    assert (out / "report.md").exists() and (out / "distance.png").read_bytes()[:4] == b"\x89PNG"
+
+    relabelled = [RunSpec(s.id, "shared", s.group, s.framework) if s.id == "contract:mutant/dc-ignores-downstream" else s
+                  for s in specs]
+    outcome = write_report(out, relabelled, {"mode": "test", "seconds": 0.0})
+    assert outcome.status == 1
+    assert any("contract:mutant/dc-ignores-downstream leaves the bound from step 1" in p for p in outcome.problems)
+    assert "**leaves the bound** from step 1" in (out / "report.md").read_text()
+
+
+# ---------------------------------------------------------------------------
+# TF1's rows say why they cannot run
+# ---------------------------------------------------------------------------
+
+
+def test_tf1_says_why_it_cannot_run_without_the_legacy_switch(monkeypatch):
+    from training.frameworks.tf1_model import TF1Model, tf1_problem
+
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    tf1_problem.cache_clear()
+    try:
+        reason = TF1Model().availability()
+    finally:
+        tf1_problem.cache_clear()
+    assert "TF_USE_LEGACY_KERAS=1 is not set" in reason and "tf-keras" in reason
+
+
+# ---------------------------------------------------------------------------
+# The quick mode, end to end
+# ---------------------------------------------------------------------------
+
+
+#: The packages whose absence makes a group's rows unavailable (TF1's: tf-keras, beside TensorFlow).
+PACKAGES_OF_GROUP = {"numpy": (), "torch": ("torch",), "tensorflow": ("tensorflow",), "jax": ("jax", "flax"),
+                     "tf1": ("tensorflow", "tf_keras")}
+
+
+def _run_cli(args, out: Path, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.digits", *args, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    for module in ("sklearn", "tqdm", "matplotlib"):
+        pytest.importorskip(module)
+    out = tmp_path_factory.mktemp("quick")
+    result = _run_cli(["--quick", "--jobs", "2", "--keep-runs"], out)
+    return out, result
+
+
+def test_quick_mode_writes_the_report_and_plots(quick_run):
+    out, result = quick_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "within the rounding bound" in result.stdout
+    for name in ("loss.png", "distance.png", "own.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (out / "report.md").read_text()
+    for heading in ("## Every framework with the shared optimizer step", "## What a non-conformance costs",
+                    "## Each framework's own RMSProp", "## The rounding bound"):
+        assert heading in report
+    # The inputs every framework loaded: the LSTM in the project's weight format, the dense layer beside it.
+    from spec import load_weights
+
+    assert load_weights(out / "inputs" / "lstm.safetensors").hidden_size == 128
+    assert Digits.load(out / "inputs" / "digits.safetensors").steps == 30
+
+
+def test_quick_mode_verdicts(quick_run):
+    from training.bound import measure
+
+    out, _ = quick_run
+    runs = {s.id: Trajectory.load(out / "runs" / s.file_name) for s in all_runs()}
+    reference = runs["spec"]
+    bound = measure(reference, [t for t in runs.values() if t.ok and t.info["kind"] == "variant"])
+    report = (out / "report.md").read_text()
+    for run_id, run in runs.items():
+        kind = run.info["kind"]
+        if run.status.startswith("unavailable"):
+            # Only a framework that is not installed here may be unavailable, and the report says why.
+            missing = any(importlib.util.find_spec(p) is None for p in PACKAGES_OF_GROUP[run.info["group"]])
+            assert missing, (run_id, run.status)
+            assert f"| {run_id} | – | – | – | unavailable: " in report or kind != "shared"
+            continue
+        assert run.ok, (run_id, run.status)
+        verdict, _, _ = judge(run, reference, bound)
+        if kind == "shared":
+            assert verdict.within, (run_id, verdict)
+            errors = run.info["gradient_error_step0"]
+            assert max(errors.values()) < 20 * EPS32, (run_id, errors)  # the layout conversions are right
+        if kind == "contract":
+            assert verdict.within == (run.info["expect"] == "conformant"), (run_id, verdict)
+            if not verdict.within:
+                assert verdict.first_step_beyond == 1
+        if run_id == "tf1/BasicLSTMCell+own-RMSProp":
+            # TF1's RMSPropOptimizer is the shared step's definition: it reproduces it to rounding.
+            assert verdict.within, verdict
+        if kind == "own" and not run_id.startswith("tf1/"):
+            assert not verdict.within  # ms_0 = 0 (and torch's two biases): another optimizer
+        if kind in ("reference", "own"):
+            assert run.info["timing"]["median_s"] > 0
+        assert 0 <= run.info["test_accuracy"] <= 1
+
+
+def test_tf1_rows_are_unavailable_with_the_real_reason_when_tf_keras_cannot_be_imported(tmp_path):
+    """A tf_keras that fails to import (as a missing one does) makes TF1's rows unavailable, with
+    TensorFlow's own words; the run goes on and passes."""
+    for module in ("sklearn", "tqdm", "matplotlib"):
+        pytest.importorskip(module)
+    blocker = tmp_path / "blocker"
+    (blocker / "tf_keras").mkdir(parents=True)
+    (blocker / "tf_keras" / "__init__.py").write_text("raise ImportError('tf_keras blocked by the test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
+    out = tmp_path / "out"
+    result = _run_cli(["--frameworks", "tf1", "--no-non-conformance", "--steps", "2", "--timing-repeats", "0"], out, env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = (out / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| tf1/BasicLSTMCell |"))
+    assert "unavailable: " in row and "BasicLSTMCell failed: ImportError" in row, row
