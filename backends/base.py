@@ -138,6 +138,7 @@ _ENTRY_POINTS = {
     "environment": "_environment",
     "forward_layer": "_forward_layer",
     "backward_layer": "_backward_layer",
+    "timed_layer_pass": "_timed_layer_pass",
 }
 
 
@@ -343,6 +344,31 @@ class Implementation:
             answer = self._backward_layer(**arguments)
         return checked_layer_gradients(answer, params, x, config.dtype)
 
+    def timed_layer_pass(
+        self, params: LayerParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, cotangents: Mapping[str, np.ndarray] | None, *,
+        layer: LayerConfig, lengths: np.ndarray | None = None, mask: np.ndarray | None = None, timing: Timing,
+    ) -> TimedPass:
+        """A layer pass to time (:meth:`timed_pass` for :meth:`forward_layer`): the hook's device-resident pass,
+        or through forward_layer()/backward_layer() on every run (NumPy in and out; reports mark it). Its
+        result is y (forward) or the gradients of x, h0, c0 (forward+backward)."""
+        if timing.dtype in HALF_DTYPES and timing.dtype not in self.timing_dtypes:
+            raise NotSupported(self.unsupported_reasons.get(timing.dtype, f"{self.id} does not run in {timing.dtype}"))
+        source = timing.source_config
+        self._enter_layer(source, timing.gradients, params, x, h0, c0, layer, lengths, mask, cotangents if timing.gradients else None)
+        options = dict(layer=layer, lengths=lengths, mask=mask)
+        timed = None if self._separate_process() else self._timed_layer_pass(params, x, h0, c0, cotangents, timing=timing, **options)
+        if timed is not None:
+            return timed
+        if timing.dtype in HALF_DTYPES:
+            raise NotSupported(f"{self.id} declares {timing.dtype} but supplies no _timed_layer_pass() that runs it")
+        return through_numpy(
+            lambda: self.forward_layer(params, x, h0, c0, config=source, **options),
+            lambda: self.backward_layer(params, x, h0, c0, cotangents, config=source, **options),
+            timing,
+            cotangents,
+            output="y",
+        )
+
     # -- hooks: what an adapter supplies ---------------------------------------------------------
 
     def _availability(self, device: str) -> str | None:
@@ -361,6 +387,10 @@ class Implementation:
 
     def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias: float, timing: Timing) -> TimedPass | None:
         """A device-resident pass, or None to be timed through forward() and backward()."""
+        return None
+
+    def _timed_layer_pass(self, params, x, h0, c0, cotangents, *, layer: LayerConfig, lengths, mask, timing: Timing) -> TimedPass | None:
+        """A device-resident layer pass, or None to be timed through forward_layer() and backward_layer()."""
         return None
 
     def _forward_layer(self, params, x, h0, c0, *, layer: LayerConfig, lengths, mask, config: Config):

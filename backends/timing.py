@@ -62,9 +62,10 @@ class TimedPass:
     resident: bool
 
 
-def through_numpy(forward: Callable, backward: Callable, timing: Timing, cotangents: Mapping | None) -> TimedPass:
+def through_numpy(forward: Callable, backward: Callable, timing: Timing, cotangents: Mapping | None, output: str = "h_seq") -> TimedPass:
     """A pass timed through an implementation's ``forward()`` and ``backward()`` entry points (called with
-    no arguments here: the caller binds them): NumPy in and out, conversions and checks included."""
+    no arguments here: the caller binds them): NumPy in and out, conversions and checks included.
+    ``output`` names the per-step output the result reports (the cell's h_seq, a layer's y)."""
     last: dict[str, np.ndarray] = {}
     if timing.gradients:
         if cotangents is None:
@@ -76,6 +77,6 @@ def through_numpy(forward: Callable, backward: Callable, timing: Timing, cotange
     else:
 
         def run():
-            last["h_seq"] = forward().h_seq
+            last[output] = getattr(forward(), output)
 
     return TimedPass(run, lambda: {k: np.asarray(v, np.float64) for k, v in last.items()}, resident=False)

@@ -17,6 +17,8 @@ import numpy as np
 
 from spec.cases import CaseData
 from spec.cases import reference as spec_reference
+from spec.layer_cases import LayerCaseData
+from spec.layer_cases import reference as spec_layer_reference
 
 #: The largest relative error a timed result may have, per dtype the pass ran in, and why.
 BOUNDS: dict[str, tuple[float, str]] = {
@@ -79,3 +81,13 @@ def check(result: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype:
             f"(relative, 2-norm), over the bound {bound:g} ({reason}); its time is not kept"
         )
     return worst
+
+
+@lru_cache(maxsize=4)
+def layer_reference(data: LayerCaseData, gradients: bool) -> dict[str, np.ndarray]:
+    """What a timed layer pass must have computed: y (forward) or the gradients of x, h0, c0, by the spec in
+    float64 on the same data."""
+    expected = spec_layer_reference(data)
+    if not gradients:
+        return {"y": expected.outputs["y"]}
+    return {k: expected.gradients[k] for k in ("x", "h0", "c0")}

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from spec.cases import Case
 
 PASSES = ("forward", "forward+backward")
@@ -119,3 +121,52 @@ def shapes_in(which: str) -> list[Shape]:
     if which not in ("quick", "full"):
         raise ValueError(f"benchmark set {which!r}: expected quick or full")
     return [s for s in SHAPES if which in s.sets]
+
+
+# ---------------------------------------------------------------------------
+# The layer: a deep bidirectional stack, padded against variable lengths
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A stack of bidirectional layers at one size, run padded (every row all T steps) and with variable
+    lengths (each row its own, packed or masked as the framework does it), on the same data."""
+
+    name: str
+    B: int
+    T: int
+    I: int
+    H: int
+    L: int
+    sets: tuple[str, ...]
+    #: The rows' lengths in the variable-length runs: evenly spaced from shortest to T, as Braun's benchmark.
+    shortest: int = 0
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return tuple(int(round(v)) for v in np.linspace(self.shortest, self.T, self.B))
+
+
+#: Braun, "LSTM Benchmarks for Deep Learning Frameworks" (arXiv:1806.01818; github.com/stefbraun/rnn_benchmarks):
+#: 4 bidirectional layers of 320 units over 123 features, a batch of 25 sequences of 1000 steps, and for the
+#: variable-length runs lengths 500 .. 1000. The quick set keeps the layers and widths at a tenth of the length.
+LAYER_SHAPES: tuple[LayerShape, ...] = (
+    LayerShape("braun-4x320-T100", B=25, T=100, I=123, H=320, L=4, sets=("quick", "full"), shortest=50),
+    LayerShape("braun-4x320", B=25, T=1000, I=123, H=320, L=4, sets=("full",), shortest=500),
+)
+#: How a layer benchmark feeds its sequences: all padded, or each row its own length.
+LENGTHS = ("padded", "variable")
+
+
+def layer_shapes_in(set_name: str) -> list[LayerShape]:
+    return [shape for shape in LAYER_SHAPES if set_name in shape.sets]
+
+
+def layer_flop(shape: LayerShape, pass_: str, steps: float | None = None) -> float:
+    """8 B H (I + H) per step, per direction and layer (layer 0 reads I features, the others 2H), times the
+    steps computed: T for every row when padded; the sum of the lengths over B when ``steps`` (row-steps) is
+    given. Forward + backward: three times the forward."""
+    per_row_step = 8.0 * shape.H * ((shape.I + shape.H) + (shape.L - 1) * (2 * shape.H + shape.H)) * 2
+    row_steps = shape.B * shape.T if steps is None else steps
+    return per_row_step * row_steps * (3 if pass_ == "forward+backward" else 1)
