@@ -109,6 +109,15 @@ def setup() -> None:
     code = run([*pip, "-c", "constraints.txt", "-e", f".[{EXTRAS}]"])
     if code:
         sys.exit(f"setup failed: pip exited with {code} (see above)")
+    # tf-keras (TF1's nn.rnn_cell cells, the backends.tf1_lstm rows) declares a dependency on the distribution
+    # `tensorflow`, which would install beside tensorflow-cpu and overwrite the same import package. pip has no way
+    # to say that tensorflow-cpu provides it (no "provides", no dependency override; a constraint can only pin or
+    # fail), so tf-keras cannot be in an extra: it is installed here, alone and without its dependencies, at the
+    # version constraints.txt pins (TensorFlow's own; a change there reruns this setup). `pip check` then reports
+    # "tf-keras requires tensorflow, which is not installed": expected. tox.ini does the same (commands_pre).
+    code = run([*pip, "-c", "constraints.txt", "--no-deps", "tf-keras"])
+    if code:
+        sys.exit(f"setup failed: pip exited with {code} installing tf-keras without its dependencies (see above)")
     STAMP.write_text(fingerprint)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -233,7 +234,8 @@ def test_inputs_in_another_dtype_are_refused_not_cast():
 def test_repeated_calls_do_not_retrace_and_reuse_converted_weights():
     d = data(True)
     config = Config("peephole", "float32")
-    functions = (tfl._block_forward_fn(2, True, 0.0, "/CPU:0"), tfl._block_v2_explicit_gradient_fn(True, "/CPU:0"))
+    no_clip = tfl.NO_CLIP[2]
+    functions = (tfl._block_forward_fn(2, True, 0.0, no_clip, "/CPU:0"), tfl._block_v2_explicit_gradient_fn(True, no_clip, "/CPU:0"))
     V2_GRAD.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=config)
     _grads(V2_GRAD, d)
     traced = [f.experimental_get_tracing_count() for f in functions]
@@ -241,8 +243,8 @@ def test_repeated_calls_do_not_retrace_and_reuse_converted_weights():
         V2_GRAD.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=config)
         _grads(V2_GRAD, d)
     assert [f.experimental_get_tracing_count() for f in functions] == traced
-    _, _, first = V2_GRAD._prepare(d.params, 0.0, config)
-    _, _, again = V2_GRAD._prepare(d.params, 0.0, config)
+    _, first, _ = V2_GRAD._prepare(d.params, 0.0, config)
+    _, again, _ = V2_GRAD._prepare(d.params, 0.0, config)
     assert first is again
 
     d = data(False)
@@ -281,3 +283,132 @@ def test_module_imports_without_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [tfl.INSTALL_HINT] * 2
+
+
+# -- the block ops' layer: one forward cell, cell_clip -------------------------------------------------
+
+
+def layer_data(name, dtype="float32"):
+    from spec.layer_cases import layer_case_by_name, make_layer_case_data
+
+    return make_layer_case_data(layer_case_by_name(name), dtype)
+
+
+def test_shared_gate_columns_round_trip_and_land_where_the_gate_order_says():
+    blocks = np.arange(1.0, 5.0)[:, None, None] * np.ones((4, 3, 5))  # gates i, f, g, o = 1, 2, 3, 4
+    for gates, firsts in ((tfl.V1_GATES, [1, 3, 2, 4]), (tfl.V2_GATES, [1, 2, 3, 4])):
+        columns = tfl.to_gate_columns(blocks, gates)
+        assert columns.shape == (5, 12)
+        np.testing.assert_array_equal(columns[0, ::3], firsts)
+        np.testing.assert_array_equal(tfl.from_gate_columns(columns, gates), blocks)
+
+
+@pytest.mark.parametrize("impl", BLOCKS, ids=lambda i: i.id)
+@pytest.mark.parametrize("name", ["one-layer", "cell-clip"])
+def test_layer_round_trip_is_exact_and_carries_the_cell_clip(impl, name):
+    d = layer_data(name)
+    native = impl.to_native_layer(d.params, d.config)
+    assert native["cell_clip"] == (d.config.cell_clip or tfl.NO_CLIP[impl.version])
+    assert native["use_peephole"] is d.config.peephole
+    back = impl.from_native_layer(native, d.config)
+    cell = d.params.cells[0]
+    assert len(back.cells) == 1
+    assert_params_equal(back.cells[0], LSTMParams(cell.W, cell.U, fold_forget_bias(cell.b, d.config.forget_bias), cell.p))
+
+
+def test_from_native_layer_refuses_a_cell_clip_the_layer_does_not_have():
+    d = layer_data("cell-clip")
+    native = V1.to_native_layer(d.params, d.config)
+    with pytest.raises(LSTMInputError, match="cell_clip: disagrees with the layer's cell_clip: expected 0.5, got 0.8"):
+        V1.from_native_layer(native, replace(d.config, cell_clip=0.5))
+    with pytest.raises(NotSupported, match="cell_clip=0.8 clips the cell state"):
+        V1.from_native_layer(native, replace(d.config, cell_clip=None))
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("stacked", "one layer"), ("reverse", "forward in time only"), ("bidirectional", "forward in time only"),
+    ("projection", "no projection"), ("gate-clip", "not the gate pre-activations"), ("coupled", "no coupled"),
+])
+def test_layer_layout_refuses_what_the_op_cannot_express(name, reason):
+    d = layer_data(name)
+    for impl in BLOCKS:
+        with pytest.raises(NotSupported, match=reason):
+            impl.to_native_layer(d.params, d.config)
+
+
+def test_layer_declarations_and_known_failures():
+    from backends.config import LAYER_FEATURES
+
+    for impl in BLOCKS:
+        assert impl.layer_features == ("cell_clip",)
+        for feature in set(LAYER_FEATURES) - {"cell_clip"}:
+            assert feature in impl.unsupported_reasons, feature
+        assert "seq_len_max" in impl.unsupported_reasons["lengths"]
+    run = Config("peephole", "float32")
+    for impl in (V1, V2_GRAD):  # the clip's gradient: known with a cell clip only
+        assert impl.known_failure("layer gradients", run, ("cell_clip",)) == tfl.CELL_CLIP_GRADIENT
+        assert impl.known_failure("layer gradients", run, ()) is None
+        assert impl.known_failure("layer outputs", run, ("cell_clip",)) is None
+    assert V2_TAPE.known_failure("layer gradients", run, ()) == tfl.REGISTERED_V2_GRADIENT
+
+
+@pytest.mark.parametrize("impl", (V1, V2_GRAD), ids=lambda i: i.id)
+def test_layer_gradient_with_a_binding_cell_clip_is_the_straight_through_one(impl, monkeypatch):
+    """What the known failure says, pinned: the clip binds, the forward is the spec's, and the gradients are the
+    spec's with the clip's derivative taken as 1 (findings/tensorflow_blocklstm_gradient_ignores_cell_clip.py)."""
+    from spec import layer as spec_layer
+
+    d = layer_data("cell-clip")
+    wide = {k: v.astype(np.float64) for k, v in (*d.inputs().items(), *d.cotangents().items())}
+    params = d.params.astype(np.float64)
+    options = dict(layer=d.config, config=Config("peephole", "float32"))
+    out = impl.forward_layer(d.params, d.x, d.h0, d.c0, **options)
+    grads = impl.backward_layer(d.params, d.x, d.h0, d.c0, d.cotangents(), **options)
+    fwd = spec_layer.forward(params, wide["x"], wide["h0"], wide["c0"], config=d.config)
+    unclipped = spec_layer.forward(params, wide["x"], wide["h0"], wide["c0"], config=replace(d.config, cell_clip=None))
+    assert np.abs(fwd.y - unclipped.y).max() > 0.05  # the clip binds
+    np.testing.assert_allclose(out.y, fwd.y, **F32_OUT)
+    true = spec_layer.backward(fwd, wide["dy"], wide["dh_T"], wide["dc_T"]).tensors()
+    monkeypatch.setattr(lstm.Clip, "backward", lambda self, dv: dv)
+    straight = spec_layer.backward(spec_layer.forward(params, wide["x"], wide["h0"], wide["c0"], config=d.config),
+                                   wide["dy"], wide["dh_T"], wide["dc_T"]).tensors()
+    assert np.abs(grads["x"] - true["x"]).max() > 0.05
+    for name, value in straight.items():
+        np.testing.assert_allclose(grads[name], value, err_msg=name, **F32_GRAD)
+
+
+@pytest.mark.parametrize("impl", (V1, V2_GRAD), ids=lambda i: i.id)
+def test_layer_without_a_clip_is_the_spec_outputs_and_gradients(impl):
+    from spec import layer as spec_layer
+
+    d = layer_data("one-layer")
+    wide = {k: v.astype(np.float64) for k, v in (*d.inputs().items(), *d.cotangents().items())}
+    options = dict(layer=d.config, config=Config("standard", "float32"))
+    out = impl.forward_layer(d.params, d.x, d.h0, d.c0, **options)
+    grads = impl.backward_layer(d.params, d.x, d.h0, d.c0, d.cotangents(), **options)
+    fwd = spec_layer.forward(d.params.astype(np.float64), wide["x"], wide["h0"], wide["c0"], config=d.config)
+    for name in ("y", "h_T", "c_T"):
+        np.testing.assert_allclose(out.tensors()[name], getattr(fwd, name), err_msg=name, **F32_OUT)
+    for name, value in spec_layer.backward(fwd, wide["dy"], wide["dh_T"], wide["dc_T"]).tensors().items():
+        np.testing.assert_allclose(grads[name], value, err_msg=name, **F32_GRAD)
+
+
+@pytest.mark.parametrize("gradients", [False, True], ids=["forward", "forward+backward"])
+def test_timed_layer_pass_is_resident_and_computes_what_the_layer_does(gradients):
+    from backends.timing import Timing
+
+    d = layer_data("cell-clip")
+    timing = Timing(variant="peephole", dtype="float32", device="cpu", gradients=gradients)
+    timed = V1.timed_layer_pass(d.params, d.x, d.h0, d.c0, d.cotangents(), layer=d.config, timing=timing)
+    assert timed.resident
+    timed.run()
+    got = timed.result()
+    options = dict(layer=d.config, config=Config("peephole", "float32"))
+    if gradients:
+        expected = V1.backward_layer(d.params, d.x, d.h0, d.c0, d.cotangents(), **options)
+        assert set(got) == {"x", "h0", "c0"}
+    else:
+        expected = V1.forward_layer(d.params, d.x, d.h0, d.c0, **options).tensors()
+        assert set(got) == {"y"}
+    for name, value in got.items():
+        np.testing.assert_array_equal(value, expected[name].astype(np.float64), err_msg=name)
