@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec.params import GATES, PEEPHOLE_GATES, LSTMParams
+from backends.base import NotSupported
+from spec.layer import LayerConfig
+from spec.params import GATES, PEEPHOLE_GATES, LayerParams, LSTMParams
 from spec.validation import LSTMInputError, check_tensor
 
 ONNX_GATES = ("i", "o", "f", "g")  # ONNX calls g "c"
 ONNX_PEEPHOLE_GATES = ("i", "o", "f")
 OPSET = 14  # the first LSTM version with the ``layout`` attribute
+NO_PROJECTION = "ONNX's LSTM operator has no projection (LSTMP)"
 
 # ONNX's k-th gate block is canonical block _TO_ONNX[k], and the reverse.
 _TO_ONNX = [GATES.index(g) for g in ONNX_GATES]
@@ -128,3 +131,131 @@ class ReferenceLSTM:
         """(h_seq (T, B, H), h_T, c_T), squeezed of ONNX's direction axis."""
         Y, Y_h, Y_c = self.session.run(None, feeds(self.weights, x, h0, c0))
         return Y[:, 0], Y_h[0], Y_c[0]
+
+
+# ---------------------------------------------------------------------------
+# The layer: one LSTM node per layer, stacked in a graph
+# ---------------------------------------------------------------------------
+#
+# Layer l's tensors hold both directions on their leading axis (forward first), the forget bias folded
+# into Wb as for one cell:
+#
+#     layer<l>.W (D, 4H, in)   in = I for l = 0, D * H above
+#     layer<l>.R (D, 4H, H)
+#     layer<l>.B (D, 8H)
+#     layer<l>.P (D, 3H)       peephole variant only
+#
+# The graph takes X, initial_h and initial_c for the whole stack and returns y, h_T and c_T for it:
+#
+#     layout 0 (time-major, the only one ONNX Runtime runs):
+#         X (T, B, I), initial_h (L * D, B, H); node l gets rows l*D .. l*D+D-1 of the states (Slice);
+#         Y_l (T, D, B, H) -> Transpose (T, B, D, H) -> Reshape (T, B, D * H): the next layer's X, or y;
+#         h_T = Concat of every node's Y_h (D, B, H) on axis 0: (L * D, B, H), layer-major.
+#     layout 1 (batch-major, LSTM's layout attribute since opset 14):
+#         X (B, T, I), initial_h (B, L * D, H), sliced on axis 1; Y_l (B, T, D, H) -> Reshape (B, T, D * H)
+#         (no transpose); h_T (B, L * D, H).
+#
+# sequence_lens, clip (the spec's gate_clip) and input_forget (coupled gates) go to every node.
+
+
+def _tensors(peephole: bool) -> tuple[str, ...]:
+    return ("W", "R", "B", "P") if peephole else ("W", "R", "B")
+
+
+def layer_weight_names(num_layers: int, peephole: bool) -> list[str]:
+    """The native names of a stack's tensors, layer by layer."""
+    return [f"layer{l}.{t}" for l in range(num_layers) for t in _tensors(peephole)]
+
+
+def to_onnx_layer(params: LayerParams, forget_bias: float = 0.0) -> dict[str, np.ndarray]:
+    """Every layer's W, R, B (and P), both directions stacked on the leading axis (:func:`to_onnx` per cell)."""
+    if params.proj_size is not None:
+        raise NotSupported(NO_PROJECTION)
+    D = params.num_directions
+    native = {}
+    for l in range(params.num_layers):
+        per_direction = [to_onnx(params.cell(l, d), forget_bias) for d in range(D)]
+        for tensor in per_direction[0]:
+            native[f"layer{l}.{tensor}"] = np.concatenate([cell[tensor] for cell in per_direction])
+    return native
+
+
+def from_onnx_layer(native, num_layers: int, num_directions: int) -> LayerParams:
+    """The inverse of :func:`to_onnx_layer` (:func:`from_onnx` per direction; B and P optional, as in ONNX)."""
+    cells = []
+    for l in range(num_layers):
+        tensors = {t: native.get(f"layer{l}.{t}") for t in ("W", "R", "B", "P")}
+        for d in range(num_directions):
+            one = {t: None if a is None else a[d : d + 1] for t, a in tensors.items()}
+            cells.append(from_onnx(one["W"], one["R"], one["B"], one["P"]))
+    return LayerParams(tuple(cells), num_directions)
+
+
+def layer_model(input_size: int, hidden_size: int, layer: LayerConfig, dtype: object, *, lengths: bool, layout: int = 0):
+    """The ONNX graph of a stack of LSTM layers configured as ``layer`` (a spec LayerConfig: num_layers, direction,
+    peephole, gate_clip as clip, coupled_input_forget as input_forget); ``lengths`` adds the sequence_lens input.
+    Inputs X, initial_h, initial_c, (sequence_lens,) and :func:`layer_weight_names`; outputs y, h_T, c_T."""
+    from onnx import TensorProto, helper
+
+    if layer.proj_size is not None:
+        raise NotSupported(NO_PROJECTION)
+    elem = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}[np.dtype(dtype)]
+    I, H, L = input_size, hidden_size, layer.num_layers
+    D = layer.num_directions
+    time_major = layout == 0
+    state_axis = 0 if time_major else 1
+    x_shape, state_shape = (["T", "B", I], [L * D, "B", H]) if time_major else (["B", "T", I], ["B", L * D, H])
+    inputs = [helper.make_tensor_value_info("X", elem, x_shape)]
+    inputs += [helper.make_tensor_value_info(state, elem, state_shape) for state in ("initial_h", "initial_c")]
+    if lengths:
+        inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, ["B"]))
+    for l in range(L):
+        width = I if l == 0 else D * H
+        shapes = {"W": [D, 4 * H, width], "R": [D, 4 * H, H], "B": [D, 8 * H], "P": [D, 3 * H]}
+        inputs += [helper.make_tensor_value_info(f"layer{l}.{t}", elem, shapes[t]) for t in _tensors(layer.peephole)]
+    attributes = dict(hidden_size=H, direction=layer.direction, layout=layout)
+    if layer.gate_clip is not None:
+        attributes["clip"] = float(layer.gate_clip)
+    if layer.coupled_input_forget:
+        attributes["input_forget"] = 1
+    constant = lambda name, values: helper.make_tensor(name, TensorProto.INT64, [len(values)], values)  # noqa: E731
+    initializers = [constant("state_axis", [state_axis]), constant("merge_directions", [0, 0, -1])]
+    nodes, layer_input = [], "X"
+    for l in range(L):
+        initializers += [constant(f"rows{l}.start", [l * D]), constant(f"rows{l}.end", [(l + 1) * D])]
+        for state in ("initial_h", "initial_c"):
+            nodes.append(helper.make_node("Slice", [state, f"rows{l}.start", f"rows{l}.end", "state_axis"], [f"{state}{l}"]))
+        node_inputs = [layer_input, f"layer{l}.W", f"layer{l}.R", f"layer{l}.B", "sequence_lens" if lengths else "",
+                       f"initial_h{l}", f"initial_c{l}"] + ([f"layer{l}.P"] if layer.peephole else [])
+        nodes.append(helper.make_node("LSTM", node_inputs, [f"Y{l}", f"Y_h{l}", f"Y_c{l}"], name=f"lstm{l}", **attributes))
+        # Y (T, D, B, H) puts the direction before the batch: transposed, each step's row is [forward ; reverse].
+        directions_last = f"Y{l}"
+        if time_major:
+            directions_last = f"Y{l}.t"
+            nodes.append(helper.make_node("Transpose", [f"Y{l}"], [directions_last], perm=[0, 2, 1, 3]))
+        layer_input = "y" if l == L - 1 else f"X{l + 1}"
+        nodes.append(helper.make_node("Reshape", [directions_last, "merge_directions"], [layer_input]))
+    for state in ("h", "c"):
+        nodes.append(helper.make_node("Concat", [f"Y_{state}{l}" for l in range(L)], [f"{state}_T"], axis=state_axis))
+    outputs = [helper.make_tensor_value_info(name, elem, None) for name in ("y", "h_T", "c_T")]
+    graph = helper.make_graph(nodes, "lstm_layer", inputs, outputs, initializer=initializers)
+    opsets = [helper.make_opsetid("", OPSET)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+
+
+def layer_feeds(weights: dict[str, np.ndarray], x, h0, c0, lengths, *, layout: int = 0) -> dict[str, np.ndarray]:
+    """The inputs of :func:`layer_model` from the spec's time-major x (T, B, I) and states (L * D, B, .);
+    lengths as int32 (ONNX's sequence_lens type), or None."""
+    if layout == 1:
+        x, h0, c0 = (np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (x, h0, c0))
+    feeds = {"X": x, "initial_h": h0, "initial_c": c0, **weights}
+    if lengths is not None:
+        feeds["sequence_lens"] = np.asarray(lengths, np.int32)
+    return feeds
+
+
+def layer_outputs(outputs, *, layout: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """y (T, B, D * H), h_T and c_T (L * D, B, H) from the graph's outputs."""
+    if layout == 1:
+        return tuple(np.ascontiguousarray(a.transpose(1, 0, 2)) for a in outputs)
+    return tuple(outputs)

@@ -15,8 +15,10 @@ from backends.base import Implementation
 ADAPTER_MODULES = (
     "backends.torch_lstm",
     "backends.tensorflow_lstm",
+    "backends.tf1_lstm",
     "backends.jax_lstm",
     "backends.onnxruntime_lstm",
+    "backends.onnx_reference_lstm",
     "backends.torch_onnx_export",
 )
 
