@@ -101,6 +101,8 @@ BI = dict(direction="bidirectional")
 LAYER_CASES: tuple[LayerCase, ...] = (
     LayerCase("one-layer", 4, 3, 5, 4, _config(), seed=101, note="the plain cell through the layer API"),
     LayerCase("reverse", 5, 3, 3, 4, _config(direction="reverse", peephole=True), seed=102, note="one reverse direction"),
+    LayerCase("reverse-standard", 5, 4, 3, 4, _config(direction="reverse"), seed=125,
+              note="a lone reverse direction, standard variant: flax's reverse=True, Keras' go_backwards"),
     LayerCase("bidirectional", 5, 3, 3, 4, _config(**BI, peephole=True, forget_bias=0.5), seed=103,
               note="two directions with their own weights and states"),
     LayerCase("stacked", 4, 2, 3, 3, _config(num_layers=3), seed=104, note="three forward layers"),
