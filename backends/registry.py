@@ -16,6 +16,7 @@ ADAPTER_MODULES = (
     "backends.torch_lstm",
     "backends.tensorflow_lstm",
     "backends.tf1_lstm",
+    "backends.keras_lstm",
     "backends.jax_lstm",
     "backends.onnxruntime_lstm",
     "backends.onnx_reference_lstm",

@@ -1,11 +1,8 @@
-"""TensorFlow's LSTMs: ``keras.layers.LSTM`` (Keras 3 on the TensorFlow backend) and the block
-kernels ``tf.raw_ops.BlockLSTM`` (V1) and ``tf.raw_ops.BlockLSTMV2``.
+"""TensorFlow's block LSTM kernels ``tf.raw_ops.BlockLSTM`` (V1) and ``tf.raw_ops.BlockLSTMV2``
+(Keras 3's layers, on every backend: backends/keras_lstm.py; TF1's cells: backends/tf1_lstm.py).
 
 Layouts (canonical: W (4, H, I), U (4, H, H), b (4, H), p (3, H) for i, f, o; gates i, f, g, o):
 
-    keras.layers.LSTM   kernel (I, 4H) = W^T, recurrent_kernel (H, 4H) = U^T, bias (4H);
-                        gates i, f, g, o; no forget-bias attribute (folded into bias); no peepholes;
-                        batch-major input (B, T, I)
     BlockLSTM (V1)      w (I + H, 4H), rows [x; h], columns in gate order i, g, f, o; b (4H) in i, g, f, o;
                         wci, wcf, wco (H); attributes forget_bias (default 1.0!), cell_clip (default 3.0!),
                         use_peephole; time-major (T, B, I)
@@ -17,7 +14,7 @@ in plain ``tf.function``s, cached per configuration (TensorFlow's own trace cach
 shape and dtype), with TF32 off. TensorFlow is imported only inside functions, so importing this
 module never needs it.
 
-Gradients: Keras and BlockLSTM V1 through ``tf.GradientTape``. For BlockLSTMV2, TensorFlow 2.21
+Gradients: BlockLSTM V1 through ``tf.GradientTape``. For BlockLSTMV2, TensorFlow 2.21
 registers V1's gradient (which assumes V1's i, g, f, o column order), so tape gradients through V2
 are wrong: ``tensorflow/BlockLSTMV2+registered-gradient`` ships them as they are (a known
 non-conformance), ``tensorflow/BlockLSTMV2+BlockLSTMGradV2`` calls ``BlockLSTMGradV2`` directly.
@@ -48,7 +45,6 @@ from backends.base import (
     Unavailable,
     cpu_model,
     fold_forget_bias,
-    framework_problem,
     import_framework,
 )
 from backends.config import layer_features
@@ -59,7 +55,6 @@ from spec.validation import LSTMInputError, check_tensor
 
 INSTALL_HINT = "tensorflow is not installed (pip install 'lstm-conformance[tensorflow]')"
 FLOAT32_ONLY = "TensorFlow's block LSTM kernels run float32 and half only"
-KERAS_NO_PEEPHOLES = "keras.layers.LSTM has no peepholes; TensorFlow's peephole LSTM is BlockLSTM"
 #: Half types are timed on GPUs only, and no GPU machine with TensorFlow has been available to verify
 #: these adapters' half paths (Keras' mixed-precision policy, the block ops' half kernels).
 NO_HALF_TIMING = {
@@ -95,14 +90,6 @@ def _tf():
     tf = import_framework("tensorflow", INSTALL_HINT)
     tf.config.experimental.enable_tensor_float_32_execution(False)
     return tf
-
-
-@cache
-def _keras():
-    _tf()
-    import keras
-
-    return keras
 
 
 def _tf_missing() -> str | None:
@@ -153,12 +140,6 @@ def _timed_pass(tf, device: str, fn, args, pick) -> TimedPass:
 def _environment(device: str) -> dict[str, object]:
     tf = _tf()
     env: dict[str, object] = {"tensorflow": tf.__version__}
-    try:
-        keras = _keras()
-        env["keras"] = keras.__version__
-        env["keras_backend"] = keras.backend.backend()
-    except ImportError:
-        env["keras"] = None
     if device == "cuda":
         gpus = tf.config.list_physical_devices("GPU")
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else None
@@ -171,157 +152,6 @@ def _environment(device: str) -> dict[str, object]:
     env["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
     env["built_with_cuda"] = tf.test.is_built_with_cuda()
     return env
-
-
-# ---------------------------------------------------------------------------
-# keras.layers.LSTM
-# ---------------------------------------------------------------------------
-
-
-def keras_to_native(params: LSTMParams, forget_bias: float = 0.0) -> dict[str, np.ndarray]:
-    if params.peephole:
-        raise NotSupported(KERAS_NO_PEEPHOLES)
-    H, I = params.hidden_size, params.input_size
-    return {
-        "kernel": np.ascontiguousarray(params.W.reshape(4 * H, I).T),
-        "recurrent_kernel": np.ascontiguousarray(params.U.reshape(4 * H, H).T),
-        "bias": fold_forget_bias(params.b, forget_bias).reshape(4 * H),
-    }
-
-
-def keras_from_native(native: Mapping[str, object]) -> LSTMParams:
-    kernel, recurrent_kernel, bias = (np.asarray(native[k]) for k in ("kernel", "recurrent_kernel", "bias"))
-    I, H = kernel.shape[0], recurrent_kernel.shape[0]
-    check_tensor("kernel", kernel, (I, 4 * H), kernel.dtype)
-    check_tensor("recurrent_kernel", recurrent_kernel, (H, 4 * H), kernel.dtype)
-    check_tensor("bias", bias, (4 * H,), kernel.dtype)
-    return LSTMParams(
-        W=np.ascontiguousarray(kernel.T.reshape(4, H, I)),
-        U=np.ascontiguousarray(recurrent_kernel.T.reshape(4, H, H)),
-        b=bias.reshape(4, H).copy(),
-    )
-
-
-class _KerasRunner:
-    """One built keras.layers.LSTM per (I, H, dtype, device), with its forward and gradient tf.functions.
-
-    The layer's variables are assigned only when another params object (or forget bias) comes in.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, dtype: str, device: str):
-        tf, keras = _tf(), _keras()
-        self.device = _tf_device(device)
-        with tf.device(self.device):
-            self.layer = keras.layers.LSTM(
-                hidden_size,
-                return_sequences=True,
-                return_state=True,
-                dtype=dtype,
-                kernel_initializer="zeros",
-                recurrent_initializer="zeros",
-                bias_initializer="zeros",
-                unit_forget_bias=False,
-            )
-            self.layer.build((None, None, input_size))
-        cell = self.layer.cell
-        # The tf.Variables behind Keras' variables: what the tape watches and differentiates.
-        self.variables = [v.value if hasattr(v, "value") else v for v in (cell.kernel, cell.recurrent_kernel, cell.bias)]
-        self.loaded = None
-        self.forward = tf.function(self._forward)
-        self.gradients = tf.function(self._gradients)
-
-    def load(self, weights: tuple) -> None:
-        if self.loaded is not weights:
-            for variable, value in zip(self.variables, weights):
-                variable.assign(value)
-            self.loaded = weights
-
-    def _forward(self, x, h0, c0):
-        tf = _tf()
-        with tf.device(self.device):
-            seq, h_T, c_T = self.layer(tf.transpose(x, (1, 0, 2)), initial_state=[h0, c0])
-            return tf.transpose(seq, (1, 0, 2)), h_T, c_T
-
-    def _gradients(self, x, h0, c0, dh_seq, dh_T, dc_T):
-        tf = _tf()
-        with tf.device(self.device):
-            with tf.GradientTape() as tape:
-                tape.watch([x, h0, c0])
-                h_seq, h_T, c_T = self._forward(x, h0, c0)
-                loss = tf.reduce_sum(dh_seq * h_seq) + tf.reduce_sum(dh_T * h_T) + tf.reduce_sum(dc_T * c_T)
-            return tape.gradient(loss, [x, h0, c0, *self.variables])
-
-
-@cache
-def _keras_runner(input_size: int, hidden_size: int, dtype: str, device: str) -> _KerasRunner:
-    return _KerasRunner(input_size, hidden_size, dtype, device)
-
-
-@dataclass
-class KerasLSTM(Implementation):
-    id: str = "tensorflow/keras.LSTM"
-    framework: str = "tensorflow"
-    description: str = "keras.layers.LSTM (Keras 3, TensorFlow backend; cuDNN on GPU), gradients by tf.GradientTape"
-    variants: tuple[str, ...] = ("standard",)
-    devices: tuple[str, ...] = ("cpu", "cuda")
-    unsupported_reasons: dict = field(default_factory=lambda: {"peephole": KERAS_NO_PEEPHOLES, **NO_HALF_TIMING})
-
-    def _availability(self, device: str) -> str | None:
-        if (reason := _tf_missing()) is not None:
-            return reason
-        if (reason := framework_problem("keras", "keras is not installed (pip install 'lstm-conformance[tensorflow]')")) is not None:
-            return reason
-        keras = _keras()
-        if keras.backend.backend() != "tensorflow":
-            return (
-                f"Keras' backend is {keras.backend.backend()!r}; this row is keras.layers.LSTM on the TensorFlow "
-                "backend (set KERAS_BACKEND=tensorflow)"
-            )
-        return _cuda_reason() if device == "cuda" else None
-
-    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
-        return keras_to_native(params, forget_bias)
-
-    def from_native(self, native) -> LSTMParams:
-        return keras_from_native(native)
-
-    def _prepare(self, params, forget_bias, config):
-        tf = _tf()
-        runner = _keras_runner(params.input_size, params.hidden_size, config.dtype, config.device)
-
-        def make():
-            with tf.device(runner.device):
-                return tuple(tf.constant(v) for v in keras_to_native(params, forget_bias).values())
-
-        runner.load(_WEIGHTS.get(params, ("keras", float(forget_bias), config.device), make))
-        return tf, runner
-
-    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
-        tf, runner = self._prepare(params, forget_bias, config)
-        with tf.device(runner.device):
-            h_seq, h_T, c_T = runner.forward(tf.constant(x), tf.constant(h0), tf.constant(c0))
-        return _host(h_seq), _host(h_T), _host(c_T)
-
-    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        tf, runner = self._prepare(params, forget_bias, config)
-        with tf.device(runner.device):
-            args = [tf.constant(a) for a in (x, h0, c0, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"])]
-            dx, dh0, dc0, dkernel, drecurrent, dbias = map(_host, runner.gradients(*args))
-        grads = keras_from_native({"kernel": dkernel, "recurrent_kernel": drecurrent, "bias": dbias})
-        return {"x": dx, "h0": dh0, "c0": dc0, **grads.tensors()}
-
-    def _timed_pass(self, params, x, h0, c0, cotangents, *, forget_bias, timing: Timing) -> TimedPass:
-        tf, runner = self._prepare(params, forget_bias, Config(timing.variant, timing.dtype, timing.device))
-        with tf.device(runner.device):
-            args = [tf.constant(a) for a in (x, h0, c0)]
-            if timing.gradients:
-                args += [tf.constant(cotangents[k]) for k in ("dh_seq", "dh_T", "dc_T")]
-        if not timing.gradients:
-            return _timed_pass(tf, runner.device, runner.forward, args, lambda out: {"h_seq": out[0]})
-        return _timed_pass(tf, runner.device, runner.gradients, args, lambda out: dict(zip(("x", "h0", "c0"), out[:3])))
-
-    def _environment(self, device: str) -> dict[str, object]:
-        return _environment(device)
 
 
 # ---------------------------------------------------------------------------
@@ -683,7 +513,6 @@ def _reorder_gradients(grads, gradient: str):
 
 
 IMPLEMENTATIONS = (
-    KerasLSTM(),
     BlockLSTM(),
     BlockLSTM(
         id="tensorflow/BlockLSTMV2+registered-gradient",

@@ -22,7 +22,6 @@ from spec.params import LSTMParams  # noqa: E402
 from spec.validation import LSTMInputError  # noqa: E402
 
 BY_ID = {impl.id: impl for impl in tfl.IMPLEMENTATIONS}
-KERAS = BY_ID["tensorflow/keras.LSTM"]
 V1 = BY_ID["tensorflow/BlockLSTM"]
 V2_TAPE = BY_ID["tensorflow/BlockLSTMV2+registered-gradient"]
 V2_GRAD = BY_ID["tensorflow/BlockLSTMV2+BlockLSTMGradV2"]
@@ -73,10 +72,6 @@ def assert_params_equal(a: LSTMParams, b: LSTMParams):
 @pytest.mark.parametrize("forget_bias", [0.0, 1.5])
 def test_round_trip_is_exact(impl, peephole, forget_bias):
     params = data(peephole).params
-    if impl is KERAS and peephole:
-        with pytest.raises(NotSupported, match="no peepholes"):
-            impl.to_native(params, forget_bias)
-        return
     back = impl.from_native(impl.to_native(params, forget_bias))
     expected = LSTMParams(params.W, params.U, fold_forget_bias(params.b, forget_bias), params.p)
     assert_params_equal(back, expected)
@@ -189,29 +184,7 @@ def test_registered_v2_weight_gradients_have_f_and_g_swapped_for_one_step():
         np.testing.assert_allclose(wrong[name][[0, 2, 1, 3]], expected[name], err_msg=name, **F32_GRAD)
 
 
-def test_keras_gradients_agree_in_float64():
-    d = data(False, "float64")
-    got = _keras_grads(d)
-    for name, e in spec_gradients(d).items():
-        np.testing.assert_allclose(got[name], e, atol=1e-11, rtol=1e-11, err_msg=name)
-
-
-def _keras_grads(d):
-    return KERAS.backward(d.params, d.x, d.h0, d.c0, d.cotangents(), forget_bias=0.0, config=Config("standard", "float64"))
-
-
 # -- dtypes ---------------------------------------------------------------------
-
-
-def test_keras_float64_really_computes_in_float64():
-    d = data(False, "float64", forget_bias=1.0)
-    out = KERAS.forward(d.params, d.x, d.h0, d.c0, forget_bias=1.0, config=Config("standard", "float64"))
-    for name, tensor in out.tensors().items():
-        assert tensor.dtype == np.float64, name
-    runner = tfl._keras_runner(d.params.input_size, d.params.hidden_size, "float64", "cpu")
-    assert all(v.dtype == "float64" for v in runner.variables)
-    # Agreement at 1e-12 is impossible for a float32 computation.
-    np.testing.assert_allclose(out.h_seq, spec_forward(d, 1.0).h_seq, atol=1e-12, rtol=1e-12)
 
 
 def test_block_ops_refuse_float64():
@@ -225,7 +198,7 @@ def test_inputs_in_another_dtype_are_refused_not_cast():
     with pytest.raises(LSTMInputError, match="x: wrong dtype"):
         V1.forward(d.params, d.x.astype(np.float64), d.h0, d.c0, forget_bias=0.0, config=Config("standard", "float32"))
     with pytest.raises(LSTMInputError, match="params"):
-        KERAS.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=Config("standard", "float64"))
+        V1.forward(d.params.astype(np.float64), d.x, d.h0, d.c0, forget_bias=0.0, config=Config("standard", "float32"))
 
 
 # -- caching, availability, environment -------------------------------------------
@@ -247,14 +220,6 @@ def test_repeated_calls_do_not_retrace_and_reuse_converted_weights():
     _, again, _ = V2_GRAD._prepare(d.params, 0.0, config)
     assert first is again
 
-    d = data(False)
-    runner = tfl._keras_runner(d.params.input_size, d.params.hidden_size, "float32", "cpu")
-    KERAS.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=Config("standard", "float32"))
-    traced = runner.forward.experimental_get_tracing_count()
-    for _ in range(3):
-        KERAS.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=Config("standard", "float32"))
-    assert runner.forward.experimental_get_tracing_count() == traced
-
 
 def test_cuda_is_unavailable_with_a_reason_when_tensorflow_sees_no_gpu():
     tf = tfl._tf()
@@ -267,10 +232,9 @@ def test_cuda_is_unavailable_with_a_reason_when_tensorflow_sees_no_gpu():
 
 
 def test_environment_records_tf32_threads_and_versions():
-    env = KERAS.environment("cpu")
+    env = V1.environment("cpu")
     assert env["tf32"] is False
-    assert env["keras_backend"] == "tensorflow"
-    for key in ("tensorflow", "keras", "device", "intra_op_threads", "inter_op_threads", "built_with_cuda"):
+    for key in ("tensorflow", "device", "intra_op_threads", "inter_op_threads", "built_with_cuda"):
         assert key in env
 
 

@@ -2,9 +2,9 @@
 sparse categorical cross-entropy on logits, gradients by ``tf.GradientTape``; its own optimizer is
 ``keras.optimizers.RMSprop(learning_rate=0.001, rho=0.9)``.
 
-The LSTM's weights go in and out through the ``tensorflow/keras.LSTM`` adapter's layout functions
-(``keras_to_native`` with the forget bias folded into the bias, ``keras_from_native``), which the
-adapter also applies to its gradients. Keras fixes its backend at its first import, and TF1's cells
+The LSTM's weights go in and out through the Keras rows' layout functions (backends/keras_lstm.py:
+``keras_to_native`` with the forget bias folded into the bias, ``keras_from_native``), which the
+rows also apply to their gradients. Keras fixes its backend at its first import, and TF1's cells
 need ``TF_USE_LEGACY_KERAS=1`` before TensorFlow's: this runs in a process where that is unset and
 ``KERAS_BACKEND=tensorflow`` (training/runs.py).
 """
@@ -17,17 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends.base import fold_forget_bias
-from backends.tensorflow_lstm import KerasLSTM, keras_from_native, keras_to_native
+from backends.keras_lstm import keras_from_native, keras_to_native
+from backends.registry import implementation_by_id
 from spec import LSTMParams
 from training.frameworks import Framework, Trainer
 from training.model import FORGET_BIAS, ModelParams
 from training.optimizer import DECAY, LEARNING_RATE, OWN_RMSPROP
 
-ADAPTER = KerasLSTM()
+ADAPTER = implementation_by_id("keras-tensorflow/LSTM")
 
 
 def _tf():
-    from backends.tensorflow_lstm import _keras, _tf
+    from backends.keras_lstm import _keras
+    from backends.tensorflow_lstm import _tf
 
     return _tf(), _keras()
 
