@@ -225,6 +225,14 @@ def _stack_layers(keras, api: str, layer: LayerConfig, zero_output_for_mask: boo
     return layers
 
 
+def keras_mask(T: int, layer: LayerConfig, lengths, mask) -> tuple[np.ndarray | None, bool]:
+    """The time-major mask (T, B) Keras is given, and zero_output_for_mask: lengths are the mask t < L_b with
+    zero outputs (spec/layer.py, (13)); a mask keeps the layer's own setting."""
+    if lengths is not None:
+        return np.arange(T)[:, None] < lengths[None, :], True
+    return mask, layer.zero_output_for_mask
+
+
 class _Stack:
     """The built Keras layers of one architecture in the row's process, and the one way they are run.
 
@@ -436,10 +444,7 @@ class KerasLayer(Implementation):
     def _prepare(self, params: LayerParams, x, h0, c0, layer: LayerConfig, lengths, mask, config: Config):
         """The built stack, the native weights, and the inputs as the backend's tensors, batch-major."""
         keras = _keras()
-        if lengths is not None:  # (13): lengths are the mask t < L_b with zero outputs
-            mask, zero_output = np.arange(x.shape[0])[:, None] < lengths[None, :], True
-        else:
-            zero_output = layer.zero_output_for_mask
+        mask, zero_output = keras_mask(x.shape[0], layer, lengths, mask)
         architecture = LayerConfig(num_layers=layer.num_layers, direction=layer.direction)
         stack = _stack(self.api, architecture, zero_output, params.input_size, params.hidden_size, config.dtype, config.device)
         with keras.device(stack.device):

@@ -237,7 +237,9 @@ def layer_model(input_size: int, hidden_size: int, layer: LayerConfig, dtype: ob
         nodes.append(helper.make_node("Reshape", [directions_last, "merge_directions"], [layer_input]))
     for state in ("h", "c"):
         nodes.append(helper.make_node("Concat", [f"Y_{state}{l}" for l in range(L)], [f"{state}_T"], axis=state_axis))
-    outputs = [helper.make_tensor_value_info(name, elem, None) for name in ("y", "h_T", "c_T")]
+    y_shape = ["T", "B", D * H] if time_major else ["B", "T", D * H]
+    outputs = [helper.make_tensor_value_info("y", elem, y_shape)]
+    outputs += [helper.make_tensor_value_info(f"{state}_T", elem, state_shape) for state in ("h", "c")]
     graph = helper.make_graph(nodes, "lstm_layer", inputs, outputs, initializer=initializers)
     opsets = [helper.make_opsetid("", OPSET)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))

@@ -21,6 +21,7 @@ ADAPTER_MODULES = (
     "backends.onnxruntime_lstm",
     "backends.onnx_reference_lstm",
     "backends.torch_onnx_export",
+    "backends.tf2onnx_export",
 )
 
 
