@@ -4,7 +4,7 @@
     python -m bench.report NEW.json --baseline OLD.json [--threshold 0.10]
 
 RUN.json files are pytest-benchmark's (``--benchmark-json`` or ``--benchmark-save``) from
-bench/test_matrix.py; several runs (a CPU machine's and a GPU machine's, say) are merged, a later
+bench/test_matrix.py and bench/test_layer_matrix.py; several runs (a CPU machine's and a GPU machine's, say) are merged, a later
 file's result replacing an earlier one's for the same configuration. For each pass and dtype the
 table has one row per implementation and variant and one column per shape and device (CPU beside
 GPU); a cell is the median time, its ratio to the fastest in that column and its fraction of the
@@ -12,6 +12,11 @@ roofline; DeepBench's published times for the same shapes (V100, cuDNN, float32)
 row. Below each table: the worst error against the spec among its results. With --baseline, every
 configuration that is slower than in the baseline by more than the threshold is flagged, and the
 command exits with status 1.
+
+The layer matrix (bench/test_layer_matrix.py) gets one table per shape and pass: per implementation and
+device, the padded run beside the variable-length run on the same data (packed, sequence lengths or a
+mask, as the implementation takes them), each with its useful GFLOP/s (the steps inside each row's length
+only), and their ratio: what variable lengths cost (> 1) or save (< 1) in that framework.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 
 from backends.timing import TIMING_DTYPES
 from bench.correctness import BOUNDS
-from bench.matrix import PASSES, SHAPES
+from bench.matrix import LAYER_SHAPES, PASSES, SHAPES
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,41 @@ class Row:
     @property
     def key(self) -> tuple:
         return (self.implementation, self.variant, self.dtype, self.device, self.shape, self.pass_)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    implementation: str
+    device: str
+    shape: str
+    lengths: str  # "padded" or "variable"
+    how: str  # "padded", "lengths" or "mask"
+    pass_: str
+    median_s: float
+    useful_gflops: float  # FLOPs of the steps inside each row's length, per second
+    relative_error: float | None = None
+    device_resident: bool | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.implementation, self.device, self.shape, self.lengths, self.pass_)
+
+
+def load_layer(paths) -> dict[tuple, LayerRow]:
+    """The layer matrix's results in ``paths`` (a later file's replacing an earlier one's)."""
+    rows: dict[tuple, LayerRow] = {}
+    for path in paths:
+        for bench in json.loads(Path(path).read_text()).get("benchmarks", []):
+            info = bench.get("extra_info", {})
+            if not info.get("layer_matrix"):
+                continue
+            row = LayerRow(
+                implementation=info["implementation"], device=info["device"], shape=info["shape"], lengths=info["lengths"],
+                how=info["how"], pass_=info["pass_"], median_s=bench["stats"]["median"], useful_gflops=info["useful_gflops"],
+                relative_error=info.get("relative_error_vs_spec"), device_resident=info.get("device_resident"),
+            )
+            rows[row.key] = row
+    return rows
 
 
 def load(paths) -> tuple[dict[tuple, Row], list[dict]]:
@@ -132,14 +172,43 @@ def table(rows: dict[tuple, Row], pass_: str, dtype: str = "float32") -> str:
     return "\n".join(lines)
 
 
-def regressions(new: dict[tuple, Row], old: dict[tuple, Row], threshold: float) -> list[str]:
+def layer_table(rows: dict[tuple, LayerRow], shape: str, pass_: str) -> str:
+    """Padded beside variable lengths, per implementation and device, fastest padded first."""
+    selected = [r for r in rows.values() if r.shape == shape and r.pass_ == pass_]
+    if not selected:
+        return ""
+    by_key = {(r.implementation, r.device, r.lengths): r for r in selected}
+    names = sorted({(r.implementation, r.device) for r in selected},
+                   key=lambda n: (n[1] != "cpu", n[1], by_key[(*n, "padded")].median_s if (*n, "padded") in by_key else float("inf"), n[0]))
+    lines = ["| implementation | device | padded | variable lengths | variable / padded |", "|---|---|---|---|---|"]
+
+    def cell(r: LayerRow | None) -> str:
+        if r is None:
+            return "-"
+        mark = " †" if r.device_resident is False else ""
+        how = "" if r.how == "padded" else f" ({r.how})"
+        return f"{_duration(r.median_s)}{mark}{how}, {r.useful_gflops:.3g} useful GFLOP/s"
+
+    for implementation, device in names:
+        padded, variable = by_key.get((implementation, device, "padded")), by_key.get((implementation, device, "variable"))
+        ratio = f"{variable.median_s / padded.median_s:.2f}x" if padded and variable else "-"
+        lines.append(f"| `{implementation}` | {device} | {cell(padded)} | {cell(variable)} | {ratio} |")
+    errors = [r.relative_error for r in selected if r.relative_error is not None]
+    if errors:
+        lines += ["", "Every result above was checked against the spec before it was timed (the padded runs against the spec "
+                  f"with every length T): worst relative error {max(errors):.2g} (bound {BOUNDS['float32'][0]:g})."]
+    if any(r.device_resident is False for r in selected):
+        lines += ["", "† timed through NumPy (inputs converted and transferred on every call)."]
+    return "\n".join(lines)
+
+
+def regressions(new: dict[tuple, Row | LayerRow], old: dict[tuple, Row | LayerRow], threshold: float) -> list[str]:
     found = []
     for key, row in sorted(new.items()):
         before = old.get(key)
         if before is not None and row.median_s > before.median_s * (1 + threshold):
-            implementation, variant, dtype, device, shape, pass_ = key
             found.append(
-                f"REGRESSION {implementation} {variant} {dtype} {device} {shape} {pass_}: "
+                f"REGRESSION {' '.join(key)}: "
                 f"{before.median_s * 1e3:.3g} ms -> {row.median_s * 1e3:.3g} ms ({row.median_s / before.median_s:.2f}x, threshold {1 + threshold:.2f}x)"
             )
     return found
@@ -202,7 +271,7 @@ def plot(rows: dict[tuple, Row], directory: Path, columns: int = 4) -> list[Path
     return written
 
 
-def render(rows: dict[tuple, Row], machines: list[dict]) -> str:
+def render(rows: dict[tuple, Row], machines: list[dict], layer_rows: dict[tuple, LayerRow] | None = None) -> str:
     intro = (
         "Median time per call, its ratio to the fastest in the column and its fraction of the roofline "
         "(min(matrix-product rate, arithmetic intensity x memory bandwidth), both measured in the same run, "
@@ -216,22 +285,35 @@ def render(rows: dict[tuple, Row], machines: list[dict]) -> str:
             text = table(rows, pass_, dtype)
             if text:
                 parts += ["", f"## {pass_}, {dtype}", "", text]
+    if layer_rows:
+        parts += ["", "# The layer: padded and variable lengths", "",
+                  "A stack of bidirectional layers (bench/matrix.py's LAYER_SHAPES), float32, each implementation on the same "
+                  "data padded (every row all T steps) and with each row's own length (packed, sequence lengths or a mask, "
+                  "as it takes them). Useful GFLOP/s count only the steps inside the lengths (8BH(I+H) per row-step, layer "
+                  "and direction; x3 forward+backward), so the two columns compare the work that matters."]
+        order = {shape.name: k for k, shape in enumerate(LAYER_SHAPES)}
+        for shape in sorted({r.shape for r in layer_rows.values()}, key=lambda name: (order.get(name, len(order)), name)):
+            for pass_ in PASSES:
+                text = layer_table(layer_rows, shape, pass_)
+                if text:
+                    parts += ["", f"## {shape}, {pass_}", "", text]
     return "\n".join(parts) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark JSON files of bench/test_matrix.py")
+    parser.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark JSON files of bench/test_matrix.py and bench/test_layer_matrix.py")
     parser.add_argument("--baseline", type=Path, help="an earlier run to compare with")
     parser.add_argument("--threshold", type=float, default=0.10, help="slower by more than this fraction is a regression (default 0.10)")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     parser.add_argument("--plots", type=Path, help="write PNG plots to this directory")
     args = parser.parse_args(argv)
     rows, machines = load(args.runs)
-    if not rows:
-        print("no results of bench/test_matrix.py in " + ", ".join(map(str, args.runs)), file=sys.stderr)
+    layer_rows = load_layer(args.runs)
+    if not rows and not layer_rows:
+        print("no results of bench/test_matrix.py or bench/test_layer_matrix.py in " + ", ".join(map(str, args.runs)), file=sys.stderr)
         return 2
-    text = render(rows, machines)
+    text = render(rows, machines, layer_rows)
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +323,7 @@ def main(argv=None) -> int:
             print(f"wrote {path}")
     if args.baseline:
         old, _ = load([args.baseline])
-        flagged = regressions(rows, old, args.threshold)
+        flagged = regressions(rows, old, args.threshold) + regressions(layer_rows, load_layer([args.baseline]), args.threshold)
         for line in flagged:
             print(line)
         if flagged:

@@ -40,3 +40,36 @@ def test_float64_can_be_timed(tmp_path):
     results, _ = run_matrix(tmp_path, "--bench-impl", "jax/lax.scan", "--bench-dtype", "float64", "-k", "mnist and standard")
     assert {r["pass_"] for r in results} == {"forward", "forward+backward"}
     assert all(r["dtype"] == "float64" and r["relative_error_vs_spec"] < 1e-10 for r in results)
+
+
+def run_layer_matrix(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """bench/test_layer_matrix.py on CPU, quick set, with ``args``: (the run, every result's extra_info)."""
+    pytest.importorskip("pytest_benchmark", reason="the benchmarks need pytest-benchmark: pip install 'lstm-conformance[bench]'")
+    out = tmp_path / "layer.json"
+    command = [sys.executable, "-m", "pytest", "bench/test_layer_matrix.py", "-q", "-rs", "-p", "no:cacheprovider",
+               "--bench-device", "cpu", "--bench-seconds", "0.01", f"--benchmark-json={out}", *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False, env=subprocess_environment())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if not out.exists():  # pytest-benchmark writes no file when nothing was timed
+        return done, []
+    return done, [b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]]
+
+
+def test_the_layer_matrix_times_padded_and_variable_lengths_on_the_same_data(tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime")
+    _, results = run_layer_matrix(tmp_path, "--bench-impl", "onnxruntime/LSTM", "-k", "not batch-major and not backward")
+    assert {(r["lengths"], r["how"]) for r in results} == {("padded", "padded"), ("variable", "lengths")}
+    padded, variable = sorted(results, key=lambda r: r["lengths"])
+    for r in results:
+        assert r["layer_matrix"] and r["implementation"] == "onnxruntime/LSTM" and r["L"] == 4 and r["directions"] == 2
+        assert 0 < r["relative_error_vs_spec"] < 1e-4 and r["useful_gflops"] > 0
+    assert padded["row_steps"] == padded["B"] * padded["T"] > variable["row_steps"]
+
+
+def test_a_known_non_conformance_of_the_layer_is_skipped_not_timed(tmp_path):
+    """keras-jax/RNN+LSTMCell+unroll is known wrong for a bidirectional layer over a mask: the variable-length run (a
+    4-layer bidirectional stack, masked) must be skipped by the features it uses, not timed (and failed)."""
+    pytest.importorskip("keras", reason="needs keras")
+    pytest.importorskip("jax", reason="needs jax")
+    done, results = run_layer_matrix(tmp_path, "--bench-impl", "keras-jax/RNN", "-k", "variable and not backward")
+    assert results == [] and "known non-conformance: not timed" in done.stdout, done.stdout[-3000:]

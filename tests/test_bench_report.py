@@ -119,3 +119,41 @@ def test_plots_and_markdown_are_written(tmp_path):
 def test_a_file_without_matrix_results_is_an_error(tmp_path, capsys):
     (tmp_path / "empty.json").write_text(json.dumps({"benchmarks": []}))
     assert report.main([str(tmp_path / "empty.json")]) == 2
+
+
+def layer_run_file(path, medians: dict, device="cpu", error=1e-6, resident=False):
+    """A pytest-benchmark JSON as bench/test_layer_matrix.py writes it: medians[(impl, lengths, pass_)] = seconds."""
+    benchmarks = [{
+        "stats": {"median": median},
+        "extra_info": {"layer_matrix": True, "implementation": impl, "device": device, "shape": "braun-4x320-T100",
+                       "lengths": lengths, "how": "padded" if lengths == "padded" else "lengths", "pass_": pass_,
+                       "useful_gflops": 10.0 / median, "relative_error_vs_spec": error, "device_resident": resident},
+    } for (impl, lengths, pass_), median in medians.items()]
+    path.write_text(json.dumps({"machine_info": {}, "benchmarks": benchmarks}))
+    return path
+
+
+def test_the_layer_table_puts_padded_beside_variable_lengths_with_their_ratio(tmp_path):
+    path = layer_run_file(tmp_path / "layer.json", {
+        ("torch/nn.LSTM", "padded", "forward+backward"): 3.0, ("torch/nn.LSTM", "variable", "forward+backward"): 12.0,
+        ("onnxruntime/LSTM", "padded", "forward+backward"): 1.0,
+        ("torch/nn.LSTM", "padded", "forward"): 1.5,
+    })
+    rows = report.load_layer([path])
+    assert report.load([path])[0] == {}  # a layer run holds no cell-matrix rows, and the reverse
+    text = report.layer_table(rows, "braun-4x320-T100", "forward+backward")
+    lines = text.splitlines()
+    # Fastest padded first; the ratio is variable over padded; a missing run is "-".
+    assert lines[2] == "| `onnxruntime/LSTM` | cpu | 1 s †, 10 useful GFLOP/s | - | - |"
+    assert lines[3] == "| `torch/nn.LSTM` | cpu | 3 s †, 3.33 useful GFLOP/s | 12 s † (lengths), 0.833 useful GFLOP/s | 4.00x |"
+    assert "worst relative error 1e-06" in text and "† timed through NumPy" in text
+    assert report.layer_table(rows, "braun-4x320", "forward") == ""
+    rendered = report.render({}, [], rows)
+    assert "## braun-4x320-T100, forward\n" in rendered and "## braun-4x320-T100, forward+backward\n" in rendered
+
+
+def test_layer_regressions_are_flagged_like_the_matrix(tmp_path):
+    old = report.load_layer([layer_run_file(tmp_path / "old.json", {("torch/nn.LSTM", "variable", "forward"): 1.0})])
+    new = report.load_layer([layer_run_file(tmp_path / "new.json", {("torch/nn.LSTM", "variable", "forward"): 1.5})])
+    flagged = report.regressions(new, old, 0.10)
+    assert flagged == ["REGRESSION torch/nn.LSTM cpu braun-4x320-T100 variable forward: 1e+03 ms -> 1.5e+03 ms (1.50x, threshold 1.10x)"]

@@ -13,16 +13,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 
 from spec import layer, lstm
-from spec.layer_cases import layer_case_by_name, make_layer_case_data
+from spec.layer import LayerConfig
+from spec.layer_cases import LayerCase, layer_case_by_name, make_layer_case_data
 from tests.spec import test_layer_properties as properties
 from tests.spec import test_layer_references as references
 from tests.spec import test_layer_tf1 as tf1
 from tests.spec.checks import (
     check_layer_directional_derivative,
     check_layer_gradients_by_finite_differences,
+    property_on_cases,
 )
 
 _run_direction, _direction_backward = layer.run_direction, layer.direction_backward
@@ -203,11 +204,30 @@ def _data_check(check, names):
     return _on_cases(lambda name: check(make_layer_case_data(layer_case_by_name(name))), names)
 
 
-def _property(body, examples=15):
-    """Run a hypothesis property as a check: generate examples, stop at the first failure."""
-    fast = settings(max_examples=examples, phases=(Phase.generate,), database=None, deadline=None,
-                    suppress_health_check=list(HealthCheck), derandomize=True)
-    return lambda: fast(given(properties.layer_cases())(body))()
+# The cases every property is run on here (checks.property_on_cases says why not hypothesis' draws).
+# Together they have two-layer bidirectional stacks, lengths with 0, partial and full rows, masks with
+# holes, peepholes, projections, every clip biting (weight_scale drives the gates out) and coupled gates;
+# test_layer_properties.py explores the rest.
+PROPERTY_CASES = (
+    LayerCase("stack-bidirectional-lengths", T=5, B=4, I=3, H=3, seed=101,
+              config=LayerConfig(num_layers=2, direction="bidirectional", proj_size=2, peephole=True, forget_bias=1.0),
+              lengths=(5, 3, 0, 1)),
+    LayerCase("stack-bidirectional-mask", T=5, B=3, I=2, H=3, seed=102,
+              config=LayerConfig(num_layers=2, direction="bidirectional"), mask=("11011", "01110", "10000")),
+    LayerCase("reverse-lengths-clips-coupled", T=4, B=3, I=3, H=4, seed=103, weight_scale=2.5,
+              config=LayerConfig(direction="reverse", peephole=True, cell_clip=0.8, gate_clip=1.5,
+                                 coupled_input_forget=True),
+              lengths=(4, 2, 3)),
+    LayerCase("forward-mask-zero-output-proj-clip", T=4, B=2, I=2, H=3, seed=104, weight_scale=2.0,
+              config=LayerConfig(proj_size=2, proj_clip=0.3, zero_output_for_mask=True), mask=("1101", "0111")),
+    LayerCase("forward-lengths-padded", T=4, B=3, I=2, H=2, seed=105, config=LayerConfig(), lengths=(4, 2, 0)),
+    LayerCase("stack-forward-gate-clip-coupled", T=3, B=2, I=2, H=2, seed=106, weight_scale=2.0,
+              config=LayerConfig(num_layers=2, gate_clip=1.0, coupled_input_forget=True)),
+)
+
+
+def _property(body):
+    return property_on_cases(properties.layer_cases(), body, PROPERTY_CASES)
 
 
 # The small cases that together exercise every feature (full finite differences on them take about a second).
@@ -271,8 +291,7 @@ CATCHES = {
     "property-length-zero": {"final-states-direction-major", "final-h-at-T-1", "mask-inverted", "masked-step-updates-state"},
     "property-clip-above-all": {"clip-gradient-inverted"},
     "property-identity-projection": {"projection-before-tanh"},
-    # Its 15 examples draw no case where lengths leave padded outputs in one forward layer.
-    "property-one-layer-is-the-cell": {"final-h-at-T-1"},
+    "property-one-layer-is-the-cell": {"final-h-at-T-1", "padded-outputs-not-zeroed"},
 }
 
 
@@ -301,3 +320,12 @@ def test_check_against_mutant(check, mutant, monkeypatch):
         assert message, f"check {check!r} caught {mutant.name!r} without saying what it compared"
     else:
         assert not caught, f"check {check!r} is documented as blind to {mutant.name!r} but caught it: {message[:300]}"
+
+
+def test_property_checks_run_exactly_the_fixed_cases():
+    # What a property check sees must not depend on the process (hypothesis' draws do, under pytest-xdist).
+    seen = []
+    _property(lambda case: seen.append(case))()
+    assert seen == list(PROPERTY_CASES)
+    with pytest.raises(RuntimeError, match="none of the 6 cases meets its assumptions"):
+        _property(lambda case: properties.assume(False))()

@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 
 from spec import lstm
 from spec.cases import case_by_name, make_case_data
@@ -26,6 +25,7 @@ from tests.spec.checks import (
     check_gradients_by_finite_differences,
     check_onnx_node_case,
     onnx_lstm_node_cases,
+    property_on_cases,
 )
 from tests.spec.test_onnx_reference import IN_SCOPE
 
@@ -112,10 +112,14 @@ def _node_cases():
         check_onnx_node_case(onnx_lstm_node_cases()[name])
 
 
+# The cases every property is run on here (checks.property_on_cases says why not hypothesis' draws):
+# peepholes or not, one step, one row, a forget bias, saturating gates, I != H.
+PROPERTY_CASES = tuple(case_by_name(name) for name in (
+    "small", "T1-peephole", "B1-peephole", "I-ne-H-peephole", "forget-bias-peephole", "saturating-peephole"))
+
+
 def _property(body):
-    """Run a hypothesis property as a check: generate examples, stop at the first failure."""
-    fast = settings(max_examples=25, phases=(Phase.generate,), database=None, deadline=None, suppress_health_check=list(HealthCheck))
-    return lambda: fast(given(test_properties.cases)(body))()
+    return property_on_cases(test_properties.cases, body, PROPERTY_CASES)
 
 
 CHECKS = {
