@@ -39,7 +39,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.config import DEVICES, DTYPES, GRADIENT_NAMES, LAYER_FEATURES, VARIANTS, Config, check_choices, layer_features
+from backends.config import (
+    DEVICES,
+    DTYPES,
+    GRADIENT_NAMES,
+    LAYER_FEATURES,
+    VARIANTS,
+    Config,
+    check_choices,
+    layer_features,
+)
 from backends.timing import HALF_DTYPES, TimedPass, Timing, through_numpy
 from spec import layer as spec_layer
 from spec.layer import LayerConfig
@@ -453,6 +462,25 @@ class Implementation:
         return any(os.environ.get(name) != value for name, value in self.process_environment.items())
 
 
+class CellThroughLayer:
+    """The cell hooks for a row whose framework's API is the layer: the cell is its layer with one forward
+    cell, no lengths and no mask, and the cell's gradients are that cell's. Listed before the row's base."""
+
+    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
+        y, h_T, c_T = self._forward_layer(LayerParams((params,)), x, h0[None], c0[None], lengths=None, mask=None,
+                                          layer=LayerConfig(peephole=params.peephole, forget_bias=forget_bias), config=config)
+        return y, h_T[0], c_T[0]
+
+    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
+        one = LayerParams((params,))
+        layer_cotangents = {"dy": cotangents["dh_seq"], "dh_T": cotangents["dh_T"][None], "dc_T": cotangents["dc_T"][None]}
+        grads = self._backward_layer(one, x, h0[None], c0[None], layer_cotangents, lengths=None, mask=None,
+                                     layer=LayerConfig(peephole=params.peephole, forget_bias=forget_bias), config=config)
+        prefix = f"{one.cell_name(0)} "
+        return {"x": grads["x"], "h0": grads["h0"][0], "c0": grads["c0"][0],
+                **{name.removeprefix(prefix): g for name, g in grads.items() if name.startswith(prefix)}}
+
+
 # ---------------------------------------------------------------------------
 # Inputs and answers
 # ---------------------------------------------------------------------------
@@ -509,18 +537,23 @@ def checked_outputs(answer: object, params: LSTMParams, x: np.ndarray, dtype: st
 
 def checked_gradients(answer: object, params: LSTMParams, x: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
     """Step 5 for a backward pass: exactly the gradients of this variant, each in ``dtype`` and in shape."""
-    if not isinstance(answer, Mapping):
-        raise ResultError("gradients", "wrong type", "a dict of gradients", type(answer).__name__)
     T, B, I, H = x.shape[0], x.shape[1], params.input_size, params.hidden_size
     shapes = {"x": (T, B, I), "h0": (B, H), "c0": (B, H), "W": (4, H, I), "U": (4, H, H), "b": (4, H)}
     if params.peephole:
         shapes["p"] = (3, H)
+    return _checked_gradient_dict(answer, shapes, f"gradients {list(shapes)}", dtype)
+
+
+def _checked_gradient_dict(answer: object, shapes: dict[str, tuple[int, ...]], expected: str, dtype: str) -> dict[str, np.ndarray]:
+    """Exactly the gradients named in ``shapes`` (``expected`` says them in an error), each in dtype and shape."""
+    if not isinstance(answer, Mapping):
+        raise ResultError("gradients", "wrong type", "a dict of gradients", type(answer).__name__)
     missing = [name for name in shapes if name not in answer]
     if missing:
-        raise ResultError(f"gradient {missing[0]}", "missing", f"gradients {list(shapes)}", f"gradients {list(answer)}")
+        raise ResultError(f"gradient {missing[0]}", "missing", expected, f"gradients {list(answer)}")
     unexpected = [name for name in answer if name not in shapes]
     if unexpected:
-        raise ResultError(f"gradient {unexpected[0]}", "unexpected", f"gradients {list(shapes)}", f"gradients {list(answer)}")
+        raise ResultError(f"gradient {unexpected[0]}", "unexpected", expected, f"gradients {list(answer)}")
     return {name: check_answer(f"gradient {name}", answer[name], shape, dtype) for name, shape in shapes.items()}
 
 
@@ -538,19 +571,10 @@ def checked_layer_outputs(answer: object, params: LayerParams, layer: LayerConfi
 
 def checked_layer_gradients(answer: object, params: LayerParams, x: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
     """Step 5 for a layer's backward pass: exactly x, h0, c0 and every cell's tensors, each in dtype and shape."""
-    if not isinstance(answer, Mapping):
-        raise ResultError("gradients", "wrong type", "a dict of gradients", type(answer).__name__)
-    T, B = x.shape[:2]
-    LD = len(params.cells)
+    B, LD = x.shape[1], len(params.cells)
     shapes = {"x": x.shape, "h0": (LD, B, params.output_size), "c0": (LD, B, params.hidden_size)}
     shapes.update({name: t.shape for name, t in params.tensors().items()})
-    missing = [name for name in shapes if name not in answer]
-    if missing:
-        raise ResultError(f"gradient {missing[0]}", "missing", f"{len(shapes)} gradients (x, h0, c0, every cell's tensors)", f"gradients {list(answer)}")
-    unexpected = [name for name in answer if name not in shapes]
-    if unexpected:
-        raise ResultError(f"gradient {unexpected[0]}", "unexpected", f"x, h0, c0 and {list(params.tensors())}", f"gradients {list(answer)}")
-    return {name: check_answer(f"gradient {name}", answer[name], shape, dtype) for name, shape in shapes.items()}
+    return _checked_gradient_dict(answer, shapes, f"{len(shapes)} gradients: x, h0, c0 and {list(params.tensors())}", dtype)
 
 
 # ---------------------------------------------------------------------------

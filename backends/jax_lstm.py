@@ -46,7 +46,15 @@ from functools import cache
 
 import numpy as np
 
-from backends.base import Config, Implementation, KnownFailure, NotSupported, fold_forget_bias, framework_problem
+from backends.base import (
+    CellThroughLayer,
+    Config,
+    Implementation,
+    KnownFailure,
+    NotSupported,
+    fold_forget_bias,
+    framework_problem,
+)
 from backends.timing import HALF_DTYPES, TimedPass, Timing
 from spec.layer import LayerConfig
 from spec.params import GATES, LayerParams, LSTMParams
@@ -781,7 +789,7 @@ def _cudnn_problem(device: str) -> str | None:
 
 
 @dataclass
-class JaxRnnLSTM(_JaxImplementation):
+class JaxRnnLSTM(CellThroughLayer, _JaxImplementation):
     """jax.experimental.rnn's LSTM: ``function`` "lstm_ref" (jax ops, any device) or "lstm" (cuDNN). Native
     layout: rnn.lstm's own arguments, {"weights": the flat vector (:func:`rnn_flat_weights`), "input_size",
     "hidden_size", "num_layers", "bidirectional"}. The cell contract runs as a one-layer forward layer with every
@@ -863,17 +871,6 @@ class JaxRnnLSTM(_JaxImplementation):
         args = self._arguments(params, x, h0, c0, layer, lengths, device)
         return _timed_layer_pass(timing, forward, gradients, args, cotangents, device)
 
-    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
-        y, h_T, c_T = self._forward_layer(LayerParams((params,)), x, h0[None], c0[None], layer=LayerConfig(forget_bias=forget_bias),
-                                          lengths=None, mask=None, config=config)
-        return y, h_T[0], c_T[0]
-
-    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        layer_cotangents = {"dy": cotangents["dh_seq"], "dh_T": cotangents["dh_T"][None], "dc_T": cotangents["dc_T"][None]}
-        grads = self._backward_layer(LayerParams((params,)), x, h0[None], c0[None], layer_cotangents,
-                                     layer=LayerConfig(forget_bias=forget_bias), lengths=None, mask=None, config=config)
-        cell = {name.rsplit(" ", 1)[1]: g for name, g in grads.items() if name.startswith("layer 0 direction 0 ")}
-        return {"x": grads["x"], "h0": grads["h0"][0], "c0": grads["c0"][0], **cell}
 
 
 IMPLEMENTATIONS = (

@@ -51,6 +51,7 @@ from functools import cache, cached_property
 import numpy as np
 
 from backends.base import (
+    CellThroughLayer,
     Config,
     Implementation,
     KnownFailure,
@@ -383,7 +384,7 @@ GRADIENTS = {"tensorflow": _gradients_tensorflow, "torch": _gradients_torch, "ja
 
 
 @dataclass
-class KerasLayer(Implementation):
+class KerasLayer(CellThroughLayer, Implementation):
     """``api`` ("LSTM" or "RNN") on Keras' ``backend``; the cell contract runs as a one-layer forward layer."""
 
     framework: str = "keras"
@@ -482,20 +483,6 @@ class KerasLayer(Implementation):
         paths = [v.path for v in stack.trainable_variables()]
         cell_grads = layer_from_native(dict(zip(paths, weights, strict=True)), layer, self.api)
         return {"x": dx.transpose(1, 0, 2), "h0": np.stack(dh0), "c0": np.stack(dc0), **cell_grads.tensors()}
-
-    # -- the cell contract: a one-layer forward layer without a mask ----------------------------------
-
-    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
-        y, h_T, c_T = self._forward_layer(LayerParams((params,)), x, h0[None], c0[None], layer=LayerConfig(forget_bias=forget_bias),
-                                          lengths=None, mask=None, config=config)
-        return y, h_T[0], c_T[0]
-
-    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
-        layer_cotangents = {"dy": cotangents["dh_seq"], "dh_T": cotangents["dh_T"][None], "dc_T": cotangents["dc_T"][None]}
-        grads = self._backward_layer(LayerParams((params,)), x, h0[None], c0[None], layer_cotangents,
-                                     layer=LayerConfig(forget_bias=forget_bias), lengths=None, mask=None, config=config)
-        cell = {name.removeprefix("layer 0 direction 0 "): value for name, value in grads.items() if name.startswith("layer 0 ")}
-        return {"x": grads["x"], "h0": grads["h0"][0], "c0": grads["c0"][0], **cell}
 
 
 _CELL_WEIGHTS = NativeCache()

@@ -28,7 +28,15 @@ from functools import cache
 import numpy as np
 
 from backends import onnx_lstm
-from backends.base import Config, Implementation, KnownFailure, NativeCache, framework_problem, import_framework
+from backends.base import (
+    CellThroughLayer,
+    Config,
+    Implementation,
+    KnownFailure,
+    NativeCache,
+    framework_problem,
+    import_framework,
+)
 from backends.timing import TimedPass, Timing
 from spec.layer import LayerConfig
 from spec.params import LayerParams, LSTMParams
@@ -154,10 +162,7 @@ class OnnxRuntimeLSTM(Implementation):
 
     def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         if self.layout != 0:  # the cell in this row's layout: its layer graph with one forward layer
-            layer = LayerConfig(peephole=params.peephole, forget_bias=forget_bias)
-            y, h_T, c_T = self._forward_layer(LayerParams((params,)), x, h0[None], c0[None], layer=layer, lengths=None,
-                                              mask=None, config=config)
-            return y, h_T[0], c_T[0]
+            return CellThroughLayer._forward(self, params, x, h0, c0, forget_bias=forget_bias, config=config)
         session, inputs = self._session_and_feeds(params, x, h0, c0, forget_bias, config)
         Y, Y_h, Y_c = session.run(None, inputs)
         return Y[:, 0], Y_h[0], Y_c[0]

@@ -46,7 +46,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.base import Config, Implementation, NotSupported, cpu_model, fold_forget_bias, framework_problem
+from backends.base import (
+    CellThroughLayer,
+    Config,
+    Implementation,
+    NotSupported,
+    cpu_model,
+    fold_forget_bias,
+    framework_problem,
+)
 from backends.config import layer_features
 from backends.tensorflow_lstm import (
     V1_GATES,
@@ -235,7 +243,7 @@ def _layers(row: TF1LSTM, layer: LayerConfig, x, h0, c0, lengths, dtype):
 
 
 @dataclass
-class TF1LSTM(Implementation):
+class TF1LSTM(CellThroughLayer, Implementation):
     """A TF1 cell (``cell``: "BasicLSTMCell" or "LSTMCell") under ``rnn`` ("static_rnn" or "dynamic_rnn")."""
 
     framework: str = "tensorflow"
@@ -380,21 +388,7 @@ class TF1LSTM(Implementation):
     def _from_native_x(self, y: np.ndarray) -> np.ndarray:
         return y if self.time_major else np.ascontiguousarray(y.transpose(1, 0, 2))
 
-    # -- the cell contract: the layer with one forward cell ---------------------------------------------
 
-    def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
-        layer = _one_cell(params.peephole, forget_bias)
-        y, h_T, c_T = self._forward_layer(LayerParams((params,)), x, h0[None], c0[None], layer=layer, lengths=None, mask=None,
-                                          config=config)
-        return y, h_T[0], c_T[0]
-
-    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config):
-        layer, one = _one_cell(params.peephole, forget_bias), LayerParams((params,))
-        cot = {"dy": cotangents["dh_seq"], "dh_T": cotangents["dh_T"][None], "dc_T": cotangents["dc_T"][None]}
-        grads = self._backward_layer(one, x, h0[None], c0[None], cot, layer=layer, lengths=None, mask=None, config=config)
-        prefix = f"{one.cell_name(0)} "
-        return {"x": grads["x"], "h0": grads["h0"][0], "c0": grads["c0"][0],
-                **{name.removeprefix(prefix): g for name, g in grads.items() if name.startswith(prefix)}}
 
 
 def _one_cell(peephole: bool, forget_bias: float) -> LayerConfig:

@@ -15,6 +15,7 @@ Conventions
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,17 @@ DEEPBENCH_V100_TRAIN_MS = {
 }
 #: DeepBench's inference results (forward only, 1080 Ti, float32), milliseconds. Key: (H, B, T).
 DEEPBENCH_1080TI_INFERENCE_MS = {(512, 1, 25): 0.89, (1024, 1, 25): 1.89, (1024, 4, 25): 2.06}
+
+
+def time_rounds(benchmark, run, seconds: float, least: int, most: int) -> float:
+    """Time ``run`` (already warmed up) in as many rounds as fit ``seconds``, within [least, most], with
+    pytest-benchmark; the median in seconds. One untimed call first sizes the rounds."""
+    start = time.perf_counter()
+    run()
+    once = time.perf_counter() - start
+    rounds = int(max(least, min(most, seconds / max(once, 1e-6))))
+    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+    return benchmark.stats.stats.median
 
 
 def deepbench_ms(shape: Shape, pass_: str) -> tuple[float, str] | None:

@@ -71,14 +71,19 @@ class LayerRow:
         return (self.implementation, self.device, self.shape, self.lengths, self.pass_)
 
 
+def _results(run: dict, flag: str):
+    """(benchmark, its extra_info) for each result of a pytest-benchmark run that ``flag`` marks as the matrix's."""
+    for bench in run.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if info.get(flag):
+            yield bench, info
+
+
 def load_layer(paths) -> dict[tuple, LayerRow]:
     """The layer matrix's results in ``paths`` (a later file's replacing an earlier one's)."""
     rows: dict[tuple, LayerRow] = {}
     for path in paths:
-        for bench in json.loads(Path(path).read_text()).get("benchmarks", []):
-            info = bench.get("extra_info", {})
-            if not info.get("layer_matrix"):
-                continue
+        for bench, info in _results(json.loads(Path(path).read_text()), "layer_matrix"):
             row = LayerRow(
                 implementation=info["implementation"], device=info["device"], shape=info["shape"], lengths=info["lengths"],
                 how=info["how"], pass_=info["pass_"], median_s=bench["stats"]["median"], useful_gflops=info["useful_gflops"],
@@ -94,10 +99,7 @@ def load(paths) -> tuple[dict[tuple, Row], list[dict]]:
     for path in paths:
         data = json.loads(Path(path).read_text())
         machines.append({"file": str(path), "description": describe_machine(data.get("machine_info", {}))})
-        for bench in data.get("benchmarks", []):
-            info = bench.get("extra_info", {})
-            if not info.get("matrix"):
-                continue
+        for bench, info in _results(data, "matrix"):
             row = Row(
                 implementation=info["implementation"], variant=info["variant"], dtype=info["dtype"], device=info["device"],
                 shape=info["shape"], pass_=info["pass_"], median_s=bench["stats"]["median"], gflops=info["gflops"],

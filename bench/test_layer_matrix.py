@@ -17,7 +17,6 @@ report says) unless they supply a device-resident layer pass.
 from __future__ import annotations
 
 import os
-import time
 from functools import lru_cache
 
 import numpy as np
@@ -29,7 +28,7 @@ from backends.registry import builtin_implementations
 from backends.timing import Timing
 from bench import correctness
 from bench.conftest import bench_devices
-from bench.matrix import LENGTHS, PASSES, layer_flop, layer_shapes_in
+from bench.matrix import LENGTHS, PASSES, layer_flop, layer_shapes_in, time_rounds
 from spec.layer import LayerConfig, mask_from_lengths
 from spec.layer_cases import LayerCase, make_layer_case_data
 
@@ -91,13 +90,7 @@ def test_layer(benchmark, request, impl, device, layer_shape, lengths, pass_):
     # The padded runs compute every row all T steps: the reference is the spec with every length T.
     reference_data = data if how else _padded(data)
     error = correctness.check(timed.result(), correctness.layer_reference(reference_data, gradients), "float32")
-    start = time.perf_counter()
-    timed.run()
-    once = time.perf_counter() - start
-    seconds = request.config.getoption("--bench-seconds")
-    rounds = int(max(3, min(50, seconds / max(once, 1e-6))))
-    benchmark.pedantic(timed.run, rounds=rounds, iterations=1, warmup_rounds=0)
-    median = benchmark.stats.stats.median
+    median = time_rounds(benchmark, timed.run, request.config.getoption("--bench-seconds"), least=3, most=50)
     useful = layer_flop(layer_shape, pass_, steps=float(np.sum(data.lengths)))
     benchmark.extra_info.update(
         layer_matrix=True, implementation=impl.id, device=device, shape=layer_shape.name, lengths=lengths,

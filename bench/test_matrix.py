@@ -31,7 +31,14 @@ from backends.registry import builtin_implementations
 from backends.timing import HALF_DTYPES, Timing
 from bench import correctness
 from bench.conftest import bench_devices
-from bench.matrix import bytes_moved, deepbench_ms, flop, roofline_fraction, shapes_in
+from bench.matrix import (
+    bytes_moved,
+    deepbench_ms,
+    flop,
+    roofline_fraction,
+    shapes_in,
+    time_rounds,
+)
 from spec.cases import Case, make_case_data
 
 
@@ -143,13 +150,7 @@ def test_lstm(benchmark, request, impl, device, shape, pass_, variant, dtype):
     except (NotSupported, Unavailable) as error:
         pytest.skip(f"not supported: {error}")
     error = correctness.check(timed.result(), correctness.reference(d, gradients), dtype)
-    start = time.perf_counter()
-    timed.run()
-    once = time.perf_counter() - start
-    seconds = request.config.getoption("--bench-seconds")
-    rounds = int(max(5, min(200, seconds / max(once, 1e-6))))
-    benchmark.pedantic(timed.run, rounds=rounds, iterations=1, warmup_rounds=0)
-    median = benchmark.stats.stats.median
+    median = time_rounds(benchmark, timed.run, request.config.getoption("--bench-seconds"), least=5, most=200)
     measured = roofline(device, dtype)
     matmul_rate, bandwidth = measured if measured else (None, None)
     reference = deepbench_ms(shape, pass_)

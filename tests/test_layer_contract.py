@@ -122,6 +122,45 @@ def test_a_layer_row_in_its_own_process(tmp_path):
     assert np.array_equal(grads["layer 1 direction 1 W_hr"], layer.backward(expected, data.dy, data.dh_T, data.dc_T).params.cells[3].W_hr)
 
 
+def test_a_row_in_its_own_process_sees_one_params_object_per_parameter_set(tmp_path):
+    """Rows cache converted weights, models and sessions per params object: in a child process the same
+    parameter set must arrive as the same object (a child that rebuilt them on every call had the benchmarks
+    time tf2onnx's conversion), and a changed one as a new object."""
+    path = plugin(tmp_path, "counting", '''
+        import os
+        from backends.base import NativeCache
+        from tests.test_layer_contract import SpecLayer
+        from backends.config import LAYER_FEATURES
+
+        CONVERSIONS = NativeCache()
+        BUILT = []
+
+        class Counting(SpecLayer):
+            def _availability(self, device):
+                return None if os.environ.get("LSTMC_TEST_PROCESS") == "counting" else "not in its own process"
+
+            def _forward_layer(self, params, x, h0, c0, *, layer, lengths, mask, config):
+                CONVERSIONS.get(params, (), lambda: BUILT.append(1))
+                y, h_T, c_T = super()._forward_layer(params, x, h0, c0, layer=layer, lengths=lengths, mask=mask, config=config)
+                h_T = h_T.copy()
+                h_T.flat[0] = len(BUILT)  # how many conversions this child has made, read by the test
+                return y, h_T, c_T
+
+        IMPLEMENTATION = Counting(id="odd/counting", layer_features=tuple(LAYER_FEATURES),
+                                  process_environment={"LSTMC_TEST_PROCESS": "counting"})
+    ''')
+    from backends.plugin import load_backend
+    from spec.params import LayerParams
+
+    (row,) = load_backend(path)
+    data, run = case("lstmp-stack")
+    built = [forward(row, data, run).h_T.flat[0] for _ in range(3)]
+    assert built == [1, 1, 1]
+    other = LayerParams(tuple(c.astype(np.float64) for c in data.params.cells), data.params.num_directions)
+    again = row.forward_layer(other, data.x, data.h0, data.c0, layer=data.config, lengths=data.lengths, config=run)
+    assert again.h_T.flat[0] == 2
+
+
 def test_a_known_failure_narrowed_to_a_feature_is_known_there_and_nowhere_else(tmp_path):
     """As ONNX Runtime does: rows of length 0 get zeros as their final state. Declared as a known
     non-conformance of the cases with empty sequences only: those are "known", every other case must pass, and

@@ -29,6 +29,21 @@ FD_ATOL = 1e-7
 FD_RTOL = 1e-6
 
 
+def assert_caught_as_documented(check: str, mutant: str, run, must_catch: bool) -> None:
+    """A meta-test's verdict: ``run`` (a check, on a spec with the bug ``mutant`` planted) must fail, saying what
+    it compared, when the CATCHES table says ``check`` catches ``mutant``, and must pass when it says it is blind."""
+    try:
+        run()
+        caught, message = False, ""
+    except AssertionError as failure:
+        caught, message = True, str(failure)
+    if must_catch:
+        assert caught, f"check {check!r} passed a spec with the bug {mutant!r}"
+        assert message, f"check {check!r} caught {mutant!r} without saying what it compared"
+    else:
+        assert not caught, f"check {check!r} is documented as blind to {mutant!r} but caught it: {message[:300]}"
+
+
 def property_on_cases(strategy, body, cases):
     """A hypothesis property as a meta-test's check: ``body`` run on exactly ``cases`` (explicit examples,
     in order, nothing drawn). Not on hypothesis' own draws: they depend on which modules the process has
@@ -121,20 +136,25 @@ def check_gradients_by_finite_differences(data: CaseData) -> None:
 def check_directional_derivative(data: CaseData, directions: int = 2) -> None:
     """<v, J^T u> from backward() against the central difference of <u, F(θ + εv)> along random v."""
     _, grads = run_spec(data)
-    analytic = grads.tensors()
-    arguments = _arguments(data)
+    _check_along_directions(data.case.name, "backward()", grads.tensors(), _arguments(data), lambda a: _loss(data, a),
+                            lambda label: rng_for(data.case, label), directions)
+
+
+def _check_along_directions(case_name, source, analytic, arguments, loss, rng, directions) -> None:
+    """The directional-derivative check itself: ``loss`` of the ``arguments`` moved by ±FD_EPS v, for
+    ``directions`` random v drawn from ``rng(label)``, against <v, ``analytic``> from ``source``."""
     for k in range(directions):
-        v = {name: rng_for(data.case, f"direction {k} {name}").normal(size=value.shape) for name, value in arguments.items()}
+        v = {name: rng(f"direction {k} {name}").normal(size=value.shape) for name, value in arguments.items()}
         lhs_terms = [float(np.vdot(v[name], analytic[name])) for name in arguments]
         lhs = sum(lhs_terms)
         plus = {name: value + FD_EPS * v[name] for name, value in arguments.items()}
         minus = {name: value - FD_EPS * v[name] for name, value in arguments.items()}
-        rhs = (_loss(data, plus) - _loss(data, minus)) / (2 * FD_EPS)
+        rhs = (loss(plus) - loss(minus)) / (2 * FD_EPS)
         scale = sum(abs(t) for t in lhs_terms) + 1.0
         error = abs(lhs - rhs)
         assert error <= DIRECTIONAL_RTOL * scale, (
-            f"{data.case.name}: directional derivative along random direction {k}: "
-            f"<v, J^T u> = {lhs:.12g} from backward(), finite difference {rhs:.12g}; "
+            f"{case_name}: directional derivative along random direction {k}: "
+            f"<v, J^T u> = {lhs:.12g} from {source}, finite difference {rhs:.12g}; "
             f"error {error:.3g} > tolerance {DIRECTIONAL_RTOL * scale:.3g} "
             f"(rtol {DIRECTIONAL_RTOL:g} x the sum of |terms| + 1)"
         )
@@ -301,23 +321,8 @@ def check_layer_directional_derivative(data, directions: int = 2) -> None:
     from spec.layer_cases import rng_for as layer_rng_for
 
     _, grads = run_layer(data)
-    analytic = grads.tensors()
-    arguments = _layer_arguments(data)
-    for k in range(directions):
-        v = {name: layer_rng_for(data.case, f"direction {k} {name}").normal(size=value.shape) for name, value in arguments.items()}
-        lhs_terms = [float(np.vdot(v[name], analytic[name])) for name in arguments]
-        lhs = sum(lhs_terms)
-        plus = {name: value + FD_EPS * v[name] for name, value in arguments.items()}
-        minus = {name: value - FD_EPS * v[name] for name, value in arguments.items()}
-        rhs = (_layer_loss(data, plus) - _layer_loss(data, minus)) / (2 * FD_EPS)
-        scale = sum(abs(t) for t in lhs_terms) + 1.0
-        error = abs(lhs - rhs)
-        assert error <= DIRECTIONAL_RTOL * scale, (
-            f"{data.case.name}: directional derivative along random direction {k}: "
-            f"<v, J^T u> = {lhs:.12g} from layer.backward(), finite difference {rhs:.12g}; "
-            f"error {error:.3g} > tolerance {DIRECTIONAL_RTOL * scale:.3g} "
-            f"(rtol {DIRECTIONAL_RTOL:g} x the sum of |terms| + 1)"
-        )
+    _check_along_directions(data.case.name, "layer.backward()", grads.tensors(), _layer_arguments(data),
+                            lambda a: _layer_loss(data, a), lambda label: layer_rng_for(data.case, label), directions)
 
 
 def clip_passed(fwd) -> dict[tuple[int, str], np.ndarray]:
