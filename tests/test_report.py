@@ -47,6 +47,11 @@ def test_declared_and_known_cells_keep_their_reason():
     assert summarise([r("not supported", detail="float32 only", declared=True)]).text() == "not supported"
     known = summarise([r("known", detail="upstream bug"), r("known", "T1", detail="upstream bug")])
     assert known.detail == "upstream bug" and known.text() == "known 2/2"
+    # Known in one case, passing in the others: says so (it read "known 3/3", as if every case failed upstream).
+    mixed = summarise([r("known", "empty", detail="upstream bug"), r("pass", worst_error=2 * EPS32, worst_ratio=0.1),
+                       r("pass", "T1", worst_error=EPS32, worst_ratio=0.05)])
+    assert mixed.status == "known" and (mixed.known, mixed.covered) == (1, 3)
+    assert mixed.text() == "known 1 + pass 2/3 (2 eps, margin 10x)"
     assert summarise([r("unavailable", detail="no GPU")]).status == "unavailable"
 
 
