@@ -191,6 +191,24 @@ def from_onnx_layer(native, num_layers: int, num_directions: int) -> LayerParams
     return LayerParams(tuple(cells), num_directions)
 
 
+class OnnxLayout:
+    """The layout hooks of a row that runs ONNX's LSTM operator (ONNX Runtime, onnx.reference): its native
+    weights are the graph's W, R, B, P tensors (per layer, by graph input name)."""
+
+    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
+        return to_onnx(params, forget_bias)
+
+    def from_native(self, native) -> LSTMParams:
+        return from_onnx(native["W"], native["R"], native.get("B"), native.get("P"))
+
+    def to_native_layer(self, params: LayerParams, layer: LayerConfig) -> dict[str, object]:
+        """The stack's tensors by graph input name (:func:`to_onnx_layer`)."""
+        return to_onnx_layer(params, layer.forget_bias)
+
+    def from_native_layer(self, native, layer: LayerConfig) -> LayerParams:
+        return from_onnx_layer(native, layer.num_layers, layer.num_directions)
+
+
 def layer_model(input_size: int, hidden_size: int, layer: LayerConfig, dtype: object, *, lengths: bool, layout: int = 0):
     """The ONNX graph of a stack of LSTM layers configured as ``layer`` (a spec LayerConfig: num_layers, direction,
     peephole, gate_clip as clip, coupled_input_forget as input_forget); ``lengths`` adds the sequence_lens input.

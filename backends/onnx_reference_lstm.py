@@ -18,9 +18,15 @@ from functools import cache
 import numpy as np
 
 from backends import onnx_lstm
-from backends.base import Config, Implementation, KnownFailure, NativeCache, framework_problem, import_framework
+from backends.base import (
+    Config,
+    Implementation,
+    KnownFailure,
+    NativeCache,
+    framework_problem,
+    import_framework,
+)
 from spec.layer import LayerConfig
-from spec.params import LayerParams, LSTMParams
 
 INSTALL_HINT = "onnx is not installed (pip install onnx)"
 IGNORED = (
@@ -65,7 +71,7 @@ def _known_failures(version: str) -> tuple[KnownFailure, ...]:
 
 
 @dataclass
-class OnnxReferenceLSTM(Implementation):
+class OnnxReferenceLSTM(onnx_lstm.OnnxLayout, Implementation):
     id: str = "onnx.reference/LSTM"
     framework: str = "onnx"
     description: str = "onnx.reference's LSTM operator (NumPy), the cell as one node and the layer as one node per layer"
@@ -86,18 +92,6 @@ class OnnxReferenceLSTM(Implementation):
     def _environment(self, device: str) -> dict[str, object]:
         onnx = import_framework("onnx", INSTALL_HINT)
         return {"onnx": onnx.__version__, "numpy": np.__version__, "opset": onnx_lstm.OPSET}
-
-    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
-        return onnx_lstm.to_onnx(params, forget_bias)
-
-    def from_native(self, native) -> LSTMParams:
-        return onnx_lstm.from_onnx(native["W"], native["R"], native.get("B"), native.get("P"))
-
-    def to_native_layer(self, params: LayerParams, layer: LayerConfig) -> dict[str, object]:
-        return onnx_lstm.to_onnx_layer(params, layer.forget_bias)
-
-    def from_native_layer(self, native, layer: LayerConfig) -> LayerParams:
-        return onnx_lstm.from_onnx_layer(native, layer.num_layers, layer.num_directions)
 
     def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
         session = _SESSIONS.get(params, (forget_bias,), lambda: onnx_lstm.ReferenceLSTM(params, forget_bias))

@@ -39,7 +39,6 @@ from backends.base import (
 )
 from backends.timing import TimedPass, Timing
 from spec.layer import LayerConfig
-from spec.params import LayerParams, LSTMParams
 
 INSTALL_HINT = "onnxruntime is not installed (pip install 'lstm-conformance[onnxruntime]')"
 ONNX_HINT = "onnx is not installed: the graphs are built with it (pip install 'lstm-conformance[onnxruntime]')"
@@ -108,7 +107,7 @@ _WEIGHTS = NativeCache()
 
 
 @dataclass
-class OnnxRuntimeLSTM(Implementation):
+class OnnxRuntimeLSTM(onnx_lstm.OnnxLayout, Implementation):
     id: str = "onnxruntime/LSTM"
     framework: str = "onnxruntime"
     description: str = "ONNX Runtime's LSTM operator (opset 14), peepholes native; the layer as one node per layer"
@@ -139,19 +138,6 @@ class OnnxRuntimeLSTM(Implementation):
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             return NO_CUDA_PROVIDER
         return _layout_problem(self.layout, device)
-
-    def to_native(self, params: LSTMParams, forget_bias: float = 0.0) -> dict[str, object]:
-        return onnx_lstm.to_onnx(params, forget_bias)
-
-    def from_native(self, native) -> LSTMParams:
-        return onnx_lstm.from_onnx(native["W"], native["R"], native.get("B"), native.get("P"))
-
-    def to_native_layer(self, params: LayerParams, layer: LayerConfig) -> dict[str, object]:
-        """The stack's tensors by graph input name (:func:`backends.onnx_lstm.to_onnx_layer`)."""
-        return onnx_lstm.to_onnx_layer(params, layer.forget_bias)
-
-    def from_native_layer(self, native, layer: LayerConfig) -> LayerParams:
-        return onnx_lstm.from_onnx_layer(native, layer.num_layers, layer.num_directions)
 
     # -- the cell: one node -------------------------------------------------------------------
 
