@@ -524,12 +524,19 @@ def check_answer(name: str, value: object, shape: tuple[int, ...], dtype: str) -
     return value
 
 
+def _described(answer: object) -> str:
+    """What came back instead of a 3-tuple: its type, and its length if it is a sequence ("a tuple of 2")."""
+    if isinstance(answer, (tuple, list)):
+        return f"a {type(answer).__name__} of {len(answer)}"
+    return type(answer).__name__
+
+
 def checked_outputs(answer: object, params: LSTMParams, x: np.ndarray, dtype: str) -> Outputs:
     """Step 5 for a forward pass: (h_seq, h_T, c_T) in ``dtype`` and in shape."""
     if isinstance(answer, Outputs):
         answer = (answer.h_seq, answer.h_T, answer.c_T)
     if not isinstance(answer, (tuple, list)) or len(answer) != 3:
-        raise ResultError("outputs", "wrong type", "(h_seq, h_T, c_T)", type(answer).__name__)
+        raise ResultError("outputs", "wrong type", "(h_seq, h_T, c_T)", _described(answer))
     T, B, H = x.shape[0], x.shape[1], params.hidden_size
     shapes = {"h_seq": (T, B, H), "h_T": (B, H), "c_T": (B, H)}
     return Outputs(*(check_answer(name, value, shapes[name], dtype) for name, value in zip(shapes, answer)))
@@ -562,7 +569,7 @@ def checked_layer_outputs(answer: object, params: LayerParams, layer: LayerConfi
     if isinstance(answer, LayerOutputs):
         answer = (answer.y, answer.h_T, answer.c_T)
     if not isinstance(answer, (tuple, list)) or len(answer) != 3:
-        raise ResultError("outputs", "wrong type", "(y, h_T, c_T)", type(answer).__name__)
+        raise ResultError("outputs", "wrong type", "(y, h_T, c_T)", _described(answer))
     T, B = x.shape[:2]
     LD, P, H = len(params.cells), params.output_size, params.hidden_size
     shapes = {"y": (T, B, layer.num_directions * P), "h_T": (LD, B, P), "c_T": (LD, B, H)}

@@ -166,6 +166,12 @@ def _implementations_from(obj, default_id: str) -> list[Implementation]:
             return found
     forward = getattr(obj, "forward", None)
     forward_layer = getattr(obj, "forward_layer", None)
+    if callable(forward) and not callable(forward_layer) and hasattr(obj, "LAYER_FEATURES"):
+        raise BackendLoadError(
+            f"LAYER_FEATURES = {getattr(obj, 'LAYER_FEATURES')!r} is declared, but there is no forward_layer(): the "
+            "layer features are run by forward_layer(params, x, h0, c0, *, config, lengths, mask); define it, or "
+            "remove LAYER_FEATURES (forward() is the cell alone)"
+        )
     if callable(forward) or callable(forward_layer):
         dtypes = tuple(getattr(obj, "DTYPES", DTYPES))
         variants = tuple(getattr(obj, "VARIANTS", VARIANTS))

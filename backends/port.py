@@ -34,7 +34,21 @@ canonical parameters, not the same split.
 The architecture (layers, direction, sizes, projection, peepholes) is read off the source where the file says
 it (PyTorch's names, ONNX's nodes, the spec's metadata); for Keras and flax files, which name layers but not
 the direction of a lone reverse layer or its sizes, --layers and --direction say it (sizes come from the
-weights).
+weights). Given with a file that says its own architecture, they may only repeat it: one that contradicts the
+file is refused (the file is not read as something else, and the flags are not silently ignored).
+
+Files: the command never writes over its source (the same path, or the same file through another path, a
+symbolic or a hard link: a file compared with itself proves nothing) and never over an existing file unless
+--force says so; a round trip checks every hop's file in --workdir before it writes the first. The target is
+written to a temporary file beside it and renamed into place once read back and proven (a file that disagrees
+is kept, and the exit status says so); when writing or the proof fails, the temporary file is removed, and a
+file that was there before is left as it was. What the target's runtime cannot run is refused before anything
+is written (ONNX Runtime's LSTM runs float32 only; nothing is cast). A source is checked before its reader
+opens it: a file of another kind (a pickle or a zip archive as torch.save writes, a NumPy, HDF5 or safetensors
+file under another format's name) is named by its first bytes, nothing unpickled, and an ONNX model under
+another name by ONNX's parser once the format's own reader refused it; a GRU or a plain RNN is named by its
+gate count. A refused file or argument exits 2 with one line on stderr ("error: ..."); what a target cannot
+hold or run is refused on stdout, after the source's description ("refused: ...").
 """
 
 from __future__ import annotations
@@ -42,7 +56,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,13 +69,17 @@ import numpy as np
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 
-from backends.base import NotSupported, Unavailable  # noqa: E402
+from safetensors import SafetensorError  # noqa: E402
+
+from backends.base import NotSupported, Unavailable, framework_problem  # noqa: E402
 from backends.registry import implementation_by_id  # noqa: E402
 from conformance.compare import compare  # noqa: E402
 from conformance.tolerances import tolerance  # noqa: E402
 from spec import layer as spec_layer  # noqa: E402
 from spec.layer import LayerConfig  # noqa: E402
 from spec.params import LayerParams  # noqa: E402
+from spec.validation import LSTMInputError, format_shape  # noqa: E402
+from spec.weights_file import WeightFileError, foreign_format  # noqa: E402
 
 EXIT_AGREES, EXIT_DISAGREES, EXIT_REFUSED = 0, 1, 2
 
@@ -85,6 +105,58 @@ class PortError(Exception):
     """A file or argument the command cannot use; the message says why."""
 
 
+class _Unparsable(PortError):
+    """A source its format's own parser could not read: perhaps a file of another format under this name."""
+
+
+SAFETENSORS = "a safetensors file"
+ONNX_MODEL = "an ONNX model"
+HDF5 = "an HDF5 file"
+
+
+def _show(names) -> str:
+    """Names from a file, sorted and cut short: a hostile file must not flood the message."""
+    names = sorted(names, key=str)  # a hostile file's keys need not all be strings
+    return repr(names) if len(names) <= 6 else f"{repr(names[:6])[:-1]}, ... ({len(names)} in all)]"
+
+
+def _first_bytes_kind(path: Path) -> str | None:
+    """What a file's first bytes say it is: the weight loader's recogniser (a pickle, a zip archive, a NumPy
+    file, an HDF5 file), or a safetensors file (an 8-byte header length, then the JSON header's "{"); None
+    for anything else. Bytes only: nothing is parsed, nothing unpickled."""
+    with open(path, "rb") as stream:
+        head = stream.read(9)
+    kind = foreign_format(head)
+    if kind is None and len(head) == 9 and head[8:9] == b"{":
+        return SAFETENSORS
+    return kind
+
+
+def _is_onnx_model(path: Path) -> bool:
+    """Whether a file that another parser refused parses as an ONNX model with a graph of nodes (protobuf has
+    no signature to look at; parsing it runs nothing)."""
+    try:
+        import onnx
+
+        return len(onnx.load_model_from_string(Path(path).read_bytes()).graph.node) > 0
+    except Exception:  # noqa: BLE001 - not an ONNX model, or no onnx installed: nothing to name
+        return False
+
+
+def _another_format(path: Path, kind: str, fmt: "Format") -> PortError:
+    """A source that is a file of another kind than its format reads, named, with what to do instead."""
+    if kind == SAFETENSORS:
+        advice = "give --from torch or --from spec, or a name ending .safetensors (torch) or .lstm.safetensors (spec)"
+    elif kind == ONNX_MODEL:
+        advice = "give --from onnx, or a name ending .onnx"
+    elif kind.startswith(HDF5):
+        advice = "give --from keras (a Keras weights file), or a name ending .weights.h5"
+    else:  # a pickle, a zip archive, a NumPy file: never opened here
+        advice = "nothing is unpickled; load it where you trust it with the library that wrote it" + (
+            " (torch.load) and save the state_dict with safetensors.torch.save_file(state_dict, path)" if fmt.name == "torch" else "")
+    return PortError(f"{path} is {kind}, not {fmt.what}: {advice}")
+
+
 # ---------------------------------------------------------------------------
 # File formats: each reads a file into its row's native layout and writes it back
 # ---------------------------------------------------------------------------
@@ -95,6 +167,11 @@ class Format:
     row_id: str  # the row whose layout hooks convert this format
     framework: str  # what loads and runs a file of this format
     suffixes: tuple[str, ...]
+    what: str  # what a file of this format is, for the messages
+    kind: str | None  # what _first_bytes_kind says of a file of this format (None: nothing)
+    read_modules: tuple[str, ...] = ()  # what must import to read a file of this format
+    modules: tuple[str, ...] = ()  # and to run it (the proof)
+    says_architecture = True  # whether a file says its layers and direction (else --layers and --direction do)
 
     @property
     def row(self):
@@ -111,24 +188,89 @@ class Format:
         (L * D, B, .): y (T, B, D * P), h_T, c_T (L * D, B, .), as NumPy arrays."""
         raise NotImplementedError
 
+    def cannot_run(self, params: LayerParams) -> str | None:
+        """Why this format's runtime cannot run these parameters (then no file of them is written or proven)."""
+        return None
+
+    def check_holds(self, params: LayerParams, arch: Architecture) -> None:
+        """NotSupported, with the row's reason, when a file of this format cannot hold these parameters: asked
+        before anything is written, and before the frameworks are looked for."""
+        if self.row is not None:
+            self.row.to_native_layer(params, arch.config())
+
+    def suffix_of(self, path: Path) -> str:
+        """The suffix of this format that ``path`` ends with, else its first."""
+        return next((s for s in self.suffixes if str(path).endswith(s)), self.suffixes[0])
+
 
 class TorchFormat(Format):
     name, row_id, suffixes = "torch", "torch/nn.LSTM", (".safetensors",)
     framework = "torch.nn.LSTM.load_state_dict"
-    _NAME = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?")
+    what, kind, modules = "a safetensors file (a torch.nn.LSTM's state_dict)", SAFETENSORS, ("torch",)
+    _NAME = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(0|[1-9][0-9]{0,8})(_reverse)?")
+    # torch.nn.LSTM's relatives save the same names; their gate count tells them apart (rows = gates x H).
+    _GATES = {1: "a plain RNN (1 gate", 3: "a GRU (3 gates", 4: "an LSTM (4 gates"}
 
     def read(self, path, hint):
         from safetensors.numpy import load_file
 
-        state = load_file(str(path))
-        names = [self._NAME.fullmatch(name) for name in state]
-        if not state or not all(names):
-            raise PortError(f"{path}: not a torch.nn.LSTM state_dict (names weight_ih_l0, ...): {sorted(state)[:5]}")
-        layers = 1 + max(int(m.group(2)) for m in names)
-        direction = "bidirectional" if any(m.group(3) for m in names) else "forward"
-        proj = state["weight_hr_l0"].shape[0] if "weight_hr_l0" in state else None
-        arch = Architecture(layers, direction, proj)
+        try:
+            state = load_file(str(path))
+        except TypeError as error:  # a dtype NumPy lacks: bfloat16
+            raise PortError(f"{path}: tensors of a dtype NumPy cannot hold ({error}); the port reads float32 or float64 "
+                            "(the spec's dtypes) and casts nothing") from None
+        except (SafetensorError, ValueError) as error:
+            raise _Unparsable(f"{path}: not a readable safetensors file: {error}") from None
+        arch = self._check(path, state)
         return self.row.from_native_layer(state, arch.config()), arch
+
+    def _check(self, path: Path, state: dict[str, np.ndarray]) -> Architecture:
+        """The state_dict's architecture, after every tensor was checked against it: the names of one
+        torch.nn.LSTM, 4 gates, one float dtype, the shapes its sizes make."""
+        names = {name: self._NAME.fullmatch(name) for name in state}
+        unexpected = [name for name, match in names.items() if match is None]
+        if not state or unexpected:
+            spec = all(re.fullmatch(r"layer\d+\.(forward|reverse)\.\w+", name) for name in unexpected)
+            raise PortError(f"{path}: not a torch.nn.LSTM state_dict (names weight_ih_l0, weight_hh_l0, bias_ih_l0, "
+                            f"bias_hh_l0, weight_hr_l0, each layer's also with _reverse): "
+                            + (f"unexpected tensor(s) {_show(unexpected)}" if state else "no tensors")
+                            + ("; the names of this project's weight file: give --from spec, or a name ending .lstm.safetensors"
+                               if state and spec else ""))
+        layers = 1 + max(int(m.group(2)) for m in names.values())
+        reverse = any(m.group(3) for m in names.values())
+        sfx = ("", "_reverse") if reverse else ("",)
+        with_bias, with_proj = "bias_ih_l0" in state, "weight_hr_l0" in state
+        kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if with_bias else ()) + (("weight_hr",) if with_proj else ())
+        expected = [f"{kind}_l{l}{s}" for l in range(layers) for s in sfx for kind in kinds]
+        missing = [name for name in expected if name not in state]
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            held = f"{layers} layer(s), {'bidirectional' if reverse else 'forward'}, {', '.join(kinds)} in each"
+            raise PortError(f"{path}: not the state_dict of one torch.nn.LSTM ({held}, as its names say): "
+                            + (f"missing {_show(missing)}" if missing else f"unexpected {_show(extra)}"))
+        dtypes = {str(t.dtype) for t in state.values()}
+        if len(dtypes) > 1 or not dtypes <= {"float32", "float64"}:
+            raise PortError(f"{path}: tensors of dtype {' and '.join(sorted(dtypes))}; the port reads float32 or "
+                            "float64 (the spec's dtypes), one for the whole file, and casts nothing")
+        w_ih, w_hh = state["weight_ih_l0"], state["weight_hh_l0"]
+        if w_ih.ndim != 2 or w_hh.ndim != 2 or (with_proj and state["weight_hr_l0"].ndim != 2):
+            raise PortError(f"{path}: weight_ih_l0, weight_hh_l0 (and weight_hr_l0) must be matrices; their shapes are "
+                            f"{format_shape(w_ih.shape)}, {format_shape(w_hh.shape)}")
+        H = state["weight_hr_l0"].shape[1] if with_proj else w_hh.shape[1]  # weight_hr (P, H); else weight_hh (G * H, H)
+        if H == 0 or w_ih.shape[0] != 4 * H:
+            gates = self._GATES.get(w_ih.shape[0] // H if H and w_ih.shape[0] % H == 0 else 0)
+            holds = (f"{gates}: weight_ih_l0 has {w_ih.shape[0]} rows, {w_ih.shape[0] // H} x hidden size {H})" if gates
+                     else f"a weight_ih_l0 of {w_ih.shape[0]} rows, which is not a multiple of the hidden size {H}")
+            raise PortError(f"{path} holds {holds}, not an LSTM (4 gates: {4 * H} rows)")
+        I, P, D = w_ih.shape[1], state["weight_hr_l0"].shape[0] if with_proj else H, len(sfx)
+        shapes = {"weight_ih": (4 * H, I), "weight_hh": (4 * H, P), "bias_ih": (4 * H,), "bias_hh": (4 * H,), "weight_hr": (P, H)}
+        for name in expected:
+            kind, layer = name.split("_l")[0], int(names[name].group(2))
+            want = (4 * H, D * P) if kind == "weight_ih" and layer > 0 else shapes[kind]
+            if state[name].shape != want:
+                raise PortError(f"{path}: {name}: wrong shape: expected {format_shape(want)}, got {format_shape(state[name].shape)} "
+                                f"(sizes from layer 0: input I = {I}, hidden H = {H}, output P = {P}, directions D = {D})")
+        return Architecture(layers, "bidirectional" if reverse else "forward", P if with_proj else None)
 
     def write(self, path, params, arch):
         from safetensors.numpy import save_file
@@ -142,7 +284,7 @@ class TorchFormat(Format):
 
         state = load_file(str(path))
         first = state["weight_ih_l0"]
-        lstm = torch.nn.LSTM(first.shape[1], first.shape[0] // 4, num_layers=arch.num_layers,
+        lstm = torch.nn.LSTM(first.shape[1], first.shape[0] // 4, num_layers=arch.num_layers, bias="bias_ih_l0" in state,
                              bidirectional=arch.direction == "bidirectional", proj_size=arch.proj_size or 0, dtype=first.dtype)
         lstm.load_state_dict(state)
         with torch.no_grad():
@@ -153,6 +295,10 @@ class TorchFormat(Format):
 class KerasFormat(Format):
     name, row_id, suffixes = "keras", "keras-tensorflow/LSTM", (".weights.h5",)
     framework = "keras.Model.load_weights"
+    what, kind = "an HDF5 file (a Keras .weights.h5 file)", HDF5
+    read_modules = modules = ("h5py", "keras", "tensorflow")
+    says_architecture = False
+    _KINDS = {1: "a SimpleRNN (1 gate", 3: "a GRU (3 gates", 4: "an LSTM (4 gates"}
 
     @staticmethod
     def _model(arch: Architecture, input_size: int, hidden_size: int, dtype: str):
@@ -169,23 +315,69 @@ class KerasFormat(Format):
         return keras.Model(inputs, y), stack
 
     @staticmethod
-    def _sizes(path: Path) -> tuple[int, int, str]:
-        """input size, hidden size and dtype, from the first kernel (I, 4H) and recurrent kernel (H, 4H)."""
+    def _layers(path: Path) -> list[tuple[str, list[tuple[str, tuple[int, ...], str]]]]:
+        """The file's layers in the model's order, each (name, [(variable path, shape, dtype), ...]): Keras 3
+        names a model's layers' groups by their class, lstm, lstm_1, ... (layers without weights left out)."""
         import h5py
 
-        with h5py.File(path, "r") as f:
-            shapes = []
-            f.visititems(lambda name, item: shapes.append((item.shape, str(item.dtype))) if hasattr(item, "shape") else None)
-        if len(shapes) < 2:
-            raise PortError(f"{path}: no LSTM weights in this Keras weights file")
-        (kernel, dtype), (recurrent, _) = shapes[0], shapes[1]
-        return kernel[0], recurrent[0], dtype
+        try:
+            with h5py.File(path, "r") as f:
+                group = f.get("layers")
+                if not isinstance(group, h5py.Group):
+                    raise _Unparsable(f"{path}: an HDF5 file without Keras' 'layers' group: not a Keras 3 .weights.h5 file")
+                layers = []
+                for name, layer in group.items():
+                    found = []
+                    if isinstance(layer, h5py.Group):
+                        layer.visititems(lambda key, item: found.append((key, item.shape, str(item.dtype)))
+                                         if isinstance(item, h5py.Dataset) else None)
+                    if found:
+                        layers.append((name, found))
+        except OSError as error:
+            raise _Unparsable(f"{path}: not a readable HDF5 file: {error}") from None
+
+        def order(layer):  # lstm, lstm_1, ..., lstm_10: by class, then by number (HDF5 lists names as strings)
+            base, _, number = re.fullmatch(r"(.*?)(_(\d+))?", layer[0]).groups()
+            return base, int(number or 0)
+
+        return sorted(layers, key=order)
+
+    def _check(self, path: Path, hint: Architecture) -> tuple[int, int, str]:
+        """The file's layers against the stack of LSTM layers that --layers and --direction say: input size,
+        hidden size and dtype, from the first kernel (I, 4H) and recurrent kernel (H, 4H)."""
+        described, lstm_layers = [], []
+        for name, variables in self._layers(path):
+            kernel = next((v for v in variables if v[0].endswith("cell/vars/0")), None)
+            recurrent = next((v for v in variables if v[0].endswith("cell/vars/1")), None)
+            if kernel and recurrent and len(kernel[1]) == 2 and len(recurrent[1]) == 2 and recurrent[1][0]:
+                H, GH = recurrent[1]
+                kind = self._KINDS.get(GH // H if GH % H == 0 else 0, "a recurrent layer (an unknown gate count")
+                described.append(f"{name}: {kind}; kernel {format_shape(kernel[1])}, recurrent kernel {format_shape(recurrent[1])})")
+                if kind.startswith("an LSTM") and re.sub(r"_\d+$", "", name) in ("lstm", "bidirectional"):
+                    lstm_layers.append((name, kernel[1][0], H, kernel[2]))
+            else:
+                described.append(f"{name}: weights {', '.join(format_shape(shape) for _, shape, _ in variables)}")
+        if not described or len(lstm_layers) != len(described):
+            raise PortError(f"{path} holds Keras layer(s) {'; '.join(described) or 'none'}, not a stack of Keras LSTM "
+                            "layers (keras.layers.LSTM, or Bidirectional of two)")
+        bidirectional = [name.startswith("bidirectional") for name, *_ in lstm_layers]
+        said = f"--layers {hint.num_layers} --direction {hint.direction}"
+        if len(lstm_layers) != hint.num_layers or any(b != (hint.direction == "bidirectional") for b in bidirectional):
+            held = "bidirectional" if all(bidirectional) else "one-direction" if not any(bidirectional) else "mixed"
+            raise PortError(f"{path} holds {len(lstm_layers)} {held} LSTM layer(s) ({', '.join(name for name, *_ in lstm_layers)}), "
+                            f"not what {said} say")
+        _, I, H, dtype = lstm_layers[0]
+        return I, H, dtype
 
     def read(self, path, hint):
         if hint is None:
             raise PortError(f"{path}: a Keras weights file does not say how its layers run: give --layers and --direction")
-        model, _ = self._model(hint, *self._sizes(path))
-        model.load_weights(str(path))
+        model, _ = self._model(hint, *self._check(path, hint))
+        try:
+            model.load_weights(str(path))
+        except ValueError as error:  # what the checks above did not foresee, in Keras' words (its first line)
+            raise PortError(f"{path}: Keras could not load it as the LSTM layers that --layers {hint.num_layers} "
+                            f"--direction {hint.direction} say: {str(error).splitlines()[0]}") from None
         native = {v.path: np.asarray(v.numpy()) for v in model.trainable_variables}
         return self.row.from_native_layer(native, hint.config()), hint
 
@@ -197,7 +389,7 @@ class KerasFormat(Format):
         model.save_weights(str(path))
 
     def run(self, path, arch, x, h0, c0):
-        model, stack = self._model(arch, *self._sizes(path))
+        model, stack = self._model(arch, *self._check(path, arch))
         model.load_weights(str(path))
         y, h_T, c_T = stack.run(np.ascontiguousarray(x.transpose(1, 0, 2)), list(h0), list(c0), None)
         return {"y": np.asarray(y).transpose(1, 0, 2), "h_T": np.stack([np.asarray(h) for h in h_T]),
@@ -207,14 +399,54 @@ class KerasFormat(Format):
 class FlaxFormat(Format):
     name, row_id, suffixes = "flax", "flax/LSTMCell", (".msgpack",)
     framework = "flax nn.RNN apply"
+    what, kind = "a msgpack file (flax.serialization's, of an LSTM's parameters)", None
+    read_modules = modules = ("flax", "jax")
+    says_architecture = False
+    _CELL = ("hf", "hg", "hi", "ho", "if", "ig", "ii", "io")  # flax nn.LSTMCell's parameters
+    _OTHER_CELLS = {("hn", "hr", "hz", "in", "ir", "iz"): "a GRU cell (flax nn.GRUCell)",
+                    ("h", "i"): "an nn.OptimizedLSTMCell (its gates packed; the port reads nn.LSTMCell's)"}
 
     def read(self, path, hint):
-        from flax.serialization import msgpack_restore
-
         if hint is None:
             raise PortError(f"{path}: flax parameters do not say which way a lone layer runs: give --layers and --direction")
-        tree = msgpack_restore(Path(path).read_bytes())
-        return self.row.from_native_layer(tree, hint.config()), hint
+        from flax.serialization import msgpack_restore
+
+        try:
+            tree = msgpack_restore(Path(path).read_bytes())
+        except Exception as error:  # noqa: BLE001 - msgpack's own errors (ExtraData, ValueError, ...) are many
+            raise _Unparsable(f"{path}: not a readable msgpack file: {type(error).__name__}: {error}") from None
+        self._check(path, tree, hint)
+        try:
+            return self.row.from_native_layer(tree, hint.config()), hint
+        except (KeyError, TypeError, AttributeError) as error:
+            raise PortError(f"{path}: not the parameters of flax nn.LSTMCell layers: {type(error).__name__}: {error}") from None
+
+    def _check(self, path: Path, tree: object, hint: Architecture) -> None:
+        """The tree's layers against --layers and --direction: layers_0 ... each {'cell': ...} for one direction,
+        {'forward_rnn': {'cell': ...}, 'backward_rnn': {'cell': ...}} for nn.Bidirectional."""
+        said = f"--layers {hint.num_layers} --direction {hint.direction}"
+        if not isinstance(tree, dict) or not tree:
+            raise PortError(f"{path} holds {type(tree).__name__ if not isinstance(tree, dict) else 'an empty tree'}, "
+                            "not a tree of flax parameters (layers_0, ...)")
+        expected = [f"layers_{l}" for l in range(hint.num_layers)]
+        if set(tree) != set(expected):
+            raise PortError(f"{path} holds {_show(tree)}, not the {hint.num_layers} layer(s) that {said} say ({_show(expected)})")
+        bidirectional = {"forward_rnn", "backward_rnn"}
+        for name in expected:
+            layer = tree[name]
+            keys = set(layer) if isinstance(layer, dict) else set()
+            if keys not in ({"cell"}, bidirectional):
+                raise PortError(f"{path}: {name} holds {_show(keys)}, not one LSTM layer ('cell') nor nn.Bidirectional's "
+                                "('forward_rnn', 'backward_rnn')")
+            if (keys == bidirectional) != (hint.direction == "bidirectional"):
+                held = "a bidirectional layer" if keys == bidirectional else "a one-direction layer"
+                raise PortError(f"{path}: {name} is {held}, not what {said} say")
+            for cell in ([layer["cell"]] if keys == {"cell"} else
+                         [layer[rnn].get("cell") if isinstance(layer[rnn], dict) else None for rnn in ("forward_rnn", "backward_rnn")]):
+                found = tuple(sorted(cell, key=str)) if isinstance(cell, dict) else ()
+                if found != self._CELL:
+                    other = self._OTHER_CELLS.get(found, f"cell parameters {_show(found)}")
+                    raise PortError(f"{path}: {name} holds {other}, not flax nn.LSTMCell's {', '.join(self._CELL)}")
 
     def write(self, path, params, arch):
         from flax.serialization import msgpack_serialize
@@ -235,12 +467,23 @@ class FlaxFormat(Format):
 class OnnxFormat(Format):
     name, row_id, suffixes = "onnx", "onnxruntime/LSTM", (".onnx",)
     framework = "onnxruntime.InferenceSession"
+    what, kind, read_modules, modules = ONNX_MODEL, None, ("onnx",), ("onnx", "onnxruntime")
+
+    def cannot_run(self, params):
+        if params.dtype != np.float32:
+            return (f"ONNX Runtime's LSTM runs float32 only, and these weights are {params.dtype.name}: its users could "
+                    "not run the file, nor could the proof; the port casts nothing (cast the source yourself if a "
+                    "float32 model is what you want)")
+        return None
 
     def read(self, path, hint):
         import onnx
         from onnx import helper, numpy_helper
 
-        model = onnx.load(str(path))
+        try:
+            model = onnx.load(str(path))
+        except Exception as error:  # noqa: BLE001 - protobuf's DecodeError, onnx's own errors
+            raise _Unparsable(f"{path}: not a readable ONNX model: {type(error).__name__}: {error}") from None
         nodes = [node for node in model.graph.node if node.op_type == "LSTM"]
         if not nodes:
             raise PortError(f"{path}: no LSTM node in this ONNX model")
@@ -296,6 +539,7 @@ class OnnxFormat(Format):
 class SpecFormat(Format):
     name, row_id, suffixes = "spec", "", (".lstm.safetensors",)
     framework = "spec.layer.forward"
+    what, kind = "a safetensors file (this project's weight file, spec/weights_file.py)", SAFETENSORS
 
     @property
     def row(self):
@@ -304,7 +548,10 @@ class SpecFormat(Format):
     def read(self, path, hint):
         from spec.weights_file import load_layer_weights
 
-        weights = load_layer_weights(path)
+        try:
+            weights = load_layer_weights(path)
+        except LSTMInputError as error:  # a WeightFileError: it names the file, the tensor or key, and why
+            raise _Unparsable(str(error)) from None
         if weights.coupled_input_forget:
             raise PortError(f"{path}: coupled_input_forget (f = 1 - i) is ONNX's input_forget alone; "
                             "no other framework would compute the same with these weights")
@@ -326,16 +573,136 @@ class SpecFormat(Format):
 FORMATS = {f.name: f for f in (TorchFormat(), KerasFormat(), FlaxFormat(), OnnxFormat(), SpecFormat())}
 
 
+def named_format(path: Path) -> Format | None:
+    """The format that a file's name says, or None. The longest suffix first: .lstm.safetensors is the spec's,
+    .safetensors PyTorch's."""
+    for fmt in sorted(FORMATS.values(), key=lambda f: -max(len(s) for s in f.suffixes)):
+        if any(str(path).endswith(suffix) for suffix in fmt.suffixes):
+            return fmt
+    return None
+
+
 def format_of(path: Path, name: str | None) -> Format:
     if name:
         if name not in FORMATS:
             raise PortError(f"unknown format {name!r}; the formats are {', '.join(FORMATS)}")
         return FORMATS[name]
-    # The longest suffix first: .lstm.safetensors is the spec's, .safetensors PyTorch's.
-    for fmt in sorted(FORMATS.values(), key=lambda f: -max(len(s) for s in f.suffixes)):
-        if any(str(path).endswith(suffix) for suffix in fmt.suffixes):
-            return fmt
-    raise PortError(f"{path}: cannot tell the format from the name; give --from/--to ({', '.join(FORMATS)})")
+    fmt = named_format(path)
+    if fmt is None:
+        raise PortError(f"{path}: cannot tell the format from the name; give --from/--to ({', '.join(FORMATS)})")
+    return fmt
+
+
+# ---------------------------------------------------------------------------
+# The files: what is read is checked first, and what is written never takes the place of the source
+# ---------------------------------------------------------------------------
+
+
+def read_source(fmt: Format, path: Path, hint: Architecture | None) -> tuple[LayerParams, Architecture]:
+    """The source's canonical parameters and architecture. Before its format's reader sees it: the file exists
+    and is a regular, non-empty file whose first bytes do not say it is something else, and what reads it
+    imports; a parser's refusal is named (an ONNX model under another name, say); after, what --layers and
+    --direction say must not contradict a file that says its own architecture."""
+    if hint is not None or fmt.says_architecture:  # else fmt.read says what to give, before anything else
+        _check_source_file(path, fmt)
+        _check_frameworks(fmt, path, fmt.read_modules)
+    try:
+        params, arch = fmt.read(path, hint)
+    except _Unparsable as error:
+        if fmt.kind != ONNX_MODEL and _is_onnx_model(path):
+            raise _another_format(path, ONNX_MODEL, fmt) from None
+        raise PortError(str(error)) from None
+    except LSTMInputError as error:  # the canonical parameters' own checks, on what the row made of the file
+        raise PortError(f"{path}: {error}") from None
+    if hint is not None and fmt.says_architecture and (hint.num_layers, hint.direction) != (arch.num_layers, arch.direction):
+        raise PortError(f"{path} says {arch.num_layers} layer(s), {arch.direction}; --layers {hint.num_layers} --direction "
+                        f"{hint.direction} contradict it (a {fmt.name} file says its own architecture: leave them out)")
+    return params, arch
+
+
+def _check_source_file(path: Path, fmt: Format) -> None:
+    """Checked before the file is opened by its reader: opening a FIFO would wait for a writer, and a zip
+    archive's pickle must never reach one."""
+    try:
+        status = os.stat(path)
+        mode, size = status.st_mode, status.st_size
+        kind = _first_bytes_kind(path) if stat.S_ISREG(mode) and size else None
+    except FileNotFoundError:
+        raise PortError(f"{path}: no such file") from None
+    except OSError as error:
+        raise PortError(f"{path}: cannot read: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        raise PortError(f"{path} is a directory, not {fmt.what}")
+    if not stat.S_ISREG(mode):
+        raise PortError(f"{path} is not a regular file, not {fmt.what}")
+    if size == 0:
+        raise PortError(f"{path} is empty (0 bytes), not {fmt.what}")
+    if kind is not None and not (fmt.kind and kind.startswith(fmt.kind)):
+        raise _another_format(path, kind, fmt)
+
+
+def _check_frameworks(fmt: Format, path: Path, modules: tuple[str, ...] | None = None) -> None:
+    """The frameworks that read (``modules``) or read and run (by default) a file of ``fmt`` import: a port
+    that cannot run a file cannot prove it."""
+    for module in fmt.modules if modules is None else modules:
+        problem = framework_problem(module, f"{module} is not installed here")
+        if problem:
+            raise PortError(f"{path}: the port {'reads' if modules else 'reads and runs'} {fmt.name} files with {module}: {problem}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file: by device and inode where both exist (a hard link, a symbolic link, another spelling of the
+    path), else by the resolved paths (a target not written yet)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_target(target: Path, source: Path, force: bool, where: str = "") -> None:
+    """Before anything is read or written: the target is not the source, it can be written, and it is new
+    unless --force. ``where`` says where a target's name came from (a round trip's hops)."""
+    if _same_file(source, target):
+        raise PortError(f"{target}{where} is the source {source} itself: a port never writes over its input, and a "
+                        "file compared with itself proves nothing; name another target")
+    folder = target.parent
+    if target.is_dir():
+        raise PortError(f"{target}{where} is a directory; name the file to write")
+    if not folder.exists():
+        raise PortError(f"cannot write {target}{where}: its directory {folder} does not exist")
+    if not folder.is_dir():
+        raise PortError(f"cannot write {target}{where}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PortError(f"cannot write {target}{where}: its directory {folder} is not writable")
+    if os.path.lexists(target) and not force:
+        raise PortError(f"{target}{where} exists; give --force to write over it")
+
+
+def _check_target_name(target: Path, fmt: Format) -> None:
+    """A target's name says its format to every later reader: --to may not contradict it, and Keras writes
+    weights only under names ending .weights.h5."""
+    named = named_format(target)
+    if named is not None and named is not fmt:
+        raise PortError(f"{target}: the name says {named.name} ({named.suffix_of(target)}) and --to says {fmt.name}; "
+                        f"give it a name ending {fmt.suffixes[0]}, so that its readers take it for what it is")
+    if fmt.name == "keras" and not str(target).endswith(".weights.h5"):
+        raise PortError(f"{target}: Keras writes weights files only under a name ending .weights.h5")
+
+
+def _partial(target: Path, fmt: Format) -> Path:
+    """A new, empty file beside the target, ending in the format's suffix (Keras insists), to write and prove
+    before it takes the target's place."""
+    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{fmt.suffix_of(target)}", dir=target.parent)
+    os.close(descriptor)
+    return Path(name)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # ---------------------------------------------------------------------------
@@ -401,36 +768,68 @@ def _same(a: LayerParams, b: LayerParams) -> list[str]:
 
 
 def convert(source_path: Path, target_path: Path, source: Format, target: Format, hint: Architecture | None,
-            out=print) -> int:
-    params, arch = source.read(source_path, hint)
+            out=print, force: bool = False) -> int:
+    """source -> target, proven. Everything that can be refused is refused before a byte is written (the target's
+    path, the source, what the target can hold and run, the frameworks), and the target takes its name only
+    once written, read back and proven: a failure leaves no file, nor touches one that was there."""
+    _check_target(target_path, source_path, force)
+    params, arch = read_source(source, source_path, hint)
     out(f"{source_path} ({source.name}): {arch.num_layers} layer(s), {arch.direction}, input {params.input_size}, "
         f"hidden {params.hidden_size}" + (f", projection {arch.proj_size}" if arch.proj_size else "")
         + (", peepholes" if arch.peephole else "") + f", {params.dtype.name}")
+    for fmt, path in ((target, target_path), (source, source_path)):
+        reason = fmt.cannot_run(params)
+        if reason:
+            out(f"refused: {fmt.name} cannot run this LSTM ({path}): {reason}")
+            return EXIT_REFUSED
     try:
-        target.write(target_path, params, arch)
+        target.check_holds(params, arch)
     except NotSupported as error:
         out(f"refused: {target.name} cannot hold this LSTM: {error}")
         return EXIT_REFUSED
-    back, _ = target.read(target_path, arch)
-    differ = _same(params, back)
-    out(f"{target_path} ({target.name}) written; read back: " + ("the same parameters, bit for bit" if not differ
-                                                                 else f"DIFFERENT in {', '.join(differ)}"))
-    agreements = prove(source, source_path, params, target, target_path, arch)
-    out("both files, each run by its framework on one seeded random input (tolerance: the suite's, layer outputs):")
-    for agreement in agreements:
-        out(agreement.line())
+    _check_frameworks(source, source_path)
+    _check_frameworks(target, target_path)
+    partial, placed = _partial(target_path, target), False
+    try:  # written, read back and proven under the partial name; renamed into place only then
+        try:
+            target.write(partial, params, arch)
+        except NotSupported as error:
+            out(f"refused: {target.name} cannot hold this LSTM: {error}")
+            return EXIT_REFUSED
+        except (OSError, SafetensorError, WeightFileError) as error:  # e.g. a full disk: named by the target, not the partial file
+            reason = error.actual if isinstance(error, WeightFileError) else getattr(error, "strerror", None) or str(error)
+            raise PortError(f"cannot write {target_path}: {re.sub(r' at path .*$', '', reason)}") from None
+        back, _ = target.read(partial, arch)
+        differ = _same(params, back)
+        out(f"{target_path} ({target.name}) written; read back: " + ("the same parameters, bit for bit" if not differ
+                                                                     else f"DIFFERENT in {', '.join(differ)}"))
+        agreements = prove(source, source_path, params, target, partial, arch)
+        out("both files, each run by its framework on one seeded random input (tolerance: the suite's, layer outputs):")
+        for agreement in agreements:
+            out(agreement.line())
+        os.chmod(partial, 0o666 & ~_umask())  # as a new file would be (mkstemp made it the owner's alone)
+        os.replace(partial, target_path)
+        placed = True
+    finally:
+        if not placed:
+            partial.unlink(missing_ok=True)
     return EXIT_AGREES if not differ and all(a.ratio <= 1 for a in agreements) else EXIT_DISAGREES
 
 
-def roundtrip(source_path: Path, source: Format, via: list[Format], workdir: Path, hint: Architecture | None, out=print) -> int:
-    """source -> via[0] -> via[1] -> ... -> source's format again: every hop proven, and the end bit for bit the start."""
-    start, arch = source.read(source_path, hint)
+def roundtrip(source_path: Path, source: Format, via: list[Format], workdir: Path, hint: Architecture | None, out=print,
+              force: bool = False) -> int:
+    """source -> via[0] -> via[1] -> ... -> source's format again: every hop proven, and the end bit for bit the start.
+    Every hop's file is checked before the first is written: none may be the source, none may exist without --force."""
+    hops = [(workdir / f"hop{k + 1}-{hop.name}{hop.suffixes[0]}", hop) for k, hop in enumerate([*via, source])]
+    for target_path, _ in hops:
+        _check_target(target_path, source_path, force, f" (a hop's file in --workdir {workdir})")
+    start, arch = read_source(source, source_path, hint)
+    for target_path, hop in hops:
+        _check_frameworks(hop, target_path)
     path, fmt, status = source_path, source, EXIT_AGREES
-    for k, hop in enumerate([*via, source]):
-        suffix = hop.suffixes[0]
-        target_path = workdir / f"hop{k + 1}-{hop.name}{suffix}"
+    for target_path, hop in hops:
         out(f"\n== {fmt.name} -> {hop.name}")
-        status = max(status, convert(path, target_path, fmt, hop, arch, out))
+        status = max(status, convert(path, target_path, fmt, hop, arch, out, force))
         if status == EXIT_REFUSED:
             return status
         path, fmt = target_path, hop
@@ -439,6 +838,27 @@ def roundtrip(source_path: Path, source: Format, via: list[Format], workdir: Pat
     out(f"\nround trip {' -> '.join([source.name, *(f.name for f in via), source.name])}: "
         + ("the same parameters as the start, bit for bit" if not differ else f"DIFFERENT in {', '.join(differ)}"))
     return max(status, EXIT_DISAGREES if differ else EXIT_AGREES)
+
+
+def _at_least_one(text: str) -> int:
+    """--layers: an integer >= 1 (argparse turns the error into a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _via(text: str) -> list[Format]:
+    """--via's formats; an empty list or an empty item is a mistake, not a torch-to-torch hop."""
+    names = [name.strip() for name in text.split(",")]
+    if not text.strip():
+        raise PortError(f"--via {text!r} is empty: name the formats to pass through, comma-separated ({', '.join(FORMATS)})")
+    if "" in names:
+        raise PortError(f"--via {text!r} has an empty item: name a format between every two commas ({', '.join(FORMATS)})")
+    return [format_of(Path("x"), name) for name in names]
 
 
 def main(argv=None) -> int:
@@ -454,8 +874,10 @@ def main(argv=None) -> int:
             command.add_argument("--via", required=True, help="formats to pass through, comma-separated (e.g. keras,flax,onnx)")
             command.add_argument("--workdir", type=Path, default=Path("port-roundtrip"))
         command.add_argument("--from", dest="source_format", choices=list(FORMATS))
-        command.add_argument("--layers", type=int, help="the number of layers (Keras and flax sources)")
+        command.add_argument("--layers", type=_at_least_one, help="the number of layers (Keras and flax sources; "
+                             "other files say it, and a contradiction is refused)")
         command.add_argument("--direction", choices=spec_layer.DIRECTIONS, help="forward, reverse or bidirectional (Keras and flax sources)")
+        command.add_argument("--force", action="store_true", help="write over existing files (never over the source)")
     args = parser.parse_args(argv)
     hint = None
     if args.layers is not None or args.direction is not None:
@@ -465,10 +887,17 @@ def main(argv=None) -> int:
     try:
         source = format_of(args.source, args.source_format)
         if args.command == "convert":
-            return convert(args.source, args.target, source, format_of(args.target, args.target_format), hint)
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        via = [format_of(Path("x"), name.strip()) for name in args.via.split(",") if name.strip()]
-        return roundtrip(args.source, source, via, args.workdir, hint)
+            target = format_of(args.target, args.target_format)
+            _check_target_name(args.target, target)
+            return convert(args.source, args.target, source, target, hint, force=args.force)
+        via = _via(args.via)
+        if args.workdir.exists() and not args.workdir.is_dir():
+            raise PortError(f"--workdir {args.workdir} is a file, not a directory")
+        try:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PortError(f"cannot make --workdir {args.workdir}: {error.strerror or error}") from None
+        return roundtrip(args.source, source, via, args.workdir, hint, force=args.force)
     except (PortError, Unavailable, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_REFUSED

@@ -246,7 +246,9 @@ def _serve(origin: str) -> int:
             write_frame(replies, {"error": "ResultError", "fields": [error.tensor, error.problem, str(error.expected), str(error.actual)]})
         except (NotSupported, Unavailable) as error:
             write_frame(replies, {"error": type(error).__name__, "message": str(error)})
-        except Exception as error:
+        except (Exception, KeyboardInterrupt, SystemExit) as error:
+            # A row's sys.exit() or KeyboardInterrupt inside a call is its failure, reported like any exception;
+            # the child serves on (a real Ctrl-C reaches the parent too, which ends the run).
             write_frame(replies, {"error": "Exception", "type": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()})
     return 0
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.base import Config, NativeCache, framework_problem, import_framework
-from backends.keras_lstm import NOT_IN_KERAS, KerasLayer, keras_mask
+from backends.keras_lstm import BACKEND_MODULES, KERAS_MISSING, NOT_IN_KERAS, KerasLayer, keras_mask
 from spec.layer import LayerConfig
 
 TF2ONNX_HINT = "tf2onnx is not installed (pip install 'lstm-conformance[tf-onnx]')"
@@ -65,22 +65,37 @@ class Tf2OnnxExport(KerasLayer):
     def __post_init__(self):
         self._sessions = NativeCache()
 
+    def _needed(self) -> tuple[tuple[str, str], ...]:
+        """The modules this row imports, each with what to say when it is not installed."""
+        return (("keras", KERAS_MISSING), BACKEND_MODULES[self.backend], ("tf2onnx", TF2ONNX_HINT), ("onnxruntime", ORT_HINT))
+
+    def _missing(self) -> dict[str, str]:
+        """Each needed module that does not import here, with why (its own hint, or the real import error)."""
+        return {module: problem for module, hint in self._needed() if (problem := framework_problem(module, hint)) is not None}
+
     def _availability(self, device: str) -> str | None:
-        if (reason := super()._availability("cpu")) is not None:
+        if missing := self._missing():  # the first, in the order of _needed(); environment() names them all
+            return next(iter(missing.values()))
+        if (reason := super()._availability("cpu")) is not None:  # Keras' backend in this process
             return reason
-        for module, hint in (("tf2onnx", TF2ONNX_HINT), ("onnxruntime", ORT_HINT)):
-            if (reason := framework_problem(module, hint)) is not None:
-                return reason
         ort = import_framework("onnxruntime", ORT_HINT)
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             return "no CUDA execution provider in this onnxruntime build (install onnxruntime-gpu on a machine with a GPU)"
         return None
 
     def _environment(self, device: str) -> dict[str, object]:
-        ort = import_framework("onnxruntime", ORT_HINT)
-        return {**super()._environment("cpu"), "converter": "tf2onnx.convert.from_function",
-                "tf2onnx": import_framework("tf2onnx", TF2ONNX_HINT).__version__, "opset": OPSET,
-                "onnxruntime": ort.__version__, "intra_op_threads": _threads(), "providers": ort.get_available_providers()}
+        """The Keras row's environment (where Keras and TensorFlow import), each needed module's version or why
+        it is missing ("unavailable: ..."), the converter, and ONNX Runtime's threads and providers."""
+        missing = self._missing()
+        keras_side = ("keras", self.backend)
+        env: dict[str, object] = {} if any(m in missing for m in keras_side) else dict(super()._environment("cpu"))
+        for module, hint in self._needed():
+            env[module] = f"unavailable: {missing[module]}" if module in missing else import_framework(module, hint).__version__
+        env.update(converter="tf2onnx.convert.from_function", opset=OPSET)
+        if "onnxruntime" not in missing:
+            ort = import_framework("onnxruntime", ORT_HINT)
+            env.update(intra_op_threads=_threads(), providers=ort.get_available_providers())
+        return env
 
     # -- convert, then ONNX Runtime ------------------------------------------------------------------
 

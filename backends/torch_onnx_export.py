@@ -34,6 +34,7 @@ from backends.torch_lstm import TorchLSTM, run_lstm
 from spec.layer import LayerConfig
 from spec.params import LayerParams, LSTMParams
 
+ONNX_HINT = "onnx is not installed (pip install 'lstm-conformance[onnxruntime]')"
 ORT_HINT = "onnxruntime is not installed (pip install 'lstm-conformance[onnxruntime]')"
 ONNXSCRIPT_HINT = "torch.onnx.export(dynamo=True) needs onnxscript, which is not installed (pip install onnxscript)"
 
@@ -130,25 +131,35 @@ class TorchOnnxExport(Implementation):
 
     # -- availability ----------------------------------------------------------
 
+    def _needed(self) -> tuple[tuple[str, str], ...]:
+        """The modules this row imports, each with what to say when it is not installed."""
+        needed = (("torch", TORCH_HINT), ("onnx", ONNX_HINT), ("onnxruntime", ORT_HINT))
+        return (*needed, ("onnxscript", ONNXSCRIPT_HINT)) if self.exporter == "dynamo" else needed
+
+    def _missing(self) -> dict[str, str]:
+        """Each needed module that does not import here, with why (its own hint, or the real import error)."""
+        return {module: problem for module, hint in self._needed() if (problem := framework_problem(module, hint)) is not None}
+
     def _availability(self, device: str) -> str | None:
-        needed = [("torch", TORCH_HINT), ("onnx", ORT_HINT), ("onnxruntime", ORT_HINT)]
-        if self.exporter == "dynamo":
-            needed.append(("onnxscript", ONNXSCRIPT_HINT))
-        for module, hint in needed:
-            if (problem := framework_problem(module, hint)) is not None:
-                return problem
+        if missing := self._missing():  # the first, in the order of _needed(); environment() names them all
+            return next(iter(missing.values()))
         ort = import_framework("onnxruntime", ORT_HINT)
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             return "no CUDA execution provider in this onnxruntime build (install onnxruntime-gpu on a machine with a GPU)"
         return None
 
     def _environment(self, device: str) -> dict[str, object]:
-        torch, ort = import_framework("torch", TORCH_HINT), import_framework("onnxruntime", ORT_HINT)
-        env = {"torch": torch.__version__, "exporter": f"torch.onnx.export(dynamo={self.exporter == 'dynamo'})",
-               "onnx": import_framework("onnx", ORT_HINT).__version__, "onnxruntime": ort.__version__,
-               "intra_op_threads": _threads(), "providers": ort.get_available_providers()}
-        if self.exporter == "dynamo":
-            env["onnxscript"] = import_framework("onnxscript", ONNXSCRIPT_HINT).__version__
+        """Each needed module's version, or why it is missing ("unavailable: ..."), the exporter, and ONNX
+        Runtime's threads and providers where it imports."""
+        missing = self._missing()
+        env: dict[str, object] = {}
+        for module, hint in self._needed():
+            env[module] = f"unavailable: {missing[module]}" if module in missing else import_framework(module, hint).__version__
+            if module == "torch":
+                env["exporter"] = f"torch.onnx.export(dynamo={self.exporter == 'dynamo'})"
+        if "onnxruntime" not in missing:
+            ort = import_framework("onnxruntime", ORT_HINT)
+            env.update(intra_op_threads=_threads(), providers=ort.get_available_providers())
         return env
 
     # -- layouts: the exported module's ------------------------------------------

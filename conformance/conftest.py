@@ -16,6 +16,8 @@ serial run, so ``-n 0``, the default and ``-n auto`` print and write the same re
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import platform
 import shutil
@@ -29,8 +31,8 @@ from backends.base import DTYPES, Config
 from backends.plugin import BackendLoadError, load_backend
 from backends.registry import builtin_implementations
 from conformance import isolation
-from conformance.report import Result, build_matrix, render_text, write_reports
-from conformance.runner import KINDS, KNOWN, RESULT, UNFINISHED, case_id, new_result
+from conformance.report import Result, RunState, build_matrix, render_text, write_reports
+from conformance.runner import KINDS, KNOWN, RESULT, UNFINISHED, Verdict, case_id, new_result
 from spec.cases import CASES_BY_NAME, case_set
 from spec.layer_cases import LAYER_CASES_BY_NAME, LayerCase, layer_case_set
 
@@ -56,9 +58,21 @@ def pytest_addoption(parser):
                          "(python -m conformance.golden export DIR); repeatable")
     group.addoption("--report-dir", default="reports", metavar="DIR",
                     help="where the matrix is written as conformance.json and conformance.md (default: reports/)")
-    group.addoption("--call-timeout", type=float, default=isolation.DEFAULT_CALL_TIMEOUT, metavar="S",
+    group.addoption("--call-timeout", type=_seconds, default=isolation.DEFAULT_CALL_TIMEOUT, metavar="S",
                     help=f"seconds one implementation call may take before it fails as timed out (default "
                          f"{isolation.DEFAULT_CALL_TIMEOUT:g}; 0: no limit)")
+
+
+def _seconds(text: str) -> float:
+    """--call-timeout: a finite number of seconds, 0 (no limit) or more; anything else is a usage error now, not
+    a failure of every implementation later (NaN and infinity reach the timers)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or a positive finite number of seconds, got {text!r}")
+    return seconds
 
 
 # ---------------------------------------------------------------------------
@@ -144,10 +158,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "layer: layer cases (directions, stacks, projection, clips, lengths, masks)")
     if config.getoption("--seeds") < 1:
         raise pytest.UsageError(f"--seeds must be at least 1, got {config.getoption('--seeds')}")
-    if config.getoption("--call-timeout") < 0:
-        raise pytest.UsageError(f"--call-timeout must be 0 (no limit) or positive, got {config.getoption('--call-timeout')}")
     # Loaded here so that a bad --backend stops the run at once with a usage error (exit 4).
     config._lstmc_implementations = _implementations(config)
+    isolation.watch_interrupts()
     if _is_worker(config):
         isolation.start_worker(config.workerinput["lstmc_crash_dir"], config.workerinput["workerid"])
         return
@@ -209,6 +222,13 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize(("implementation", "run", "layer_case" if layers else "case"), params)
 
 
+def _test_key(nodeid: str) -> tuple[str, str]:
+    """(test function, parameter id) of a test id such as conformance/test_forward.py::test_forward[torch/nn.LSTM-...]."""
+    name = nodeid.split("::", 1)[-1]
+    function, _, parameters = name.partition("[")
+    return function, parameters[:-1]
+
+
 def _conformance_test(item) -> tuple[str, object, Config, object] | None:
     kind = TEST_KINDS.get(getattr(item, "originalname", ""))
     callspec = getattr(item, "callspec", None)
@@ -246,6 +266,10 @@ def pytest_runtest_makereport(item, call):
         # Something outside the judgement failed (a fixture, the suite itself): say what, from the exception.
         error = call.excinfo.value if call.excinfo is not None else None
         result.status, result.detail = "FAIL", f"{type(error).__name__}: {error}" if error is not None else "the test failed"
+    if report.failed and call.excinfo is not None and isinstance(call.excinfo.value, Verdict) and item.config.option.tbstyle == "auto":
+        # The verdict says everything (what, worst error, where, tolerance, diagnosis); the suite's own frames would
+        # only bury it. --tb=long (or short, native) asks for them.
+        report.longrepr = str(call.excinfo.value)
     report.user_properties.append((RESULT_PROPERTY, result.as_dict()))
     return report
 
@@ -281,6 +305,45 @@ class Controller:
             return (*fields, case_order.get(r.case, len(case_order)))
 
         self.sort_key = sort_key
+        # Every conformance test this run can have, by (test function, parameter id): the selected ones (the
+        # collection, after -k and deselection) are what a complete run judges; the rest of a run cut short is
+        # "not run" in the report, never silently absent.
+        self.tests = {
+            (function, f"{impl.id}-{dtype}-{device}-{_case_id(case)}"): (impl, kind, dtype, device, case)
+            for function, kind in TEST_KINDS.items()
+            for impl in implementations(config) for device in _devices(config) for dtype in _dtypes(config)
+            for case in (_layer_cases(config) if kind.startswith("layer") else _cases(config))
+        }
+        self.selected: list[tuple[str, str]] | None = None
+
+    def _select(self, nodeids) -> None:
+        if self.selected is None:  # every worker collects the same tests; the first says which
+            keys = (_test_key(nodeid) for nodeid in nodeids)
+            self.selected = [key for key in keys if key in self.tests]
+
+    def pytest_collection_finish(self, session):
+        if session.items:  # this process collected (no workers)
+            self._select(item.nodeid for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        self._select(ids)
+
+    def _not_run(self, exitstatus) -> tuple[list[Result], RunState | None]:
+        """A "not run" result for every selected test without a verdict, and the run's state."""
+        if self.selected is None:
+            return [], None
+        judged = {(r.implementation, r.kind, r.dtype, r.device, r.case) for r in self.results}
+        ended = {pytest.ExitCode.INTERRUPTED: "interrupted"}.get(exitstatus, "")
+        missing = []
+        for key in self.selected:
+            impl, kind, dtype, device, case = self.tests[key]
+            if (impl.id, kind, dtype, device, _case_id(case)) not in judged:
+                missing.append(Result(impl.id, kind, dtype, device, _case_id(case), status="not run",
+                                      detail=f"not run: the run {ended or 'ended'} before this test"))
+        if missing and not ended:
+            ended = f"ended early, exit status {int(exitstatus)}"
+        return missing, RunState(expected=len(self.selected), judged=len(self.selected) - len(missing), ended=ended)
 
     def pytest_runtest_logreport(self, report):
         for name, value in report.user_properties:
@@ -293,7 +356,8 @@ class Controller:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem, report, sched):
-        result, how = isolation.crash_result(self.crash_dir, report.node.workerinput["workerid"], crashitem)
+        status = isolation.worker_exit_status(report.node)
+        result, how = isolation.crash_result(self.crash_dir, report.node.workerinput["workerid"], crashitem, status)
         report.longrepr = f"{report.longrepr}\n{how}"
         if result is not None:
             result.update(status="FAIL", detail=how, declared=False)
@@ -326,11 +390,12 @@ class Controller:
             lines.append(f"  {impl.id}: {described}")
         return lines
 
-    def pytest_terminal_summary(self, terminalreporter):
-        if not self.results:
+    def pytest_terminal_summary(self, terminalreporter, exitstatus):
+        not_run, run = self._not_run(exitstatus)
+        if not self.results and not not_run:
             return
-        results = sorted(self.results, key=self.sort_key)
-        matrix = build_matrix(results, self.environment())
+        results = sorted(self.results + not_run, key=self.sort_key)
+        matrix = build_matrix(results, self.environment(), run)
         terminalreporter.section("conformance matrix (cases covered; worst error in eps of the dtype; margin = tolerance / worst error)")
         for line in render_text(matrix).splitlines():
             terminalreporter.write_line(line)

@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +184,25 @@ class ResultsDirectory(Implementation):
             data = _todays_data(vector)
             today = None if data is None else data_fingerprint(data)
             self._today[vector["id"]] = (data, today)
-            self._by_fingerprint[today or vector["inputs_sha256"]] = vector
+            key = today or vector["inputs_sha256"]
+            if key in self._by_fingerprint:  # two entries for one case: one would hide the other's results
+                raise GoldenError(f"{self.directory / 'manifest.json'}: vectors {self._by_fingerprint[key]['id']!r} and "
+                                  f"{vector['id']!r} are the same case and dtype; each vector is listed once")
+            self._by_fingerprint[key] = vector
+        self._check_results_directory()
+
+    def _check_results_directory(self) -> None:
+        """Everything in results/ must be a vector's result file: a stray file (a result for no vector, a name
+        mistyped, a vector dropped from the manifest) is a usage error naming it, never silently ignored."""
+        results = self.directory / "results"
+        if not results.is_dir():
+            return  # every vector then fails as missing its result file
+        expected = {f"{vector['id']}.safetensors" for vector in self.manifest["vectors"]}
+        stray = sorted(entry.name for entry in results.iterdir() if entry.name not in expected)
+        if stray:
+            raise GoldenError(f"--results {self.directory}: results/ holds {len(stray)} file(s) that are no vector's result: "
+                              f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''} (results/<vector id>.safetensors, "
+                              "for the ids in manifest.json; move the others away)")
 
     def _result(self, data_fingerprint_: str) -> tuple[dict, CaseData | LayerCaseData, dict[str, np.ndarray]]:
         vector = self._by_fingerprint.get(data_fingerprint_)
@@ -198,7 +217,8 @@ class ResultsDirectory(Implementation):
         self._check_vector_file(vector, data)
         path = self.directory / "results" / f"{vector['id']}.safetensors"
         if not path.is_file():
-            raise ResultError(str(path), "missing result file", f"results/{vector['id']}.safetensors, written by the implementation", "no such file")
+            found = "no such file" if not path.exists() else f"not a regular file ({_file_kind(path)})"
+            raise ResultError(str(path), "missing result file", f"results/{vector['id']}.safetensors, written by the implementation", found)
         try:
             return vector, data, load_file(str(path))
         except Exception as error:  # a truncated or foreign file: the implementation's fault, named
@@ -223,46 +243,70 @@ class ResultsDirectory(Implementation):
         vector["_checked"] = True
 
     @staticmethod
-    def _outputs(vector: dict, result: dict[str, np.ndarray], names: tuple[str, ...]):
+    def _documented(result: dict[str, np.ndarray], outputs: tuple[str, ...], names: dict[str, str]) -> dict[str, str]:
+        """{file name: the suite's name} of every gradient a result file may hold (grad_x, grad_h0, grad_c0 and
+        grad_<documented weight name>); any other tensor in the file is a ResultError naming it: a second name
+        for one tensor (the suite's internal one beside the documented one) could otherwise hide a wrong value."""
+        grads = {f"grad_{name}": name for name in ("x", "h0", "c0")}
+        grads.update({f"grad_{file_name}": name for name, file_name in names.items()})
+        unexpected = sorted(set(result) - set(outputs) - set(grads))
+        if unexpected:
+            raise ResultError(f"tensor {unexpected[0]!r}", "unexpected in the result file",
+                              f"only {list(outputs)} and grad_ + {sorted(n.removeprefix('grad_') for n in grads)}",
+                              f"tensors {sorted(result)}")
+        return grads
+
+    @classmethod
+    def _outputs(cls, vector: dict, result: dict[str, np.ndarray], names: tuple[str, ...], weights: dict[str, str]):
+        cls._documented(result, names, weights)
         missing = [name for name in names if name not in result]
         if missing:
             raise ResultError(missing[0], "missing from the result file", f"tensors {list(names)}", f"tensors {sorted(result)}")
         return tuple(result[name] for name in names)
 
-    @staticmethod
-    def _gradients(vector: dict, result: dict[str, np.ndarray], names: dict[str, str]) -> dict[str, np.ndarray]:
+    @classmethod
+    def _gradients(cls, vector: dict, result: dict[str, np.ndarray], outputs: tuple[str, ...], names: dict[str, str]) -> dict[str, np.ndarray]:
         """The grad_* tensors of a result file under the suite's names (what the contract then checks)."""
-        suite_name = {file_name: name for name, file_name in names.items()}
-        grads = {suite_name.get(name.removeprefix("grad_"), name.removeprefix("grad_")): value
-                 for name, value in result.items() if name.startswith("grad_")}
+        documented = cls._documented(result, outputs, names)
+        grads = {documented[name]: value for name, value in result.items() if name in documented}
         if not grads:
             raise NotSupported(f"the result file of {vector['id']} has no gradients")
         return grads
 
     def _forward(self, params, x, h0, c0, *, forget_bias, config: Config):
-        vector, _, result = self._result(fingerprint(params, x, h0, c0, forget_bias))
-        return self._outputs(vector, result, OUTPUTS)
+        vector, data, result = self._result(fingerprint(params, x, h0, c0, forget_bias))
+        return self._outputs(vector, result, OUTPUTS, _file_names(data))
 
     def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config: Config) -> dict[str, np.ndarray]:
         vector, data, result = self._result(fingerprint(params, x, h0, c0, forget_bias))
-        return self._gradients(vector, result, _file_names(data))
+        return self._gradients(vector, result, OUTPUTS, _file_names(data))
 
     def _layer_result(self, params, x, h0, c0, layer, lengths, mask):
         return self._result(fingerprint(params, x, h0, c0, layer.forget_bias, layer=layer, lengths=lengths, mask=mask))
 
     def _forward_layer(self, params, x, h0, c0, *, layer, lengths, mask, config: Config):
-        vector, _, result = self._layer_result(params, x, h0, c0, layer, lengths, mask)
-        return self._outputs(vector, result, LAYER_OUTPUTS)
+        vector, data, result = self._layer_result(params, x, h0, c0, layer, lengths, mask)
+        return self._outputs(vector, result, LAYER_OUTPUTS, _file_names(data))
 
     def _backward_layer(self, params, x, h0, c0, cotangents, *, layer, lengths, mask, config: Config):
         vector, data, result = self._layer_result(params, x, h0, c0, layer, lengths, mask)
-        return self._gradients(vector, result, _file_names(data))
+        return self._gradients(vector, result, LAYER_OUTPUTS, _file_names(data))
 
     def _availability(self, device: str) -> str | None:
         return None if device == "cpu" else "results files are checked once, under device cpu"
 
     def _environment(self, device: str) -> dict[str, object]:
         return {"results": str(self.directory), "vectors": len(self.manifest["vectors"])}
+
+
+def _file_kind(path: Path) -> str:
+    """What a path that is not a regular file is, for a message."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _todays_data(vector: dict) -> CaseData | LayerCaseData | None:
@@ -301,6 +345,15 @@ def read_manifest(path: Path) -> dict:
             raise GoldenError(f"{path}: vectors[{k}] ({vector['id']}) has dtype {vector['dtype']!r}, not one of {DTYPES}")
         if vector.get("kind", "cell") not in KINDS:
             raise GoldenError(f"{path}: vectors[{k}] ({vector['id']}) has kind {vector.get('kind')!r}, not one of {KINDS}")
+        # An entry's id names its result file: one that is not its case's would read another vector's results.
+        expected_id = vector_id(vector["case"], vector["dtype"], vector.get("kind", "cell"))
+        if vector["id"] != expected_id:
+            raise GoldenError(f"{path}: vectors[{k}] has id {vector['id']!r}; its case {vector['case']!r}, "
+                              f"{vector['dtype']}, is vector {expected_id!r}")
+    ids = [vector["id"] for vector in vectors]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise GoldenError(f"{path}: vector ids listed more than once: {repeated}")
     return manifest
 
 

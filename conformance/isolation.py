@@ -15,7 +15,11 @@ running and how it died, and that test gets a FAIL ("crashed: signal 11
 - Each worker writes, before every test, which result the test is for
   (:func:`note_current`), and sends fatal errors and time-outs to a log
   (faulthandler); :func:`crash_result` on the controller turns those two files
-  into the crashed test's result.
+  (and the worker's exit status) into the crashed test's result.
+- An implementation that raises KeyboardInterrupt or SystemExit inside a call
+  has failed, like one that raises anything else; only a real SIGINT (Ctrl-C)
+  ends the run. :func:`watch_interrupts` tells the two apart
+  (:func:`user_interrupted`).
 """
 
 from __future__ import annotations
@@ -83,6 +87,32 @@ class deadline:
 
 
 # ---------------------------------------------------------------------------
+# Ctrl-C, told apart from a KeyboardInterrupt raised by an implementation
+# ---------------------------------------------------------------------------
+
+_interrupted = False
+
+
+def _on_sigint(signum, frame):
+    global _interrupted
+    _interrupted = True
+    signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as Python's own handler does
+
+
+def watch_interrupts() -> None:
+    """Note every real SIGINT this process receives (it still raises KeyboardInterrupt as usual). Installed only
+    over Python's default handler (a process that ignores SIGINT, or handles it itself, is left as it is)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def user_interrupted() -> bool:
+    """Whether a real SIGINT arrived since :func:`watch_interrupts` (a KeyboardInterrupt without one was raised
+    by code: an implementation's, which has then failed)."""
+    return _interrupted
+
+
+# ---------------------------------------------------------------------------
 # Workers: what a test is for, and how a worker died
 # ---------------------------------------------------------------------------
 
@@ -108,9 +138,10 @@ def note_current(directory: str | Path, worker: str, nodeid: str, result: dict, 
     faulthandler.enable(file=deadline._log)
 
 
-def crash_result(directory: str | Path, worker: str, nodeid: str) -> tuple[dict | None, str]:
+def crash_result(directory: str | Path, worker: str, nodeid: str, exit_status: int | None = None) -> tuple[dict | None, str]:
     """On the controller, after ``worker`` died running ``nodeid``: (that test's result, or None if it is
-    not a conformance test; what happened)."""
+    not a conformance test; what happened). ``exit_status`` is the worker process's, where known (negative:
+    the signal that ended it)."""
     current, log = worker_files(directory, worker)
     try:
         note = json.loads(current.read_text())
@@ -121,11 +152,11 @@ def crash_result(directory: str | Path, worker: str, nodeid: str) -> tuple[dict 
     except OSError:
         lines = []
     if note.get("nodeid") != nodeid:
-        return None, describe_death(lines, None)
-    return note["result"], describe_death(lines, note.get("call_timeout"))
+        return None, describe_death(lines, None, exit_status)
+    return note["result"], describe_death(lines, note.get("call_timeout"), exit_status)
 
 
-def describe_death(log_lines: list[str], call_timeout: float | None) -> str:
+def describe_death(log_lines: list[str], call_timeout: float | None, exit_status: int | None = None) -> str:
     """What a worker's faulthandler log says about its death, in the words of a verdict."""
     first = next((line for line in log_lines if line.strip()), "")
     frame = _culprit_frame(log_lines)
@@ -140,7 +171,28 @@ def describe_death(log_lines: list[str], call_timeout: float | None) -> str:
         number = _FATAL_ERRORS.get(name)
         how = f"signal {int(number)} ({number.name}, {name})" if number else name
         return f"crashed: {how}{place}"
+    if exit_status is not None and exit_status < 0:
+        number = -exit_status
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        return f"crashed: killed by signal {number} ({name})"
+    if exit_status is not None:
+        return f"crashed: the worker process exited with status {exit_status} during the test (os._exit or exit() in C)"
     return "crashed: the worker process ended during the test without a fatal signal (an exit, or killed)"
+
+
+def worker_exit_status(node, wait: float = 5.0) -> int | None:
+    """The exit status of a pytest-xdist worker that has gone down, from the process execnet started (a popen
+    gateway's); None where that is not known (another gateway type, another execnet)."""
+    popen = getattr(getattr(getattr(node, "gateway", None), "_io", None), "popen", None)
+    if popen is None:
+        return None
+    try:
+        return popen.wait(timeout=wait)
+    except Exception:  # still running, or not a subprocess.Popen: unknown
+        return None
 
 
 def _culprit_frame(log_lines: list[str]) -> str:

@@ -10,8 +10,14 @@ over the cases the run asked for, and says how many it covers:
     partial 14/18   no failure, but not every case passed (some not supported at run time, unavailable)
     known 18/18     a documented known non-conformance (strict xfail) behaved as documented in every case
     known 1 + pass 10/11   in one case; the other ten passed (with their worst error)
+    incomplete 2/18 (16 not run)   no failure so far, but the run ended before these cases were judged
     not supported   the implementation declares that it does not do any of these cases
     unavailable     it could, but not here (framework missing or broken, no GPU)
+
+A run that ends early (Ctrl-C, -x, workers lost) still writes its report: every
+test it had selected and did not judge is a "not run" result, the cells count
+them, and the report says at its top that the run is incomplete and how much
+was not run (:class:`RunState`).
 
 The denominator is the number of cases the run asked for minus those the
 implementation declares it does not support (a standard-only LSTM's peephole
@@ -26,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-STATUSES = ("pass", "FAIL", "known", "not supported", "unavailable")
-CELL_STATUSES = ("pass", "FAIL", "partial", "known", "not supported", "unavailable")
+STATUSES = ("pass", "FAIL", "known", "not supported", "unavailable", "not run")
+CELL_STATUSES = ("pass", "FAIL", "partial", "known", "incomplete", "not supported", "unavailable")
 KINDS = ("outputs", "gradients", "layer outputs", "layer gradients")
 
 
@@ -57,6 +63,7 @@ class Cell:
     known: int = 0  # of them, behaved as documented (a known non-conformance)
     denominator: int = 0  # asked minus those declared not supported
     failed: int = 0
+    not_run: int = 0  # of them, never judged: the run ended before (RunState)
     worst_error_eps: float | None = None
     margin: float | None = None  # tolerance over the worst error (> 1 passes)
     detail: str = ""
@@ -65,7 +72,9 @@ class Cell:
         if self.status in ("not supported", "unavailable"):
             return self.status
         if self.status == "FAIL":
-            return f"FAIL {self.failed}/{self.denominator}"
+            return f"FAIL {self.failed}/{self.denominator}" + (f" ({self.not_run} not run)" if self.not_run else "")
+        if self.status == "incomplete":
+            return f"incomplete {self.covered}/{self.denominator} ({self.not_run} not run)"
         text = f"{self.status} {self.covered}/{self.denominator}"
         if self.status == "known" and self.known < self.covered:  # "known 11/11" would read as eleven known failures
             text = f"known {self.known} + pass {self.covered - self.known}/{self.denominator}"
@@ -75,19 +84,48 @@ class Cell:
 
 
 @dataclass
+class RunState:
+    """Whether the run judged every test it selected: ``expected`` selected, ``judged`` with a verdict (skips
+    included), ``ended`` how it ended when it did not finish (interrupted, stopped early)."""
+
+    expected: int
+    judged: int
+    ended: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.judged >= self.expected and not self.ended
+
+    @property
+    def not_run(self) -> int:
+        return max(0, self.expected - self.judged)
+
+    def line(self) -> str:
+        """The report's first line when the run is incomplete."""
+        how = f" ({self.ended})" if self.ended else ""
+        return (f"INCOMPLETE RUN{how}: {self.not_run} of {self.expected} selected tests were not run; "
+                "their cells say 'not run', and nothing here is a verdict on them")
+
+    def as_dict(self) -> dict:
+        return {"complete": self.complete, "expected": self.expected, "judged": self.judged, "not_run": self.not_run,
+                "ended": self.ended}
+
+
+@dataclass
 class Matrix:
     columns: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, dtype, device)
     rows: dict[str, dict[tuple[str, str, str], Cell]] = field(default_factory=dict)
     environment: dict[str, object] = field(default_factory=dict)
+    run: RunState | None = None  # None: not known (a matrix built from results alone)
 
 
-def build_matrix(results: list[Result], environment: dict | None = None) -> Matrix:
+def build_matrix(results: list[Result], environment: dict | None = None, run: RunState | None = None) -> Matrix:
     """Rows in the order their implementations first appear in ``results``; columns by device, dtype, kind."""
     groups: dict[str, dict[tuple[str, str, str], list[Result]]] = {}
     for r in results:
         groups.setdefault(r.implementation, {}).setdefault((r.kind, r.dtype, r.device), []).append(r)
     columns = sorted({key for row in groups.values() for key in row}, key=lambda k: (k[2], k[1], KINDS.index(k[0])))
-    matrix = Matrix(columns=columns, environment=dict(environment or {}))
+    matrix = Matrix(columns=columns, environment=dict(environment or {}), run=run)
     for impl, row in groups.items():
         matrix.rows[impl] = {key: summarise(cell_results) for key, cell_results in row.items()}
     return matrix
@@ -105,7 +143,9 @@ def summarise(results: list[Result]) -> Cell:
     passed = _count(results, "pass")
     known = _count(results, "known")
     unavailable = _count(results, "unavailable")
-    cell = Cell("partial", asked=asked, covered=len(passed), denominator=denominator, failed=len(failed), known=len(known))
+    not_run = _count(results, "not run")
+    cell = Cell("partial", asked=asked, covered=len(passed), denominator=denominator, failed=len(failed), known=len(known),
+                not_run=len(not_run))
     measured = [r for r in passed if r.worst_error is not None]
     if measured:
         eps = float(np.finfo(results[0].dtype).eps)
@@ -115,6 +155,8 @@ def summarise(results: list[Result]) -> Cell:
     if failed:
         diagnoses = sorted({d for r in failed for d in r.diagnosis})
         cell.status, cell.detail = "FAIL", "; ".join(diagnoses) if diagnoses else failed[0].detail
+    elif not_run:
+        cell.status, cell.detail = "incomplete", not_run[0].detail
     elif denominator == 0:
         cell.status, cell.detail = "not supported", declared[0].detail
     elif len(unavailable) == denominator:
@@ -137,17 +179,22 @@ def _header(column: tuple[str, str, str]) -> str:
     return f"{dtype} {device} {kind}"
 
 
+def _incomplete(matrix: Matrix) -> list[str]:
+    return [matrix.run.line()] if matrix.run is not None and not matrix.run.complete else []
+
+
 def render_text(matrix: Matrix) -> str:
     headers = ["implementation"] + [_header(c) for c in matrix.columns]
     body = [[impl] + [row[c].text() if c in row else "-" for c in matrix.columns] for impl, row in matrix.rows.items()]
     widths = [max(len(line[k]) for line in [headers] + body) for k in range(len(headers))]
     fmt = lambda line: "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(line) for line in body])
+    return "\n".join(_incomplete(matrix) + [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(line) for line in body])
 
 
 def render_markdown(matrix: Matrix) -> str:
     headers = ["implementation"] + [_header(c) for c in matrix.columns]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines = [f"**{line}**" for line in _incomplete(matrix)] + [""] * bool(_incomplete(matrix))
+    lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for impl, row in matrix.rows.items():
         lines.append("| " + " | ".join([f"`{impl}`"] + [row[c].text() if c in row else "-" for c in matrix.columns]) + " |")
     notes = sorted({(impl, cell.status, cell.detail) for impl, row in matrix.rows.items() for cell in row.values() if cell.detail})
@@ -163,6 +210,7 @@ def render_markdown(matrix: Matrix) -> str:
 def to_json(matrix: Matrix, results: list[Result]) -> str:
     return json.dumps(
         {
+            "run": None if matrix.run is None else matrix.run.as_dict(),
             "environment": matrix.environment,
             "matrix": {
                 impl: {_header(c): asdict(cell) for c, cell in row.items()} for impl, row in matrix.rows.items()

@@ -28,7 +28,7 @@ from backends.base import Config, Crashed, Implementation, NotSupported, ResultE
 from backends.config import layer_features
 from conformance.compare import Comparison, compare, describe_index
 from conformance.diagnose import diagnose_gradients, diagnose_layer, diagnose_outputs
-from conformance.isolation import deadline
+from conformance.isolation import deadline, user_interrupted
 from conformance.report import Result
 from conformance.tolerances import tolerance
 from spec.cases import Case, CaseData, Reference, make_case_data, reference
@@ -159,10 +159,20 @@ def new_result(implementation: Implementation, kind: str, run: Config, case_name
     return Result(implementation.id, kind, run.dtype, run.device, case_name, status="FAIL", detail=UNFINISHED)
 
 
+class Verdict(AssertionError):
+    """A FAIL the judge reached: its message is the whole verdict (what was compared, the worst error, where, the
+    tolerance, the diagnosis), so the test report shows it alone unless --tb asks for the traceback."""
+
+
 def fail(result: Result, context: str, message: str) -> None:
     """Record the FAIL (its first line as the detail) and fail the test with the whole message."""
     result.status, result.detail = "FAIL", message.splitlines()[0][:500]
-    raise AssertionError(f"{context}: {message}")
+    raise Verdict(f"{context}: {message}") from None
+
+
+def raised(error: BaseException) -> str:
+    """What an implementation raised, as a verdict's words."""
+    return f"raised {type(error).__name__}: {error}"
 
 
 def skip(result: Result, status: str, reason: str, *, declared: bool = False) -> None:
@@ -198,8 +208,14 @@ def judge(request, implementation: Implementation, run: Config, case: Case | Lay
         skip(result, "unavailable", str(error))
     except (ResultError, Crashed, TimedOut) as error:
         fail(result, context, str(error))
+    except (KeyboardInterrupt, SystemExit) as error:
+        # Raised inside the call by the implementation (sys.exit(), a KeyboardInterrupt of its own): its failure,
+        # not the end of the run. A real Ctrl-C still ends the run.
+        if isinstance(error, KeyboardInterrupt) and user_interrupted():
+            raise
+        fail(result, context, raised(error))
     except Exception as error:  # whatever the implementation raises is its failure, with its message
-        fail(result, context, f"raised {type(error).__name__}: {error}")
+        fail(result, context, raised(error))
     if (change := modified_inputs(given, data)) is not None:
         fail(result, context, change)
 
@@ -227,7 +243,11 @@ def _forward_also_wrong(implementation, run, case, data, expected, kind, timeout
     try:
         with deadline(timeout, f"{implementation.id} forward"):
             outputs = _call(implementation, run, case, given, gradients=False)
-    except Exception:  # NotSupported, or a failure its own outputs test reports
+    except KeyboardInterrupt:
+        if user_interrupted():
+            raise
+        return None
+    except (Exception, SystemExit):  # NotSupported, or a failure its own outputs test reports
         return None
     wrong = [c for c in _comparisons(case, outputs, expected.outputs, kind.replace("gradients", "outputs"), run.dtype) if not c.ok]
     if not wrong:
@@ -239,4 +259,5 @@ def _forward_also_wrong(implementation, run, case, data, expected, kind, timeout
     )
 
 
-__all__ = ["KINDS", "KNOWN", "RESULT", "UNFINISHED", "Comparison", "case_id", "judge", "modified_inputs", "new_result", "pristine", "private_copy"]
+__all__ = ["KINDS", "KNOWN", "RESULT", "UNFINISHED", "Comparison", "Verdict", "case_id", "judge", "modified_inputs", "new_result",
+           "pristine", "private_copy"]

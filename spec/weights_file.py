@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
 from spec.layer import LayerConfig
@@ -203,7 +204,7 @@ def save_weights(path: str | os.PathLike, params: LSTMParams) -> None:
             "write a one-layer stack: spec.save_layer_weights(path, spec.LayerParams((params,)), direction='forward')",
         )
     tensors = {name: np.ascontiguousarray(t) for name, t in params.tensors().items()}
-    save_file(tensors, os.fspath(path), metadata=metadata_for(params))
+    _save(path, tensors, metadata_for(params))
 
 
 def save_layer_weights(
@@ -227,7 +228,24 @@ def save_layer_weights(
         raise LSTMInputError("coupled_input_forget", "wrong type", "True or False", _show(coupled_input_forget))
     named = params.tensors()
     tensors = {file_name: np.ascontiguousarray(named[name]) for name, file_name in layer_tensor_names(params, direction).items()}
-    save_file(tensors, os.fspath(path), metadata=layer_metadata_for(params, direction, bool(coupled_input_forget)))
+    _save(path, tensors, layer_metadata_for(params, direction, bool(coupled_input_forget)))
+
+
+def _save(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """safetensors' save_file, with a target it cannot write named: save_file writes a temporary file beside
+    the target and renames it, so its own error names that temporary file (or no file at all)."""
+    where = os.fspath(path)
+    folder = os.path.dirname(where) or "."
+    if os.path.isdir(where):
+        raise WeightFileError(where, "file", "cannot write", "a path to a file", "a directory")
+    if not os.path.isdir(folder):
+        found = f"{folder} is not a directory" if os.path.exists(folder) else f"no such directory: {folder}"
+        raise WeightFileError(where, "file", "cannot write", "a file in an existing directory", found)
+    try:
+        save_file(tensors, where, metadata=metadata)
+    except SafetensorError as error:  # e.g. permission denied, a full disk
+        reason = re.sub(r' at path ".*"$', "", str(error))
+        raise WeightFileError(where, "file", "cannot write", "a writable file", reason) from None
 
 
 def layer_tensor_names(params: LayerParams, direction: str) -> dict[str, str]:
@@ -281,13 +299,23 @@ def _load(path: str | os.PathLike, check: Callable[[str, dict[str, str], dict], 
             raise WeightFileError(where, name, "non-finite value", "finite values", f"{tensor[index]!r} at index {index}")
     return found, tensors
 
+
+def foreign_format(head: bytes) -> str | None:
+    """What a file's first 9 bytes say it is, among the files people most often pass for safetensors (a pickle,
+    a zip archive as torch.save writes, a NumPy file, an HDF5 file), or None. Only bytes are looked at: the
+    one recogniser of this loader and of the porting command (backends/port.py)."""
+    # A safetensors header length can begin with these bytes too (640 is 80 02 00 ...),
+    # but then the JSON header follows at byte 8, and it starts with "{".
+    if head[8:9] == b"{":
+        return None
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
 def _read_header(where: str, stream: BinaryIO, size: int) -> tuple[dict[str, dict], dict | None, int]:
     """Read and check the safetensors header; return its tensor entries, its metadata and where the data starts."""
     head = stream.read(9)  # the header length and the header's first byte
-    # A safetensors header length can begin with these bytes too (640 is 80 02 00 ...),
-    # but then the JSON header follows at byte 8, and it starts with "{".
-    foreign = next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
-    if foreign and head[8:9] != b"{":
+    foreign = foreign_format(head)
+    if foreign:
         raise WeightFileError(where, "file", _NOT_SAFETENSORS, "a safetensors file", foreign, _CONVERT)
     if size < 8:
         raise WeightFileError(where, "header", _NOT_SAFETENSORS, "at least the 8 bytes of the header length", f"{size} bytes")

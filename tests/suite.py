@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -44,13 +45,19 @@ def subprocess_environment(**extra: str) -> dict[str, str]:
     return environment
 
 
+def _default_sigint() -> None:
+    """In the suite's process, Ctrl-C as a terminal delivers it: a run started in the background (a shell without job
+    control, some CI runners) inherits SIGINT ignored, and the suite's interrupt handling could not be tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_suite(tmp_path: Path, *args: str, env: dict | None = None, timeout: float = 900) -> SuiteRun:
     """``pytest conformance <args>`` in a subprocess, its report written under ``tmp_path``."""
     report_dir = tmp_path / "report"
     environment = subprocess_environment(**(env or {}))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", "--report-dir", str(report_dir), *args],
-        cwd=ROOT, capture_output=True, text=True, env=environment, timeout=timeout,
+        cwd=ROOT, capture_output=True, text=True, env=environment, timeout=timeout, preexec_fn=_default_sigint,
     )
     return SuiteRun(done.returncode, done.stdout, done.stderr, report_dir)
 

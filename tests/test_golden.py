@@ -199,3 +199,70 @@ def test_layer_vectors_pass_when_right_and_fail_with_directions_swapped(tmp_path
     assert "y: worst error" in statuses[("lstmp-stack", "float64", "layer outputs")]["detail"]
     others = [r for key, r in statuses.items() if key != ("lstmp-stack", "float64", "layer outputs")]
     assert others and all(r["status"] == "pass" for r in others), [(r["case"], r["kind"], r["detail"]) for r in others if r["status"] != "pass"]
+
+
+def test_a_wrong_gradient_cannot_hide_behind_the_suites_internal_name(tmp_path):
+    # Before: beside a wrong grad_layer0.forward.W, a right "grad_layer 0 direction 0 W" (the suite's internal name)
+    # was taken instead, and the run passed.
+    def two_names(vector, result):
+        if vector["id"] == "layer-lstmp-stack-float64":
+            right = result["grad_layer0.forward.W"]
+            result["grad_layer 0 direction 0 W"] = right.copy()
+            result["grad_layer0.forward.W"] = right * 2.0
+
+    export(tmp_path / "golden", [], layer_case_names=LAYER_CASES)
+    external_implementation(tmp_path / "golden", corrupt=two_names)
+    run = run_suite(tmp_path, "--results", str(tmp_path / "golden"), "-k", "test_layer and float64-cpu-lstmp-stack]")
+    assert run.returncode == 1, run.output
+    results = run.report["results"]
+    assert results and all(r["status"] == "FAIL" for r in results)
+    assert all("'grad_layer 0 direction 0 W': unexpected in the result file" in r["detail"] for r in results), results
+
+
+def test_a_manifest_entry_cannot_take_another_vectors_id_or_be_listed_twice(tmp_path):
+    # Before: an entry for "small" renamed "T1-float64" read T1's results for small's inputs (and a second entry for
+    # one case replaced the first's).
+    export(tmp_path / "golden", ["small", "T1"])
+    path = tmp_path / "golden" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["vectors"] = [dict(v, id="T1-float64") if v["id"] == "small-float64" else v for v in manifest["vectors"]
+                           if v["id"] != "T1-float64"]
+    path.write_text(json.dumps(manifest))
+    run = run_suite(tmp_path, "--results", str(tmp_path / "golden"))
+    assert run.returncode == 4 and "has id 'T1-float64'; its case 'small', float64, is vector 'small-float64'" in run.stderr, run.output
+
+    twice = json.loads((tmp_path / "golden" / "manifest.json").read_text())
+    export(tmp_path / "golden", ["small", "T1"])
+    manifest = json.loads(path.read_text())
+    manifest["vectors"].append(dict(manifest["vectors"][0]))
+    path.write_text(json.dumps(manifest))
+    run = run_suite(tmp_path, "--results", str(tmp_path / "golden"))
+    assert run.returncode == 4 and "vector ids listed more than once: ['small-float32']" in run.stderr, run.output
+    assert twice  # the first manifest was read back as written
+
+
+@pytest.mark.parametrize("make", [
+    lambda path: path.mkdir(),
+    lambda path: path.symlink_to("/dev/null"),
+], ids=["directory", "device"])
+def test_a_result_path_that_is_not_a_file_says_what_it_is(tmp_path, make):
+    # Before: "no such file" for a directory or a device standing where the result file should be.
+    export(tmp_path / "golden", CASES)
+    external_implementation(tmp_path / "golden", skip={"small-float64"})
+    make(tmp_path / "golden" / "results" / "small-float64.safetensors")
+    result = suite(tmp_path / "golden", tmp_path / "report")
+    assert result.returncode == 1, result.output
+    wrong = [r for r in result.report["results"] if r["case"] == "small" and r["dtype"] == "float64"]
+    kind = "a directory" if (tmp_path / "golden" / "results" / "small-float64.safetensors").is_dir() else "a character device"
+    assert wrong and all(f"missing result file: expected results/small-float64.safetensors, written by the implementation, "
+                         f"got not a regular file ({kind})" in r["detail"] for r in wrong), wrong
+
+
+def test_a_stray_file_in_results_is_reported(tmp_path):
+    # Before: a result for no vector (a typo in its name, a vector dropped from the manifest) was ignored silently.
+    export(tmp_path / "golden", CASES)
+    external_implementation(tmp_path / "golden")
+    (tmp_path / "golden" / "results" / "small-float46.safetensors").write_bytes(b"")
+    result = suite(tmp_path / "golden", tmp_path / "report")
+    assert result.returncode == 4, result.output
+    assert "results/ holds 1 file(s) that are no vector's result: small-float46.safetensors" in result.stderr

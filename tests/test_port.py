@@ -4,6 +4,7 @@ hold, and proof that a wrong port is caught (by the read-back, and by running bo
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -38,12 +39,36 @@ def torch_file(tmp_path, name: str):
     return torch_path, params
 
 
+def written(tmp_path, fmt: str, name: str, case: str = "stacked-bidirectional", dtype=np.float32):
+    """A file of a layer case's weights in ``fmt``, written by the format's own writer (no proof: no framework
+    runs, so that a test of a refusal needs none)."""
+    data = make_layer_case_data(layer_case_by_name(case), dtype)
+    path = tmp_path / name
+    port.FORMATS[fmt].write(path, data.params, port.Architecture.of(data.params, data.config.direction))
+    return path
+
+
+def refused(capsys, argv, *fragments: str) -> str:
+    """The command refuses ``argv`` as a usage error: exit 2, one line on stderr holding every fragment."""
+    try:
+        status = port.main(argv)
+    except SystemExit as error:  # argparse's own usage errors
+        status = error.code
+    err = capsys.readouterr().err
+    assert status == port.EXIT_REFUSED, err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("usage:") and not line.startswith(" ")]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} missing from: {lines[0]}"
+    return lines[0]
+
+
 def run_command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "backends.port", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env=subprocess_environment())
 
 
-@needs("torch", "keras", "tensorflow", "flax", "onnxruntime")
+@needs("torch", "keras", "tensorflow", "flax", "onnx", "onnxruntime")
 def test_a_two_layer_bidirectional_lstm_round_trips_torch_keras_flax_onnx_and_back(tmp_path):
     source, _ = torch_file(tmp_path, "stacked-bidirectional")
     done = run_command("roundtrip", str(source), "--via", "keras,flax,onnx", "--workdir", str(tmp_path / "hops"))
@@ -56,17 +81,15 @@ def test_a_two_layer_bidirectional_lstm_round_trips_torch_keras_flax_onnx_and_ba
     assert "round trip torch -> keras -> flax -> onnx -> torch: the same parameters as the start, bit for bit" in done.stdout
 
 
-@needs("torch")
 def test_a_projection_into_keras_is_refused_with_the_reason(tmp_path, capsys):
-    source, _ = torch_file(tmp_path, "lstmp-padded")
-    capsys.readouterr()
+    """Refused before Keras (or torch) is even looked for: the row's reason is enough."""
+    source = written(tmp_path, "torch", "lstmp-padded.safetensors", case="lstmp-padded")
     assert port.main(["convert", str(source), str(tmp_path / "lstmp.weights.h5")]) == port.EXIT_REFUSED
     out = capsys.readouterr().out
     assert "projection 2" in out and "refused: keras cannot hold this LSTM: Keras' LSTM has no projection" in out
     assert not (tmp_path / "lstmp.weights.h5").exists()
 
 
-@needs("torch")
 def test_peepholes_into_torch_are_refused_with_the_reason(tmp_path, capsys):
     params, direction = case_params("bidirectional")
     source = tmp_path / "peep.lstm.safetensors"
@@ -122,7 +145,6 @@ def test_a_file_written_wrong_is_caught_by_the_read_back(tmp_path, capsys, monke
     assert "read back: DIFFERENT in layer 0 direction 0 W" in out, out
 
 
-@needs("torch")
 def test_formats_come_from_the_suffix_longest_first_and_unknown_ones_are_an_error(tmp_path, capsys):
     assert port.format_of(tmp_path / "a.lstm.safetensors", None).name == "spec"
     assert port.format_of(tmp_path / "a.safetensors", None).name == "torch"
@@ -140,7 +162,6 @@ def test_a_keras_or_flax_source_needs_its_architecture(tmp_path, capsys):
         port.main(["convert", str(path), str(tmp_path / "b.onnx"), "--layers", "2"])
 
 
-@needs("torch")
 def test_a_file_that_is_not_a_state_dict_is_refused_by_name(tmp_path, capsys):
     from safetensors.numpy import save_file
 
@@ -156,3 +177,320 @@ def test_a_coupled_spec_file_is_refused(tmp_path, capsys):
     save_layer_weights(path, params, direction=direction, coupled_input_forget=True)
     assert port.main(["convert", str(path), str(tmp_path / "b.onnx")]) == port.EXIT_REFUSED
     assert "coupled_input_forget" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# What a port must never do to the user's files, and the sentences a user gets instead of a traceback
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["same-path", "dot-dot", "symlink", "hard-link"])
+def test_convert_never_writes_over_its_source(tmp_path, capsys, how):
+    source = written(tmp_path, "torch", "lstm.safetensors")
+    before = source.read_bytes()
+    (tmp_path / "sub").mkdir()
+    target = {"same-path": source, "dot-dot": tmp_path / "sub" / ".." / source.name}.get(how, tmp_path / "other.safetensors")
+    if how == "symlink":
+        target.symlink_to(source)
+    elif how == "hard-link":
+        os.link(source, target)
+    for force in ([], ["--force"]):
+        refused(capsys, ["convert", str(source), str(target), *force], "is the source", "proves nothing")
+        assert source.read_bytes() == before
+
+
+@needs("onnx")
+def test_an_onnx_model_is_not_cut_down_to_its_lstm_in_place(tmp_path, capsys):
+    """An ONNX model whose LSTM feeds a Relu: written over itself, only the LSTM would be left."""
+    import onnx
+    from onnx import helper
+
+    path = written(tmp_path, "onnx", "m.onnx")
+    model = onnx.load(str(path))
+    y = model.graph.output[0]
+    model.graph.node.append(helper.make_node("Relu", [y.name], [y.name + "_relu"]))
+    y.name += "_relu"
+    onnx.save(model, str(path))
+    before = path.read_bytes()
+    refused(capsys, ["convert", str(path), str(path)], "is the source")
+    assert path.read_bytes() == before
+
+
+def test_roundtrip_never_writes_over_its_source(tmp_path, capsys):
+    """The last hop of torch -> onnx -> torch in the source's own folder is named hop2-torch.safetensors."""
+    source = written(tmp_path, "torch", "hop2-torch.safetensors")
+    before = source.read_bytes()
+    for force in ([], ["--force"]):
+        refused(capsys, ["roundtrip", str(source), "--via", "onnx", "--workdir", str(tmp_path), *force], "hop2-torch.safetensors", "is the source")
+        assert source.read_bytes() == before and not (tmp_path / "hop1-onnx.onnx").exists()
+
+
+def test_an_existing_target_is_written_over_only_with_force(tmp_path, capsys):
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    target = tmp_path / "b.lstm.safetensors"
+    target.write_bytes(b"the user's own file")
+    refused(capsys, ["convert", str(source), str(target)], str(target), "exists", "--force")
+    assert target.read_bytes() == b"the user's own file"
+    assert port.main(["convert", str(source), str(target), "--force"]) == port.EXIT_AGREES
+    assert port.FORMATS["spec"].read(target, None)[0].tensors().keys() == port.FORMATS["spec"].read(source, None)[0].tensors().keys()
+    hops = tmp_path / "hops"
+    hops.mkdir()
+    (hops / "hop1-spec.lstm.safetensors").write_bytes(b"an earlier run's hop")
+    refused(capsys, ["roundtrip", str(source), "--via", "spec", "--workdir", str(hops)], "hop1-spec.lstm.safetensors", "exists", "--force")
+    assert (hops / "hop1-spec.lstm.safetensors").read_bytes() == b"an earlier run's hop"
+    assert port.main(["roundtrip", str(source), "--via", "spec", "--workdir", str(hops), "--force"]) == port.EXIT_AGREES
+
+
+def test_a_float64_file_is_refused_before_an_onnx_file_is_written(tmp_path, capsys):
+    """ONNX Runtime's LSTM runs float32 only: the ONNX file could not be proven, nor run by its users."""
+    source = written(tmp_path, "spec", "f64.lstm.safetensors", dtype=np.float64)
+    assert port.main(["convert", str(source), str(tmp_path / "out.onnx")]) == port.EXIT_REFUSED
+    out = capsys.readouterr().out
+    assert "refused: onnx" in out and "float32 only" in out and "float64" in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f64.lstm.safetensors"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-target", "forced-over-a-file"])
+def test_a_port_that_fails_leaves_no_file_behind(tmp_path, capsys, monkeypatch, existing):
+    """A failure while writing or proving: no partial target, and a file the user had is still there as it was."""
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    target = tmp_path / "b.lstm.safetensors"
+    if existing:
+        target.write_bytes(b"the user's own file")
+
+    def failing_proof(*args, **kwargs):
+        raise RuntimeError("the proof broke")
+
+    monkeypatch.setattr(port, "prove", failing_proof)
+    with pytest.raises(RuntimeError, match="the proof broke"):
+        port.main(["convert", str(source), str(target), "--force"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lstm.safetensors"] + (["b.lstm.safetensors"] if existing else [])
+    if existing:
+        assert target.read_bytes() == b"the user's own file"
+
+
+@pytest.mark.parametrize("gates, holds", [(3, "holds a GRU (3 gates"), (1, "holds a plain RNN (1 gate")], ids=["gru", "rnn"])
+def test_a_gru_or_rnn_state_dict_is_named_as_such(tmp_path, capsys, gates, holds):
+    """torch.nn.GRU and torch.nn.RNN state_dicts have the LSTM's names; only the rows say how many gates."""
+    from safetensors.numpy import save_file
+
+    H, I = 8, 4
+    path = tmp_path / "gru.safetensors"
+    save_file({"weight_ih_l0": np.zeros((gates * H, I), np.float32), "weight_hh_l0": np.zeros((gates * H, H), np.float32),
+               "bias_ih_l0": np.zeros(gates * H, np.float32), "bias_hh_l0": np.zeros(gates * H, np.float32)}, str(path))
+    refused(capsys, ["convert", str(path), str(tmp_path / "b.onnx")], str(path), holds, "not an LSTM (4 gates")
+
+
+@needs("keras", "tensorflow", "h5py")
+@pytest.mark.parametrize("layer, holds", [("GRU", "GRU"), ("Dense", "dense")])
+def test_a_keras_file_of_other_layers_is_named_as_such(tmp_path, capsys, layer, holds):
+    import keras
+
+    model = keras.Sequential([keras.Input((None, 4) if layer == "GRU" else (4,)), getattr(keras.layers, layer)(8)])
+    path = tmp_path / "other.weights.h5"
+    model.save_weights(str(path))
+    refused(capsys, ["convert", str(path), str(tmp_path / "b.onnx"), "--layers", "1", "--direction", "forward"],
+            str(path), holds, "not a stack of Keras LSTM layers")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".weights.h5", ".msgpack", ".onnx", ".lstm.safetensors"])
+def test_a_target_in_a_missing_directory_is_one_sentence(tmp_path, capsys, suffix):
+    source = written(tmp_path, "spec", "a.lstm.safetensors", case="one-layer")
+    for folder, why in ((tmp_path / "missing", "does not exist"), (source, "is not a directory")):
+        target = folder / f"out{suffix}"
+        refused(capsys, ["convert", str(source), str(target)], f"cannot write {target}", str(folder), why)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lstm.safetensors"]
+
+
+def test_layers_must_be_at_least_one(tmp_path, capsys):
+    refused(capsys, ["convert", str(tmp_path / "a.weights.h5"), str(tmp_path / "b.onnx"), "--layers", "0", "--direction", "forward"],
+            "--layers", ">= 1")
+
+
+@pytest.mark.parametrize("fmt, name", [("torch", "a.safetensors"), ("spec", "a.lstm.safetensors")])
+def test_layers_and_direction_that_contradict_the_file_are_refused(tmp_path, capsys, fmt, name):
+    """A torch or spec file says its own architecture (2 bidirectional layers here): --layers and --direction
+    may only repeat it."""
+    source = written(tmp_path, fmt, name)
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.lstm.safetensors"), "--layers", "3", "--direction", "bidirectional"],
+            str(source), "2 layer(s), bidirectional", "--layers 3 --direction bidirectional")
+    assert not (tmp_path / "b.lstm.safetensors").exists()
+
+
+def write_torch_zip(path):
+    """The layout torch.save writes (a zip archive holding a pickle), without torch."""
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("lstm/data.pkl", pickle.dumps({"weight_ih_l0": [0.5]}))
+
+
+def write_onnx(path):
+    port.FORMATS["onnx"].write(path, *_stack())
+
+
+@pytest.mark.parametrize(
+    "make, name, options, fragments",
+    [
+        (write_torch_zip, "lstm.safetensors", [], ("is a zip archive", "torch.save", "not a safetensors file", "nothing is unpickled")),
+        pytest.param(write_onnx, "lstm.safetensors", [], ("is an ONNX model", "not a safetensors file", "--from onnx"), marks=needs("onnx")),
+        pytest.param(write_onnx, "lstm.onnx", ["--from", "torch"], ("is an ONNX model", "not a safetensors file"), marks=needs("onnx")),
+        (lambda path: port.FORMATS["torch"].write(path, *_stack()), "lstm.onnx", [], ("is a safetensors file", "not an ONNX model", "--from torch")),
+    ],
+    ids=["torch-save-zip", "onnx-named-safetensors", "onnx-from-torch", "safetensors-named-onnx"],
+)
+def test_a_file_of_another_format_is_named_as_such(tmp_path, capsys, make, name, options, fragments):
+    path = tmp_path / name
+    make(path)
+    refused(capsys, ["convert", str(path), str(tmp_path / "b.lstm.safetensors"), *options], str(path), *fragments)
+
+
+def _stack():
+    data = make_layer_case_data(layer_case_by_name("stacked-bidirectional"), np.float32)
+    return data.params, port.Architecture.of(data.params, data.config.direction)
+
+
+@pytest.mark.parametrize("via", ["", " ", "onnx,,flax", "onnx,"])
+def test_an_empty_via_is_a_usage_error(tmp_path, capsys, via):
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    refused(capsys, ["roundtrip", str(source), "--via", via, "--workdir", str(tmp_path / "hops")], "--via", "empty")
+    assert not (tmp_path / "hops").exists()
+
+
+def test_a_workdir_that_is_a_file_is_named(tmp_path, capsys):
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    refused(capsys, ["roundtrip", str(source), "--via", "spec", "--workdir", str(source)], f"--workdir {source} is a file, not a directory")
+    refused(capsys, ["roundtrip", str(source), "--via", "spec", "--workdir", str(source / "hops")], f"cannot make --workdir {source / 'hops'}")
+
+
+def test_a_target_that_is_a_directory_is_refused_even_with_force(tmp_path, capsys):
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    (tmp_path / "b.onnx").mkdir()
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.onnx"), "--force"], f"{tmp_path / 'b.onnx'} is a directory")
+
+
+def test_a_state_dict_read_as_a_spec_file_names_the_missing_metadata(tmp_path, capsys):
+    source = written(tmp_path, "torch", "lstm.safetensors")
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.onnx"), "--from", "spec"], str(source), "metadata 'format'")
+
+
+def test_refusals_need_no_framework(tmp_path):
+    """In an environment with none of the frameworks (tox -e spec), the refusals still come as sentences."""
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    (tmp_path / "a.msgpack").write_bytes(b"")
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'tensorflow', 'keras', 'jax', 'flax', 'onnxruntime', 'h5py'): sys.modules[m] = None\n"
+        "from backends import port\n"
+        f"assert port.main(['convert', {str(tmp_path / 'a.msgpack')!r}, {str(tmp_path / 'b.onnx')!r}]) == 2\n"
+        f"assert port.main(['convert', {str(source)!r}, {str(source)!r}]) == 2\n"
+        f"assert port.main(['roundtrip', {str(source)!r}, '--via', '']) == 2\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=subprocess_environment())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "give --layers and --direction" in done.stderr and "is the source" in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------------
+# Malformed sources of the kinds users have: each named, with the file and the tensor, never a traceback
+# ---------------------------------------------------------------------------
+
+
+def torch_state(H=8, I=4, **changes):
+    """A one-layer torch.nn.LSTM state_dict (NumPy), with tensors replaced (an array) or removed (None)."""
+    state = {"weight_ih_l0": np.zeros((4 * H, I), np.float32), "weight_hh_l0": np.zeros((4 * H, H), np.float32),
+             "bias_ih_l0": np.zeros(4 * H, np.float32), "bias_hh_l0": np.zeros(4 * H, np.float32)}
+    state.update(changes)
+    return {name: tensor for name, tensor in state.items() if tensor is not None}
+
+
+@pytest.mark.parametrize(
+    "state, fragments",
+    [
+        (torch_state(weight_hh_l0=None), ("missing ['weight_hh_l0']",)),
+        (torch_state(weight_ih_l2=np.zeros((32, 8), np.float32)), ("3 layer(s)", "missing ['bias_hh_l1'",)),
+        (torch_state(extra=np.zeros(2, np.float32)), ("unexpected tensor(s) ['extra']",)),
+        (torch_state(bias_hh_l0=np.zeros(7, np.float32)), ("bias_hh_l0: wrong shape: expected (32,), got (7,)",)),
+        ({k: v.astype(np.float16) for k, v in torch_state().items()}, ("float16", "casts nothing")),
+    ],
+    ids=["missing-tensor", "missing-layer", "extra-tensor", "wrong-shape", "float16"],
+)
+def test_a_broken_state_dict_is_named_by_tensor(tmp_path, capsys, state, fragments):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "lstm.safetensors"
+    save_file(state, str(path))
+    refused(capsys, ["convert", str(path), str(tmp_path / "b.lstm.safetensors")], str(path), *fragments)
+
+
+def test_a_truncated_safetensors_file_is_named(tmp_path, capsys):
+    source = written(tmp_path, "torch", "lstm.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(source.read_bytes()[:-100])
+    refused(capsys, ["convert", str(cut), str(tmp_path / "b.lstm.safetensors")], str(cut), "not a readable safetensors file")
+
+
+@pytest.mark.parametrize("name, options", [("e.safetensors", []), ("e.lstm.safetensors", []), ("e.onnx", []),
+                                           ("e.weights.h5", ["--layers", "1", "--direction", "forward"]),
+                                           ("e.msgpack", ["--layers", "1", "--direction", "forward"])])
+def test_an_empty_source_is_named(tmp_path, capsys, name, options):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    refused(capsys, ["convert", str(path), str(tmp_path / "b.lstm.safetensors"), *options], f"{path} is empty (0 bytes)")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_source_that_is_not_a_regular_file_is_named_without_waiting(tmp_path, capsys, kind):
+    path = tmp_path / "lstm.safetensors"
+    if kind == "directory":
+        path.mkdir()
+    elif hasattr(os, "mkfifo"):
+        os.mkfifo(path)  # opening it would wait for a writer
+    else:
+        pytest.skip("no FIFOs on this system")
+    refused(capsys, ["convert", str(path), str(tmp_path / "b.lstm.safetensors")], str(path), "a directory" if kind == "directory" else "not a regular file")
+
+
+@pytest.mark.parametrize("fmt", ["keras", "flax", "onnx"])
+def test_a_safetensors_file_read_as_another_format_is_named(tmp_path, capsys, fmt):
+    source = written(tmp_path, "torch", "lstm.safetensors")
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.lstm.safetensors"), "--from", fmt, "--layers", "2", "--direction", "bidirectional"],
+            str(source), "is a safetensors file", "--from torch")
+
+
+@pytest.mark.parametrize("name, to", [("out.safetensors", "keras"), ("out.safetensors", "onnx"), ("out.lstm.safetensors", "torch"), ("out.h5", "keras")])
+def test_a_target_name_that_says_another_format_than_to_is_refused(tmp_path, capsys, name, to):
+    """Keras refuses any name but .weights.h5; the others would write a file whose name misleads its next reader."""
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    refused(capsys, ["convert", str(source), str(tmp_path / name), "--to", to], str(tmp_path / name))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lstm.safetensors"]
+
+
+@needs("torch")
+def test_a_state_dict_without_biases_ports(tmp_path, capsys):
+    """torch.nn.LSTM(bias=False) saves no bias tensors: the canonical b is zero, and the proof builds its module so."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    state = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in torch_state(bias_ih_l0=None, bias_hh_l0=None).items()}
+    path = tmp_path / "nobias.safetensors"
+    save_file(state, str(path))
+    assert port.main(["convert", str(path), str(tmp_path / "b.lstm.safetensors")]) == port.EXIT_AGREES, capsys.readouterr()
+    assert not port.FORMATS["spec"].read(tmp_path / "b.lstm.safetensors", None)[0].cells[0].b.any()
+
+
+@needs("flax")
+def test_a_flax_file_of_another_architecture_is_named(tmp_path, capsys):
+    source = written(tmp_path, "flax", "lstm.msgpack")  # 2 bidirectional layers
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.lstm.safetensors"), "--layers", "1", "--direction", "forward"],
+            str(source), "['layers_0', 'layers_1']", "--layers 1 --direction forward")
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.lstm.safetensors"), "--layers", "2", "--direction", "forward"],
+            str(source), "layers_0 is a bidirectional layer")
+
+
+@needs("keras", "tensorflow", "h5py")
+def test_a_keras_file_of_another_architecture_is_named(tmp_path, capsys):
+    source = written(tmp_path, "keras", "lstm.weights.h5")  # 2 bidirectional layers
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.lstm.safetensors"), "--layers", "1", "--direction", "forward"],
+            str(source), "holds 2 bidirectional LSTM layer(s)", "--layers 1 --direction forward")

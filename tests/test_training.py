@@ -345,3 +345,81 @@ def test_tf1_rows_are_unavailable_with_the_real_reason_when_tf_keras_cannot_be_i
     report = (out / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| tf1/BasicLSTMCell |"))
     assert "unavailable: " in row and "BasicLSTMCell failed: ImportError" in row, row
+
+
+# ---------------------------------------------------------------------------
+# The command line: a bad option is a usage error (exit 2, one line), never a silent default or a traceback
+# ---------------------------------------------------------------------------
+
+
+def _usage_error(capsys, argv: list[str]) -> str:
+    """parse(argv) must stop with argparse's usage error (status 2); its one error line."""
+    from training.digits import parse
+
+    with pytest.raises(SystemExit) as stop:
+        parse(argv)
+    assert stop.value.code == 2, stop.value.code
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [pytest.param(argv, expected, id=" ".join(argv)) for argv, expected in [
+    (["--jobs", "0"], ("--jobs", "at least 1", "0")),
+    (["--jobs", "-2"], ("--jobs", "at least 1", "-2")),
+    (["--timing-repeats", "-4"], ("--timing-repeats", "at least 0", "-4")),
+    (["--steps", "0"], ("--steps", "at least 1", "0")),
+    (["--steps", "-3", "--quick"], ("--steps", "at least 1", "-3")),
+    (["--seed", "-1"], ("--seed", "from 0 to 4294967295", "-1")),
+    (["--seed", str(2**32)], ("--seed", "from 0 to 4294967295", str(2**32))),
+]])
+def test_a_number_out_of_range_is_a_usage_error_naming_the_option_the_range_and_the_value(capsys, argv, expected):
+    option, requirement, given = expected
+    line = _usage_error(capsys, argv)
+    assert option in line and requirement in line and f"got {given}" in line, line
+
+
+@pytest.mark.parametrize("frameworks", ["", ",", " , ", "torch,pytorch", "Torch"])
+def test_an_empty_or_unknown_framework_list_is_a_usage_error_naming_the_known_ones(capsys, frameworks):
+    """Nothing trained is not a pass: an empty list is refused, as an unknown name is."""
+    from training.runs import FRAMEWORKS
+
+    line = _usage_error(capsys, ["--frameworks", frameworks])
+    assert "--frameworks" in line and all(name in line for name in FRAMEWORKS), line
+    assert repr(frameworks.strip()) in line or "pytorch" in line or "Torch" in line, line
+
+
+def test_valid_options_pass_and_a_framework_list_is_cleaned(tmp_path):
+    from training.digits import parse
+
+    args = parse(["--jobs", "1", "--timing-repeats", "0", "--steps", "1", "--seed", "0", "--frameworks", " torch, ,flax,torch",
+                  "--out", str(tmp_path / "new" / "folder")])
+    assert (args.jobs, args.timing_repeats, args.steps, args.seed) == (1, 0, 1, 0)
+    assert args.frameworks == "torch,flax"
+    assert parse(["--out", str(tmp_path)]).out == tmp_path  # an existing folder is fine
+
+
+@pytest.mark.parametrize("where", ["file", "below-a-file"])
+def test_an_out_that_is_or_lies_below_a_file_is_a_usage_error(capsys, tmp_path, where):
+    existing = tmp_path / "report.md"
+    existing.write_text("not a folder\n")
+    out = existing if where == "file" else existing / "sub"
+    line = _usage_error(capsys, ["--out", str(out)])
+    assert "--out" in line and "not a folder" in line and str(existing) in line, line
+
+
+@pytest.mark.parametrize("case", ["out-is-a-file", "no-frameworks"])
+def test_the_command_exits_2_with_one_line_and_no_traceback_on_a_usage_error(tmp_path, case):
+    """End to end: exit status 2 (1 says a framework left the bound), one error line, nothing trained."""
+    existing = tmp_path / "a-file"
+    existing.write_text("")
+    args = ["--steps", "1", "--timing-repeats", "0", "--no-non-conformance"]
+    if case == "out-is-a-file":
+        out = existing
+    else:
+        out, args = tmp_path / "out", [*args, "--frameworks", ""]
+    result = _run_cli(args, out)
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and "within the rounding bound" not in result.stdout, result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1, result.stderr
+    assert not (tmp_path / "out").exists()

@@ -269,13 +269,18 @@ def test_gradient_failures_of_a_wrong_forward_say_so_and_name_the_mistake(tmp_pa
     "args, message",
     [
         (("--seeds", "0"), "--seeds must be at least 1"),
-        (("--call-timeout", "-1"), "--call-timeout must be 0"),
+        (("--call-timeout", "-1"), "--call-timeout: must be 0 (no limit) or a positive finite number of seconds, got '-1'"),
+        # Before: accepted, then every call of a correct implementation failed ("Invalid value NaN", "timestamp out
+        # of range").
+        (("--call-timeout", "nan"), "--call-timeout: must be 0 (no limit) or a positive finite number of seconds, got 'nan'"),
+        (("--call-timeout", "inf"), "--call-timeout: must be 0 (no limit) or a positive finite number of seconds, got 'inf'"),
+        (("--call-timeout", "soon"), "--call-timeout: expected a number of seconds, got 'soon'"),
     ],
-    ids=["seeds-0", "negative-timeout"],
+    ids=["seeds-0", "negative-timeout", "nan-timeout", "infinite-timeout", "word-timeout"],
 )
 def test_bad_options_are_usage_errors(tmp_path, args, message):
     run = run_suite(tmp_path, "--backend", str(EXAMPLE), *args)
-    assert run.returncode == 4 and message in run.stderr, run.output
+    assert run.returncode == 4 and message in run.stderr and "passed" not in run.stdout, run.output
 
 
 def test_a_report_dir_that_cannot_be_written_is_a_usage_error_before_the_run(tmp_path):
@@ -343,8 +348,10 @@ def test_entry_points_cannot_be_overridden():
     (lambda h, hT, cT: (h, None, cT), "h_T: not a NumPy array: expected numpy.ndarray float32 (3, 4), got NoneType"),
     (lambda h, hT, cT: (h, hT[:, :2], cT), "h_T: wrong shape: expected (3, 4), got (3, 2)"),
     (lambda h, hT, cT: (h, hT, np.full_like(cT, np.nan)), "c_T: non-finite value"),
-    (lambda h, hT, cT: (h, hT), "outputs: wrong type"),
-], ids=["float64-for-float32", "int64", "list", "None", "shape", "nan", "two-outputs"])
+    (lambda h, hT, cT: (h, hT), "outputs: wrong type: expected (h_seq, h_T, c_T), got a tuple of 2"),
+    (lambda h, hT, cT: [h, hT, cT, cT], "outputs: wrong type: expected (h_seq, h_T, c_T), got a list of 4"),
+    (lambda h, hT, cT: {"h_seq": h}, "outputs: wrong type: expected (h_seq, h_T, c_T), got dict"),
+], ids=["float64-for-float32", "int64", "list", "None", "shape", "nan", "two-outputs", "four-outputs", "dict"])
 def test_an_answer_outside_the_contract_is_a_result_error(answer, message):
     from backends.base import Config, ResultError
     from backends.plugin import load_backend
@@ -411,3 +418,126 @@ def test_a_row_in_its_own_process_that_hangs_is_stopped_and_the_next_call_gets_a
     outputs = row.forward(t1.params, t1.x, t1.h0, t1.c0, forget_bias=0.0, config=Config())
     assert outputs.h_seq.shape == t1.x.shape[:2] + (t1.params.hidden_size,)
     assert row.environment()["pid"] not in (first_pid, os.getpid())
+
+
+# ---------------------------------------------------------------------------
+# 4. Runs that end early say so; what an implementation raises is its own failure
+# ---------------------------------------------------------------------------
+
+LAYER = str(EXAMPLE.parent / "numpy_layer_lstm.py")
+
+
+def _layer_plugin(tmp_path, name: str, row_id: str, body: str) -> str:
+    """The layer example under another id, its forward_layer doing ``body`` first (``config`` in scope)."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('example_layer', {LAYER!r})\n"
+        "example = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(example)\n"
+        f"ID = {row_id!r}\n"
+        "DTYPES, VARIANTS, LAYER_FEATURES = example.DTYPES, example.VARIANTS, example.LAYER_FEATURES\n"
+        "backward_layer = example.backward_layer\n\n\n"
+        "def forward_layer(params, x, h0, c0, *, config, lengths, mask):\n"
+        f"{body}\n"
+        "    return example.forward_layer(params, x, h0, c0, config=config, lengths=lengths, mask=mask)\n"
+    )
+    return str(path)
+
+
+def test_keyboard_interrupt_or_exit_inside_a_call_is_that_rows_failure_and_the_run_goes_on(tmp_path):
+    # Before: a KeyboardInterrupt raised in one case stopped the run ("node down: keyboard-interrupt", rc 2, 90 of
+    # 96 layer tests never run) and the report read like a complete one.
+    raising = _layer_plugin(tmp_path, "raises", "bad/raises", """\
+    if config.num_layers == 2 and config.direction == "bidirectional":
+        raise KeyboardInterrupt
+    if config.direction == "reverse":
+        raise SystemExit(3)""")
+    run = run_suite(tmp_path, "--backend", raising, "-k", "test_layer_forward")
+    assert run.returncode == 1, run.output
+    assert run.report["run"] == {"complete": True, "expected": 48, "judged": 48, "not_run": 0, "ended": ""}
+    by_case = {(r["case"], r["dtype"]): r for r in run.results("bad/raises")}
+    assert by_case[("stacked-bidirectional", "float32")]["detail"] == "raised KeyboardInterrupt: "
+    assert by_case[("reverse", "float64")]["detail"] == "raised SystemExit: 3"
+    assert by_case[("one-layer", "float64")]["status"] == "pass" and by_case[("mask-zero", "float32")]["status"] == "pass"
+    assert "INCOMPLETE" not in run.stdout
+
+
+def test_a_real_ctrl_c_ends_the_run_and_its_report_says_it_is_incomplete(tmp_path):
+    # The plug-in sends SIGINT to the suite's controller, as a terminal's Ctrl-C would. Before: the report of the
+    # 6 tests run read like a complete one, the columns not reached simply absent.
+    interrupting = _layer_plugin(tmp_path, "ctrl_c", "bad/ctrl-c", """\
+    import os, signal, time
+    if config.num_layers == 2 and config.direction == "bidirectional":
+        os.kill(os.getppid(), signal.SIGINT)
+        time.sleep(30)""")
+    run = run_suite(tmp_path, "--backend", interrupting, "-k", "test_layer")
+    assert run.returncode == 2, run.output
+    state = run.report["run"]
+    assert state["complete"] is False and state["ended"] == "interrupted" and state["expected"] == 96
+    assert state["not_run"] > 0 and state["judged"] + state["not_run"] == 96
+    assert "INCOMPLETE RUN (interrupted)" in run.stdout
+    assert (run.report_dir / "conformance.md").read_text().count("INCOMPLETE RUN (interrupted)") == 1
+    not_run = [r for r in run.results("bad/ctrl-c") if r["status"] == "not run"]
+    assert len(not_run) == state["not_run"]
+    assert {r["kind"] for r in not_run} == {"layer outputs", "layer gradients"}  # every column shows, none absent
+    assert any(cell["not_run"] for cell in run.report["matrix"]["bad/ctrl-c"].values())
+
+
+def test_a_worker_ended_by_os_exit_says_its_exit_status(tmp_path):
+    exiting = example_with(tmp_path, "exits", "bad/exits", append='''
+        import os
+        _forward = forward
+
+        def forward(params, x, h0, c0, *, forget_bias):
+            if x.shape == (4, 3, 5):
+                os._exit(3)
+            return _forward(params, x, h0, c0, forget_bias=forget_bias)
+    ''')
+    run = run_suite(tmp_path, "--backend", exiting, *FLOAT64_FORWARD, "-k", "test_forward and (small or T1) and not peephole")
+    assert run.returncode == 1, run.output
+    by_case = {r["case"]: r for r in run.results("bad/exits")}
+    assert by_case["small"]["detail"].startswith("crashed: the worker process exited with status 3"), by_case["small"]
+    assert by_case["T1"]["status"] == "pass"
+
+
+def test_a_failing_test_shows_its_verdict_not_the_suites_traceback(tmp_path):
+    # Before: about 90 lines of the suite's own frames (with "During handling of the above exception") came first.
+    swapped = example_with(tmp_path, "swapped", "bad/swapped-verdict", {
+        "W, U, b, p = params.W, params.U, params.b, params.p": "W, U, b, p = params.W[[0, 2, 1, 3]], params.U, params.b, params.p",
+    })
+    run = run_suite(tmp_path, "--backend", swapped, "--dtype", "float64", "-k", "test_forward and small and not peephole")
+    assert run.returncode == 1, run.output
+    failure = run.stdout.split("= FAILURES =")[1].split("= conformance matrix")[0]
+    assert "h_seq: worst error" in failure and "diagnosis:" in failure
+    assert "During handling" not in failure and "runner.py" not in failure and len(failure.splitlines()) < 15, failure
+    long = run_suite(tmp_path, "--backend", swapped, "--dtype", "float64", "-k", "test_forward and small and not peephole",
+                     "--tb", "long")
+    assert "runner.py" in long.stdout  # the traceback when asked for
+
+
+def test_exit_or_keyboard_interrupt_in_a_row_of_its_own_process_is_its_failure(tmp_path):
+    # Before: the child ended (an exception outside `except Exception`) and the call read "crashed: exit status 1".
+    path = plugin(tmp_path, "exits_in_child", f'''
+        import sys
+        from backends.base import Implementation
+        from backends.plugin import load_backend
+
+        EXAMPLE = load_backend({str(EXAMPLE)!r})[0]
+
+        class Exits(Implementation):
+            def _forward(self, params, x, h0, c0, *, forget_bias, config):
+                if x.shape == (4, 3, 5):
+                    sys.exit(3)
+                if x.shape == (1, 3, 4):
+                    raise KeyboardInterrupt
+                return EXAMPLE.forward_function(params, x, h0, c0, forget_bias=forget_bias)
+
+        IMPLEMENTATION = Exits(id="odd/exits-in-child", process_environment={{"LSTMC_TEST_PROCESS": "exits"}})
+    ''')
+    run = run_suite(tmp_path, "--backend", path, *FLOAT64_FORWARD, "-k", "test_forward and not peephole and (small or T1 or B1)")
+    assert run.returncode == 1, run.output
+    by_case = {r["case"]: r for r in run.results("odd/exits-in-child")}
+    assert by_case["small"]["detail"].startswith("raised RuntimeError: SystemExit: 3 (in its own process)"), by_case["small"]
+    assert by_case["T1"]["detail"].startswith("raised RuntimeError: KeyboardInterrupt:  (in its own process)"), by_case["T1"]
+    assert by_case["B1"]["status"] == "pass"

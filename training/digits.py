@@ -11,8 +11,12 @@ the tutorials' shape per framework; 0 skips timing), --jobs N (framework process
 It writes OUT/report.md, OUT/loss.png, OUT/distance.png, OUT/own.png, the shared inputs in
 OUT/inputs/ (the digits and batch schedule, the initial weights: lstm.safetensors in the project's
 weight format and dense.safetensors) and each process's log in OUT/logs/; with --keep-runs also one
-file per run in OUT/runs/ (the loss at every step, the parameters at the kept steps). It exits 1 when a framework leaves the rounding bound (training/report.py says exactly
-when), 0 otherwise.
+file per run in OUT/runs/ (the loss at every step, the parameters at the kept steps).
+
+Exit status: 0 when every framework that ran stayed within the rounding bound; 1 when a framework
+leaves it (training/report.py says exactly when); 2 on a usage error (argparse's: an unknown option,
+a value out of range, an empty or unknown --frameworks, an --out that is or lies below a file), with
+one line naming the option, what it must be and what was given, before anything is written.
 """
 
 from __future__ import annotations
@@ -28,14 +32,19 @@ from training.runs import FRAMEWORKS, GROUPS, ROOT, all_runs, child_main
 
 FULL_STEPS = 500
 QUICK_STEPS = 30
+MAX_SEED = 2**32 - 1
+EXIT_STATUS = ("exit status: 0 when every framework stayed within the rounding bound, 1 when one left it "
+               "(training/report.py), 2 on a usage error")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.digits", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.digits", description=__doc__.split("\n\n")[0],
+                                     epilog=EXIT_STATUS)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps and few timed steps (the tests' mode)")
     parser.add_argument("--steps", type=int, help=f"training steps (default {FULL_STEPS}; {QUICK_STEPS} with --quick)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "training", help="output folder (default reports/training)")
-    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated, from: " + ", ".join(FRAMEWORKS))
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS),
+                        help="comma-separated, at least one of: " + ", ".join(FRAMEWORKS) + " (default: all)")
     parser.add_argument("--no-non-conformance", action="store_true", help="skip the runs through the contract")
     parser.add_argument("--timing-repeats", type=int, help="timed steps per framework (default 20; 3 with --quick; 0: none)")
     parser.add_argument("--jobs", type=int, default=1, help="framework processes at once (default 1)")
@@ -50,11 +59,29 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.steps = QUICK_STEPS if args.quick else FULL_STEPS
     if args.timing_repeats is None:
         args.timing_repeats = 3 if args.quick else 20
-    if args.steps < 1:
-        parser.error("--steps must be at least 1")
-    unknown = [f for f in args.frameworks.split(",") if f and f not in FRAMEWORKS]
+    for option, value, least in (("--steps", args.steps, 1), ("--jobs", args.jobs, 1),
+                                 ("--timing-repeats", args.timing_repeats, 0)):
+        if value < least:
+            parser.error(f"{option} must be at least {least}; got {value}")
+    if not 0 <= args.seed <= MAX_SEED:  # scikit-learn's split takes a seed of 32 bits
+        parser.error(f"--seed must be from 0 to {MAX_SEED}; got {args.seed}")
+    # Nothing trained is not a pass: an empty list is refused like an unknown name (the spec always runs).
+    names = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    known = ", ".join(FRAMEWORKS)
+    if not names:
+        parser.error(f"--frameworks must name at least one of {known}; got {args.frameworks.strip()!r}")
+    unknown = [f for f in names if f not in FRAMEWORKS]
     if unknown:
-        parser.error(f"--frameworks: unknown {unknown}; choose from {list(FRAMEWORKS)}")
+        parser.error(f"--frameworks must be comma-separated names from {known}; got unknown {', '.join(map(repr, unknown))}")
+    args.frameworks = ",".join(dict.fromkeys(names))  # in order, each once
+    # The output folder, or the first part of it that exists, must be a folder (a file there would end in
+    # NotADirectoryError or FileExistsError once the inputs are written).
+    for part in (args.out, *args.out.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                where = "" if part == args.out else f", below {part}"
+                parser.error(f"--out must be a folder or a path to make one; got {args.out}{where}, which is not a folder")
+            break
     return args
 
 

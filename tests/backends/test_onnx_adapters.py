@@ -5,7 +5,12 @@ narrowed to where the upstream behaviour lives, and availability never raises.""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +20,12 @@ pytest.importorskip("onnx", reason="the ONNX rows build their graphs with onnx (
 from backends import onnx_lstm  # noqa: E402
 from backends import onnx_reference_lstm as ref_module  # noqa: E402
 from backends import onnxruntime_lstm as ort_module  # noqa: E402
+from backends import tf2onnx_export, torch_onnx_export  # noqa: E402
 from backends.base import Config, NotSupported  # noqa: E402
 from backends.config import LAYER_FEATURES  # noqa: E402
+from backends.keras_lstm import BACKEND_MODULES, KERAS_MISSING  # noqa: E402
+from backends.registry import builtin_implementations  # noqa: E402
+from backends.torch_lstm import INSTALL_HINT as TORCH_HINT  # noqa: E402
 from spec.layer import LayerConfig  # noqa: E402
 from spec.layer_cases import LayerCase, make_layer_case_data  # noqa: E402
 from spec.params import LayerParams  # noqa: E402
@@ -255,3 +264,104 @@ def test_the_batch_major_row_computes_the_spec_once_a_runtime_takes_layout_1(mon
                          c0=layer.c0.astype(np.float64), dtype=np.float64)
     for got_tensor, want in zip(got, (wide.y, wide.h_T, wide.c_T)):
         np.testing.assert_allclose(got_tensor, want, rtol=0, atol=1e-6)
+
+
+# -- the export rows (torch.onnx, tf2onnx): what is missing, named exactly, in any environment ----------
+
+
+ROOT = Path(__file__).resolve().parents[2]
+#: What each export row needs, in the order it checks, with its words when that is not installed.
+EXPORT_NEEDS = {
+    "torch.onnx/torchscript+onnxruntime": {"torch": TORCH_HINT, "onnx": torch_onnx_export.ONNX_HINT,
+                                           "onnxruntime": torch_onnx_export.ORT_HINT},
+    "torch.onnx/dynamo+onnxruntime": {"torch": TORCH_HINT, "onnx": torch_onnx_export.ONNX_HINT,
+                                      "onnxruntime": torch_onnx_export.ORT_HINT, "onnxscript": torch_onnx_export.ONNXSCRIPT_HINT},
+    "tf2onnx/keras-tensorflow+onnxruntime": {"keras": KERAS_MISSING, "tensorflow": BACKEND_MODULES["tensorflow"][1],
+                                             "tf2onnx": tf2onnx_export.TF2ONNX_HINT, "onnxruntime": tf2onnx_export.ORT_HINT},
+}
+EXPORT_ROWS = [row for row in builtin_implementations() if row.id in EXPORT_NEEDS]
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def expected_reason(row_id: str, blocked=()) -> str | None:
+    """The first needed module that is not installed here (or is blocked), with its own hint; None if none is missing."""
+    missing = [hint for module, hint in EXPORT_NEEDS[row_id].items() if module in blocked or not installed(module)]
+    return missing[0] if missing else None
+
+
+def check_environment(row_id: str, env: dict, blocked=()) -> None:
+    """environment() never fails for a missing module: it names it, and gives every installed one's version."""
+    assert "environment() failed" not in env, env
+    for module, hint in EXPORT_NEEDS[row_id].items():
+        if module in blocked or not installed(module):
+            assert env[module] == f"unavailable: {hint}", (row_id, module, env)
+        else:
+            assert isinstance(env[module], str) and env[module][:1].isdigit(), (row_id, module, env)
+    if row_id.startswith("torch.onnx/"):
+        assert env["exporter"] == f"torch.onnx.export(dynamo={'dynamo' in row_id})"
+        assert ("onnxscript" in env) == ("dynamo" in row_id)
+    assert ("providers" in env) == ("onnxruntime" not in blocked and installed("onnxruntime"))
+
+
+def test_the_export_rows_are_all_there():
+    assert sorted(row.id for row in EXPORT_ROWS) == sorted(EXPORT_NEEDS)
+
+
+@pytest.mark.parametrize("row", EXPORT_ROWS, ids=lambda r: r.id)
+def test_an_export_row_names_exactly_what_is_missing_here(row):
+    """In this environment (tox -e spec has none of these frameworks, -e torch torch alone, ...): availability()
+    names the first missing module in its own words (onnx's absence is not "onnxruntime is not installed"), and
+    environment() names every one instead of failing."""
+    reason = expected_reason(row.id)
+    assert row.availability("cpu") == reason
+    cuda = row.availability("cuda")
+    assert cuda == reason if reason else (cuda is None or "CUDA" in cuda), cuda
+    check_environment(row.id, row.environment("cpu"))
+
+
+BLOCKED = (("onnxscript",), ("onnxruntime", "tf2onnx"), ("torch", "keras"))
+
+
+def test_an_export_row_names_each_module_made_to_go_missing():
+    """What a new user meets first (onnxscript for the dynamo exporter, say): with those modules made unimportable
+    (in a process of its own, one set after the other), each row names the first that is missing, with the hint to
+    install it, and environment() names every one; a row that needs none of them is unaffected."""
+    code = (
+        "import json, sys\n"
+        "from backends.registry import builtin_implementations\n"
+        f"rows = [r for r in builtin_implementations() if r.id in {sorted(EXPORT_NEEDS)!r}]\n"
+        "answers = []\n"
+        f"for blocked in {BLOCKED!r}:\n"
+        "    saved = {module: sys.modules.get(module) for module in blocked}\n"
+        "    sys.modules.update(dict.fromkeys(blocked))\n"
+        "    answers.append({r.id: [r._availability('cpu'), r._environment('cpu')] for r in rows})\n"
+        "    for module, was in saved.items():\n"
+        "        sys.modules.pop(module) if was is None else sys.modules.update({module: was})\n"
+        "print(json.dumps(answers))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for blocked, answers in zip(BLOCKED, json.loads(done.stdout.splitlines()[-1]), strict=True):
+        assert sorted(answers) == sorted(EXPORT_NEEDS)
+        for row_id, (availability, environment) in answers.items():
+            assert availability == expected_reason(row_id, blocked), (blocked, row_id, availability)
+            check_environment(row_id, environment, blocked)
+        if blocked == ("onnxscript",) and expected_reason("torch.onnx/torchscript+onnxruntime") is None:
+            assert answers["torch.onnx/torchscript+onnxruntime"][0] is None  # it does not need onnxscript
+            assert answers["torch.onnx/dynamo+onnxruntime"][0] == torch_onnx_export.ONNXSCRIPT_HINT
+
+
+@pytest.mark.parametrize("row", [r for r in EXPORT_ROWS if r.id.startswith("torch.onnx/")], ids=lambda r: r.id)
+def test_a_torch_export_row_without_onnx_says_onnx_not_onnxruntime(monkeypatch, row):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    expected = torch_onnx_export.ONNX_HINT if installed("torch") else TORCH_HINT
+    assert row.availability("cpu") == expected and "onnxruntime is not installed" not in expected
+    env = row.environment("cpu")
+    assert env["onnx"] == f"unavailable: {torch_onnx_export.ONNX_HINT}", env

@@ -42,8 +42,11 @@ def test_unloadable_targets_are_usage_errors(tmp_path):
         ("raise RuntimeError('boom')\n", "importing it failed: RuntimeError: boom"),
         ("DTYPES = ('float16',)\ndef forward(params, x, h0, c0, *, forget_bias): pass\n", "DTYPES"),
         ("IMPLEMENTATIONS = [object()]\n", "must hold backends.base.Implementation objects"),
+        # Before: silently ignored, the layer cases then ran the cell alone... or nothing at all.
+        ("LAYER_FEATURES = ('stacked',)\ndef forward(params, x, h0, c0, *, forget_bias): pass\n",
+         "LAYER_FEATURES = ('stacked',) is declared, but there is no forward_layer()"),
     ],
-    ids=["nothing", "import-error", "bad-dtypes", "bad-implementations"],
+    ids=["nothing", "import-error", "bad-dtypes", "bad-implementations", "layer-features-without-forward-layer"],
 )
 def test_load_errors_say_what_to_do(tmp_path, source, fragment):
     path = tmp_path / "impl.py"

@@ -20,6 +20,7 @@ import pytest
 from backends import tf1_lstm
 from backends.base import Config, NotSupported, fold_forget_bias
 from backends.config import LAYER_FEATURES
+from backends.tensorflow_lstm import INSTALL_HINT as TF_INSTALL_HINT
 from spec import layer as spec_layer
 from spec.layer_cases import layer_case_by_name, make_layer_case_data
 from spec.params import LayerParams, LSTMParams
@@ -35,8 +36,11 @@ BASIC = (STATIC, BASIC_DYNAMIC)
 CASES = {STATIC.id: ("one-layer", "stacked", "stacked-bidirectional", "lengths"),
          BASIC_DYNAMIC.id: ("one-layer", "stacked", "stacked-bidirectional", "lengths"),
          LSTMCELL.id: ("bidirectional", "stacked", "projection", "proj-clip", "cell-clip", "lengths", "lstmp-stack", "medium")}
-TF1_READY = importlib.util.find_spec("tensorflow") is not None and importlib.util.find_spec("tf_keras") is not None
-needs_tf1 = pytest.mark.skipif(not TF1_READY, reason=tf1_lstm.TF_KERAS_HINT)
+#: Why TF1's cells cannot run here (None: they can): TensorFlow's absence first, as the rows say it.
+TF1_MISSING = next((hint for module, hint in (("tensorflow", TF_INSTALL_HINT), ("tf_keras", tf1_lstm.TF_KERAS_HINT))
+                    if importlib.util.find_spec(module) is None), None)
+TF1_READY = TF1_MISSING is None
+needs_tf1 = pytest.mark.skipif(not TF1_READY, reason=str(TF1_MISSING))
 
 
 def folded(params: LayerParams, forget_bias: float) -> LayerParams:
@@ -198,11 +202,17 @@ def test_module_imports_and_reports_without_tensorflow_or_tf_keras():
         "row = tf1_lstm.IMPLEMENTATIONS[2]\n"
         "print(json.dumps([row._availability('cpu'), row.environment('cpu')]))\n"
     )
-    for blocked, expected in (("tensorflow", "tensorflow is not installed"), ("tf_keras", "tf-keras is not installed")):
+    # TensorFlow is checked first: where it is not installed (tox -e spec, -e torch, ...), blocking tf_keras leaves
+    # TensorFlow's absence as the reason, and the reason must not blame tf-keras; where it is, tf-keras is named.
+    tensorflow_installed = importlib.util.find_spec("tensorflow") is not None
+    tf_missing, tf_keras_missing = "tensorflow is not installed", "tf-keras is not installed"
+    cases = (("tensorflow", tf_missing, tf_keras_missing),
+             ("tf_keras", *((tf_keras_missing, tf_missing) if tensorflow_installed else (tf_missing, tf_keras_missing))))
+    for blocked, expected, not_expected in cases:
         done = run_with_legacy_keras(code.replace("sys.argv[1]", repr(blocked)))
         assert done.returncode == 0, done.stderr[-2000:]
         availability, environment = json.loads(done.stdout.splitlines()[-1])
-        assert expected in availability
+        assert expected in availability and not_expected not in availability, (blocked, availability)
         assert "environment() failed" in environment  # reported, not raised
 
 

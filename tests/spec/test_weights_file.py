@@ -673,3 +673,27 @@ def test_a_huge_tensor_name_is_cut_short_in_the_message(load, tmp_path):
     path = write(tmp_path / "bad.safetensors", {**GOOD, name: GOOD["b"]}, GOOD_META)
     error = expect_rejection(path, name, "unexpected tensor", "(100000 characters)", load=load)
     assert len(str(error)) < 800
+
+
+@pytest.mark.parametrize("save", ["save_weights", "save_layer_weights"])
+@pytest.mark.parametrize("where, why", [("directory", "a directory"), ("missing", "no such directory"), ("under-a-file", "is not a directory")])
+def test_a_target_that_cannot_be_written_is_named_with_the_reason(save, where, why, tmp_path):
+    """safetensors' own error names its temporary file (or no file at all): the message names the target."""
+    (tmp_path / "a-file").write_bytes(b"")
+    path = {"directory": tmp_path, "missing": tmp_path / "missing" / "w.safetensors", "under-a-file": tmp_path / "a-file" / "w.safetensors"}[where]
+    with pytest.raises(WeightFileError) as info:
+        if save == "save_weights":
+            save_weights(path, STANDARD)
+        else:
+            save_layer_weights(path, BIDI, direction="bidirectional")
+    message = str(info.value)
+    assert message.startswith(f"{path}: file: cannot write") and why in message and ".tmp" not in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_the_recogniser_of_foreign_files_is_shared(tmp_path):
+    """The porting command names foreign files with the loader's own recogniser: one table of signatures."""
+    assert weights_file.foreign_format(b"PK\x03\x04" + bytes(5)).startswith("a zip archive, as torch.save")
+    assert weights_file.foreign_format(b"\x89HDF\r\n\x1a\n\x00").startswith("an HDF5 file")
+    assert weights_file.foreign_format((640).to_bytes(8, "little") + b"{") is None  # a safetensors header length of 640
+    assert weights_file.foreign_format(b"") is None
