@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
         # Exits 1 when a framework leaves the rounding bound (training/report.py).
         return run([venv_python(), "-m", "training.digits", *rest])
     # The main job: every installed backend against the spec.
-    return pytest(["conformance", "-q", "-rs", "-n", "auto", *rest])
+    return pytest(["conformance", "-q", "-n", "auto", *rest])
 
 
 if __name__ == "__main__":

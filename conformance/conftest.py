@@ -6,12 +6,12 @@
     pytest conformance/ -k "torch and peephole"           test ids: implementation-dtype-device-case
     pytest conformance/ -n auto                           one worker per core (pytest-xdist); same report
 
-Tests run in pytest-xdist worker processes (one unless ``-n`` says otherwise; ``-n 0``
-runs in this process, without the protection, for debuggers): an implementation that
-crashes or hangs fails its own tests and nothing else (conformance/isolation.py).
-Every test's verdict travels to the controller as data (a Result on the test report's
-user_properties); the controller assembles the matrix, sorted into the order of a
-serial run, so ``-n 0``, the default and ``-n auto`` print and write the same report.
+Tests run in pytest-xdist worker processes (one unless ``-n`` says otherwise; ``-n 0`` runs in this process,
+without the protection, for debuggers): an implementation that crashes or hangs fails its own tests and nothing
+else (conformance/isolation.py). The tests of one row go to one worker (``--dist loadgroup``), where its
+compiled functions, graphs, sessions and processes serve every case of a shape. Every test's verdict travels to
+the controller as data (a Result on the test report's user_properties); the controller assembles the matrix,
+sorted into the order of a serial run, so ``-n 0``, the default and ``-n auto`` print and write the same report.
 """
 
 from __future__ import annotations
@@ -27,18 +27,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.base import DTYPES, Config
-from backends.plugin import BackendLoadError, load_backend
-from backends.registry import builtin_implementations
+from backends.registry import builtin_rows
+from backends.rows.results import GoldenError, ResultsDirectory
 from conformance import isolation
-from conformance.report import Result, RunState, build_matrix, render_text, write_reports
-from conformance.runner import KINDS, KNOWN, RESULT, UNFINISHED, Verdict, case_id, new_result
-from spec.cases import CASES_BY_NAME, case_set
-from spec.layer_cases import LAYER_CASES_BY_NAME, LayerCase, layer_case_set
+from conformance.judge import KNOWN, RESULT, UNFINISHED, Verdict, case_id, new_result
+from conformance.report import Result, RunState, Status, build_matrix, render_text, summary_line, write_reports
+from contract.loading import BackendLoadError, load_rows
+from contract.vocabulary import CONFORMANCE_DTYPES, Device, Kind
+from spec.cases import CASES_BY_NAME, case_set, is_cell
 
 #: Which test function judges which kind of result.
-TEST_KINDS = {"test_forward": "outputs", "test_gradients": "gradients",
-              "test_layer_forward": "layer outputs", "test_layer_gradients": "layer gradients"}
+TEST_KINDS = {"test_outputs": Kind.OUTPUTS, "test_gradients": Kind.GRADIENTS}
 RESULT_PROPERTY = "lstmc_result"
 
 
@@ -49,7 +48,8 @@ def pytest_addoption(parser):
                          "or module:object (repeatable); 'builtin' adds the built-in ones")
     group.addoption("--device", default="auto", choices=("auto", "cpu", "cuda", "all"),
                     help="auto (default): cpu, plus cuda when a CUDA GPU is visible; all: cpu and cuda")
-    group.addoption("--dtype", default="all", choices=("all", *DTYPES), help="float32, float64 or all (default)")
+    group.addoption("--dtype", default="all", choices=("all", *map(str, CONFORMANCE_DTYPES)),
+                    help="float32, float64 or all (default)")
     group.addoption("--large", action="store_true", help="also run the large cases (T=512)")
     group.addoption("--seeds", type=int, default=1, metavar="N",
                     help="run every case with N seeds (its own and the next N-1): the check that verdicts are not flaky")
@@ -64,8 +64,8 @@ def pytest_addoption(parser):
 
 
 def _seconds(text: str) -> float:
-    """--call-timeout: a finite number of seconds, 0 (no limit) or more; anything else is a usage error now, not
-    a failure of every implementation later (NaN and infinity reach the timers)."""
+    """--call-timeout: a finite number of seconds, 0 (no limit) or more; anything else is a usage error now, not a
+    failure of every implementation later (NaN and infinity reach the timers)."""
     try:
         seconds = float(text)
     except ValueError:
@@ -84,9 +84,7 @@ def _cuda_visible() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
-def _implementations(config):
-    from conformance.golden import GoldenError, ResultsDirectory
-
+def _rows(config):
     targets = config.getoption("--backend")
     results = []
     for directory in config.getoption("--results"):
@@ -95,32 +93,32 @@ def _implementations(config):
         except GoldenError as error:
             raise pytest.UsageError(str(error)) from None
     if not targets:
-        return results or builtin_implementations()
+        return results or builtin_rows()
     found = list(results)
     for target in targets:
         if target == "builtin":
-            found.extend(builtin_implementations())
+            found.extend(builtin_rows())
             continue
         try:
-            found.extend(load_backend(target))
+            found.extend(load_rows(target))
         except BackendLoadError as error:
             raise pytest.UsageError(str(error)) from None
-    ids = [impl.id for impl in found]
+    ids = [row.id for row in found]
     if len(set(ids)) != len(ids):
         raise pytest.UsageError(f"implementation ids must be unique in a run; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
     return found
 
 
-def _devices(config):
+def _devices(config) -> tuple[Device, ...]:
     choice = config.getoption("--device")
     if choice == "auto":
-        return ("cpu", "cuda") if _cuda_visible() else ("cpu",)
-    return ("cpu", "cuda") if choice == "all" else (choice,)
+        return (Device.CPU, Device.CUDA) if _cuda_visible() else (Device.CPU,)
+    return (Device.CPU, Device.CUDA) if choice == "all" else (Device(choice),)
 
 
 def _dtypes(config):
     choice = config.getoption("--dtype")
-    return DTYPES if choice == "all" else (choice,)
+    return CONFORMANCE_DTYPES if choice == "all" else (choice,)
 
 
 def _cases(config):
@@ -128,18 +126,12 @@ def _cases(config):
     return [case.with_seed(case.seed + k) for case in case_set(large=config.getoption("--large")) for k in range(seeds)]
 
 
-def _layer_cases(config):
-    seeds = config.getoption("--seeds")
-    return [case.with_seed(case.seed + k) for case in layer_case_set() for k in range(seeds)]
-
-
 def _case_id(case) -> str:
-    table = LAYER_CASES_BY_NAME if isinstance(case, LayerCase) else CASES_BY_NAME
-    return case_id(case, table[case.name].seed)
+    return case_id(case, CASES_BY_NAME[case.name].seed)
 
 
-def implementations(config):
-    return config._lstmc_implementations
+def rows(config):
+    return config._lstmc_rows
 
 
 def _is_worker(config) -> bool:
@@ -152,14 +144,14 @@ def _is_worker(config) -> bool:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "peephole: cases of the peephole variant")
+    config.addinivalue_line("markers", "peephole: cases with peepholes")
     config.addinivalue_line("markers", "gradients: gradient comparisons")
     config.addinivalue_line("markers", "gpu: runs on a CUDA device")
-    config.addinivalue_line("markers", "layer: layer cases (directions, stacks, projection, clips, lengths, masks)")
+    config.addinivalue_line("markers", "layer: cases with layer features (stacks, directions, projection, clips, lengths, masks)")
     if config.getoption("--seeds") < 1:
         raise pytest.UsageError(f"--seeds must be at least 1, got {config.getoption('--seeds')}")
     # Loaded here so that a bad --backend stops the run at once with a usage error (exit 4).
-    config._lstmc_implementations = _implementations(config)
+    config._lstmc_rows = _rows(config)
     isolation.watch_interrupts()
     if _is_worker(config):
         isolation.start_worker(config.workerinput["lstmc_crash_dir"], config.workerinput["workerid"])
@@ -180,20 +172,22 @@ def _check_report_dir(directory: Path) -> None:
 
 
 def _isolate_in_workers(config) -> None:
-    """Run the tests in a pytest-xdist worker unless told otherwise (-n N, -n 0, -p no:xdist, --pdb)."""
+    """Run the tests in a pytest-xdist worker unless told otherwise (-n N, -n 0, -p no:xdist, --pdb); a row's tests in
+    one worker (--dist loadgroup) unless --dist says otherwise."""
     if not config.pluginmanager.hasplugin("xdist") or config.getoption("collectonly"):
         return
     option = config.option
     if option.numprocesses is None and option.dist == "no" and not option.tx and not (
         config.getoption("usepdb") or config.getoption("trace", False)
     ):
-        option.numprocesses, option.dist, option.tx = 1, "load", ["popen"]
+        option.numprocesses, option.tx = 1, ["popen"]
+    if option.numprocesses and option.dist in ("no", "load"):
+        option.dist = "loadgroup"
     if option.dist != "no" and option.maxworkerrestart is None:
-        # Every crash of an implementation costs a worker; allow one per test of the run (xdist's default, 4
-        # per worker, would stop the run at the fifth crash), and a few more for the workers themselves.
-        cases = len(_cases(config)) + len(_layer_cases(config))
-        tests = len(implementations(config)) * len(_devices(config)) * len(_dtypes(config)) * cases * 2
-        option.maxworkerrestart = str(tests + 4 * max(1, len(option.tx)))
+        # Every crash of an implementation costs a worker; allow one per test of the run (xdist's default, 4 per
+        # worker, would stop the run at the fifth crash), and a few more for the workers themselves.
+        tests = len(rows(config)) * len(_devices(config)) * len(_dtypes(config)) * len(_cases(config)) * len(TEST_KINDS)
+        option.maxworkerrestart = str(tests + 4 * max(1, len(option.tx or ()), int(option.numprocesses or 1)))
 
 
 # ---------------------------------------------------------------------------
@@ -202,40 +196,40 @@ def _isolate_in_workers(config) -> None:
 
 
 def pytest_generate_tests(metafunc):
-    if "implementation" not in metafunc.fixturenames:
+    if "row" not in metafunc.fixturenames:
         return
     config = metafunc.config
-    layers = "layer_case" in metafunc.fixturenames
     params = []
-    for impl in implementations(config):
+    for row in rows(config):
         for device in _devices(config):
             for dtype in _dtypes(config):
-                for case in _layer_cases(config) if layers else _cases(config):
-                    peephole = case.config.peephole if layers else case.peephole
-                    marks = [pytest.mark.layer] if layers else []
-                    if peephole:
+                for case in _cases(config):
+                    marks = [pytest.mark.xdist_group(row.id)]
+                    if case.layer.peephole:
                         marks.append(pytest.mark.peephole)
-                    if device == "cuda":
+                    if not is_cell(case):
+                        marks.append(pytest.mark.layer)
+                    if device == Device.CUDA:
                         marks.append(pytest.mark.gpu)
-                    run = Config(variant="peephole" if peephole else "standard", dtype=dtype, device=device)
-                    params.append(pytest.param(impl, run, case, marks=marks, id=f"{impl.id}-{dtype}-{device}-{_case_id(case)}"))
-    metafunc.parametrize(("implementation", "run", "layer_case" if layers else "case"), params)
+                    params.append(pytest.param(row, str(dtype), str(device), case, marks=marks,
+                                               id=f"{row.id}-{dtype}-{device}-{_case_id(case)}"))
+    metafunc.parametrize(("row", "dtype", "device", "case"), params)
 
 
 def _test_key(nodeid: str) -> tuple[str, str]:
-    """(test function, parameter id) of a test id such as conformance/test_forward.py::test_forward[torch/nn.LSTM-...]."""
+    """(test function, parameter id) of a test id such as conformance/test_outputs.py::test_outputs[torch/nn.LSTM-...]
+    (with pytest-xdist's @group suffix gone)."""
     name = nodeid.split("::", 1)[-1]
     function, _, parameters = name.partition("[")
-    return function, parameters[:-1]
+    return function, parameters.rsplit("]", 1)[0]
 
 
-def _conformance_test(item) -> tuple[str, object, Config, object] | None:
+def _conformance_test(item) -> tuple[Kind, object, str, str, object] | None:
     kind = TEST_KINDS.get(getattr(item, "originalname", ""))
     callspec = getattr(item, "callspec", None)
     if kind is None or callspec is None:
         return None
-    case = callspec.params["layer_case" if kind.startswith("layer") else "case"]
-    return kind, callspec.params["implementation"], callspec.params["run"], case
+    return kind, callspec.params["row"], callspec.params["dtype"], callspec.params["device"], callspec.params["case"]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -244,8 +238,8 @@ def pytest_runtest_setup(item):
     test = _conformance_test(item)
     if test is None:
         return
-    kind, impl, run, case = test
-    result = item.stash[RESULT] = new_result(impl, kind, run, _case_id(case))
+    kind, row, dtype, device, case = test
+    result = item.stash[RESULT] = new_result(row, kind, dtype, device, _case_id(case))
     if _is_worker(item.config):
         inputs = item.config.workerinput
         isolation.note_current(inputs["lstmc_crash_dir"], inputs["workerid"], item.nodeid, result.as_dict(),
@@ -259,13 +253,13 @@ def pytest_runtest_makereport(item, call):
     if result is None or report.when not in ("setup", "call") or (report.when == "setup" and report.passed):
         return report
     if hasattr(report, "wasxfail"):  # a known non-conformance failed as documented
-        result.status, result.detail = "known", item.stash[KNOWN]
-    elif report.failed and result.status == "pass":  # a strict xfail that passed
-        result.status, result.detail = "FAIL", "a known non-conformance passed: remove it from the implementation's known_failures"
+        result.status, result.detail = Status.KNOWN.value, item.stash[KNOWN]
+    elif report.failed and result.status == Status.PASS:  # a strict xfail that passed
+        result.status, result.detail = Status.FAIL.value, "a known non-conformance passed: remove it from the row's known_failures"
     elif report.failed and result.detail == UNFINISHED:
         # Something outside the judgement failed (a fixture, the suite itself): say what, from the exception.
         error = call.excinfo.value if call.excinfo is not None else None
-        result.status, result.detail = "FAIL", f"{type(error).__name__}: {error}" if error is not None else "the test failed"
+        result.status, result.detail = Status.FAIL.value, f"{type(error).__name__}: {error}" if error is not None else "the test failed"
     if report.failed and call.excinfo is not None and isinstance(call.excinfo.value, Verdict) and item.config.option.tbstyle == "auto":
         # The verdict says everything (what, worst error, where, tolerance, diagnosis); the suite's own frames would
         # only bury it. --tb=long (or short, native) asks for them.
@@ -280,8 +274,8 @@ def pytest_runtest_makereport(item, call):
 
 
 class Controller:
-    """Collects every test's result (from this process or from xdist workers), turns a worker's death into
-    its test's result, and writes the matrix once, in the order of a serial run."""
+    """Collects every test's result (from this process or from xdist workers), turns a worker's death into its test's
+    result, and writes the matrix once, in the order of a serial run."""
 
     def __init__(self, config):
         self.config = config
@@ -289,30 +283,26 @@ class Controller:
         self.crash_dir = tempfile.mkdtemp(prefix="lstmc-workers-")
         self._environment: dict | None = None
         order = {
-            "kind": {k: n for n, k in enumerate(KINDS)},
-            "implementation": {impl.id: n for n, impl in enumerate(implementations(config))},
-            "device": {d: n for n, d in enumerate(_devices(config))},
-            "dtype": {d: n for n, d in enumerate(_dtypes(config))},
+            "kind": {str(k): n for n, k in enumerate(Kind)},
+            "implementation": {row.id: n for n, row in enumerate(rows(config))},
+            "device": {str(d): n for n, d in enumerate(_devices(config))},
+            "dtype": {str(d): n for n, d in enumerate(_dtypes(config))},
         }
-        cases = {"cell": {_case_id(c): n for n, c in enumerate(_cases(config))},
-                 "layer": {_case_id(c): n for n, c in enumerate(_layer_cases(config))}}
+        cases = {_case_id(c): n for n, c in enumerate(_cases(config))}
 
         def sort_key(r: Result) -> tuple[int, ...]:
-            # A serial run's order: test_forward's items, test_gradients', then the layer tests'; each by
-            # implementation, device, dtype, case.
-            case_order = cases["layer" if r.kind.startswith("layer") else "cell"]
+            # A serial run's order: test_outputs' items, then test_gradients'; each by row, device, dtype, case.
             fields = tuple(order[field].get(getattr(r, field), len(order[field])) for field in order)
-            return (*fields, case_order.get(r.case, len(case_order)))
+            return (*fields, cases.get(r.case, len(cases)))
 
         self.sort_key = sort_key
         # Every conformance test this run can have, by (test function, parameter id): the selected ones (the
         # collection, after -k and deselection) are what a complete run judges; the rest of a run cut short is
         # "not run" in the report, never silently absent.
         self.tests = {
-            (function, f"{impl.id}-{dtype}-{device}-{_case_id(case)}"): (impl, kind, dtype, device, case)
+            (function, f"{row.id}-{dtype}-{device}-{_case_id(case)}"): (row, kind, str(dtype), str(device), case)
             for function, kind in TEST_KINDS.items()
-            for impl in implementations(config) for device in _devices(config) for dtype in _dtypes(config)
-            for case in (_layer_cases(config) if kind.startswith("layer") else _cases(config))
+            for row in rows(config) for device in _devices(config) for dtype in _dtypes(config) for case in _cases(config)
         }
         self.selected: list[tuple[str, str]] | None = None
 
@@ -337,9 +327,9 @@ class Controller:
         ended = {pytest.ExitCode.INTERRUPTED: "interrupted"}.get(exitstatus, "")
         missing = []
         for key in self.selected:
-            impl, kind, dtype, device, case = self.tests[key]
-            if (impl.id, kind, dtype, device, _case_id(case)) not in judged:
-                missing.append(Result(impl.id, kind, dtype, device, _case_id(case), status="not run",
+            row, kind, dtype, device, case = self.tests[key]
+            if (row.id, str(kind), dtype, device, _case_id(case)) not in judged:
+                missing.append(Result(row.id, str(kind), dtype, device, _case_id(case), status=Status.NOT_RUN.value,
                                       detail=f"not run: the run {ended or 'ended'} before this test"))
         if missing and not ended:
             ended = f"ended early, exit status {int(exitstatus)}"
@@ -360,7 +350,7 @@ class Controller:
         result, how = isolation.crash_result(self.crash_dir, report.node.workerinput["workerid"], crashitem, status)
         report.longrepr = f"{report.longrepr}\n{how}"
         if result is not None:
-            result.update(status="FAIL", detail=how, declared=False)
+            result.update(status=Status.FAIL.value, detail=how, declared=False)
             report.user_properties.append((RESULT_PROPERTY, result))
 
     def environment(self) -> dict[str, object]:
@@ -374,33 +364,37 @@ class Controller:
                 "threads (LSTMC_THREADS)": os.environ.get("LSTMC_THREADS", "framework default"),
                 "call timeout (s)": self.config.getoption("--call-timeout"),
             }
-            for impl in implementations(self.config):
-                reason = impl.availability("cpu")
-                env[impl.id] = f"unavailable: {reason}" if reason else impl.environment("cpu")
+            for row in rows(self.config):
+                reason = row.availability(Device.CPU)
+                env[row.id] = f"unavailable: {reason}" if reason else row.environment(Device.CPU)
             self._environment = env
         return self._environment
 
     def pytest_report_header(self, config):
-        devices, dtypes = ", ".join(_devices(config)), ", ".join(_dtypes(config))
+        devices, dtypes = ", ".join(map(str, _devices(config))), ", ".join(map(str, _dtypes(config)))
         lines = [f"lstm-conformance: devices {devices}; dtypes {dtypes}; call timeout {config.getoption('--call-timeout'):g} s"]
-        for impl in implementations(config):
-            described = self.environment()[impl.id]
+        for row in rows(config):
+            described = self.environment()[row.id]
             if isinstance(described, dict):
                 described = ", ".join(f"{k}={v}" for k, v in described.items())
-            lines.append(f"  {impl.id}: {described}")
+            lines.append(f"  {row.id}: {described}")
         return lines
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus):
+        if self.config.option.collectonly:
+            return
         not_run, run = self._not_run(exitstatus)
         if not self.results and not not_run:
             return
         results = sorted(self.results + not_run, key=self.sort_key)
         matrix = build_matrix(results, self.environment(), run)
-        terminalreporter.section("conformance matrix (cases covered; worst error in eps of the dtype; margin = tolerance / worst error)")
-        for line in render_text(matrix).splitlines():
+        terminalreporter.section("conformance matrix (cases covered; worst error in eps of the dtype, margin = tolerance / worst error)")
+        width = max(80, shutil.get_terminal_size((120, 24)).columns)
+        for line in render_text(matrix, width).splitlines():
             terminalreporter.write_line(line)
         paths = write_reports(matrix, results, Path(self.config.getoption("--report-dir")))
-        terminalreporter.write_line("written: " + ", ".join(str(p) for p in paths))
+        terminalreporter.write_line("")
+        terminalreporter.write_line(f"{summary_line(matrix)}; report: {paths[1]} (and {paths[0].name}); skip reasons: -rs")
 
     def pytest_unconfigure(self, config):
         shutil.rmtree(self.crash_dir, ignore_errors=True)

@@ -1,47 +1,37 @@
-"""Recognising the common mistakes: when a failing result matches the spec under a known bug, say which.
+"""Recognising the common mistakes: when a failing result matches the spec under a known mistake, say which.
 
-Each hypothesis is the spec computed with one deliberate change. The forward
-mistakes (:func:`forward_mistakes`, one list for outputs and gradients alike)
-are gates in another order, the recurrent matrix transposed, the forget bias
-missing, doubled or TensorFlow's default of 1 added, one of two biases
-dropped, peepholes exchanged or ignored, and the forward bugs of
-:mod:`conformance.known_bugs` (the output gate peeking at c_{t-1}, h without
-its tanh, TensorFlow's cell clipping at 3). Gradients are tried under every
-forward mistake but cell clipping, and under the backward mistakes: a
-gate-permuted gradient tensor, cotangents the implementation ignored, and the
-backward bugs of known_bugs. A hypothesis is reported when every tensor it
-predicts agrees with the implementation's within the same tolerance the test
-uses, and differs from the spec: "matches the spec if gates f and g are
-swapped".
+Each hypothesis is the spec computed with one deliberate change, on the case's data widened to float64:
 
-A layer's answer (spec/layer.py) is tried under every mistake of
-:mod:`conformance.known_layer_bugs` that can change something on its case
-(:func:`diagnose_layer`): directions and stacking plumbed wrongly, the
-projection in the wrong place, lengths and masks misapplied, clips on the
-wrong quantity, the coupled gate from the forget weights; for gradients, the
-gradients of each of those and the backward-only mistakes.
+- the parameters rearranged, in every cell: the gates in another order, the recurrent matrix transposed, the
+  forget bias missing, doubled or TensorFlow's default of 1 added, one of two biases dropped, peepholes exchanged
+  or ignored; their gradients in two frames (:data:`AS_USED`, :data:`MAPPED_BACK`);
+- for a plain cell, the cell's own mistakes (:mod:`conformance.known_bugs`): the output gate peeking at c_{t-1},
+  h without its tanh, TensorFlow's cell clipping at 3; and its backward mistakes;
+- the layer's mistakes (:mod:`conformance.known_layer_bugs`) that can change something on the case: directions
+  and stacking plumbed wrongly, the projection in the wrong place, lengths and masks misapplied, clips on the wrong
+  quantity, the coupled gate from the forget weights, and backward-only mistakes;
+- a correct forward with cotangents ignored (dh_T, dc_T, the last step's dy).
 
-Apart from the hypotheses, a float64 result whose error is at float32's level
-(within float32's tolerance, outside float64's) is named as such: the
-implementation computes in float32 somewhere (Keras 3 on JAX does, and returns
-float64 arrays).
+A hypothesis is reported when every tensor it predicts agrees with the implementation's within the tolerance the
+test uses, and it differs from the spec on this case: "matches the spec if gates f and g are swapped". Apart from
+the hypotheses, a float64 result whose error is at float32's level is named as such, and parameter gradients right
+but for two gates' blocks exchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from itertools import combinations, permutations
-from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from conformance import known_bugs, known_layer_bugs
-from conformance.compare import compare
-from conformance.tolerances import tolerance
-from spec import lstm
-from spec.cases import CaseData, reference, widened
-from spec.layer_cases import LayerCaseData
-from spec.layer_cases import widened as widened_layer
+from contract.compare import compare
+from contract.tolerances import tolerance
+from contract.vocabulary import Kind
+from spec import layer
+from spec.cases import CaseData, is_cell, widened
 from spec.params import GATES, PEEPHOLE_GATES, LayerParams, LSTMParams
 
 ORDER_NAMES = {("i", "g", "f", "o"): "TensorFlow's BlockLSTM order", ("i", "o", "f", "g"): "ONNX's order"}
@@ -49,166 +39,176 @@ ORDER_NAMES = {("i", "g", "f", "o"): "TensorFlow's BlockLSTM order", ("i", "o", 
 #: For a float64 request, the precision whose error level is named when a result is at it.
 LOWER_PRECISION = {"float64": "float32"}
 
-# A mistake that rearranges the parameters (gates permuted, U transposed, peepholes swapped) may report
-# its gradients in either of two frames. Loading the weights wrongly and then differentiating what it
-# computed gives the gradients of the parameters as it used them (the mutants of conformance/mutants.py
-# do this); differentiating through the wrong loading (autodiff over it, or mapping the gradients back
-# with the same mistake) gives those of the parameters it was given. Both are tried, and the diagnosis
-# says which, because it tells whether the gradient mapping has the mistake too.
+# A mistake that rearranges the parameters may report its gradients in either of two frames. Loading the weights
+# wrongly and then differentiating what it computed gives the gradients of the parameters as it used them;
+# differentiating through the wrong loading (autodiff over it, or mapping the gradients back with the same mistake)
+# gives those of the parameters it was given. Both are tried, and the diagnosis says which.
 AS_USED = "(its gradients are those of the parameters as it used them)"
 MAPPED_BACK = "(its gradients are mapped back through the same mistake to the parameters it was given)"
 
 
 @dataclass(frozen=True, eq=False)
-class ForwardMistake:
-    """A mistake in the forward pass: what a mistaken implementation computes with instead of the spec's."""
+class Rearrangement:
+    """A mistake in the parameters alone: what every cell computes with instead of what it was given."""
 
     description: str  # completes "matches the spec if ..."
-    params: LSTMParams  # the parameters it computes with
-    forget_bias: float
-    bugs: frozenset = frozenset()  # switches of conformance.known_bugs
-    #: For a rearrangement of the parameters: the chain rule back through it, from the gradients of the
-    #: parameters it used to those of the parameters it was given. None for any other mistake.
-    map_back: Callable[[dict], dict] | None = None
-
-    def outputs(self, x, h0, c0) -> dict:
-        if self.bugs:
-            h_seq, h_T, c_T, _ = known_bugs.forward(self.params, x, h0, c0, self.forget_bias, self.bugs)
-            return {"h_seq": h_seq, "h_T": h_T, "c_T": c_T}
-        return _spec_outputs(self.params, x, h0, c0, self.forget_bias)
-
-    def gradients(self, x, h0, c0, cotangents) -> dict:
-        if self.bugs:
-            return known_bugs.backward(self.params, x, h0, c0, *cotangents, self.forget_bias, self.bugs)
-        # The spec itself where the mistake is only in the parameters: it is several times faster than the model.
-        fwd = lstm.forward(self.params, x, h0, c0, forget_bias=self.forget_bias)
-        return lstm.backward(fwd, *cotangents).tensors()
+    cell: Callable[[LSTMParams], LSTMParams]  # the parameters as used, from those given
+    forget_bias: Callable[[float], float] = lambda fb: fb
+    #: The chain rule back through it (gradients of the parameters used -> of those given), per cell; None when the
+    #: mistake is not a rearrangement (a bias halved: the gradient of the one bias used is what is reported).
+    map_back: Callable[[LSTMParams], LSTMParams] | None = None
 
 
-def _wide(data: CaseData):
-    wide = widened(data)
-    return wide.params, wide.x, wide.h0, wide.c0
-
-
-def _wide_cotangents(data: CaseData):
-    wide = widened(data)
-    return wide.dh_seq, wide.dh_T, wide.dc_T
-
-
-def _spec_outputs(params, x, h0, c0, forget_bias):
-    fwd = lstm.forward(params, x, h0, c0, forget_bias=forget_bias)
-    return {"h_seq": fwd.h_seq, "h_T": fwd.h_T, "c_T": fwd.c_T}
-
-
-def _describe_order(order: tuple[int, ...]) -> str:
+def _permuted(order) -> Rearrangement:
+    order = list(order)
+    inverse = list(np.argsort(order))
     names = tuple(GATES[k] for k in order)
     moved = [k for k in range(4) if order[k] != k]
     if len(moved) == 2:
-        a, b = moved
-        return f"gates {GATES[a]} and {GATES[b]} are swapped"
-    label = ORDER_NAMES.get(names)
-    return f"its gates are stacked {','.join(names)}" + (f" ({label})" if label else "") + " instead of i,f,g,o"
+        description = f"gates {GATES[moved[0]]} and {GATES[moved[1]]} are swapped"
+    else:
+        label = ORDER_NAMES.get(names)
+        description = f"its gates are stacked {','.join(names)}" + (f" ({label})" if label else "") + " instead of i,f,g,o"
+    return Rearrangement(description, lambda c: replace_gates(c, order), map_back=lambda g: replace_gates(g, inverse))
 
 
-def _unpermute(names: tuple[str, ...], order: list[int]) -> Callable[[dict], dict]:
-    """used[k] = given[order[k]], so the gradient of given[j] is that of used[k] where order[k] = j."""
-    inverse = np.argsort(order)
-    return lambda grads: {**grads, **{name: grads[name][inverse] for name in names}}
+def replace_gates(cell: LSTMParams, order) -> LSTMParams:
+    return LSTMParams(cell.W[order], cell.U[order], cell.b[order], cell.p, cell.W_hr)
 
 
-def _gates_stacked(params: LSTMParams, forget_bias: float, order: tuple[int, ...]) -> ForwardMistake:
-    order = list(order)
-    used = LSTMParams(params.W[order], params.U[order], params.b[order], params.p)
-    return ForwardMistake(_describe_order(tuple(order)), used, forget_bias, map_back=_unpermute(("W", "U", "b"), order))
-
-
-def _u_transposed(params: LSTMParams, forget_bias: float) -> ForwardMistake:
-    used = LSTMParams(params.W, params.U.transpose(0, 2, 1).copy(), params.b, params.p)
-    return ForwardMistake(
-        "the recurrent matrix U is transposed", used, forget_bias, map_back=lambda grads: {**grads, "U": grads["U"].transpose(0, 2, 1)}
-    )
-
-
-def _peepholes_swapped(params: LSTMParams, forget_bias: float, a: int, b: int) -> ForwardMistake:
+def _peepholes_swapped(a: int, b: int) -> Rearrangement:
     order = [0, 1, 2]
     order[a], order[b] = b, a
-    used = LSTMParams(params.W, params.U, params.b, params.p[order])
-    description = f"the peepholes of {PEEPHOLE_GATES[a]} and {PEEPHOLE_GATES[b]} are swapped"
-    return ForwardMistake(description, used, forget_bias, map_back=_unpermute(("p",), order))
+    swap = lambda c: LSTMParams(c.W, c.U, c.b, c.p[order], c.W_hr)  # noqa: E731 (its own inverse)
+    return Rearrangement(f"the peepholes of {PEEPHOLE_GATES[a]} and {PEEPHOLE_GATES[b]} are swapped", swap, map_back=swap)
 
 
-def forward_mistakes(params: LSTMParams, forget_bias: float) -> list[ForwardMistake]:
-    """Every forward mistake the diagnoses know, on these parameters: the one list outputs and gradients use."""
-    fb = forget_bias
-    mistakes = [_gates_stacked(params, fb, order) for order in permutations(range(4)) if order != (0, 1, 2, 3)]
-    mistakes.append(_u_transposed(params, fb))
+def rearrangements(data: CaseData) -> list[Rearrangement]:
+    """Every rearrangement of the parameters the diagnoses know that can change something on this case."""
+    fb, params = data.layer.forget_bias, data.params
+    found = [_permuted(order) for order in permutations(range(4)) if order != (0, 1, 2, 3)]
+    if params.output_size == params.hidden_size:
+        transpose = lambda c: LSTMParams(c.W, c.U.transpose(0, 2, 1).copy(), c.b, c.p, c.W_hr)  # noqa: E731
+        found.append(Rearrangement("the recurrent matrix U is transposed", transpose, map_back=transpose))
     if fb != 0:
-        mistakes.append(ForwardMistake("the forget bias is missing", params, 0.0))
-        mistakes.append(ForwardMistake("the forget bias is added twice", params, 2 * fb))
-    mistakes.append(ForwardMistake("a forget bias of 1 is added (TensorFlow's default)", params, fb + 1.0))
-    # This project's adapters split b in half between a framework's two biases (PyTorch, ONNX). Not a
-    # rearrangement: the gradient of the one bias used is what those adapters report as b's.
-    half_bias = LSTMParams(params.W, params.U, params.b * 0.5, params.p)
-    mistakes.append(ForwardMistake("only one of two biases is used (b is split in half between them)", half_bias, fb))
-    for bug in ("h_without_tanh", "cell_clip") + (("o_peeks_prev",) if params.p is not None else ()):
-        mistakes.append(ForwardMistake(known_bugs.BUGS[bug], params, fb, frozenset([bug])))
-    if params.p is not None:
-        mistakes += [_peepholes_swapped(params, fb, a, b) for a, b in combinations(range(3), 2)]
-        # The spec without peepholes predicts no gradient for p: what such an implementation reports for
-        # the p it ignores (zeros, or anything) is left open; the other gradients decide.
-        mistakes.append(ForwardMistake("the peepholes are ignored", params.without_peepholes(), fb))
-    return mistakes
+        found.append(Rearrangement("the forget bias is missing", lambda c: c, lambda _: 0.0))
+        found.append(Rearrangement("the forget bias is added twice", lambda c: c, lambda f: 2 * f))
+    found.append(Rearrangement("a forget bias of 1 is added (TensorFlow's default)", lambda c: c, lambda f: f + 1.0))
+    # This project's layouts split b in half between a framework's two biases (PyTorch, ONNX).
+    found.append(Rearrangement("only one of two biases is used (b is split in half between them)",
+                               lambda c: LSTMParams(c.W, c.U, c.b * 0.5, c.p, c.W_hr)))
+    if params.peephole:
+        found += [_peepholes_swapped(a, b) for a, b in combinations(range(3), 2)]
+        # The spec without peepholes predicts no gradient for p: what such an implementation reports for the p it
+        # ignores is left open; the other gradients decide.
+        found.append(Rearrangement("the peepholes are ignored", lambda c: LSTMParams(c.W, c.U, c.b, None, c.W_hr)))
+    return found
 
 
-def output_hypotheses(data: CaseData) -> list[tuple[str, Callable[[], dict]]]:
-    """(description, the outputs it predicts) for every forward mistake; computed when called."""
-    params, x, h0, c0 = _wide(data)
-    return [(m.description, lambda m=m: m.outputs(x, h0, c0)) for m in forward_mistakes(params, data.forget_bias)]
+def _cells(params: LayerParams, cell: Callable[[LSTMParams], LSTMParams]) -> LayerParams:
+    return LayerParams(tuple(cell(c) for c in params.cells), params.num_directions)
 
 
-def gradient_hypotheses(data: CaseData) -> Iterator[tuple[str, dict]]:
-    """(description, the gradients it predicts) for every forward and backward mistake, computed one by one."""
-    params, x, h0, c0 = _wide(data)
-    cotangents = _wide_cotangents(data)
-    for mistake in forward_mistakes(params, data.forget_bias):
-        # Cell clipping has no modelled backward (known_bugs.WITHOUT_BACKWARD): only its outputs are diagnosed.
-        if mistake.bugs & known_bugs.WITHOUT_BACKWARD:
+def _in_every_cell(description: str, data: CaseData) -> str:
+    return description + (" in every cell" if len(data.params.cells) > 1 else "")
+
+
+def _spec(data: CaseData, params: LayerParams, forget_bias: float, gradients: bool, cotangents=None) -> dict:
+    config = replace(data.layer, forget_bias=forget_bias, peephole=params.peephole)
+    fwd = layer.forward(params, data.x, data.h0, data.c0, config=config, lengths=data.lengths, mask=data.mask)
+    if not gradients:
+        return {"y": fwd.y, "h_T": fwd.h_T, "c_T": fwd.c_T}
+    return layer.backward(fwd, *(cotangents or (data.dy, data.dh_T, data.dc_T))).tensors()
+
+
+def _with_params(grads: dict, params: LayerParams) -> dict:
+    """Gradients with their parameter part replaced by ``params``' tensors (same names)."""
+    return {**{k: v for k, v in grads.items() if k in ("x", "h0", "c0")}, **params.tensors()}
+
+
+def _rearranged(data: CaseData, gradients: bool) -> Iterator[tuple[str, dict]]:
+    for mistake in rearrangements(data):
+        used = _cells(data.params, mistake.cell)
+        predicted = _spec(data, used, mistake.forget_bias(data.layer.forget_bias), gradients)
+        description = _in_every_cell(mistake.description, data)
+        if not gradients or mistake.map_back is None:
+            yield description, predicted
             continue
-        grads = mistake.gradients(x, h0, c0, cotangents)
-        if mistake.map_back is None:
-            yield mistake.description, grads
-        else:
-            yield f"{mistake.description} {AS_USED}", grads
-            yield f"{mistake.description} {MAPPED_BACK}", mistake.map_back(grads)
-    yield from _backward_mistakes(params, x, h0, c0, cotangents, data.forget_bias)
+        yield f"{description} {AS_USED}", predicted
+        as_used = data.params.with_tensors(predicted) if used.peephole == data.params.peephole else None
+        if as_used is not None:
+            yield f"{description} {MAPPED_BACK}", _with_params(predicted, _cells(as_used, mistake.map_back))
 
 
-def _backward_mistakes(params, x, h0, c0, cotangents, forget_bias) -> Iterator[tuple[str, dict]]:
-    """A correct forward pass with a mistaken backward: cotangents ignored, and known_bugs' backward bugs."""
-    dh_seq, dh_T, dc_T = cotangents
-    fwd = lstm.forward(params, x, h0, c0, forget_bias=forget_bias)
-    last_dropped = dh_seq.copy()
+def _as_layer(h_seq, h_T, c_T) -> dict:
+    return {"y": h_seq, "h_T": h_T[None], "c_T": c_T[None]}
+
+
+def _cell_gradients_as_layer(data: CaseData, grads: dict) -> dict:
+    name = data.params.cell_name(0)
+    return {"x": grads["x"], "h0": grads["h0"][None], "c0": grads["c0"][None],
+            **{f"{name} {tensor}": grads[tensor] for tensor in data.params.cells[0].tensors()}}
+
+
+def _cell_mistakes(data: CaseData, gradients: bool) -> Iterator[tuple[str, dict]]:
+    """The cell's own mistakes (known_bugs), for a plain cell."""
+    cell, fb = data.params.cells[0], data.layer.forget_bias
+    x, h0, c0, cotangents = data.x, data.h0[0], data.c0[0], (data.dy, data.dh_T[0], data.dc_T[0])
+    forward_bugs = ["h_without_tanh", "cell_clip"] + (["o_peeks_prev"] if cell.peephole else [])
+    for bug in forward_bugs:
+        if not gradients:
+            yield known_bugs.BUGS[bug], _as_layer(*known_bugs.forward(cell, x, h0, c0, fb, frozenset([bug]))[:3])
+        elif bug not in known_bugs.WITHOUT_BACKWARD:  # cell clipping has no modelled backward: outputs only
+            yield known_bugs.BUGS[bug], _cell_gradients_as_layer(data, known_bugs.backward(cell, x, h0, c0, *cotangents, fb, frozenset([bug])))
+    if gradients:
+        for bug in ["dc_without_downstream", "last_step_missing"] + (["dc_without_peepholes"] if cell.peephole else []):
+            yield known_bugs.BUGS[bug], _cell_gradients_as_layer(data, known_bugs.backward(cell, x, h0, c0, *cotangents, fb, frozenset([bug])))
+
+
+def _layer_mistakes(data: CaseData, gradients: bool) -> Iterator[tuple[str, dict]]:
+    """The layer's mistakes (known_layer_bugs) that can change something on this case."""
+    for bug, description in known_layer_bugs.BUGS.items():
+        if bug in ("dh_T_ignored", "dc_T_ignored") or not known_layer_bugs.applies(bug, data.layer, data.lengths, data.mask):
+            continue
+        if not gradients and bug in known_layer_bugs.BACKWARD_BUGS:
+            continue  # the forward is the spec's: nothing to see in the outputs
+        run = known_layer_bugs.forward(data.params, data.x, data.h0, data.c0, config=data.layer, lengths=data.lengths,
+                                       mask=data.mask, bugs={bug})
+        yield description, known_layer_bugs.backward(run, data.dy, data.dh_T, data.dc_T) if gradients else run.outputs()
+
+
+def _ignored_cotangents(data: CaseData) -> Iterator[tuple[str, dict]]:
+    """A correct forward pass whose backward ignores one of the cotangents."""
+    last_dropped = data.dy.copy()
     last_dropped[-1] = 0.0
     ignored = {
-        "the cotangent of c_T (dc_T) is ignored": (dh_seq, dh_T, np.zeros_like(dc_T)),
-        "the cotangent of h_T (dh_T) is ignored": (dh_seq, np.zeros_like(dh_T), dc_T),
-        "the last time step's cotangent dh_seq[T-1] is ignored": (last_dropped, dh_T, dc_T),
+        "the cotangent of c_T (dc_T) is ignored": (data.dy, data.dh_T, np.zeros_like(data.dc_T)),
+        "the cotangent of h_T (dh_T) is ignored": (data.dy, np.zeros_like(data.dh_T), data.dc_T),
+        "the last time step's cotangent dy[T-1] is ignored": (last_dropped, data.dh_T, data.dc_T),
     }
-    for description, ignoring in ignored.items():
-        yield description, lstm.backward(fwd, *ignoring).tensors()
-    for bug in ["dc_without_downstream", "last_step_missing"] + (["dc_without_peepholes"] if params.p is not None else []):
-        yield known_bugs.BUGS[bug], known_bugs.backward(params, x, h0, c0, *cotangents, forget_bias, frozenset([bug]))
+    for description, cotangents in ignored.items():
+        yield description, _spec(data, data.params, data.layer.forget_bias, True, cotangents)
 
 
-def _matches(got: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarray], dtype: str, kind: str) -> bool:
+def hypotheses(data: CaseData, kind: Kind) -> Iterator[tuple[str, dict]]:
+    """(description, what it predicts) for every mistake the diagnoses know that can change something on this case,
+    computed one by one in float64 on the data widened exactly."""
+    wide = widened(data)
+    gradients = kind == Kind.GRADIENTS
+    yield from _rearranged(wide, gradients)
+    if is_cell(wide.case):
+        yield from _cell_mistakes(wide, gradients)
+    yield from _layer_mistakes(wide, gradients)
+    if gradients:
+        yield from _ignored_cotangents(wide)
+
+
+def _matches(got: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarray], dtype: str, kind: Kind) -> bool:
     tol = tolerance(dtype, kind)
-    for name, value in predicted.items():
-        if name not in got or not compare(name, got[name], value, atol=tol.atol, rtol=tol.rtol).ok:
-            return False
-    return True
+    return all(name in got and compare(name, got[name], value, atol=tol.atol, rtol=tol.rtol).ok for name, value in predicted.items())
 
 
-def _explained(got, hypotheses: Iterable[tuple[str, dict]], spec: Mapping[str, np.ndarray], dtype: str, kind: str) -> list[str]:
+def _explained(got, hypotheses: Iterable[tuple[str, dict]], spec: Mapping[str, np.ndarray], dtype: str, kind: Kind) -> list[str]:
     found = []
     for description, predicted in hypotheses:
         # A hypothesis that predicts what the spec does (no |c| above 3 to clip, say) explains nothing.
@@ -217,12 +217,10 @@ def _explained(got, hypotheses: Iterable[tuple[str, dict]], spec: Mapping[str, n
     return found
 
 
-def _at_lower_precision(got: Mapping[str, np.ndarray], spec: Mapping[str, np.ndarray], dtype: str, kind: str) -> list[str]:
-    """An error too small for any mistake and too large for ``dtype``'s rounding: a lower precision's.
-
-    Every tensor must be within the lower precision's tolerance: one bug can hide behind small errors elsewhere.
-    """
-    lower = LOWER_PRECISION.get(dtype)
+def _at_lower_precision(got, spec, dtype: str, kind: Kind) -> list[str]:
+    """An error too small for any mistake and too large for ``dtype``'s rounding: a lower precision's. Every tensor
+    must be within the lower precision's tolerance: one bug can hide behind small errors elsewhere."""
+    lower = LOWER_PRECISION.get(str(dtype))
     if lower is None or not _matches(got, spec, lower, kind) or _matches(got, spec, dtype, kind):
         return []
     return [f"the error is at {lower}'s level: something in this implementation computes in {lower}"]
@@ -231,75 +229,27 @@ def _at_lower_precision(got: Mapping[str, np.ndarray], spec: Mapping[str, np.nda
 def _swapped_gradient_blocks(got, expected, dtype: str) -> list[str]:
     """Parameter gradients right but for two gates' blocks written to each other."""
     found = []
-    tol = tolerance(dtype, "gradients")
+    tol = tolerance(dtype, Kind.GRADIENTS)
 
     def close(name, value, target):
         return compare(name, value, target, atol=tol.atol, rtol=tol.rtol).ok
 
-    for name in ("W", "U", "b"):
-        if name in got and not close(name, got[name], expected[name]):
+    for name, value in expected.items():
+        tensor = name.split()[-1]
+        if tensor in ("W", "U", "b") and name in got and not close(name, got[name], value):
             for a, b in combinations(range(4), 2):
                 order = list(range(4))
                 order[a], order[b] = b, a
-                if close(name, got[name], expected[name][order]):
-                    found.append(f"grad {name} matches the spec's with the blocks of gates {GATES[a]} and {GATES[b]} exchanged")
-    return found
+                if close(name, got[name], value[order]):
+                    found.append(f"grad {tensor} matches the spec's with the blocks of gates {GATES[a]} and {GATES[b]} exchanged")
+    return sorted(set(found), key=found.index)
 
 
-def diagnose_outputs(data: CaseData, got: Mapping[str, np.ndarray], dtype: str) -> list[str]:
-    """The known mistakes under which the spec reproduces the implementation's outputs."""
-    spec_outputs = reference(data).outputs
-    hypotheses = ((description, predict()) for description, predict in output_hypotheses(data))
-    return _explained(got, hypotheses, spec_outputs, dtype, "outputs") + _at_lower_precision(got, spec_outputs, dtype, "outputs")
+def diagnose(data: CaseData, got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], dtype: str, kind: Kind) -> list[str]:
+    """The known mistakes under which the spec reproduces the implementation's answer (outputs or gradients)."""
+    found = _swapped_gradient_blocks(got, expected, dtype) if kind == Kind.GRADIENTS else []
+    found += _explained(got, hypotheses(data, kind), expected, dtype, kind)
+    return found + _at_lower_precision(got, expected, dtype, kind)
 
 
-def diagnose_gradients(data: CaseData, got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], dtype: str) -> list[str]:
-    """The known mistakes, forward or backward, under which the spec reproduces the implementation's gradients."""
-    return (
-        _swapped_gradient_blocks(got, expected, dtype)
-        + _explained(got, gradient_hypotheses(data), expected, dtype, "gradients")
-        + _at_lower_precision(got, expected, dtype, "gradients")
-    )
-
-
-# ---------------------------------------------------------------------------
-# The layer (spec/layer.py): the mistakes of conformance.known_layer_bugs
-# ---------------------------------------------------------------------------
-
-
-def _layer_gates_stacked(wide: LayerCaseData, order: tuple[int, ...], gradients: bool) -> tuple[str, dict]:
-    """Every cell's gates stacked in ``order`` (a layout conversion written once and applied to every layer and
-    direction): what it predicts, its gradients in the frame of the parameters it used."""
-    cells = tuple(LSTMParams(c.W[list(order)], c.U[list(order)], c.b[list(order)], c.p, c.W_hr) for c in wide.params.cells)
-    run = known_layer_bugs.forward(LayerParams(cells, wide.params.num_directions), wide.x, wide.h0, wide.c0,
-                                   config=wide.config, lengths=wide.lengths, mask=wide.mask, bugs=set())
-    predicted = known_layer_bugs.backward(run, wide.dy, wide.dh_T, wide.dc_T) if gradients else run.outputs()
-    return f"{_describe_order(order)} in every cell", predicted
-
-
-def layer_hypotheses(data: LayerCaseData, gradients: bool) -> Iterator[tuple[str, dict]]:
-    """(description, what it predicts) for every mistake that can change something on this case: the cell's
-    gate orders, in every cell; the mistakes of the layer's bug model: outputs under the forward mistakes,
-    gradients under the forward mistakes (the gradients of the mistaken forward) and the backward ones. Computed
-    one by one, in float64 on the data widened exactly."""
-    wide = widened_layer(data)
-    for order in permutations(range(4)):
-        if order != (0, 1, 2, 3):
-            yield _layer_gates_stacked(wide, order, gradients)
-    for bug, description in known_layer_bugs.BUGS.items():
-        if not known_layer_bugs.applies(bug, wide.config, wide.lengths, wide.mask):
-            continue
-        if not gradients and bug in known_layer_bugs.BACKWARD_BUGS:
-            continue  # the forward is the spec's: nothing to see in the outputs
-        run = known_layer_bugs.forward(wide.params, wide.x, wide.h0, wide.c0, config=wide.config, lengths=wide.lengths,
-                                       mask=wide.mask, bugs={bug})
-        yield description, known_layer_bugs.backward(run, wide.dy, wide.dh_T, wide.dc_T) if gradients else run.outputs()
-
-
-def diagnose_layer(data: LayerCaseData, got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], dtype: str,
-                   gradients: bool) -> list[str]:
-    """The known mistakes under which the spec reproduces a layer's answer (outputs, or gradients): each is
-    reported when it reproduces every tensor within the tolerance of the kind and differs from the spec on this
-    case (a mistake that changes nothing here explains nothing); then an error at a lower precision's level."""
-    kind = "layer gradients" if gradients else "layer outputs"
-    return _explained(got, layer_hypotheses(data, gradients), expected, dtype, kind) + _at_lower_precision(got, expected, dtype, kind)
+__all__ = ["AS_USED", "MAPPED_BACK", "diagnose", "hypotheses", "rearrangements"]

@@ -32,7 +32,7 @@ import sysconfig
 import threading
 from pathlib import Path
 
-from backends.base import TimedOut
+from contract.errors import TimedOut
 
 #: Seconds an implementation call may take by default (--call-timeout): the default cases take well under
 #: a second per call; a first call may include tracing or compilation (seconds); T=512 with --seeds adds little.

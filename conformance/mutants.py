@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Callable
 
-from backends.config import LAYER_FEATURES
-from backends.plugin import FunctionImplementation
 from conformance import known_bugs, known_layer_bugs
+from contract.loading import FunctionRow
+from contract.vocabulary import Feature
 from spec.params import GATES, LSTMParams
 
 
@@ -49,7 +49,7 @@ class Mutant:
     transform: Callable = _same
     bugs: frozenset = field(default_factory=frozenset)
 
-    def implementation(self) -> FunctionImplementation:
+    def row(self) -> FunctionRow:
         forward_bugs = self.bugs & {"o_peeks_prev", "h_without_tanh", "cell_clip"}
 
         def forward(params, x, h0, c0, *, forget_bias):
@@ -61,9 +61,8 @@ class Mutant:
             p, fb = self.transform(params, forget_bias)
             return known_bugs.backward(p, x, h0, c0, dh_seq, dh_T, dc_T, fb, self.bugs)
 
-        return FunctionImplementation(
-            id=self.id, description=self.description, forward_function=forward, backward_function=backward
-        )
+        return FunctionRow(id=self.id, description=self.description, features=frozenset({Feature.PEEPHOLE}),
+                           forward_function=forward, backward_function=backward)
 
 
 MUTANTS = (
@@ -109,7 +108,7 @@ class LayerMutant:
     def backward_only(self) -> bool:
         return self.bug in known_layer_bugs.BACKWARD_BUGS
 
-    def implementation(self) -> FunctionImplementation:
+    def row(self) -> FunctionRow:
         bugs = frozenset({self.bug})
 
         def forward_layer(params, x, h0, c0, *, config, lengths, mask):
@@ -120,10 +119,8 @@ class LayerMutant:
             run = known_layer_bugs.forward(params, x, h0, c0, config=config, lengths=lengths, mask=mask, bugs=bugs)
             return known_layer_bugs.backward(run, dy, dh_T, dc_T)
 
-        return FunctionImplementation(
-            id=self.id, description=self.description, layer_features=tuple(LAYER_FEATURES),
-            forward_layer_function=forward_layer, backward_layer_function=backward_layer,
-        )
+        return FunctionRow(id=self.id, description=self.description, features=frozenset(Feature),
+                           forward_layer_function=forward_layer, backward_layer_function=backward_layer)
 
 
 def _layer_mutant(name: str, description: str, bug: str) -> LayerMutant:
@@ -163,4 +160,4 @@ LAYER_MUTANTS = (
 
 MUTANTS_BY_ID = {m.id: m for m in MUTANTS}
 LAYER_MUTANTS_BY_ID = {m.id: m for m in LAYER_MUTANTS}
-IMPLEMENTATIONS = tuple(m.implementation() for m in MUTANTS) + tuple(m.implementation() for m in LAYER_MUTANTS)
+ROWS = tuple(m.row() for m in MUTANTS) + tuple(m.row() for m in LAYER_MUTANTS)

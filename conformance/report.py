@@ -1,6 +1,6 @@
-"""The conformance matrix: implementation x dtype x device, outputs and gradients, as a terminal table, JSON and Markdown.
+"""The conformance matrix: implementation x dtype x device, outputs and gradients, as terminal tables, JSON and Markdown.
 
-Each test records one :class:`Result` (data, built by conformance/runner.py;
+Each test records one :class:`Result` (data, built by conformance/judge.py;
 nothing here is read back out of messages). A cell of the matrix summarises the
 results of one implementation, kind (outputs or gradients), dtype and device
 over the cases the run asked for, and says how many it covers:
@@ -30,21 +30,42 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
+from contract.vocabulary import Dtype, Kind, Word
 
-STATUSES = ("pass", "FAIL", "known", "not supported", "unavailable", "not run")
-CELL_STATUSES = ("pass", "FAIL", "partial", "known", "incomplete", "not supported", "unavailable")
-KINDS = ("outputs", "gradients", "layer outputs", "layer gradients")
+
+class Status(Word):
+    """A test's verdict."""
+
+    PASS = "pass"
+    FAIL = "FAIL"
+    KNOWN = "known"
+    NOT_SUPPORTED = "not supported"
+    UNAVAILABLE = "unavailable"
+    NOT_RUN = "not run"
+
+
+class CellStatus(Word):
+    """A matrix cell's summary of its tests' verdicts (the module docstring)."""
+
+    PASS = "pass"
+    FAIL = "FAIL"
+    PARTIAL = "partial"
+    KNOWN = "known"
+    INCOMPLETE = "incomplete"
+    NOT_SUPPORTED = "not supported"
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass
 class Result:
+    """One test's verdict, as data (plain strings: it travels from pytest-xdist workers to the controller)."""
+
     implementation: str
-    kind: str  # one of KINDS
+    kind: str  # a Kind
     dtype: str
     device: str
     case: str
-    status: str  # one of STATUSES
+    status: str  # a Status
     worst_error: float | None = None  # largest |got - spec| over the case's tensors
     worst_ratio: float | None = None  # largest error over its tolerance (<= 1 passes)
     detail: str = ""  # the reason for a skip, the failure's first line
@@ -57,7 +78,7 @@ class Result:
 
 @dataclass
 class Cell:
-    status: str  # one of CELL_STATUSES
+    status: str  # a CellStatus
     asked: int = 0  # cases the run asked for
     covered: int = 0  # of them, passed (for "known": passed or behaved as documented)
     known: int = 0  # of them, behaved as documented (a known non-conformance)
@@ -68,18 +89,19 @@ class Cell:
     margin: float | None = None  # tolerance over the worst error (> 1 passes)
     detail: str = ""
 
-    def text(self) -> str:
-        if self.status in ("not supported", "unavailable"):
+    def text(self, short: bool = False) -> str:
+        """The cell as a matrix shows it; ``short``: the margin without its word (the terminal's tables)."""
+        if self.status in (CellStatus.NOT_SUPPORTED, CellStatus.UNAVAILABLE):
             return self.status
-        if self.status == "FAIL":
+        if self.status == CellStatus.FAIL:
             return f"FAIL {self.failed}/{self.denominator}" + (f" ({self.not_run} not run)" if self.not_run else "")
-        if self.status == "incomplete":
+        if self.status == CellStatus.INCOMPLETE:
             return f"incomplete {self.covered}/{self.denominator} ({self.not_run} not run)"
         text = f"{self.status} {self.covered}/{self.denominator}"
-        if self.status == "known" and self.known < self.covered:  # "known 11/11" would read as eleven known failures
+        if self.status == CellStatus.KNOWN and self.known < self.covered:  # "known 11/11" would read as 11 known failures
             text = f"known {self.known} + pass {self.covered - self.known}/{self.denominator}"
-        if self.status in ("pass", "partial", "known") and self.worst_error_eps is not None:
-            text += f" ({self.worst_error_eps:.3g} eps, margin {self.margin:.3g}x)"
+        if self.status in (CellStatus.PASS, CellStatus.PARTIAL, CellStatus.KNOWN) and self.worst_error_eps is not None:
+            text += f" ({self.worst_error_eps:.3g} eps, {'' if short else 'margin '}{self.margin:.3g}x)"
         return text
 
 
@@ -124,7 +146,8 @@ def build_matrix(results: list[Result], environment: dict | None = None, run: Ru
     groups: dict[str, dict[tuple[str, str, str], list[Result]]] = {}
     for r in results:
         groups.setdefault(r.implementation, {}).setdefault((r.kind, r.dtype, r.device), []).append(r)
-    columns = sorted({key for row in groups.values() for key in row}, key=lambda k: (k[2], k[1], KINDS.index(k[0])))
+    kinds = [str(k) for k in Kind]
+    columns = sorted({key for row in groups.values() for key in row}, key=lambda k: (k[2], k[1], kinds.index(k[0])))
     matrix = Matrix(columns=columns, environment=dict(environment or {}), run=run)
     for impl, row in groups.items():
         matrix.rows[impl] = {key: summarise(cell_results) for key, cell_results in row.items()}
@@ -137,36 +160,36 @@ def _count(results: list[Result], status: str, declared: bool | None = None) -> 
 
 def summarise(results: list[Result]) -> Cell:
     asked = len(results)
-    declared = _count(results, "not supported", declared=True)
+    declared = _count(results, Status.NOT_SUPPORTED, declared=True)
     denominator = asked - len(declared)
-    failed = _count(results, "FAIL")
-    passed = _count(results, "pass")
-    known = _count(results, "known")
-    unavailable = _count(results, "unavailable")
-    not_run = _count(results, "not run")
-    cell = Cell("partial", asked=asked, covered=len(passed), denominator=denominator, failed=len(failed), known=len(known),
-                not_run=len(not_run))
+    failed = _count(results, Status.FAIL)
+    passed = _count(results, Status.PASS)
+    known = _count(results, Status.KNOWN)
+    unavailable = _count(results, Status.UNAVAILABLE)
+    not_run = _count(results, Status.NOT_RUN)
+    cell = Cell(CellStatus.PARTIAL.value, asked=asked, covered=len(passed), denominator=denominator, failed=len(failed),
+                known=len(known), not_run=len(not_run))
     measured = [r for r in passed if r.worst_error is not None]
     if measured:
-        eps = float(np.finfo(results[0].dtype).eps)
+        eps = Dtype(results[0].dtype).eps
         worst = max(measured, key=lambda r: r.worst_ratio)
         cell.worst_error_eps = max(r.worst_error for r in measured) / eps
         cell.margin = (1.0 / worst.worst_ratio) if worst.worst_ratio > 0 else float("inf")
     if failed:
         diagnoses = sorted({d for r in failed for d in r.diagnosis})
-        cell.status, cell.detail = "FAIL", "; ".join(diagnoses) if diagnoses else failed[0].detail
+        cell.status, cell.detail = CellStatus.FAIL.value, "; ".join(diagnoses) if diagnoses else failed[0].detail
     elif not_run:
-        cell.status, cell.detail = "incomplete", not_run[0].detail
+        cell.status, cell.detail = CellStatus.INCOMPLETE.value, not_run[0].detail
     elif denominator == 0:
-        cell.status, cell.detail = "not supported", declared[0].detail
+        cell.status, cell.detail = CellStatus.NOT_SUPPORTED.value, declared[0].detail
     elif len(unavailable) == denominator:
-        cell.status, cell.detail = "unavailable", unavailable[0].detail
+        cell.status, cell.detail = CellStatus.UNAVAILABLE.value, unavailable[0].detail
     elif len(passed) == denominator:
-        cell.status = "pass"
+        cell.status = CellStatus.PASS.value
     elif known and len(passed) + len(known) == denominator:
-        cell.status, cell.covered, cell.detail = "known", len(passed) + len(known), known[0].detail
+        cell.status, cell.covered, cell.detail = CellStatus.KNOWN.value, len(passed) + len(known), known[0].detail
     else:
-        missing = [r for r in results if r.status not in ("pass", "known") and not r.declared]
+        missing = [r for r in results if r.status not in (Status.PASS, Status.KNOWN) and not r.declared]
         reasons = {}
         for r in missing:
             reasons.setdefault(f"{r.status}: {r.detail}", []).append(r.case)
@@ -183,12 +206,49 @@ def _incomplete(matrix: Matrix) -> list[str]:
     return [matrix.run.line()] if matrix.run is not None and not matrix.run.complete else []
 
 
-def render_text(matrix: Matrix) -> str:
-    headers = ["implementation"] + [_header(c) for c in matrix.columns]
-    body = [[impl] + [row[c].text() if c in row else "-" for c in matrix.columns] for impl, row in matrix.rows.items()]
+def row_status(row: dict[tuple[str, str, str], Cell]) -> CellStatus:
+    """A row's verdict over its cells: FAIL if any cell fails, then the first of incomplete, known, partial that any
+    cell is; unavailable or not supported if every cell is (unavailable first); else pass."""
+    statuses = {CellStatus(cell.status) for cell in row.values()}
+    for status in (CellStatus.FAIL, CellStatus.INCOMPLETE, CellStatus.KNOWN, CellStatus.PARTIAL):
+        if status in statuses:
+            return status
+    if statuses <= {CellStatus.UNAVAILABLE, CellStatus.NOT_SUPPORTED}:
+        return CellStatus.UNAVAILABLE if CellStatus.UNAVAILABLE in statuses else CellStatus.NOT_SUPPORTED
+    return CellStatus.PASS
+
+
+def summary_line(matrix: Matrix) -> str:
+    """How many rows pass, fail, are known, ..., in a line: the run's last word."""
+    counts: dict[CellStatus, int] = {}
+    for row in matrix.rows.values():
+        status = row_status(row)
+        counts[status] = counts.get(status, 0) + 1
+    parts = [f"{counts[status]} {status}" for status in CellStatus if counts.get(status)]
+    return f"{len(matrix.rows)} rows: " + ", ".join(parts)
+
+
+def _table(matrix: Matrix, columns: list[tuple[str, str, str]], title: str) -> list[str]:
+    headers = [title] + [kind for kind, _, _ in columns]
+    body = [[impl] + [row[c].text(short=True) if c in row else "-" for c in columns] for impl, row in matrix.rows.items()]
     widths = [max(len(line[k]) for line in [headers] + body) for k in range(len(headers))]
     fmt = lambda line: "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()  # noqa: E731
-    return "\n".join(_incomplete(matrix) + [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(line) for line in body])
+    return [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(line) for line in body]
+
+
+def render_text(matrix: Matrix, width: int = 120) -> str:
+    """One table per device and dtype (outputs and gradients side by side), or per column where that is wider than
+    ``width``; an incomplete run says so first."""
+    blocks = {}
+    for column in matrix.columns:
+        blocks.setdefault(column[1:], []).append(column)
+    lines = _incomplete(matrix)
+    for (dtype, device), columns in blocks.items():
+        table = _table(matrix, columns, f"{dtype} {device}")
+        if max(map(len, table)) > width:
+            table = [line for column in columns for line in [""] + _table(matrix, [column], f"{dtype} {device}")][1:]
+        lines += [""] * bool(lines) + table
+    return "\n".join(lines)
 
 
 def render_markdown(matrix: Matrix) -> str:
@@ -226,5 +286,5 @@ def write_reports(matrix: Matrix, results: list[Result], directory: Path) -> lis
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / "conformance.json", directory / "conformance.md"]
     paths[0].write_text(to_json(matrix, results))
-    paths[1].write_text("# Conformance matrix\n\n" + render_markdown(matrix))
+    paths[1].write_text("# Conformance matrix\n\n" + summary_line(matrix) + "\n\n" + render_markdown(matrix))
     return paths

@@ -1,10 +1,12 @@
-"""Every implementation's gradients (x, h0, c0, W, U, b, p) against the spec's backward pass in float64."""
+"""Every implementation's gradients (x, h0, c0 and every cell's W, U, b, p, W_hr) against the spec's backward pass in
+float64, on every case."""
 
 import pytest
 
-from conformance.runner import judge
+from contract.vocabulary import Kind
+from conformance.judge import judge
 
 
 @pytest.mark.gradients
-def test_gradients(request, implementation, run, case):
-    judge(request, implementation, run, case, "gradients")
+def test_gradients(request, row, dtype, device, case):
+    judge(request, row, Kind.GRADIENTS, dtype, device, case)

@@ -1,0 +1,290 @@
+"""PyTorch: ``torch.nn.LSTM`` itself (oneDNN's fused kernel on CPU, cuDNN on GPU) called three ways (time-major with
+unsorted packing, ``batch_first=True``, sorted packing); ``torch.nn.LSTMCell`` stepped in a Python loop, directions,
+stacks, lengths and masks by the loop as its users write them; and the spec's equations in torch ops, peepholes
+included. Layouts: backends/layouts/torch.py; runtime: backends/runtimes/torch.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backends.layouts import torch as layouts
+from backends.runtimes.torch import TORCH, torch
+from contract.row import Row
+from contract.vocabulary import HALF_DTYPES, Device, Feature
+
+DEVICES = (Device.CPU, Device.CUDA)
+NOT_MASKED = ("torch.nn.LSTM takes no mask of steps (variable lengths only, through pack_padded_sequence)")
+
+
+def _load(module, state, device: str):
+    """``module`` holding ``state`` (strict: a name torch does not have, or lacks, is an error)."""
+    t = torch()
+    with t.no_grad():
+        module.load_state_dict({name: t.from_numpy(value) for name, value in state.items()})
+    if device == Device.CUDA and hasattr(module, "flatten_parameters"):
+        module.flatten_parameters()
+    return module
+
+
+def _dtype(params, half):
+    return getattr(torch(), str(half or params.dtype.name))
+
+
+# ---------------------------------------------------------------------------
+# torch.nn.LSTM
+# ---------------------------------------------------------------------------
+
+
+def run_lstm(module, x, h0, c0, lengths=None, *, batch_first=False, enforce_sorted=False, total_length=None):
+    """What a user writes around ``torch.nn.LSTM``, from time-major x (T, B, I): lengths (B,) on the CPU go in through
+    ``pack_padded_sequence`` and come out through ``pad_packed_sequence`` (zeros past each length); ``enforce_sorted``:
+    the caller sorts the batch by decreasing length and undoes it, else torch does. Returns y (T, B, D * P), h_n, c_n
+    (L * D, B, .) in the original batch order. ``total_length`` (default T) is for tracing, where T must be a constant."""
+    t = torch()
+    rnn = t.nn.utils.rnn
+    total_length = x.shape[0] if total_length is None else total_length
+    batch = 0 if batch_first else 1
+    if batch_first:
+        x = x.transpose(0, 1)
+    if lengths is None:
+        y, (h_n, c_n) = module(x, (h0, c0))
+    else:
+        if enforce_sorted:
+            order = t.argsort(lengths, descending=True, stable=True)
+            on_device = order.to(x.device)
+            x, h0, c0, lengths = x.index_select(batch, on_device), h0[:, on_device], c0[:, on_device], lengths[order]
+        packed = rnn.pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=enforce_sorted)
+        out, (h_n, c_n) = module(packed, (h0, c0))
+        y, _ = rnn.pad_packed_sequence(out, batch_first=batch_first, total_length=total_length)
+        if enforce_sorted:
+            undo = t.argsort(order).to(x.device)
+            y, h_n, c_n = y.index_select(batch, undo), h_n[:, undo], c_n[:, undo]
+    return (y.transpose(0, 1) if batch_first else y), h_n, c_n
+
+
+@dataclass(eq=False)
+class TorchLSTM(Row):
+    """torch.nn.LSTM, time-major with unsorted packing unless ``batch_first`` or ``enforce_sorted`` say otherwise."""
+
+    id: str = "torch/nn.LSTM"
+    description: str = "torch.nn.LSTM (oneDNN on CPU in float32, cuDNN on GPU); two biases, summed"
+    runtime: object = TORCH
+    layout: object = layouts.NN_LSTM
+    features: frozenset = frozenset({Feature.STACKED, Feature.BIDIRECTIONAL, Feature.PROJECTION, Feature.LENGTHS})
+    devices: tuple = DEVICES
+    half_timing: tuple = HALF_DTYPES
+    reasons: dict = field(default_factory=lambda: {
+        Feature.EMPTY_SEQUENCES: "PyTorch refuses sequences of length 0: pack_padded_sequence raises \"Length of all "
+                                 "samples has to be greater than 0, but found an element in 'lengths' that is <= 0\"",
+        Feature.MASK: NOT_MASKED, Feature.MASK_PREVIOUS_OUTPUT: NOT_MASKED,
+    })
+    #: batch_first=True: x goes in (B, T, I) and y comes out (B, T, D * P).
+    batch_first: bool = False
+    #: Lengths: sort the batch by decreasing length, pack with enforce_sorted=True, unsort the results.
+    enforce_sorted: bool = False
+
+    def build(self, native, *, params, layer, device, half=None):
+        module = torch().nn.LSTM(params.input_size, params.hidden_size, num_layers=layer.num_layers,
+                                 bidirectional=layer.num_directions == 2, proj_size=params.proj_size or 0,
+                                 batch_first=self.batch_first, dtype=_dtype(params, half), device=str(device))
+        return _load(module, native, device)
+
+    def inputs(self, x, h0, c0, lengths, mask, *, layer, device):
+        """lengths stay on the CPU: pack_padded_sequence wants them there."""
+        (x, h0, c0), _ = super().inputs(x, h0, c0, None, None, layer=layer, device=device)
+        return (x, h0, c0), (None if lengths is None else torch().from_numpy(lengths.copy()), None)
+
+    def call(self, module, x, h0, c0, lengths, mask, *, layer):
+        return run_lstm(module, x, h0, c0, lengths, batch_first=self.batch_first, enforce_sorted=self.enforce_sorted)
+
+
+# ---------------------------------------------------------------------------
+# torch.nn.LSTMCell, stepped in Python
+# ---------------------------------------------------------------------------
+
+
+def run_direction(cell, x, h, c, steps, keep=None, zero_output=True):
+    """One direction of one layer as a user steps torch.nn.LSTMCell: the cell at the time steps ``steps`` (in that
+    order), outputs in time order (T, B, P). Where keep[t] (B,) is false a row's state stays as it was and its output
+    is zero, or with ``zero_output=False`` its previous output (zero before its first step)."""
+    t = torch()
+    outputs = [None] * x.shape[0]
+    previous = t.zeros_like(h)
+    for step in steps:
+        h_new, c_new = cell(x[step], (h, c))
+        if keep is None:
+            h, c = h_new, c_new
+            outputs[step] = h
+            continue
+        run = keep[step][:, None]
+        h, c = t.where(run, h_new, h), t.where(run, c_new, c)
+        outputs[step] = previous = t.where(run, h_new, t.zeros_like(h) if zero_output else previous)
+    return t.stack(outputs), h, c
+
+
+def run_cells(cells, x, h0, c0, layer, keep=None, zero_output=True):
+    """A stack of LSTMCells as a user writes it: cell k = l * D + d; a reverse direction steps T-1 .. 0; layer l + 1
+    reads [forward ; reverse] of layer l. Returns y, h_n, c_n as torch.nn.LSTM does."""
+    t = torch()
+    D, T = layer.num_directions, x.shape[0]
+    layer_input, h_n, c_n = x, [], []
+    for l in range(layer.num_layers):
+        outputs = []
+        for d in range(D):
+            k = l * D + d
+            steps = range(T - 1, -1, -1) if layer.reversed(d) else range(T)
+            y, h, c = run_direction(cells[k], layer_input, h0[k], c0[k], steps, keep, zero_output)
+            outputs.append(y)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = t.cat(outputs, dim=2)
+    return layer_input, t.stack(h_n), t.stack(c_n)
+
+
+@dataclass(eq=False)
+class TorchLSTMCell(Row):
+    id: str = "torch/nn.LSTMCell"
+    description: str = "torch.nn.LSTMCell stepped in a Python loop; directions, stacks, lengths and masks by the loop"
+    runtime: object = TORCH
+    layout: object = layouts.CELLS
+    features: frozenset = frozenset({Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL, Feature.LENGTHS,
+                                     Feature.EMPTY_SEQUENCES, Feature.MASK, Feature.MASK_PREVIOUS_OUTPUT})
+    devices: tuple = DEVICES
+    half_timing: tuple = HALF_DTYPES
+
+    def build(self, native, *, params, layer, device, half=None):
+        cells = torch().nn.ModuleList(
+            torch().nn.LSTMCell(cell.input_size, cell.hidden_size, dtype=_dtype(params, half), device=str(device))
+            for cell in params.cells)
+        return _load(cells, native, device)
+
+    def call(self, cells, x, h0, c0, lengths, mask, *, layer):
+        if lengths is not None:  # (13): the mask t < L_b, with zero outputs
+            keep = torch().arange(x.shape[0], device=x.device)[:, None] < lengths[None, :]
+            return run_cells(cells, x, h0, c0, layer, keep, zero_output=True)
+        return run_cells(cells, x, h0, c0, layer, mask, zero_output=layer.zero_output_for_mask)
+
+
+# ---------------------------------------------------------------------------
+# torch/peephole: the spec's equations in torch ops
+# ---------------------------------------------------------------------------
+
+
+def peephole_forward(w, x, h0, c0, workspace):
+    """Equations (1)-(6) for inference, in place in ``workspace`` (a flat tensor of :func:`workspace_size` elements,
+    reused between calls: a fresh allocation of that size costs page faults).
+
+    Feature-major: the state is held transposed, (H, B), and the pre-activations as (4H, B) per step, so that each
+    step's product is U (4H, H) @ h^T (H, B): on CPU, MKL runs that shape about 20% faster than h @ U^T for a small
+    batch, and the gate blocks i, f, o, g become row ranges. One matrix product projects every step's input; each
+    step adds one product with the recurrent weights (in place) and does the elementwise work."""
+    t = torch()
+    T, B, I = x.shape
+    H = h0.shape[1]
+    sizes = (4 * H * T * B, T * H * B, 3 * H * B)
+    z_flat, h_flat, state_flat = workspace[: sum(sizes)].split(sizes)
+    W, U, b, p = w["weight_ih"], w["weight_hh"], w["bias"], w.get("peephole")
+    z_all = t.addmm(b[:, None], W, x.reshape(T * B, I).t(), out=z_flat.view(4 * H, T * B)).view(4 * H, T, B)
+    hT_seq = h_flat.view(T, H, B)
+    cell_a, cell_b, tanh_c = state_flat.view(3, H, B).unbind(0)
+    if p is not None:
+        p_if, p_o = p[: 2 * H].view(2, H, 1), p[2 * H:, None]
+    h, c = h0.t(), c0.t()
+    for step in range(T):
+        z = z_all[:, step]  # (4H, B): rows i, f, o, g
+        z.addmm_(U, h)  # z_t = W x_t + b + U h_{t-1}
+        i, f, o, g = z[:H], z[H: 2 * H], z[2 * H: 3 * H], z[3 * H:]
+        if p is None:
+            z[: 3 * H].sigmoid_()  # (1), (2), (5)
+        else:
+            z[: 2 * H].view(2, H, B).addcmul_(c[None], p_if)  # i and f peek at c_{t-1}
+            z[: 2 * H].sigmoid_()  # (1), (2)
+        g.tanh_()  # (3)
+        c_new = (cell_a, cell_b)[step % 2]
+        t.mul(f, c, out=c_new).addcmul_(i, g)  # (4)
+        if p is not None:
+            o.addcmul_(c_new, p_o).sigmoid_()  # (5): o peeks at the new c_t
+        t.tanh(c_new, out=tanh_c)
+        h = t.mul(o, tanh_c, out=hT_seq[step])  # (6)
+        c = c_new
+    h_seq = hT_seq.transpose(1, 2).contiguous()  # (T, B, H), fresh: the workspace is reused
+    return h_seq, h_seq[-1], c.t().contiguous()
+
+
+def peephole_forward_autograd(w, x, h0, c0):
+    """The same equations out of place, for autograd, batch-major (with autograd the feature-major form measured no
+    faster); the steps taken with unbind, whose backward is one stack (indexing would scatter into a zero (T, B, 4H)
+    tensor at every step)."""
+    t = torch()
+    T, B, I = x.shape
+    H = h0.shape[1]
+    W, U, b, p = w["weight_ih"], w["weight_hh"], w["bias"], w.get("peephole")
+    z_all = t.addmm(b, x.reshape(T * B, I), W.t()).view(T, B, 4 * H)
+    if p is not None:
+        p_if, p_o = p[: 2 * H].view(2, H), p[2 * H:]
+    h, c, hs = h0, c0, []
+    for z_x in z_all.unbind(0):
+        z = t.addmm(z_x, h, U.t())
+        if p is None:
+            z_ifo, z_g = z.split([3 * H, H], 1)
+            i, f, o = t.sigmoid(z_ifo).chunk(3, 1)
+            c = t.addcmul(f * c, i, t.tanh(z_g))
+        else:
+            z_if, z_o, z_g = z.split([2 * H, H, H], 1)
+            i, f = t.sigmoid(t.addcmul(z_if.view(B, 2, H), c[:, None], p_if)).unbind(1)
+            c = t.addcmul(f * c, i, t.tanh(z_g))
+            o = t.sigmoid(t.addcmul(z_o, c, p_o))
+        h = o * t.tanh(c)
+        hs.append(h)
+    return t.stack(hs), h, c
+
+
+def workspace_size(T: int, B: int, H: int) -> int:
+    """Elements of the forward's workspace: pre-activations (4H, T*B), h for every step (T, H, B), two cell states
+    and tanh(c) (H, B each)."""
+    return 4 * H * T * B + T * H * B + 3 * H * B
+
+
+@dataclass(eq=False)
+class TorchPeepholeLSTM(Row):
+    id: str = "torch/peephole"
+    description: str = "the spec's equations in torch ops (one input product, one addmm a step), autograd gradients"
+    runtime: object = TORCH
+    layout: object = layouts.PEEPHOLE
+    features: frozenset = frozenset({Feature.PEEPHOLE})
+    devices: tuple = DEVICES
+    half_timing: tuple = HALF_DTYPES
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._workspaces: dict[tuple, object] = {}
+
+    def _workspace(self, shape, dtype, device):
+        """A buffer for the forward's intermediates per (T, B, H, dtype, device), kept up to 256 MiB in all."""
+        key = (*shape, dtype, str(device))
+        if key not in self._workspaces:
+            size = workspace_size(*shape) * dtype.itemsize
+            if sum(w.numel() * w.element_size() for w in self._workspaces.values()) + size > 256 << 20:
+                self._workspaces.clear()
+            self._workspaces[key] = torch().empty(workspace_size(*shape), dtype=dtype, device=device)
+        return self._workspaces[key]
+
+    def call(self, weights, x, h0, c0, lengths, mask, *, layer):
+        if torch().is_grad_enabled():
+            h_seq, h_T, c_T = peephole_forward_autograd(weights, x, h0[0], c0[0])
+        else:
+            workspace = self._workspace((x.shape[0], x.shape[1], h0.shape[2]), x.dtype, x.device)
+            h_seq, h_T, c_T = peephole_forward(weights, x, h0[0], c0[0], workspace)
+        return h_seq, h_T[None], c_T[None]
+
+
+ROWS = (
+    TorchLSTM(),
+    TorchLSTM(id="torch/nn.LSTM(batch_first)", batch_first=True,
+              description="torch.nn.LSTM(batch_first=True): x (B, T, I) in, y (B, T, D*P) out; otherwise torch/nn.LSTM"),
+    TorchLSTM(id="torch/nn.LSTM(enforce_sorted)", enforce_sorted=True,
+              description="torch.nn.LSTM with lengths packed sorted: the batch sorted by length, enforce_sorted=True, unsorted after"),
+    TorchLSTMCell(),
+    TorchPeepholeLSTM(),
+)

@@ -1,0 +1,1 @@
+"""Each framework's runtime: import, availability, environment, numerics, device transfer, gradients (contract.runtime)."""

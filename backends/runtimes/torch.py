@@ -1,0 +1,122 @@
+"""PyTorch's runtime: torch is imported only when a row first needs it.
+
+Numerics (:meth:`TorchRuntime.prepare`, before every call, and recorded by ``environment()``): the CPU thread
+count is ``LSTMC_THREADS`` when set, else torch's default; on CUDA, TF32 is off for matrix products and for
+cuDNN, and ``LSTMC_CUDNN=0`` runs torch.nn.LSTM on PyTorch's own CUDA kernels instead of cuDNN's (to tell the
+two apart). Gradients by ``torch.autograd.grad`` with respect to x, h0, c0 and every parameter of the built
+module (or every tensor of a built dict).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from contract.runtime import Runtime, cpu_model, framework_problem, import_framework, threads_wanted
+from contract.vocabulary import Device
+
+INSTALL_HINT = "torch is not installed (pip install 'lstm-conformance[torch]')"
+
+
+def torch():
+    return import_framework("torch", INSTALL_HINT)
+
+
+def cudnn_wanted() -> bool | None:
+    """LSTMC_CUDNN=0: torch.nn.LSTM on PyTorch's own CUDA kernels; 1 or unset: cuDNN stays on."""
+    value = os.environ.get("LSTMC_CUDNN", "")
+    if value == "":
+        return None
+    if value not in ("0", "1"):
+        raise ValueError(f"LSTMC_CUDNN must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+class TorchRuntime(Runtime):
+    name = "torch"
+
+    def availability(self, device: str) -> str | None:
+        if (problem := framework_problem("torch", INSTALL_HINT)) is not None:
+            return problem
+        if device == Device.CUDA and not torch().cuda.is_available():
+            if torch().version.cuda is None:
+                return f"no CUDA: this torch ({torch().__version__}) is a CPU-only build"
+            return "no CUDA device visible to torch (torch.cuda.is_available() is False)"
+        return None
+
+    def prepare(self, device: str) -> None:
+        t = torch()
+        threads = threads_wanted()
+        if threads is not None and t.get_num_threads() != threads:
+            t.set_num_threads(threads)
+        if device == Device.CUDA:
+            t.backends.cuda.matmul.allow_tf32 = False
+            t.backends.cudnn.allow_tf32 = False
+            if (cudnn := cudnn_wanted()) is not None:
+                t.backends.cudnn.enabled = cudnn
+
+    def environment(self, device: str) -> dict[str, object]:
+        t = torch()
+        self.prepare(device)
+        env: dict[str, object] = {
+            "torch": t.__version__,
+            "device": cpu_model() if device == Device.CPU else t.cuda.get_device_name(),
+            "threads": t.get_num_threads(),
+            "threads_env": os.environ.get("LSTMC_THREADS"),
+            "tf32_matmul": t.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": t.backends.cudnn.allow_tf32,
+        }
+        # torch >= 2.9 also has per-backend fp32_precision settings ("none" inherits from the level above, "ieee" is
+        # full float32, "tf32" allows TF32); the legacy flags above set them, but they are recorded too.
+        precision = {}
+        for name, getter in (("generic", lambda: t.backends.fp32_precision),
+                             ("cuda.matmul", lambda: t.backends.cuda.matmul.fp32_precision),
+                             ("cudnn.rnn", lambda: t.backends.cudnn.rnn.fp32_precision)):
+            try:
+                precision[name] = getter()
+            except AttributeError:
+                pass
+        if precision:
+            env["fp32_precision"] = precision
+        if device == Device.CUDA:
+            env.update(cuda=t.version.cuda, cudnn=t.backends.cudnn.version(), cudnn_enabled=t.backends.cudnn.enabled)
+        else:
+            env["mkldnn"] = t.backends.mkldnn.is_available() and t.backends.mkldnn.enabled
+        return env
+
+    def to_device(self, array: np.ndarray, device: str):
+        return torch().from_numpy(np.array(array)).to(str(device))
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy()
+
+    def run(self, function, *args):
+        with torch().inference_mode():
+            return function(*args)
+
+    def vjp(self, function, built, inputs, cotangents, extra=()):
+        t = torch()
+        inputs = [None if a is None else a.detach().requires_grad_() for a in inputs]
+        if isinstance(built, t.nn.Module):
+            weights = dict(built.named_parameters())
+        else:  # a dict of tensors: differentiated as fresh leaves
+            built = {name: value.detach().requires_grad_() if t.is_tensor(value) else value for name, value in built.items()}
+            weights = {name: value for name, value in built.items() if t.is_tensor(value)}
+        with t.enable_grad():
+            outputs = function(built, *inputs, *extra)
+            grads = t.autograd.grad(outputs, [*inputs, *weights.values()], grad_outputs=cotangents, allow_unused=True,
+                                    materialize_grads=True)
+        return dict(zip(weights, grads[len(inputs):])), *grads[: len(inputs)]
+
+    def cast(self, tensor, dtype):
+        return tensor.to(getattr(torch(), str(dtype)))
+
+    def synchronize(self, device: str) -> None:
+        if device == Device.CUDA:  # CUDA kernels run asynchronously; CPU ops have finished when they return
+            torch().cuda.synchronize()
+
+
+TORCH = TorchRuntime()
+
+__all__ = ["INSTALL_HINT", "TORCH", "TorchRuntime", "cudnn_wanted", "torch"]
