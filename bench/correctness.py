@@ -5,39 +5,42 @@ This is not the conformance check (``pytest conformance/`` judges outputs and gr
 element against tables of tolerances); it catches what a benchmark can get wrong on its own: a pass
 that reads a stale or unwritten buffer because the device was not synchronised, a half-precision
 path that silently computes something else, TF32 switched on behind the benchmark's back. The
-measure is the relative error in the 2-norm, ``||got - spec|| / ||spec||``, over h for every step
+measure is the relative error in the 2-norm, ``||got - spec|| / ||spec||``, over y (every step's output)
 (forward) or the gradients with respect to x, h0 and c0 (forward+backward).
+
+The spec's answer is computed once per benchmark data (:func:`spec.cases.reference`: outputs and gradients in
+float64) and serves every row and pass timed on that data.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 
-from spec.cases import CaseData
+from contract.vocabulary import Dtype
+from spec.cases import CaseData, Reference
 from spec.cases import reference as spec_reference
-from spec.layer_cases import LayerCaseData
-from spec.layer_cases import reference as spec_layer_reference
 
 #: The largest relative error a timed result may have, per dtype the pass ran in, and why.
-BOUNDS: dict[str, tuple[float, str]] = {
-    "float64": (1e-10, "float64 rounding (unit roundoff 1.1e-16) grown over T steps stays below 1e-12"),
-    "float32": (
+BOUNDS: dict[Dtype, tuple[float, str]] = {
+    Dtype.FLOAT64: (1e-10, "float64 rounding (unit roundoff 1.1e-16) grown over T steps stays below 1e-12"),
+    Dtype.FLOAT32: (
         1e-4,
         (
             "float32 rounding gives ~1e-7; TF32 (10-bit products) would give ~1e-3, so this also catches "
             "TF32 left on"
         ),
     ),
-    "float16": (
+    Dtype.FLOAT16: (
         2e-2,
         (
             "unit roundoff 4.9e-4; the inputs, weights and every step's h and c are rounded, so ~1e-3 is "
             "expected; a wrong computation (a gate swap, a stale buffer) is off by 0.1 to 1"
         ),
     ),
-    "bfloat16": (
+    Dtype.BFLOAT16: (
         8e-2,
         (
             "unit roundoff 3.9e-3 (8-bit significand), rounded as float16 is: ~1e-2 expected; a wrong "
@@ -59,19 +62,32 @@ def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
 
 
 @lru_cache(maxsize=4)
+def spec_answer(data: CaseData) -> Reference:
+    """The spec in float64 on ``data`` (widened exactly), outputs and gradients: computed once per data (the benchmark
+    runs every row, pass and dtype of one data in a row)."""
+    return spec_reference(data)
+
+
 def reference(data: CaseData, gradients: bool) -> dict[str, np.ndarray]:
-    """What a timed pass must have computed, by the spec in float64 on the (float32) benchmark data."""
-    expected = spec_reference(data)
+    """What a timed pass must have computed: y (forward) or the gradients of x, h0 and c0 (forward+backward)."""
+    answer = spec_answer(data)
     if not gradients:
-        return {"h_seq": expected.outputs["h_seq"]}
-    return {k: expected.gradients[k] for k in ("x", "h0", "c0")}
+        return {"y": answer.outputs["y"]}
+    return {k: answer.gradients[k] for k in ("x", "h0", "c0")}
 
 
-def check(result: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype: str) -> float:
+@lru_cache(maxsize=4)
+def padded(data: CaseData) -> CaseData:
+    """The same data without its lengths: what a padded run computes (every row all T steps)."""
+    return replace(data, case=replace(data.case, lengths=None), lengths=None)
+
+
+def check(result: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype) -> float:
     """The worst relative error over the result's tensors; AssertionError (naming the tensor, the
     error and the bound) if it is over the dtype's bound."""
     if set(result) != set(expected):
         raise AssertionError(f"the timed pass returned {sorted(result)}, expected {sorted(expected)}")
+    dtype = Dtype.parse(dtype, "dtype")
     bound, reason = BOUNDS[dtype]
     errors = {name: relative_error(result[name], expected[name]) for name in expected}
     name, worst = max(errors.items(), key=lambda item: item[1])
@@ -83,11 +99,4 @@ def check(result: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype:
     return worst
 
 
-@lru_cache(maxsize=4)
-def layer_reference(data: LayerCaseData, gradients: bool) -> dict[str, np.ndarray]:
-    """What a timed layer pass must have computed: y (forward) or the gradients of x, h0, c0, by the spec in
-    float64 on the same data."""
-    expected = spec_layer_reference(data)
-    if not gradients:
-        return {"y": expected.outputs["y"]}
-    return {k: expected.gradients[k] for k in ("x", "h0", "c0")}
+__all__ = ["BOUNDS", "check", "padded", "reference", "relative_error", "spec_answer"]

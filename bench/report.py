@@ -3,20 +3,24 @@
     python -m bench.report RUN.json [RUN.json ...] [--markdown FILE] [--plots DIR]
     python -m bench.report NEW.json --baseline OLD.json [--threshold 0.10]
 
-RUN.json files are pytest-benchmark's (``--benchmark-json`` or ``--benchmark-save``) from
-bench/test_matrix.py and bench/test_layer_matrix.py; several runs (a CPU machine's and a GPU machine's, say) are merged, a later
-file's result replacing an earlier one's for the same configuration. For each pass and dtype the
-table has one row per implementation and variant and one column per shape and device (CPU beside
-GPU); a cell is the median time, its ratio to the fastest in that column and its fraction of the
-roofline; DeepBench's published times for the same shapes (V100, cuDNN, float32) stand in the last
-row. Below each table: the worst error against the spec among its results. With --baseline, every
-configuration that is slower than in the baseline by more than the threshold is flagged, and the
-command exits with status 1.
+RUN.json files are pytest-benchmark's (``--benchmark-json`` or ``--benchmark-save``) from bench/test_matrix.py, and
+from bench/test_layer_matrix.py of runs made before the two matrices were one (bench/results/cpu-layer-2026-11-23:
+read as the same results, their "lengths" as the variant). Several runs (a CPU machine's and a GPU machine's, say)
+are merged, a later file's result replacing an earlier one's for the same configuration.
 
-The layer matrix (bench/test_layer_matrix.py) gets one table per shape and pass: per implementation and
-device, the padded run beside the variable-length run on the same data (packed, sequence lengths or a
-mask, as the implementation takes them), each with its useful GFLOP/s (the steps inside each row's length
-only), and their ratio: what variable lengths cost (> 1) or save (< 1) in that framework.
+For the cell's shapes (one forward layer, variants standard and peephole), for each pass and dtype the table has one
+row per implementation and variant and one column per shape and device (CPU beside GPU); a cell is the median time,
+its ratio to the fastest in that column and its fraction of the roofline; DeepBench's published times for the same
+shapes (V100, cuDNN, float32) stand in the last row. Below each table: the worst error against the spec among its
+results.
+
+For a shape with variable lengths (Braun's stack), one table per shape, pass and dtype: per implementation and
+device, the padded run beside the variable-length run on the same data (packed, sequence lengths or a mask, as the
+implementation takes them), each with its useful GFLOP/s (the steps inside each row's length only), and their
+ratio: what variable lengths cost (> 1) or save (< 1) in that framework.
+
+With --baseline, every configuration that is slower than in the baseline by more than the threshold is flagged,
+and the command exits with status 1.
 """
 
 from __future__ import annotations
@@ -27,94 +31,82 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.timing import TIMING_DTYPES
 from bench.correctness import BOUNDS
-from bench.matrix import LAYER_SHAPES, PASSES, SHAPES
+from bench.matrix import LENGTH_VARIANTS, PASSES, SHAPES
+from contract.vocabulary import Dtype
+
+#: The variants of a shape with variable lengths: their results go to the padded-beside-variable tables.
+LENGTH_VARIANT_NAMES = tuple(v.name for v in LENGTH_VARIANTS)
 
 
 @dataclass(frozen=True)
-class Row:
-    implementation: str
-    variant: str
+class Result:
+    """One timed configuration of a run."""
+
+    implementation: str  # the row's id
+    variant: str  # standard / peephole (the cell's shapes), padded / variable (a shape with lengths)
     dtype: str
     device: str
     shape: str
     pass_: str
     median_s: float
-    gflops: float
-    roofline_fraction: float | None
-    deepbench_ms: float | None
-    deepbench_source: str | None
+    gflops: float  # of the steps computed
+    roofline_fraction: float | None = None
+    deepbench_ms: float | None = None
+    deepbench_source: str | None = None
     relative_error: float | None = None  # against the spec (bench/correctness.py)
     device_resident: bool | None = None  # False: timed through NumPy, transfers included
+    how: str | None = None  # how the lengths went in: padded, lengths or mask
+    useful_gflops: float | None = None  # of the steps inside each row's length only
 
     @property
     def key(self) -> tuple:
         return (self.implementation, self.variant, self.dtype, self.device, self.shape, self.pass_)
 
-
-@dataclass(frozen=True)
-class LayerRow:
-    implementation: str
-    device: str
-    shape: str
-    lengths: str  # "padded" or "variable"
-    how: str  # "padded", "lengths" or "mask"
-    pass_: str
-    median_s: float
-    useful_gflops: float  # FLOPs of the steps inside each row's length, per second
-    relative_error: float | None = None
-    device_resident: bool | None = None
-
     @property
-    def key(self) -> tuple:
-        return (self.implementation, self.device, self.shape, self.lengths, self.pass_)
+    def with_lengths(self) -> bool:
+        """Whether it is one of a padded / variable-lengths pair."""
+        return self.variant in LENGTH_VARIANT_NAMES
 
 
-def _results(run: dict, flag: str):
-    """(benchmark, its extra_info) for each result of a pytest-benchmark run that ``flag`` marks as the matrix's."""
-    for bench in run.get("benchmarks", []):
-        info = bench.get("extra_info", {})
-        if info.get(flag):
-            yield bench, info
+def _result(bench: dict) -> Result | None:
+    """The matrix's result in one pytest-benchmark entry, or None for another benchmark's."""
+    info, median = bench.get("extra_info", {}), bench["stats"]["median"]
+    common = dict(implementation=info.get("implementation"), device=info.get("device"), shape=info.get("shape"),
+                  pass_=info.get("pass_"), median_s=median, relative_error=info.get("relative_error_vs_spec"),
+                  device_resident=info.get("device_resident"))
+    if info.get("matrix"):
+        return Result(**common, variant=info["variant"], dtype=info["dtype"], gflops=info["gflops"],
+                      roofline_fraction=info.get("roofline_fraction"), deepbench_ms=info.get("deepbench_ms"),
+                      deepbench_source=info.get("deepbench_source"), how=info.get("how"),
+                      useful_gflops=info.get("useful_gflops"))
+    if info.get("layer_matrix"):  # bench/test_layer_matrix.py, before the matrices were one: float32, no roofline
+        return Result(**common, variant=info["lengths"], dtype=info.get("dtype", "float32"),
+                      gflops=info["flop"] / median / 1e9, how=info["how"], useful_gflops=info["useful_gflops"])
+    return None
 
 
-def load_layer(paths) -> dict[tuple, LayerRow]:
-    """The layer matrix's results in ``paths`` (a later file's replacing an earlier one's)."""
-    rows: dict[tuple, LayerRow] = {}
-    for path in paths:
-        for bench, info in _results(json.loads(Path(path).read_text()), "layer_matrix"):
-            row = LayerRow(
-                implementation=info["implementation"], device=info["device"], shape=info["shape"], lengths=info["lengths"],
-                how=info["how"], pass_=info["pass_"], median_s=bench["stats"]["median"], useful_gflops=info["useful_gflops"],
-                relative_error=info.get("relative_error_vs_spec"), device_resident=info.get("device_resident"),
-            )
-            rows[row.key] = row
-    return rows
-
-
-def load(paths) -> tuple[dict[tuple, Row], list[dict]]:
-    rows: dict[tuple, Row] = {}
+def load(paths) -> tuple[dict[tuple, Result], list[dict]]:
+    """The matrix's results in ``paths`` (a later file's replacing an earlier one's), and each file's machine."""
+    results: dict[tuple, Result] = {}
     machines = []
     for path in paths:
         data = json.loads(Path(path).read_text())
         machines.append({"file": str(path), "description": describe_machine(data.get("machine_info", {}))})
-        for bench, info in _results(data, "matrix"):
-            row = Row(
-                implementation=info["implementation"], variant=info["variant"], dtype=info["dtype"], device=info["device"],
-                shape=info["shape"], pass_=info["pass_"], median_s=bench["stats"]["median"], gflops=info["gflops"],
-                roofline_fraction=info.get("roofline_fraction"), deepbench_ms=info.get("deepbench_ms"),
-                deepbench_source=info.get("deepbench_source"), relative_error=info.get("relative_error_vs_spec"),
-                device_resident=info.get("device_resident"),
-            )
-            rows[row.key] = row
-    return rows, machines
+        for bench in data.get("benchmarks", []):
+            if (result := _result(bench)) is not None:
+                results[result.key] = result
+    return results, machines
 
 
 def describe_machine(info: dict) -> str:
-    """One line of what a run's results depend on: CPU, GPU, CUDA and cuDNN, framework versions, TF32, threads."""
+    """One line of what a run's results depend on: CPU and its vector extensions, GPU, CUDA and cuDNN, framework
+    versions, TF32, threads."""
     ours = info.get("lstm_conformance") or {}
     parts = [f"CPU {ours.get('cpu_model') or (info.get('cpu') or {}).get('brand_raw', '?')} x{ours.get('cpu_count', '?')}"]
+    if isa := ours.get("cpu_isa"):
+        capability = f", torch dispatches {isa['torch_cpu_capability']}" if isa.get("torch_cpu_capability") else ""
+        parts.append(f"ISA {' '.join(isa.get('simd', [])) or 'no listed vector extension'}{capability}")
     if ours.get("gpu"):
         parts.append(f"GPU {ours['gpu']}, CUDA {ours.get('cuda')}, cuDNN {ours.get('cudnn')}")
     if ours.get("blas"):
@@ -133,8 +125,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.3g} s" if seconds >= 1 else f"{seconds * 1e3:.3g} ms"
 
 
-def table(rows: dict[tuple, Row], pass_: str, dtype: str = "float32") -> str:
-    selected = [r for r in rows.values() if r.pass_ == pass_ and r.dtype == dtype]
+def table(results: dict[tuple, Result], pass_: str, dtype: str = "float32") -> str:
+    """The cell's shapes in one pass and dtype: a row per implementation and variant, a column per shape and device."""
+    selected = [r for r in results.values() if r.pass_ == pass_ and r.dtype == dtype and not r.with_lengths]
     if not selected:
         return ""
     order = {shape.name: k for k, shape in enumerate(SHAPES)}  # bench/matrix.py's order; CPU before GPU
@@ -166,7 +159,7 @@ def table(rows: dict[tuple, Row], pass_: str, dtype: str = "float32") -> str:
     if errors:
         checked = (
             "Every result above was checked against the spec before it was timed: worst relative error "
-            f"{max(errors):.2g} (bound {BOUNDS[dtype][0]:g}, bench/correctness.py)."
+            f"{max(errors):.2g} (bound {BOUNDS[Dtype(dtype)][0]:g}, bench/correctness.py)."
         )
         lines += ["", checked]
     if any(r.device_resident is False for r in selected):
@@ -174,21 +167,21 @@ def table(rows: dict[tuple, Row], pass_: str, dtype: str = "float32") -> str:
     return "\n".join(lines)
 
 
-def layer_table(rows: dict[tuple, LayerRow], shape: str, pass_: str) -> str:
+def layer_table(results: dict[tuple, Result], shape: str, pass_: str, dtype: str = "float32") -> str:
     """Padded beside variable lengths, per implementation and device, fastest padded first."""
-    selected = [r for r in rows.values() if r.shape == shape and r.pass_ == pass_]
+    selected = [r for r in results.values() if r.shape == shape and r.pass_ == pass_ and r.dtype == dtype and r.with_lengths]
     if not selected:
         return ""
-    by_key = {(r.implementation, r.device, r.lengths): r for r in selected}
+    by_key = {(r.implementation, r.device, r.variant): r for r in selected}
     names = sorted({(r.implementation, r.device) for r in selected},
                    key=lambda n: (n[1] != "cpu", n[1], by_key[(*n, "padded")].median_s if (*n, "padded") in by_key else float("inf"), n[0]))
     lines = ["| implementation | device | padded | variable lengths | variable / padded |", "|---|---|---|---|---|"]
 
-    def cell(r: LayerRow | None) -> str:
+    def cell(r: Result | None) -> str:
         if r is None:
             return "-"
         mark = " †" if r.device_resident is False else ""
-        how = "" if r.how == "padded" else f" ({r.how})"
+        how = "" if r.how in (None, "padded") else f" ({r.how})"
         return f"{_duration(r.median_s)}{mark}{how}, {r.useful_gflops:.3g} useful GFLOP/s"
 
     for implementation, device in names:
@@ -198,27 +191,28 @@ def layer_table(rows: dict[tuple, LayerRow], shape: str, pass_: str) -> str:
     errors = [r.relative_error for r in selected if r.relative_error is not None]
     if errors:
         lines += ["", "Every result above was checked against the spec before it was timed (the padded runs against the spec "
-                  f"with every length T): worst relative error {max(errors):.2g} (bound {BOUNDS['float32'][0]:g})."]
+                  f"with every length T): worst relative error {max(errors):.2g} (bound {BOUNDS[Dtype(dtype)][0]:g})."]
     if any(r.device_resident is False for r in selected):
         lines += ["", "† timed through NumPy (inputs converted and transferred on every call)."]
     return "\n".join(lines)
 
 
-def regressions(new: dict[tuple, Row | LayerRow], old: dict[tuple, Row | LayerRow], threshold: float) -> list[str]:
+def regressions(new: dict[tuple, Result], old: dict[tuple, Result], threshold: float) -> list[str]:
     found = []
-    for key, row in sorted(new.items()):
+    for key, result in sorted(new.items()):
         before = old.get(key)
-        if before is not None and row.median_s > before.median_s * (1 + threshold):
+        if before is not None and result.median_s > before.median_s * (1 + threshold):
             found.append(
                 f"REGRESSION {' '.join(key)}: "
-                f"{before.median_s * 1e3:.3g} ms -> {row.median_s * 1e3:.3g} ms ({row.median_s / before.median_s:.2f}x, threshold {1 + threshold:.2f}x)"
+                f"{before.median_s * 1e3:.3g} ms -> {result.median_s * 1e3:.3g} ms ({result.median_s / before.median_s:.2f}x, "
+                f"threshold {1 + threshold:.2f}x)"
             )
     return found
 
 
-def plot(rows: dict[tuple, Row], directory: Path, columns: int = 4) -> list[Path]:
-    """One PNG per pass and dtype: GFLOP/s per implementation, a panel per shape (``columns`` to a row),
-    CPU and GPU side by side. Every panel of a figure has the same axis, logarithmic when devices differ
+def plot(results: dict[tuple, Result], directory: Path, columns: int = 4) -> list[Path]:
+    """One PNG per pass and dtype of the cell's shapes: GFLOP/s per implementation, a panel per shape (``columns`` to
+    a row), CPU and GPU side by side. Every panel of a figure has the same axis, logarithmic when devices differ
     (a GPU and a CPU differ by orders of magnitude), so that bars compare across panels too."""
     import math
 
@@ -230,8 +224,8 @@ def plot(rows: dict[tuple, Row], directory: Path, columns: int = 4) -> list[Path
     directory.mkdir(parents=True, exist_ok=True)
     order = {shape.name: k for k, shape in enumerate(SHAPES)}
     written = []
-    for pass_, dtype in ((p, d) for p in PASSES for d in TIMING_DTYPES):
-        selected = [r for r in rows.values() if r.pass_ == pass_ and r.dtype == dtype]
+    for pass_, dtype in ((p, d) for p in PASSES for d in Dtype):
+        selected = [r for r in results.values() if r.pass_ == pass_ and r.dtype == dtype and not r.with_lengths]
         if not selected:
             continue
         shapes = sorted({r.shape for r in selected}, key=lambda name: (order.get(name, len(order)), name))
@@ -273,7 +267,7 @@ def plot(rows: dict[tuple, Row], directory: Path, columns: int = 4) -> list[Path
     return written
 
 
-def render(rows: dict[tuple, Row], machines: list[dict], layer_rows: dict[tuple, LayerRow] | None = None) -> str:
+def render(results: dict[tuple, Result], machines: list[dict]) -> str:
     intro = (
         "Median time per call, its ratio to the fastest in the column and its fraction of the roofline "
         "(min(matrix-product rate, arithmetic intensity x memory bandwidth), both measured in the same run, "
@@ -283,49 +277,55 @@ def render(rows: dict[tuple, Row], machines: list[dict], layer_rows: dict[tuple,
     for machine in machines:
         parts.append(f"- `{machine['file']}`: {machine['description']}")
     for pass_ in PASSES:
-        for dtype in TIMING_DTYPES:
-            text = table(rows, pass_, dtype)
+        for dtype in Dtype:
+            text = table(results, pass_, dtype)
             if text:
                 parts += ["", f"## {pass_}, {dtype}", "", text]
-    if layer_rows:
+    with_lengths = [r for r in results.values() if r.with_lengths]
+    if with_lengths:
         parts += ["", "# The layer: padded and variable lengths", "",
-                  "A stack of bidirectional layers (bench/matrix.py's LAYER_SHAPES), float32, each implementation on the same "
-                  "data padded (every row all T steps) and with each row's own length (packed, sequence lengths or a mask, "
-                  "as it takes them). Useful GFLOP/s count only the steps inside the lengths (8BH(I+H) per row-step, layer "
-                  "and direction; x3 forward+backward), so the two columns compare the work that matters."]
-        order = {shape.name: k for k, shape in enumerate(LAYER_SHAPES)}
-        for shape in sorted({r.shape for r in layer_rows.values()}, key=lambda name: (order.get(name, len(order)), name)):
+                  "A stack of bidirectional layers (the shapes with lengths in bench/matrix.py's SHAPES), each "
+                  "implementation on the same data padded (every row all T steps) and with each row's own length "
+                  "(packed, sequence lengths or a mask, as it takes them). Useful GFLOP/s count only the steps inside "
+                  "the lengths (8BH(I+H) per row-step, layer and direction; x3 forward+backward), so the two columns "
+                  "compare the work that matters."]
+        order = {shape.name: k for k, shape in enumerate(SHAPES)}
+        for shape in sorted({r.shape for r in with_lengths}, key=lambda name: (order.get(name, len(order)), name)):
             for pass_ in PASSES:
-                text = layer_table(layer_rows, shape, pass_)
-                if text:
-                    parts += ["", f"## {shape}, {pass_}", "", text]
+                for dtype in Dtype:
+                    text = layer_table(results, shape, pass_, dtype)
+                    if text:
+                        suffix = "" if dtype == Dtype.FLOAT32 else f", {dtype}"
+                        parts += ["", f"## {shape}, {pass_}{suffix}", "", text]
     return "\n".join(parts) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark JSON files of bench/test_matrix.py and bench/test_layer_matrix.py")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="pytest-benchmark JSON files of bench/test_matrix.py (and of bench/test_layer_matrix.py, "
+                             "from before the matrices were one)")
     parser.add_argument("--baseline", type=Path, help="an earlier run to compare with")
     parser.add_argument("--threshold", type=float, default=0.10, help="slower by more than this fraction is a regression (default 0.10)")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     parser.add_argument("--plots", type=Path, help="write PNG plots to this directory")
     args = parser.parse_args(argv)
-    rows, machines = load(args.runs)
-    layer_rows = load_layer(args.runs)
-    if not rows and not layer_rows:
-        print("no results of bench/test_matrix.py or bench/test_layer_matrix.py in " + ", ".join(map(str, args.runs)), file=sys.stderr)
+    results, machines = load(args.runs)
+    if not results:
+        print("no results of the benchmark matrix (bench/test_matrix.py, or bench/test_layer_matrix.py of earlier runs) "
+              "in " + ", ".join(map(str, args.runs)), file=sys.stderr)
         return 2
-    text = render(rows, machines, layer_rows)
+    text = render(results, machines)
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text)
     if args.plots:
-        for path in plot(rows, args.plots):
+        for path in plot(results, args.plots):
             print(f"wrote {path}")
     if args.baseline:
         old, _ = load([args.baseline])
-        flagged = regressions(rows, old, args.threshold) + regressions(layer_rows, load_layer([args.baseline]), args.threshold)
+        flagged = regressions(results, old, args.threshold)
         for line in flagged:
             print(line)
         if flagged:

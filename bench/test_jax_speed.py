@@ -2,11 +2,11 @@
 
     .venv/bin/python -m pytest bench/test_jax_speed.py -p no:cacheprovider
 
-Requirements (judged by test_side_by_side through bench.conftest.check_target, on medians of
+Requirements (judged by test_side_by_side through bench.timing.check_target, on medians of
 interleaved rounds, so that the drifts of a shared machine hit every contender alike; a missed one is
 reported as MISSED and fails the run only with --bench-fail-on-target):
 
-- the flax/OptimizedLSTMCell adapter (canonical NumPy in, NumPy out) adds at most 5% to flax's
+- the flax/OptimizedLSTMCell row (canonical NumPy in, NumPy out) adds at most 5% to flax's
   OptimizedLSTMCell run natively (jitted nn.RNN apply on a native tree already on the device);
 - jax/lax.scan, peephole variant, is within 1.3x of that native flax LSTM (which has no
   peepholes), forward and forward+backward.
@@ -26,32 +26,46 @@ pytest.importorskip("flax", reason="the JAX benchmarks need flax: pip install 'l
 
 import jax  # noqa: E402
 
-from backends.base import Config  # noqa: E402
-from backends.jax_lstm import IMPLEMENTATIONS  # noqa: E402
-from bench.conftest import interleaved, lstm_flop  # noqa: E402
+from backends.layouts.flax import CELL  # noqa: E402
+from backends.registry import row_by_id  # noqa: E402
+from backends.runtimes.jax import MATMUL_PRECISION, linen  # noqa: E402
 from bench.matrix import BENCH_CASE  # noqa: E402
+from bench.timing import interleaved, lstm_flop  # noqa: E402
+from contract.answers import Cotangents  # noqa: E402
 from spec.cases import make_case_data  # noqa: E402
+from spec.layer import LayerConfig  # noqa: E402
 
 CASE = BENCH_CASE
-PEEPHOLE_CASE = replace(BENCH_CASE, name="bench-peephole", peephole=True)
+STANDARD, PEEPHOLE = LayerConfig(), LayerConfig(peephole=True)
+PEEPHOLE_CASE = replace(CASE, name="bench-peephole", layer=PEEPHOLE)
 FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)
 DTYPE = "float32"
-STANDARD = Config("standard", DTYPE, "cpu")
-PEEPHOLE = Config("peephole", DTYPE, "cpu")
 
 ADAPTER_OVERHEAD_MAX = 1.05
 SCAN_RATIO_MAX = 1.3
 SIDE_BY_SIDE_ROUNDS = 21
 
-IMPL = {impl.id: impl for impl in IMPLEMENTATIONS}
-FLAX = IMPL["flax/OptimizedLSTMCell"]
-SCAN = IMPL["jax/lax.scan"]
+FLAX = row_by_id("flax/OptimizedLSTMCell")
+SCAN = row_by_id("jax/lax.scan")
 
 
 def _warm(fn, times=2):
     for _ in range(times):
         fn()
     return fn
+
+
+def native_flax(hidden_size: int):
+    """flax's OptimizedLSTMCell in nn.RNN as a flax user runs it, jitted: (tree, x, h0, c0) -> (y, h_T, c_T)."""
+    nn = linen()
+    rnn = nn.RNN(nn.OptimizedLSTMCell(features=hidden_size), time_major=True, return_carry=True)
+
+    def forward(tree, x, h0, c0):
+        with jax.default_matmul_precision(MATMUL_PRECISION):
+            (c_T, h_T), y = rnn.apply({"params": {"cell": tree}}, x, initial_carry=(c0, h0))
+        return y, h_T, c_T
+
+    return forward
 
 
 @pytest.fixture(scope="module")
@@ -61,29 +75,26 @@ def runs():
         pytest.skip(f"unavailable: {reason}")
     data = make_case_data(CASE, DTYPE)
     peep = make_case_data(PEEPHOLE_CASE, DTYPE)
-    native_forward, _, _ = FLAX.native_functions(CASE.H, DTYPE)
+    native_forward = native_flax(CASE.H)
 
     # flax as a flax user runs it: the native tree and the inputs already on the device.
     cpu = jax.devices("cpu")[0]
-    tree, x, h0, c0 = jax.device_put((FLAX.to_native(data.params), data.x, data.h0, data.c0), cpu)
-    cts = jax.device_put((data.dh_seq, data.dh_T, data.dc_T), cpu)
+    tree, x, h0, c0 = jax.device_put((CELL.to_native(data.params, STANDARD), data.x, data.h0[0], data.c0[0]), cpu)
+    cts = jax.device_put((data.dy, data.dh_T[0], data.dc_T[0]), cpu)
 
     @jax.jit
     def native_gradients(tree, x, h0, c0, cts):
         return jax.vjp(native_forward, tree, x, h0, c0)[1](cts)
 
-    fb = data.forget_bias
+    jitted_forward = jax.jit(native_forward)
+    peep_cotangents = Cotangents(peep.dy, peep.dh_T, peep.dc_T)
     return {
-        "flax native forward": _warm(lambda: jax.block_until_ready(native_forward(tree, x, h0, c0))),
+        "flax native forward": _warm(lambda: jax.block_until_ready(jitted_forward(tree, x, h0, c0))),
         "flax native forward+backward": _warm(lambda: jax.block_until_ready(native_gradients(tree, x, h0, c0, cts))),
-        "flax adapter forward": _warm(
-            lambda: FLAX.forward(data.params, data.x, data.h0, data.c0, forget_bias=fb, config=STANDARD)
-        ),
-        "scan peephole forward": _warm(
-            lambda: SCAN.forward(peep.params, peep.x, peep.h0, peep.c0, forget_bias=fb, config=PEEPHOLE)
-        ),
+        "flax adapter forward": _warm(lambda: FLAX.forward(data.params, data.x, data.h0, data.c0, layer=STANDARD)),
+        "scan peephole forward": _warm(lambda: SCAN.forward(peep.params, peep.x, peep.h0, peep.c0, layer=PEEPHOLE)),
         "scan peephole forward+backward": _warm(
-            lambda: SCAN.backward(peep.params, peep.x, peep.h0, peep.c0, peep.cotangents(), forget_bias=fb, config=PEEPHOLE)
+            lambda: SCAN.backward(peep.params, peep.x, peep.h0, peep.c0, peep_cotangents, layer=PEEPHOLE)
         ),
     }
 

@@ -3,8 +3,8 @@
     python3 dev.py bench bench/test_layer_speed.py
 
 FLOPs: 8 * B * H * (I_l + H) * T per direction per layer, I_l the layer's input width (I for layer 0,
-2H for layer 1 here); a backward pass counts twice that. Target (judged by bench.conftest's
-speed_target; a missed one is reported as MISSED and fails the run only with --bench-fail-on-target):
+2H for layer 1 here); a backward pass counts twice that. Target (judged by bench.timing.check_target
+through the speed_target fixture; a missed one is reported as MISSED and fails the run only with --bench-fail-on-target):
 the layer's forward at half the float64 matrix-product rate or more, measured on interleaved rounds
 (each round times the matrix product, the forward and the backward once), so that a slow spell of
 this shared machine hits all three. The backward's rate is reported beside it, without a target.
@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.conftest import interleaved, lstm_flop, ratio
+from bench.timing import interleaved, lstm_flop, ratio
 from spec import layer
-from spec.layer_cases import BENCH_LAYER_CASE, make_layer_case_data
+from spec.cases import BENCH_LAYER_CASE, make_case_data
 
 CASE = BENCH_LAYER_CASE
 MATMUL_N = 1024
@@ -36,16 +36,16 @@ FLOP = layer_flop(CASE)
 
 @pytest.fixture(scope="module")
 def data():
-    return make_layer_case_data(CASE)
+    return make_case_data(CASE)
 
 
 def test_layer_forward(measure, data):
-    measure("layer forward", lambda: data.forward(), flop=FLOP, rounds=7)
+    measure("layer forward", lambda: data.forward(), flop=FLOP, rounds=5)
 
 
 def test_layer_backward(measure, data):
     fwd = data.forward()
-    measure("layer backward", lambda: layer.backward(fwd, data.dy, data.dh_T, data.dc_T), flop=2 * FLOP, rounds=7)
+    measure("layer backward", lambda: layer.backward(fwd, data.dy, data.dh_T, data.dc_T), flop=2 * FLOP, rounds=5)
 
 
 def test_layer_rates_against_the_matrix_product(benchmark, speed_target, data):
@@ -59,7 +59,7 @@ def test_layer_rates_against_the_matrix_product(benchmark, speed_target, data):
             "layer forward": lambda: data.forward(),
             "layer backward": lambda: layer.backward(fwd, data.dy, data.dh_T, data.dc_T),
         },
-        rounds=9,
+        rounds=7,
         warmup=1,
     )
     # rate(x) / rate(matmul) = (FLOP_x / t_x) / (FLOP_mm / t_mm): the per-round time ratio, scaled.

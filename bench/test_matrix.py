@@ -1,20 +1,28 @@
-"""The benchmark matrix: implementation x device x shape x pass x variant x dtype.
+"""The benchmark matrix: row x device x shape x pass x variant x dtype, on one table of shapes (bench/matrix.py).
 
     python3 dev.py bench bench/test_matrix.py                       the quick set, every installed backend
     python3 dev.py bench bench/test_matrix.py --bench-set full --benchmark-save=full
     python -m bench.report .benchmarks/*/0001_full.json --plots bench/results/plots
 
-float32 everywhere; float16 and bfloat16 on a GPU, for the implementations that run in them
-(``--bench-dtype`` chooses). Each configuration is timed through the adapter's
-:meth:`~backends.base.Implementation.timed_pass`: the weights and inputs are uploaded (and rounded to
-a half type) once, outside the timed region, and every timed call ends when the device has finished
-(CUDA synchronised, jax blocked until ready, TensorFlow's results materialised). Warm-up calls keep
-compilation, tracing, graph building and autotuning out of the numbers. Before its time is kept, the
-result of the last warm-up call is checked against the spec (bench/correctness.py). Every result
-carries, in pytest-benchmark's extra_info: GFLOP/s and time steps per second at the median, the
-fraction of the roofline measured in the same run for that device and dtype, the error against the
-spec, whether the inputs stayed on the device, and DeepBench's published time for the shape where
-there is one (see bench/matrix.py for the conventions).
+The cell's shapes (one forward layer: the MNIST row-by-row LSTM, DeepBench's shapes) are timed without and with
+peepholes; Braun's stack of bidirectional layers padded (every row all T steps) and with each row its own length,
+through what the row takes (sequence lengths: PyTorch's packed sequences, ONNX's sequence_lens, flax's and
+jax.experimental.rnn's seq_lengths, TF1's sequence_length; else a mask: Keras), on the same data; the report sets
+the two side by side.
+
+float32 everywhere; float16 and bfloat16 on a GPU, for the rows that time them (``--bench-dtype`` chooses). Each
+configuration is timed through the row's :meth:`~contract.row.Row.timed_pass`: the weights and inputs are
+uploaded (and rounded to a half type) once, outside the timed region, and every timed call ends when the device has
+finished (CUDA synchronised, jax blocked until ready, TensorFlow's results materialised); a row that cannot keep its
+inputs on the device (its own hooks, its own process) is timed through NumPy, and the report says so. The first call
+compiles, traces, builds and autotunes (its time is recorded as ``first_call_s``); the second, timed, sizes the
+rounds (``--bench-seconds`` of them, within their bounds), and its result is checked against the spec before
+anything is kept (bench/correctness.py). A known non-conformance (declared with its row) is not timed: it is skipped
+with its reason (the conformance suite is where it is judged, as a strict xfail). Every result carries, in
+pytest-benchmark's extra_info: GFLOP/s (of the steps computed, and of the useful ones, inside the lengths) and time
+steps per second at the median, the fraction of the roofline measured in the same run for that device and dtype,
+the error against the spec, whether the inputs stayed on the device, and DeepBench's published time for the shape
+where there is one (see bench/matrix.py for the conventions).
 """
 
 from __future__ import annotations
@@ -26,68 +34,73 @@ from functools import cache, lru_cache
 import numpy as np
 import pytest
 
-from backends.base import NotSupported, Unavailable
-from backends.registry import builtin_implementations
-from backends.timing import HALF_DTYPES, Timing
+from backends.runtimes.torch import TORCH, torch
 from bench import correctness
-from bench.conftest import bench_devices
 from bench.matrix import (
+    FORWARD_BACKWARD,
+    Shape,
+    Variant,
     bytes_moved,
     deepbench_ms,
     flop,
     roofline_fraction,
     shapes_in,
-    time_rounds,
+    unrolled_too_long,
 )
-from spec.cases import Case, make_case_data
+from bench.timing import Rounds, bench_devices, bench_dtypes, bench_rows, time_rounds, timed_call
+from contract.answers import Cotangents
+from contract.errors import NotSupported, Unavailable
+from contract.row import Row
+from contract.timing import Timing
+from contract.vocabulary import HALF_DTYPES, Device, Feature, Kind, features_of
+from spec.cases import Case, CaseData, make_case_data
+from spec.layer import mask_from_lengths
 
-
-def _dtypes(config, device: str) -> tuple[str, ...]:
-    """--bench-dtype if given; else float32, and on a GPU the half types too."""
-    chosen = tuple(config.getoption("--bench-dtype"))
-    if chosen:
-        return chosen
-    return ("float32", *HALF_DTYPES) if device == "cuda" else ("float32",)
+#: Rounds per configuration: as many as fit --bench-seconds (0.5 s: 50 rounds of a 10 ms call), at least LEAST (the
+#: median of three for a call slower than S / 3: Braun's stack forward+backward takes 0.4 to 10 s a call), at most MOST.
+LEAST_ROUNDS, MOST_ROUNDS = 3, 100
 
 
 def pytest_generate_tests(metafunc):
-    if "impl" not in metafunc.fixturenames:
+    if "row" not in metafunc.fixturenames:
         return
     config = metafunc.config
-    wanted = config.getoption("--bench-impl")
-    impls = [impl for impl in builtin_implementations() if not wanted or any(w in impl.id for w in wanted)]
+    rows = bench_rows(config)
     params = []
-    # Shape-major, so that consecutive configurations share the spec's reference result.
+    # Shape-major, so that consecutive configurations share the shape's data and the spec's answer on it; a row's
+    # variants next to each other, so that the two the report compares are timed minutes apart at most.
     for shape in shapes_in(config.getoption("--bench-set")):
         for pass_ in shape.passes:
-            for variant in ("standard", "peephole"):
-                for device in bench_devices(config):
-                    for dtype in _dtypes(config, device):
-                        for impl in impls:
+            for device in bench_devices(config):
+                for dtype in bench_dtypes(config, device):
+                    for row in rows:
+                        for variant in shape.variants:
                             params.append(pytest.param(
-                                impl, device, shape, pass_, variant, dtype,
-                                id=f"{impl.id}-{device}-{shape.name}-{pass_}-{variant}-{dtype}",
-                                marks=_known_wrong(impl, pass_, variant, dtype, device),
+                                row, device, shape, pass_, variant, dtype,
+                                id=f"{row.id}-{device}-{shape.name}-{pass_}-{variant.name}-{dtype}",
                             ))
-    metafunc.parametrize(("impl", "device", "shape", "pass_", "variant", "dtype"), params)
+    metafunc.parametrize(("row", "device", "shape", "pass_", "variant", "dtype"), params)
 
 
-def _known_wrong(impl, pass_: str, variant: str, dtype: str, device: str):
-    """A known non-conformance (declared with its implementation) computes a wrong answer, which the
-    correctness check refuses to time: a strict xfail, so a fix upstream shows up here too."""
-    kind = "gradients" if pass_ == "forward+backward" else "outputs"
-    timing = Timing(variant=variant, dtype=dtype, device=device, gradients=kind == "gradients")
-    reason = impl.known_failure(kind, timing.source_config)
-    if reason is None:
-        return ()
-    return pytest.mark.xfail(reason=f"known non-conformance, not timed: {reason}", raises=AssertionError, strict=True)
+def shape_data(shape: Shape, variant: Variant, dtype: str) -> CaseData:
+    """The data of a shape's variant in the dtype the timed pass starts from (float32 for a half pass); padded and
+    variable lengths share one."""
+    return _case_data(shape.case(variant), str(dtype))
 
 
-@lru_cache(maxsize=8)
-def _data(shape, variant, dtype):
-    """The shape's data in the dtype the timed pass starts from (float32 for a half pass)."""
-    case = Case(shape.name, T=shape.T, B=shape.B, I=shape.I, H=shape.H, peephole=variant == "peephole", seed=2024)
+@lru_cache(maxsize=4)
+def _case_data(case: Case, dtype: str) -> CaseData:
     return make_case_data(case, dtype)
+
+
+def lengths_or_mask(row: Row, data: CaseData, variant: Variant) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """What a variant gives the row: (lengths, mask, how): nothing padded; else sequence lengths where the row takes
+    them, a mask (t < L_b, zero outputs) where it takes only that, and lengths (refused with its reason) otherwise."""
+    if not variant.variable_lengths:
+        return None, None, "padded"
+    if Feature.MASK in row.features and Feature.LENGTHS not in row.features:
+        return None, mask_from_lengths(data.lengths, data.case.T), "mask"
+    return data.lengths, None, "lengths"
 
 
 @cache
@@ -95,28 +108,25 @@ def roofline(device: str, dtype: str) -> tuple[float, float] | None:
     """(matrix-product FLOP/s in ``dtype``, memory bandwidth in bytes/s) on ``device``, measured now;
     None where it cannot be measured (a half type on the CPU without torch)."""
     # Large enough to reach the device's rates: an 8192^3 product and a 1 GiB copy on a GPU.
-    n, big = (8192, 2**28) if device == "cuda" else (2048, 2**24)
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if device == "cuda" or dtype in HALF_DTYPES:
-        if torch is None:
+    n, big = (8192, 2**28) if device == Device.CUDA else (2048, 2**24)
+    t = torch() if TORCH.availability(str(device)) is None else None
+    if device == Device.CUDA or dtype in HALF_DTYPES:
+        if t is None:
             return None
-        torch.backends.cuda.matmul.allow_tf32 = False
-        generator = torch.Generator(device).manual_seed(0)
-        a = torch.randn(n, n, device=device, generator=generator).to(getattr(torch, dtype))
-        src = torch.randn(big, device=device, generator=generator)
-        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        TORCH.prepare(str(device))  # TF32 off, as every timed pass has it
+        generator = t.Generator(str(device)).manual_seed(0)
+        a = t.randn(n, n, device=str(device), generator=generator).to(getattr(t, str(dtype)))
+        src = t.randn(big, device=str(device), generator=generator)
+        sync = lambda: TORCH.synchronize(str(device))  # noqa: E731
         matmul_seconds = _median_seconds(lambda: (a @ a, sync()))
         return 2.0 * n**3 / matmul_seconds, 2 * 4 * big / _median_seconds(lambda: (src.clone(), sync()))
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(str(dtype))
     src = np.random.default_rng(1).standard_normal(big).astype(np.float32)
     dst = np.empty_like(src)
     matmul_seconds = _median_seconds(lambda: a @ a)
-    if torch is not None:  # the machine's rate is the fastest product here: torch's BLAS may beat NumPy's
-        t = torch.from_numpy(a)
-        matmul_seconds = min(matmul_seconds, _median_seconds(lambda: t @ t))
+    if t is not None:  # the machine's rate is the fastest product here: torch's BLAS may beat NumPy's
+        tensor = t.from_numpy(a)
+        matmul_seconds = min(matmul_seconds, _median_seconds(lambda: tensor @ tensor))
     # A copy reads and writes every byte.
     return 2.0 * n**3 / matmul_seconds, 2 * 4 * big / _median_seconds(lambda: np.copyto(dst, src))
 
@@ -132,37 +142,48 @@ def _median_seconds(run) -> float:
     return float(np.median(times))
 
 
-def test_lstm(benchmark, request, impl, device, shape, pass_, variant, dtype):
-    reason = impl.availability(device)
-    if reason:
+def test_lstm(benchmark, request, row, device, shape, pass_, variant, dtype):
+    if (reason := row.availability(device)) is not None:
         pytest.skip(f"unavailable: {reason}")
-    gradients = pass_ == "forward+backward"
-    timing = Timing(variant=variant, dtype=dtype, device=device, gradients=gradients)
+    timing = Timing(dtype, device, gradients=pass_ == FORWARD_BACKWARD)
+    layer = shape.config(variant)
+    data = shape_data(shape, variant, timing.source_dtype)
+    lengths, mask, how = lengths_or_mask(row, data, variant)
+    reason = row.refusal(dtype=dtype, device=device, layer=layer, lengths=lengths, mask=mask, gradients=timing.gradients)
+    if reason is not None:
+        pytest.skip(f"not supported: {reason}")
+    if row.unrolled and (reason := unrolled_too_long(shape)) is not None:
+        pytest.skip(f"not timed: {reason}")
+    kind = Kind.GRADIENTS if timing.gradients else Kind.OUTPUTS
+    known = row.known_failure(kind, dtype=timing.source_dtype, device=device, features=features_of(layer, lengths, mask))
+    if known is not None:
+        pytest.skip(f"known non-conformance, not timed: {known}")
+    cotangents = Cotangents(data.dy, data.dh_T, data.dc_T) if timing.gradients else None
     try:
-        impl.check_timing(timing)
-    except NotSupported as error:
-        pytest.skip(f"not supported: {error}")
-    d = _data(shape, variant, timing.source_dtype)
-    try:
-        timed = impl.timed_pass(d.params, d.x, d.h0, d.c0, d.cotangents(), forget_bias=0.0, timing=timing)
-        for _ in range(2):  # warm-up: traces, compilation, weight conversion, autotuning
-            timed.run()
+        timed = row.timed_pass(data.params, data.x, data.h0, data.c0, cotangents, layer=layer, lengths=lengths, mask=mask,
+                               timing=timing)
+        first = timed_call(timed.run)  # traces, compiles, converts the weights, autotunes
+        once = timed_call(timed.run)  # warm: sizes the rounds; its result is the one checked
     except (NotSupported, Unavailable) as error:
         pytest.skip(f"not supported: {error}")
-    error = correctness.check(timed.result(), correctness.reference(d, gradients), dtype)
-    median = time_rounds(benchmark, timed.run, request.config.getoption("--bench-seconds"), least=5, most=200)
+    # A padded run computes every row all T steps: its reference is the spec with every length T.
+    checked = correctness.padded(data) if how == "padded" else data
+    error = correctness.check(timed.result(), correctness.reference(checked, timing.gradients), dtype)
+    rounds = Rounds(request.config.getoption("--bench-seconds"), LEAST_ROUNDS, MOST_ROUNDS)
+    median = time_rounds(benchmark, timed.run, rounds, once)
     measured = roofline(device, dtype)
     matmul_rate, bandwidth = measured if measured else (None, None)
     reference = deepbench_ms(shape, pass_)
+    steps, useful = shape.row_steps(variant), shape.useful_row_steps
     benchmark.extra_info.update(
-        matrix=True, implementation=impl.id, device=device, shape=shape.name, pass_=pass_, variant=variant, dtype=dtype,
-        B=shape.B, T=shape.T, I=shape.I, H=shape.H,
-        flop=flop(shape, pass_), bytes=bytes_moved(shape, pass_, dtype),
-        gflops=flop(shape, pass_) / median / 1e9, steps_per_s=shape.T / median,
-        roofline_fraction=roofline_fraction(shape, pass_, dtype, median, matmul_rate, bandwidth) if measured else None,
+        matrix=True, implementation=row.id, device=str(device), shape=shape.name, pass_=pass_, variant=variant.name,
+        dtype=str(dtype), B=shape.B, T=shape.T, I=shape.I, H=shape.H, L=shape.L, directions=shape.D, how=how,
+        row_steps=steps, flop=flop(shape, pass_, steps), bytes=bytes_moved(shape, pass_, dtype),
+        gflops=flop(shape, pass_, steps) / median / 1e9, useful_gflops=flop(shape, pass_, useful) / median / 1e9,
+        steps_per_s=shape.T / median,
+        roofline_fraction=roofline_fraction(shape, pass_, dtype, median, matmul_rate, bandwidth, steps) if measured else None,
         matmul_gflops=matmul_rate / 1e9 if measured else None, bandwidth_gbs=bandwidth / 1e9 if measured else None,
-        relative_error_vs_spec=error, device_resident=timed.resident,
+        relative_error_vs_spec=error, device_resident=timed.resident, first_call_s=first,
         deepbench_ms=reference[0] if reference else None, deepbench_source=reference[1] if reference else None,
         threads=os.environ.get("LSTMC_THREADS", "framework default"),
     )
-

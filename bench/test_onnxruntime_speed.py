@@ -2,30 +2,34 @@
 
     .venv/bin/python -m pytest bench/test_onnxruntime_speed.py -p no:cacheprovider
 
-"native" is InferenceSession.run on feeds already in ONNX's layout; "adapter" converts the
-canonical weights (cached per parameter set) and runs the same session. Target: the adapter adds
-at most 5%, judged on interleaved rounds (bench.conftest.interleaved) by bench.conftest.check_target
+"native" is InferenceSession.run on feeds already in ONNX's layout (the graph the row runs, made by the same
+public functions, in a session of its own); "adapter" is the row's forward(): the contract's checks, the
+canonical weights converted (cached per parameter set), the row's session. Target: the adapter adds
+at most 5%, judged on interleaved rounds (bench.timing.interleaved) by bench.timing.check_target
 (a missed target is reported as MISSED and fails the run only with --bench-fail-on-target).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime", reason="pip install 'lstm-conformance[onnxruntime]'")
+pytest.importorskip("onnx", reason="the ONNX graphs are built with onnx: pip install 'lstm-conformance[onnxruntime]'")
 
-from backends import onnx_lstm  # noqa: E402
-from backends.base import Config  # noqa: E402
-from backends.onnxruntime_lstm import OnnxRuntimeLSTM, _session  # noqa: E402
-from bench.conftest import interleaved, lstm_flop, ratio  # noqa: E402
+from backends.layouts.onnx import LSTM_NODES, weight_name  # noqa: E402
+from backends.registry import row_by_id  # noqa: E402
+from backends.runtimes.onnx import layer_feeds, layer_model  # noqa: E402
+from backends.runtimes.onnxruntime import ONNXRUNTIME  # noqa: E402
 from bench.matrix import BENCH_CASE  # noqa: E402
+from bench.timing import interleaved, lstm_flop, ratio  # noqa: E402
 from spec.cases import make_case_data  # noqa: E402
 
 CASE = BENCH_CASE
+LAYER = CASE.layer
 FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)
-CONFIG = Config("standard", "float32", "cpu")
 MAX_OVERHEAD = 1.05
-ADAPTER = OnnxRuntimeLSTM()
+ADAPTER = row_by_id("onnxruntime/LSTM")
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +39,15 @@ def data():
 
 @pytest.fixture(scope="module")
 def native(data):
-    session = _session(CASE.I, CASE.H, False, "cpu")
-    feeds = onnx_lstm.feeds(onnx_lstm.to_onnx(data.params), data.x, data.h0, data.c0)
+    model = layer_model(CASE.I, CASE.H, LAYER, np.float32, lengths=False, weight_name=weight_name)
+    session = ONNXRUNTIME.session(model, "cpu")
+    feeds = layer_feeds(LSTM_NODES.to_native(data.params, LAYER), data.x, data.h0, data.c0, None)
     return lambda: session.run(None, feeds)
 
 
 @pytest.fixture(scope="module")
 def adapter(data):
-    return lambda: ADAPTER.forward(data.params, data.x, data.h0, data.c0, forget_bias=0.0, config=CONFIG)
+    return lambda: ADAPTER.forward(data.params, data.x, data.h0, data.c0, layer=LAYER)
 
 
 def test_onnxruntime_native_forward(measure, native):
@@ -54,7 +59,7 @@ def test_onnxruntime_adapter_forward(measure, adapter):
 
 
 def test_adapter_overhead_interleaved(benchmark, speed_target, native, adapter):
-    medians, times = interleaved({"native": native, "adapter": adapter})
+    medians, times = interleaved({"native": native, "adapter": adapter}, rounds=21, warmup=1)
     overhead = ratio(times, "adapter", "native")
     benchmark.extra_info.update({f"median_ms {k}": v * 1e3 for k, v in medians.items()}, adapter_over_native=overhead)
     print(f"\nonnxruntime/LSTM: native {medians['native'] * 1e3:.2f} ms, adapter {medians['adapter'] * 1e3:.2f} ms, "

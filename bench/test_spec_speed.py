@@ -2,7 +2,7 @@
 
     python3 dev.py bench bench/test_spec_speed.py
 
-Targets (judged by bench.conftest.check_target; a missed one is reported as MISSED and fails the run
+Targets (judged by bench.timing.check_target; a missed one is reported as MISSED and fails the run
 only with --bench-fail-on-target): the spec's forward at 0.55 of the float64 matrix-product rate or
 more, and 1.25x onnx.reference's forward speed or more, separately timed and on interleaved rounds.
 """
@@ -14,12 +14,15 @@ import warnings
 import numpy as np
 import pytest
 
-from bench.conftest import interleaved, lstm_flop, ratio, separate_run_target
-from spec import lstm
+from backends.layouts.onnx import LSTM_NODES, weight_name
+from backends.runtimes.onnx import ONNX_REFERENCE, layer_feeds, layer_model
 from bench.matrix import BENCH_CASE
+from bench.timing import interleaved, lstm_flop, ratio, separate_run_target
+from spec import lstm
 from spec.cases import make_case_data
 
 CASE = BENCH_CASE
+LAYER = CASE.layer
 FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)
 MATMUL_N = 1024
 
@@ -38,9 +41,43 @@ def targets(request):
         separate_run_target(request.config, name, numerator, denominator, of="rate", at_least=minimum)
 
 
+class Cell:
+    """The case's one cell as spec.lstm takes it (float64): the layer's data without its layer axis."""
+
+    def __init__(self, data):
+        self.params, self.x, self.h0, self.c0 = data.params.cells[0], data.x, data.h0[0], data.c0[0]
+        self.dy, self.dh_T, self.dc_T = data.dy, data.dh_T[0], data.dc_T[0]
+
+    def forward(self):
+        return lstm.forward(self.params, self.x, self.h0, self.c0)
+
+
 @pytest.fixture(scope="module")
 def data():
     return make_case_data(CASE)
+
+
+@pytest.fixture(scope="module")
+def cell(data):
+    return Cell(data)
+
+
+@pytest.fixture(scope="module")
+def onnx_reference(data):
+    """onnx.reference's LSTM on the same data: the ONNX row's graph of one node, evaluated by onnx's reference
+    evaluator (NumPy, float64), feeds already in ONNX's layout."""
+    if (reason := ONNX_REFERENCE.availability("cpu")) is not None:
+        pytest.skip(f"onnx.reference is the side-by-side reference: {reason}")
+    model = layer_model(CASE.I, CASE.H, LAYER, np.float64, lengths=False, weight_name=weight_name)
+    session = ONNX_REFERENCE.session(model, "cpu")
+    feeds = layer_feeds(LSTM_NODES.to_native(data.params, LAYER), data.x, data.h0, data.c0, None)
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # its sigmoid overflows harmlessly in saturation
+            return session.run(None, feeds)
+
+    return run
 
 
 def test_matrix_product_rate(measure):
@@ -49,40 +86,18 @@ def test_matrix_product_rate(measure):
     measure("matrix product", lambda: a @ b, flop=2.0 * MATMUL_N**3, rounds=20)
 
 
-def test_spec_forward(measure, data):
-    measure("spec forward", lambda: lstm.forward(data.params, data.x, data.h0, data.c0), flop=FLOP)
+def test_spec_forward(measure, cell):
+    measure("spec forward", cell.forward, flop=FLOP)
 
 
-def test_onnx_reference_forward(measure, data):
-    pytest.importorskip("onnx", reason="onnx.reference is the side-by-side reference; pip install onnx")
-    from backends.onnx_lstm import ReferenceLSTM
-
-    reference = ReferenceLSTM(data.params)
-
-    def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # its sigmoid overflows harmlessly in saturation
-            return reference(data.x, data.h0, data.c0)
-
-    measure("onnx.reference forward", run, flop=FLOP)
+def test_onnx_reference_forward(measure, onnx_reference):
+    measure("onnx.reference forward", onnx_reference, flop=FLOP)
 
 
-def test_side_by_side_with_onnx_reference(benchmark, speed_target, data):
+def test_side_by_side_with_onnx_reference(benchmark, speed_target, cell, onnx_reference):
     """The spec's target ratio, measured fairly: the two forwards alternate round by round on the same
     input and the ratio is the median of the per-round ratios, so drifts of a shared machine cancel."""
-    pytest.importorskip("onnx", reason="onnx.reference is the side-by-side reference; pip install onnx")
-    from backends.onnx_lstm import ReferenceLSTM
-
-    reference = ReferenceLSTM(data.params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # its sigmoid overflows harmlessly in saturation
-        medians, times = interleaved(
-            {
-                "spec": lambda: lstm.forward(data.params, data.x, data.h0, data.c0),
-                "onnx.reference": lambda: reference(data.x, data.h0, data.c0),
-            },
-            rounds=21,
-        )
+    medians, times = interleaved({"spec": cell.forward, "onnx.reference": onnx_reference}, rounds=21, warmup=1)
     speedup = ratio(times, "onnx.reference", "spec")
     benchmark.extra_info.update({f"median_s {name}": m for name, m in medians.items()})
     benchmark.extra_info["speedup_over_onnx_reference"] = speedup
@@ -94,14 +109,13 @@ def test_side_by_side_with_onnx_reference(benchmark, speed_target, data):
     )
 
 
-def test_spec_backward(measure, data):
-    fwd = lstm.forward(data.params, data.x, data.h0, data.c0)
-    measure("spec backward", lambda: lstm.backward(fwd, data.dh_seq, data.dh_T, data.dc_T), flop=2 * FLOP)
+def test_spec_backward(measure, cell):
+    fwd = cell.forward()
+    measure("spec backward", lambda: lstm.backward(fwd, cell.dy, cell.dh_T, cell.dc_T), flop=2 * FLOP)
 
 
-def test_spec_forward_and_backward(measure, data):
+def test_spec_forward_and_backward(measure, cell):
     def run():
-        fwd = lstm.forward(data.params, data.x, data.h0, data.c0)
-        return lstm.backward(fwd, data.dh_seq, data.dh_T, data.dc_T)
+        return lstm.backward(cell.forward(), cell.dy, cell.dh_T, cell.dc_T)
 
     measure("spec forward+backward", run, flop=3 * FLOP)

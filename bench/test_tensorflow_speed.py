@@ -3,11 +3,12 @@
     .venv/bin/python -m pytest bench/test_tensorflow_speed.py -p no:cacheprovider
 
 "native" calls the framework inside a tf.function on TensorFlow tensors already in its layout
-(weights already set); "adapter" goes through the row (backends/keras_lstm.py, backends/tensorflow_lstm.py) with the canonical NumPy
-inputs (time-major, converted to tensors, Keras' batch-major transposes, results back to NumPy).
+(weights already set); "adapter" goes through the row's forward() (backends/rows/keras.py, backends/rows/tensorflow.py)
+with the canonical NumPy inputs (the contract's checks, time-major, converted to tensors, Keras' batch-major
+transposes, results back to NumPy).
 Both materialise their results (.numpy()) inside the timed region. Target: the adapter adds at
 most 5% (checked on interleaved rounds, so that drifts of a shared machine hit both sides;
-the separately timed figures are reported beside them), judged by bench.conftest.check_target: a
+the separately timed figures are reported beside them), judged by bench.timing.check_target: a
 missed target is reported as MISSED and fails the run only with --bench-fail-on-target.
 """
 
@@ -24,21 +25,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 pytest.importorskip("tensorflow", reason="pip install 'lstm-conformance[tensorflow]'")
 
-from backends.base import Config  # noqa: E402
-from backends.registry import implementation_by_id  # noqa: E402
-from bench.conftest import interleaved, lstm_flop  # noqa: E402
-from bench.conftest import ratio as interleaved_ratio  # noqa: E402
+from backends.layouts.keras import cell_to_native  # noqa: E402
+from backends.layouts.tf_block import BLOCK_V1  # noqa: E402
+from backends.registry import row_by_id  # noqa: E402
+from backends.runtimes.tensorflow import tensorflow  # noqa: E402
 from bench.matrix import BENCH_CASE  # noqa: E402
+from bench.timing import interleaved, lstm_flop  # noqa: E402
+from bench.timing import ratio as interleaved_ratio  # noqa: E402
 from spec.cases import make_case_data  # noqa: E402
 
 CASE = BENCH_CASE
+LAYER = CASE.layer
 FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)
-CONFIG = Config("standard", "float32", "cpu")
 MAX_OVERHEAD = 1.05
-INTERLEAVED_ROUNDS = 31
+INTERLEAVED_ROUNDS = 21
 
-KERAS = implementation_by_id("keras-tensorflow/LSTM")
-BLOCK = implementation_by_id("tensorflow/BlockLSTM")
+KERAS = row_by_id("keras-tensorflow/LSTM")
+BLOCK = row_by_id("tensorflow/BlockLSTM")
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +51,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def tf():
-    from backends.tensorflow_lstm import _tf
-
-    return _tf()
+    return tensorflow()
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +59,13 @@ def keras_native(tf, data):
     """keras.layers.LSTM built and loaded once, called in a tf.function on batch-major tensors."""
     import keras
 
-    native = KERAS.to_native(data.params)
+    native = cell_to_native(data.params.cells[0])
     layer = keras.layers.LSTM(CASE.H, return_sequences=True, return_state=True, dtype="float32")
     layer.build((None, None, CASE.I))
     layer.set_weights([native["kernel"], native["recurrent_kernel"], native["bias"]])
     call = tf.function(lambda x, h0, c0: layer(x, initial_state=[h0, c0]))
     x = tf.constant(np.ascontiguousarray(data.x.transpose(1, 0, 2)))
-    h0, c0 = tf.constant(data.h0), tf.constant(data.c0)
+    h0, c0 = tf.constant(data.h0[0]), tf.constant(data.c0[0])
 
     def run():
         return [t.numpy() for t in call(x, h0, c0)]
@@ -75,7 +76,7 @@ def keras_native(tf, data):
 @pytest.fixture(scope="module")
 def block_native(tf, data):
     """tf.raw_ops.BlockLSTM in a tf.function on time-major tensors, its attributes explicit."""
-    native = BLOCK.to_native(data.params)
+    native = BLOCK_V1.to_native(data.params, LAYER)
     w, wci, wcf, wco, b = (tf.constant(native[k]) for k in ("w", "wci", "wcf", "wco", "b"))
     attrs = {k: native[k] for k in ("forget_bias", "cell_clip", "use_peephole")}
 
@@ -86,7 +87,7 @@ def block_native(tf, data):
         )
         return h, h[-1], cs[-1]
 
-    x, h0, c0 = tf.constant(data.x), tf.constant(data.h0), tf.constant(data.c0)
+    x, h0, c0 = tf.constant(data.x), tf.constant(data.h0[0]), tf.constant(data.c0[0])
 
     def run():
         return [t.numpy() for t in call(x, h0, c0)]
@@ -94,8 +95,8 @@ def block_native(tf, data):
     return run
 
 
-def adapter(impl, data):
-    return lambda: impl.forward(data.params, data.x, data.h0, data.c0, forget_bias=0.0, config=CONFIG)
+def adapter(row, data):
+    return lambda: row.forward(data.params, data.x, data.h0, data.c0, layer=LAYER)
 
 
 def test_keras_native_forward(measure, keras_native):
@@ -114,14 +115,18 @@ def test_block_adapter_forward(measure, data):
     measure("tensorflow/BlockLSTM adapter forward", adapter(BLOCK, data), flop=FLOP)
 
 
-@pytest.mark.parametrize("which", ["keras.LSTM", "BlockLSTM"])
+#: The rows timed against each native API.
+ROW_IDS = {"keras.LSTM": "keras-tensorflow/LSTM", "BlockLSTM": "tensorflow/BlockLSTM"}
+
+
+@pytest.mark.parametrize("which", list(ROW_IDS))
 def test_adapter_overhead_interleaved(benchmark, speed_target, which, keras_native, block_native, data):
     """Native and adapter alternate round by round (which goes first alternates too). The overhead is the
     median of the per-round ratios adapter / native: a slow spell of the shared machine hits both calls
     of a round, so it cancels in the round's ratio; its target is 5% at most."""
     native, through_adapter = (keras_native, adapter(KERAS, data)) if which == "keras.LSTM" else (block_native, adapter(BLOCK, data))
     runs = {"native": native, "adapter": through_adapter}
-    medians, times = interleaved(runs, rounds=INTERLEAVED_ROUNDS)  # warm-up: traces, weight conversion
+    medians, times = interleaved(runs, rounds=INTERLEAVED_ROUNDS, warmup=1)  # warm-up: traces, weight conversion
     ratio = interleaved_ratio(times, "adapter", "native")
     benchmark.extra_info.update({f"median_ms {name}": m * 1e3 for name, m in medians.items()})
     benchmark.extra_info.update(adapter_over_native=ratio, ratio_of_medians=medians["adapter"] / medians["native"])
@@ -129,5 +134,5 @@ def test_adapter_overhead_interleaved(benchmark, speed_target, which, keras_nati
           f"{INTERLEAVED_ROUNDS} interleaved rounds; ratio of medians {medians['adapter'] / medians['native']:.3f}); "
           f"median per-round adapter/native = {ratio:.3f} (target <= {MAX_OVERHEAD})")
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # the figures above are the result
-    speed_target(f"tensorflow/{which} adapter / native forward", ratio, at_most=MAX_OVERHEAD,
+    speed_target(f"{ROW_IDS[which]} adapter / native forward", ratio, at_most=MAX_OVERHEAD,
                  detail="median of per-round ratios, interleaved rounds")

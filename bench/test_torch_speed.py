@@ -11,7 +11,7 @@ c0 and the four weights) as the adapter's backward.
 
 Each figure has its own pytest-benchmark run (``measure``), and the ratios are also measured with
 the runs interleaved round by round (test_side_by_side), so that the drifts of a shared virtual
-machine hit all of them alike; the summary at the end of the run judges both (bench.conftest.check_target:
+machine hit all of them alike; the summary at the end of the run judges both (bench.timing.check_target:
 a missed target is reported as MISSED and fails the run only with --bench-fail-on-target).
 """
 
@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import pytest
 
-from bench.conftest import interleaved, lstm_flop, separate_run_target
 from bench.matrix import BENCH_CASE
+from bench.timing import interleaved, lstm_flop, separate_run_target
 from spec.cases import make_case_data
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install 'lstm-conformance[torch]'")
 
-from backends.base import Config  # noqa: E402
-from backends.torch_lstm import TorchLSTM, TorchPeepholeLSTM, configure  # noqa: E402
+from backends.layouts.torch import NN_LSTM  # noqa: E402
+from backends.registry import row_by_id  # noqa: E402
+from backends.runtimes.torch import TORCH  # noqa: E402
+from contract.answers import Cotangents  # noqa: E402
 
 CASE = BENCH_CASE
 DTYPE = "float32"
 FLOP = lstm_flop(CASE.T, CASE.B, CASE.I, CASE.H)
-CONFIG = Config(variant="standard", dtype=DTYPE, device="cpu")
+LAYER = CASE.layer  # one forward layer: the cell
 
 #: (numerator, denominator, maximum time ratio, what it means)
 TARGETS = (
@@ -43,10 +45,11 @@ TARGETS = (
 
 @pytest.fixture(scope="module", autouse=True)
 def configured(request):
-    """torch's CPU settings; the targets on the separately timed figures, judged at the end of the run."""
+    """torch's CPU settings (the runtime's, as every row call has them); the targets on the separately timed figures,
+    judged at the end of the run."""
     for numerator, denominator, maximum, meaning in TARGETS:
         separate_run_target(request.config, f"{meaning} (separate runs)", numerator, denominator, of="time", at_most=maximum)
-    configure("cpu")
+    TORCH.prepare("cpu")
     yield
 
 
@@ -61,12 +64,11 @@ class Native:
     def __init__(self, data):
         params = data.params
         self.module = torch.nn.LSTM(params.input_size, params.hidden_size, dtype=torch.float32)
-        state = {k: torch.from_numpy(v) for k, v in TorchLSTM().to_native(params).items()}
-        self.module.load_state_dict(state)
+        self.module.load_state_dict({k: torch.from_numpy(v) for k, v in NN_LSTM.to_native(params, LAYER).items()})
         self.x = torch.from_numpy(data.x).requires_grad_()
-        self.h0 = torch.from_numpy(data.h0)[None].requires_grad_()
-        self.c0 = torch.from_numpy(data.c0)[None].requires_grad_()
-        self.cot = (torch.from_numpy(data.dh_seq), torch.from_numpy(data.dh_T)[None], torch.from_numpy(data.dc_T)[None])
+        self.h0 = torch.from_numpy(data.h0).requires_grad_()
+        self.c0 = torch.from_numpy(data.c0).requires_grad_()
+        self.cot = tuple(torch.from_numpy(a) for a in (data.dy, data.dh_T, data.dc_T))
         self.wrt = (self.x, self.h0, self.c0, *self.module.parameters())
 
     def forward(self):
@@ -74,21 +76,22 @@ class Native:
             return self.module(self.x, (self.h0, self.c0))
 
     def forward_backward(self):
-        h_seq, (h_T, c_T) = self.module(self.x, (self.h0, self.c0))
-        return torch.autograd.grad((h_seq, h_T, c_T), self.wrt, grad_outputs=self.cot)
+        y, (h_T, c_T) = self.module(self.x, (self.h0, self.c0))
+        return torch.autograd.grad((y, h_T, c_T), self.wrt, grad_outputs=self.cot)
 
 
 @pytest.fixture(scope="module")
 def runs(data):
     native = Native(data)
-    adapter, peephole = TorchLSTM(), TorchPeepholeLSTM()
+    adapter, peephole = row_by_id("torch/nn.LSTM"), row_by_id("torch/peephole")
     args = (data.params, data.x, data.h0, data.c0)
+    cotangents = Cotangents(data.dy, data.dh_T, data.dc_T)
     return {
         "torch nn.LSTM native forward": native.forward,
-        "torch/nn.LSTM adapter forward": lambda: adapter.forward(*args, forget_bias=0.0, config=CONFIG),
-        "torch/peephole forward": lambda: peephole.forward(*args, forget_bias=0.0, config=CONFIG),
+        "torch/nn.LSTM adapter forward": lambda: adapter.forward(*args, layer=LAYER),
+        "torch/peephole forward": lambda: peephole.forward(*args, layer=LAYER),
         "torch nn.LSTM native forward+backward": native.forward_backward,
-        "torch/peephole forward+backward": lambda: peephole.backward(*args, data.cotangents(), forget_bias=0.0, config=CONFIG),
+        "torch/peephole forward+backward": lambda: peephole.backward(*args, cotangents, layer=LAYER),
     }
 
 
@@ -107,7 +110,7 @@ def _flop(name: str) -> float:
     ],
 )
 def test_speed(measure, runs, name):
-    measure(name, runs[name], flop=_flop(name), rounds=21, warmup_rounds=3)
+    measure(name, runs[name], flop=_flop(name))
 
 
 def test_side_by_side(benchmark, speed_target, runs):

@@ -8,7 +8,7 @@
 
 Tests run in pytest-xdist worker processes (one unless ``-n`` says otherwise; ``-n 0`` runs in this process,
 without the protection, for debuggers): an implementation that crashes or hangs fails its own tests and nothing
-else (conformance/isolation.py). The tests of one row go to one worker (``--dist loadgroup``), where its
+else (conformance/isolation.py). Workers steal work (``--dist worksteal``): each starts on whole rows, where a row's
 compiled functions, graphs, sessions and processes serve every case of a shape. Every test's verdict travels to
 the controller as data (a Result on the test report's user_properties); the controller assembles the matrix,
 sorted into the order of a serial run, so ``-n 0``, the default and ``-n auto`` print and write the same report.
@@ -17,6 +17,8 @@ sorted into the order of a serial run, so ``-n 0``, the default and ``-n auto`` 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -33,12 +35,15 @@ from conformance import isolation
 from conformance.judge import KNOWN, RESULT, UNFINISHED, Verdict, case_id, new_result
 from conformance.report import Result, RunState, Status, build_matrix, render_text, summary_line, write_reports
 from contract.loading import BackendLoadError, load_rows
+from contract.runtime import cpu_features, cpu_model
 from contract.vocabulary import CONFORMANCE_DTYPES, Device, Kind
 from spec.cases import CASES_BY_NAME, case_set, is_cell
 
 #: Which test function judges which kind of result.
 TEST_KINDS = {"test_outputs": Kind.OUTPUTS, "test_gradients": Kind.GRADIENTS}
 RESULT_PROPERTY = "lstmc_result"
+ENVIRONMENT_PROPERTY = "lstmc_environment"
+_SENT = pytest.StashKey[set]()
 
 
 def pytest_addoption(parser):
@@ -172,17 +177,21 @@ def _check_report_dir(directory: Path) -> None:
 
 
 def _isolate_in_workers(config) -> None:
-    """Run the tests in a pytest-xdist worker unless told otherwise (-n N, -n 0, -p no:xdist, --pdb); a row's tests in
-    one worker (--dist loadgroup) unless --dist says otherwise."""
+    """Run the tests in a pytest-xdist worker unless told otherwise (-n N, -n 0, -p no:xdist, --pdb), scheduled by
+    work stealing unless --dist says otherwise: each worker starts on one contiguous share of the tests (whole rows,
+    so a row's compiled functions, graphs, sessions and processes serve its cases in one worker) and takes tests from
+    the others' ends when it runs out. (--dist loadgroup would keep rows whole too, but pytest-xdist does not give the
+    work of a crashed worker to its replacement there: the run would wait for ever.)"""
     if not config.pluginmanager.hasplugin("xdist") or config.getoption("collectonly"):
         return
     option = config.option
     if option.numprocesses is None and option.dist == "no" and not option.tx and not (
         config.getoption("usepdb") or config.getoption("trace", False)
     ):
-        option.numprocesses, option.tx = 1, ["popen"]
-    if option.numprocesses and option.dist in ("no", "load"):
-        option.dist = "loadgroup"
+        option.numprocesses, option.dist, option.tx = 1, "load", ["popen"]
+    explicit = any(arg == "--dist" or arg.startswith("--dist=") for arg in config.invocation_params.args)
+    if option.dist == "load" and not explicit:
+        option.dist = "worksteal"
     if option.dist != "no" and option.maxworkerrestart is None:
         # Every crash of an implementation costs a worker; allow one per test of the run (xdist's default, 4 per
         # worker, would stop the run at the fifth crash), and a few more for the workers themselves.
@@ -204,7 +213,7 @@ def pytest_generate_tests(metafunc):
         for device in _devices(config):
             for dtype in _dtypes(config):
                 for case in _cases(config):
-                    marks = [pytest.mark.xdist_group(row.id)]
+                    marks = []
                     if case.layer.peephole:
                         marks.append(pytest.mark.peephole)
                     if not is_cell(case):
@@ -260,12 +269,39 @@ def pytest_runtest_makereport(item, call):
         # Something outside the judgement failed (a fixture, the suite itself): say what, from the exception.
         error = call.excinfo.value if call.excinfo is not None else None
         result.status, result.detail = Status.FAIL.value, f"{type(error).__name__}: {error}" if error is not None else "the test failed"
+    if report.when == "call" or report.skipped:
+        _attach_environment(item, report)
     if report.failed and call.excinfo is not None and isinstance(call.excinfo.value, Verdict) and item.config.option.tbstyle == "auto":
         # The verdict says everything (what, worst error, where, tolerance, diagnosis); the suite's own frames would
         # only bury it. --tb=long (or short, native) asks for them.
         report.longrepr = str(call.excinfo.value)
     report.user_properties.append((RESULT_PROPERTY, result.as_dict()))
     return report
+
+
+def _attach_environment(item, report) -> None:
+    """The first report of each row from this process carries that row's environment (taken here, where the row's
+    framework is imported to run it anyway), as plain data."""
+    row, device = item.callspec.params["row"], item.callspec.params["device"]
+    sent = item.config.stash.setdefault(_SENT, set())
+    if row.id in sent:
+        return
+    sent.add(row.id)
+    reason = row.availability(device)
+    environment = f"unavailable: {reason}" if reason else row.environment(device)
+    report.user_properties.append((ENVIRONMENT_PROPERTY, {row.id: json.loads(json.dumps(environment, default=str))}))
+
+
+def installed_versions() -> dict[str, str]:
+    """The versions of the frameworks installed here, read from their metadata (nothing is imported)."""
+    found = {}
+    for name in ("torch", "tensorflow-cpu", "tensorflow", "tf-keras", "keras", "jax", "jaxlib", "flax", "onnx", "onnxruntime",
+                 "onnxscript", "tf2onnx"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -280,8 +316,8 @@ class Controller:
     def __init__(self, config):
         self.config = config
         self.results: list[Result] = []
+        self.environments: dict[str, object] = {}
         self.crash_dir = tempfile.mkdtemp(prefix="lstmc-workers-")
-        self._environment: dict | None = None
         order = {
             "kind": {str(k): n for n, k in enumerate(Kind)},
             "implementation": {row.id: n for n, row in enumerate(rows(config))},
@@ -339,6 +375,9 @@ class Controller:
         for name, value in report.user_properties:
             if name == RESULT_PROPERTY:
                 self.results.append(Result(**value))
+            elif name == ENVIRONMENT_PROPERTY:
+                for row_id, environment in value.items():
+                    self.environments.setdefault(row_id, environment)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
@@ -354,31 +393,28 @@ class Controller:
             report.user_properties.append((RESULT_PROPERTY, result))
 
     def environment(self) -> dict[str, object]:
-        """What the results depend on, taken once at the start (the same whichever process ran the tests)."""
-        if self._environment is None:
-            env: dict[str, object] = {
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "cpu_count": os.cpu_count(),
-                "numpy": np.__version__,
-                "threads (LSTMC_THREADS)": os.environ.get("LSTMC_THREADS", "framework default"),
-                "call timeout (s)": self.config.getoption("--call-timeout"),
-            }
-            for row in rows(self.config):
-                reason = row.availability(Device.CPU)
-                env[row.id] = f"unavailable: {reason}" if reason else row.environment(Device.CPU)
-            self._environment = env
-        return self._environment
+        """What the results depend on: this machine and run, then each row's own environment as the process that ran
+        its tests recorded it (where its framework was imported anyway), in the rows' order."""
+        env: dict[str, object] = {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu": f"{cpu_model()} ({', '.join(cpu_features()) or 'no ISA flags read'})",
+            "cpu_count": os.cpu_count(),
+            "numpy": np.__version__,
+            "threads (LSTMC_THREADS)": os.environ.get("LSTMC_THREADS", "framework default"),
+            "call timeout (s)": self.config.getoption("--call-timeout"),
+        }
+        for row in rows(self.config):
+            if row.id in self.environments:
+                env[row.id] = self.environments[row.id]
+        return env
 
     def pytest_report_header(self, config):
         devices, dtypes = ", ".join(map(str, _devices(config))), ", ".join(map(str, _dtypes(config)))
-        lines = [f"lstm-conformance: devices {devices}; dtypes {dtypes}; call timeout {config.getoption('--call-timeout'):g} s"]
-        for row in rows(config):
-            described = self.environment()[row.id]
-            if isinstance(described, dict):
-                described = ", ".join(f"{k}={v}" for k, v in described.items())
-            lines.append(f"  {row.id}: {described}")
-        return lines
+        versions = ", ".join(f"{name} {version}" for name, version in installed_versions().items())
+        return [f"lstm-conformance: devices {devices}; dtypes {dtypes}; call timeout {config.getoption('--call-timeout'):g} s; "
+                f"{len(rows(config))} rows (each row's environment is in the report)",
+                f"  {cpu_model()} ({', '.join(cpu_features()) or 'no ISA flags read'}); {versions}"]
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus):
         if self.config.option.collectonly:

@@ -45,7 +45,7 @@ AXES: dict[str, tuple[str, ...]] = {
 
 def axes_of(name: str) -> tuple[str, ...] | None:
     """The axes of ``name``, also for gradient names such as ``dW``, ``grad W`` or ``layer 1 direction 0 W``."""
-    for candidate in (name, name.split()[-1], name.removeprefix("d"), name.removeprefix("grad_")):
+    for candidate in (name, name.split()[-1], name.split(".")[-1], name.removeprefix("d"), name.removeprefix("grad_")):
         if candidate in AXES:
             return AXES[candidate]
     return None
@@ -56,6 +56,8 @@ def describe_index(name: str, index: tuple[int, ...], shape: tuple[int, ...] | N
     With the tensor's ``shape`` and the layer's ``num_directions``, a state's cell reads ``layer 1 direction 0`` (left
     out for a layer of one cell) and an output feature ``direction 1, unit 3`` (the unit alone for one direction)."""
     axes = axes_of(name)
+    if axes is not None and axes[0] == "cell" and len(index) == len(axes) - 1:
+        axes = axes[1:]  # a state of one cell, as the cell's contract shapes it (B, H)
     if axes is None or len(axes) != len(index):
         return f"index {tuple(index)}"
     parts = []

@@ -79,7 +79,10 @@ def load_rows(target: str) -> list[Row]:
     """The rows named by ``target`` (a .py path, ``module`` or ``module:object``), each where it must run."""
     module, attribute = _import_target(target)
     obj = module if attribute is None else _get_attribute(module, attribute, target)
-    rows = _rows_from(obj, default_id=_default_id(target, attribute))
+    try:
+        rows = _rows_from(obj, default_id=_default_id(target, attribute))
+    except BackendLoadError as error:  # name the target: a run may have several
+        raise BackendLoadError(f"--backend {target}: {error}") from None
     if not rows:
         raise BackendLoadError(
             f"--backend {target}: found no implementation. Define ROWS (or ROW) holding contract.row.Row objects, or "
@@ -118,10 +121,18 @@ def _import_target(target: str) -> tuple[ModuleType, str | None]:
 
 
 def _import_failure(error: Exception) -> str:
+    described = f"{type(error).__name__}: {error}"
     missing = getattr(error, "name", None)
     if isinstance(error, ModuleNotFoundError) and missing in _RENAMED:
-        return f"{type(error).__name__}: {error}: {missing} is now {_RENAMED[missing]}"
-    return f"{type(error).__name__}: {error}"
+        return f"{described}: {missing} is now {_RENAMED[missing]}"
+    if isinstance(error, ImportError) and missing is not None:
+        # ``from backends import base``: the package imports, the name does not (Python 3.12 on says which name).
+        taken = getattr(error, "name_from", None)
+        renamed = [old for old in _RENAMED
+                   if old.rpartition(".")[0] == missing and (taken is None or old == f"{missing}.{taken}")]
+        if renamed:
+            return f"{described}: " + "; ".join(f"{old} is now {_RENAMED[old]}" for old in renamed)
+    return described
 
 
 def _get_attribute(module, attribute, target):

@@ -24,7 +24,9 @@ defined. "Not supported" only ever comes from a declaration or from a raised
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -123,6 +125,9 @@ class Row:
     #: output the previous output at masked steps): a case that uses every feature of one is refused.
     combinations: Mapping[frozenset, str] = field(default_factory=dict)
     known_failures: tuple[KnownFailure, ...] = ()
+    #: Whether its call unrolls the time loop into one graph (static_rnn, unroll=True): its graph, compile time and
+    #: memory grow with T x layers x directions, which the benchmarks' shape sets bound (bench/matrix.py).
+    unrolled: bool = False
     #: Environment variables it needs set before its framework is imported: it then runs in a process of its
     #: own that has them (contract.remote), wherever this process's differ.
     process_environment: Mapping[str, str] = field(default_factory=dict)
@@ -137,6 +142,7 @@ class Row:
                                 "supply call() (or the hooks _outputs, _gradients, _availability, _environment) instead")
 
     def __post_init__(self):
+        self._adopt_class_attributes()
         self.features = frozenset(Feature.parse(f, f"{self.id} features") for f in self.features)
         self.dtypes = tuple(Dtype.parse(d, f"{self.id} dtypes") for d in self.dtypes)
         self.devices = tuple(Device.parse(d, f"{self.id} devices") for d in self.devices)
@@ -150,6 +156,19 @@ class Row:
         self._builds: OrderedDict = OrderedDict()
         self._keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._functions: dict = {}
+
+    def _adopt_class_attributes(self) -> None:
+        """A subclass may declare with plain class attributes (``id = "mine/lstm"``) instead of as a dataclass: the
+        generated __init__ would otherwise put Row's defaults over them."""
+        for f in dataclasses.fields(Row):
+            declared = inspect.getattr_static(type(self), f.name, dataclasses.MISSING)
+            default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+            if declared is dataclasses.MISSING or declared is default or isinstance(declared, dataclasses.Field):
+                continue
+            value = getattr(self, f.name)
+            unchanged = value == default if f.default_factory is dataclasses.MISSING else value == f.default_factory()
+            if unchanged:
+                setattr(self, f.name, declared)
 
     # -- declarations --------------------------------------------------------------------------------------
 

@@ -72,6 +72,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+#: The CPU's instruction-set extensions that decide which kernels a framework takes (and so its rounding): recorded
+#: beside every result, since machines of one kind differ (an AVX2-only EPYC one day, AVX-512 with BF16 the next).
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_features() -> list[str]:
+    """Which of :data:`ISA_FLAGS` this CPU has (Linux's /proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [flag for flag in ISA_FLAGS if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
 class Runtime:
     """Base class: the defaults are NumPy's (nothing to import, arrays stay NumPy arrays, no gradients)."""
 
@@ -146,4 +164,5 @@ class NumpyRuntime(Runtime):
 NUMPY = NumpyRuntime()
 
 
-__all__ = ["NUMPY", "NumpyRuntime", "Runtime", "cpu_model", "framework_problem", "import_framework", "threads_wanted"]
+__all__ = ["ISA_FLAGS", "NUMPY", "NumpyRuntime", "Runtime", "cpu_features", "cpu_model", "framework_problem", "import_framework",
+           "threads_wanted"]

@@ -4,7 +4,7 @@
 
 The layer's counterpart of examples/numpy_lstm.py (the cell), written
 independently of spec/ (it would prove nothing otherwise), through the layer
-contract of backends/plugin.py: the module-level names below. What arrives,
+contract of contract/loading.py: the module-level names below. What arrives,
 every array in the dtype under test:
 
     params   params.cells[l * D + d], direction d of layer l (D = 2 when bidirectional, forward first):
@@ -21,12 +21,12 @@ first), h_T and c_T (L * D, B, .), and gradients keyed "x", "h0", "c0" and
 "layer l direction d W" (U, b, p, W_hr). A reverse direction runs the cell
 over the sequence backwards and hands its outputs back in time order.
 
-What it runs is LAYER_FEATURES (the names of backends.config.LAYER_FEATURES).
+What it runs is LAYER_FEATURES (names of contract.vocabulary.Feature).
 Every case that needs a feature it does not list, here the clips (cell_clip,
 gate_clip, proj_clip) and coupled gates (coupled), is "not supported" in the
 matrix with the reason "example/numpy-layer does not support clipping the cell
 state (cell_clip)", and leaves the row's denominator: the row reads "pass
-12/12", never "partial". To run another feature, implement it and add its name.
+n/n", never "partial". To run another feature, implement it and add its name.
 Peepholes are a variant (VARIANTS); a forget bias is always part of the layer.
 """
 

@@ -3,10 +3,14 @@
     pytest conformance/ --backend examples/numpy_lstm.py
 
 It is written independently of spec/ (it would prove nothing otherwise) and
-follows the smallest contract the suite accepts (backends/plugin.py): the
+follows the smallest contract the suite accepts (contract/loading.py): the
 module-level names below. `params` has W (4, H, I), U (4, H, H), b (4, H) and
 p (3, H) or None, gates in the order i, f, g, o; peepholes: i and f see
 c_{t-1}, o sees the new c_t. All arrays arrive in the dtype under test.
+
+The suite runs it on every case that is a plain cell (one forward layer, no
+projection, clips, coupled gates, lengths or mask); every other case is "not
+supported" and leaves its denominators.
 """
 
 import numpy as np

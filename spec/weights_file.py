@@ -303,7 +303,7 @@ def _load(path: str | os.PathLike, check: Callable[[str, dict[str, str], dict], 
 def foreign_format(head: bytes) -> str | None:
     """What a file's first 9 bytes say it is, among the files people most often pass for safetensors (a pickle,
     a zip archive as torch.save writes, a NumPy file, an HDF5 file), or None. Only bytes are looked at: the
-    one recogniser of this loader and of the porting command (backends/port.py)."""
+    one recogniser of this loader and of the porting command (tools/port.py)."""
     # A safetensors header length can begin with these bytes too (640 is 80 02 00 ...),
     # but then the JSON header follows at byte 8, and it starts with "{".
     if head[8:9] == b"{":

@@ -29,6 +29,10 @@ class SuiteRun:
     def results(self, implementation: str) -> list[dict]:
         return [r for r in self.report["results"] if r["implementation"] == implementation]
 
+    def judged(self, implementation: str) -> list[dict]:
+        """The results of the cases the implementation runs (those it declares it does not leave out)."""
+        return [r for r in self.results(implementation) if not r["declared"]]
+
     def cell(self, implementation: str, column: str) -> dict:
         return self.report["matrix"][implementation][column]
 

@@ -2,89 +2,133 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 import pytest
 
-from backends.base import Implementation, NotSupported, Outputs
-from backends.timing import Timing
 from bench import correctness
-from spec import lstm
+from contract.answers import Cotangents, Gradients, Outputs
+from contract.errors import NotSupported
+from contract.row import Row
+from contract.timing import Timing
+from contract.vocabulary import Dtype, Feature
+from spec import layer as spec_layer
 from spec.cases import Case, make_case_data
+from spec.layer import LayerConfig
+from spec.params import LayerParams, LSTMParams
 
-DATA = make_case_data(Case("bench-check", T=6, B=3, I=5, H=4, peephole=False, seed=11), "float32")
+DATA = make_case_data(Case("bench-check", T=6, B=3, I=5, H=4, layer=LayerConfig(), seed=11), "float32")
+LAYERED = make_case_data(Case("bench-check-layer", T=6, B=4, I=3, H=4, layer=LayerConfig(num_layers=2, direction="bidirectional"),
+                              lengths=(6, 2, 5, 3), seed=12), "float32")
 
 
-def test_reference_is_the_spec_in_float64_on_the_float32_data():
+def spec_y(data, dtype=np.float32, **override) -> np.ndarray:
+    return data.forward(dtype=dtype, **override).y
+
+
+def test_reference_is_the_spec_in_float64_on_the_float32_data_computed_once():
+    correctness.spec_answer.cache_clear()
     ref = correctness.reference(DATA, False)
-    wide = DATA.params.astype(np.float64)
-    expected = lstm.forward(wide, *(a.astype(np.float64) for a in (DATA.x, DATA.h0, DATA.c0))).h_seq
-    assert ref["h_seq"].dtype == np.float64 and np.array_equal(ref["h_seq"], expected)
+    wide = {k: a.astype(np.float64) for k, a in DATA.inputs().items()}
+    expected = spec_layer.forward(DATA.params.astype(np.float64), **wide, config=DATA.layer, dtype=np.float64).y
+    assert ref["y"].dtype == np.float64 and np.array_equal(ref["y"], expected)
     assert set(correctness.reference(DATA, True)) == {"x", "h0", "c0"}
+    # Forward and forward+backward were answered from one spec run.
+    assert correctness.spec_answer.cache_info().misses == 1
+
+
+def test_a_padded_run_is_checked_against_the_spec_without_the_lengths():
+    padded = correctness.padded(LAYERED)
+    assert padded.lengths is None and padded.case.lengths is None and padded.params is LAYERED.params
+    wide = {k: a.astype(np.float64) for k, a in LAYERED.inputs().items()}
+    expected = spec_layer.forward(LAYERED.params.astype(np.float64), **wide, config=LAYERED.layer, dtype=np.float64).y
+    assert np.array_equal(correctness.reference(padded, False)["y"], expected)
+    with pytest.raises(AssertionError, match="y is .* from the spec"):  # padding is not what lengths compute
+        correctness.check({"y": spec_y(LAYERED, lengths=None)}, correctness.reference(LAYERED, False), "float32")
 
 
 def test_float32_result_passes_and_reports_its_error():
-    got = lstm.forward(DATA.params, DATA.x, DATA.h0, DATA.c0, dtype=np.float32).h_seq
-    error = correctness.check({"h_seq": got}, correctness.reference(DATA, False), "float32")
+    error = correctness.check({"y": spec_y(DATA)}, correctness.reference(DATA, False), "float32")
     assert 0 < error < 1e-6
+    assert correctness.check({"y": spec_y(LAYERED)}, correctness.reference(LAYERED, False), Dtype.FLOAT32) < 1e-6
 
 
 def test_a_gate_swap_is_refused_in_every_dtype():
-    W, U, b = (a.copy() for a in (DATA.params.W, DATA.params.U, DATA.params.b))
+    cell = DATA.params.cells[0]
+    W, U, b = (a.copy() for a in (cell.W, cell.U, cell.b))
     for a in (W, U, b):
         a[[1, 2]] = a[[2, 1]]  # f and g swapped
-    swapped = lstm.forward(type(DATA.params)(W, U, b), DATA.x, DATA.h0, DATA.c0, dtype=np.float32).h_seq
+    swapped = spec_y(DATA, params=LayerParams((LSTMParams(W, U, b),)))
     for dtype in ("float32", "float16", "bfloat16"):
-        with pytest.raises(AssertionError, match=r"h_seq is .* from the spec .* its time is not kept"):
-            correctness.check({"h_seq": swapped}, correctness.reference(DATA, False), dtype)
+        with pytest.raises(AssertionError, match=r"y is .* from the spec .* its time is not kept"):
+            correctness.check({"y": swapped}, correctness.reference(DATA, False), dtype)
 
 
 def test_nan_unwritten_output_and_wrong_keys_are_refused():
     ref = correctness.reference(DATA, False)
-    poisoned = ref["h_seq"].copy()
+    poisoned = ref["y"].copy()
     poisoned[3, 1, 2] = np.nan
-    assert correctness.relative_error(poisoned, ref["h_seq"]) == float("inf")
+    assert correctness.relative_error(poisoned, ref["y"]) == float("inf")
     with pytest.raises(AssertionError):
-        correctness.check({"h_seq": poisoned}, ref, "bfloat16")
+        correctness.check({"y": poisoned}, ref, "bfloat16")
     with pytest.raises(AssertionError, match="returned"):
-        correctness.check({"x": ref["h_seq"]}, ref, "float32")
+        correctness.check({"x": ref["y"]}, ref, "float32")
     with pytest.raises(ValueError, match="shape"):
-        correctness.relative_error(ref["h_seq"][:-1], ref["h_seq"])
+        correctness.relative_error(ref["y"][:-1], ref["y"])
+    with pytest.raises(ValueError, match="dtype: expected one of"):
+        correctness.check(ref, ref, "int8")
 
 
 def test_bounds_grow_with_the_unit_roundoff_and_each_has_a_reason():
     bounds = [correctness.BOUNDS[d][0] for d in ("float64", "float32", "float16", "bfloat16")]
     assert bounds == sorted(bounds) and all(len(correctness.BOUNDS[d][1]) > 30 for d in correctness.BOUNDS)
+    assert set(correctness.BOUNDS) == set(Dtype)
 
 
-class _NumpyOnly(Implementation):
-    """An implementation with only forward/backward hooks: the default timed_pass goes through them."""
+@dataclass(eq=False)
+class SpecHooks(Row):
+    """A row with its own call-level hooks (the spec itself): the base times it through forward() and backward()."""
 
-    def _forward(self, params, x, h0, c0, *, forget_bias, config):
-        fwd = lstm.forward(params, x, h0, c0, forget_bias=forget_bias, dtype=config.dtype)
-        return Outputs(fwd.h_seq, fwd.h_T, fwd.c_T)
+    id: str = "spec-hooks"
+    features: frozenset = frozenset({Feature.STACKED, Feature.BIDIRECTIONAL, Feature.LENGTHS})
 
-    def _backward(self, params, x, h0, c0, cotangents, *, forget_bias, config):
-        fwd = lstm.forward(params, x, h0, c0, forget_bias=forget_bias, dtype=config.dtype)
-        return lstm.backward(fwd, cotangents["dh_seq"], cotangents["dh_T"], cotangents["dc_T"]).tensors()
+    def _outputs(self, params, x, h0, c0, *, layer, lengths, mask, device):
+        fwd = layer_forward(params, x, h0, c0, layer, lengths)
+        return Outputs(fwd.y, fwd.h_T, fwd.c_T)
+
+    def _gradients(self, params, x, h0, c0, cotangents, *, layer, lengths, mask, device):
+        grads = spec_layer.backward(layer_forward(params, x, h0, c0, layer, lengths), cotangents.dy, cotangents.dh_T, cotangents.dc_T)
+        return Gradients(grads.x, grads.h0, grads.c0, grads.params)
 
 
-def test_default_timed_pass_goes_through_numpy_and_is_checked():
-    impl = _NumpyOnly(id="numpy-only")
+def layer_forward(params, x, h0, c0, config, lengths):
+    return spec_layer.forward(params, x, h0, c0, config=config, lengths=lengths, dtype=x.dtype)
+
+
+def cotangents(data) -> Cotangents:
+    return Cotangents(data.dy, data.dh_T, data.dc_T)
+
+
+@pytest.mark.parametrize("data", [DATA, LAYERED], ids=["cell", "layer"])
+def test_a_row_with_its_own_hooks_is_timed_through_numpy_and_checked(data):
+    row = SpecHooks()
     for gradients in (False, True):
-        timed = impl.timed_pass(DATA.params, DATA.x, DATA.h0, DATA.c0, DATA.cotangents(), forget_bias=0.0,
-                                timing=Timing("standard", "float32", "cpu", gradients))
+        timed = row.timed_pass(data.params, data.x, data.h0, data.c0, cotangents(data), layer=data.layer,
+                               lengths=data.lengths, timing=Timing("float32", "cpu", gradients))
         timed.run()
         assert timed.resident is False
-        correctness.check(timed.result(), correctness.reference(DATA, gradients), "float32")
+        assert correctness.check(timed.result(), correctness.reference(data, gradients), "float32") < 1e-5
 
 
-def test_half_types_need_a_declaration_and_an_override():
-    impl = _NumpyOnly(id="numpy-only")
-    with pytest.raises(NotSupported, match="does not run in bfloat16"):
-        impl.check_timing(Timing("standard", "bfloat16", "cpu"))
-    impl.timing_dtypes = ("bfloat16",)
-    with pytest.raises(NotSupported, match="supplies no _timed_pass"):
-        impl.timed_pass(DATA.params, DATA.x, DATA.h0, DATA.c0, None, forget_bias=0.0, timing=Timing("standard", "bfloat16", "cpu"))
-    with pytest.raises(ValueError, match="dtype"):
-        Timing("standard", "int8", "cpu")
-    assert Timing(dtype="float16").source_dtype == "float32" and Timing(dtype="float64").source_dtype == "float64"
+def test_half_types_need_a_declaration_and_a_device_resident_pass():
+    row = SpecHooks()
+    timing = Timing("bfloat16", "cpu")
+    with pytest.raises(NotSupported, match="does not support dtype bfloat16"):
+        row.timed_pass(DATA.params, DATA.x, DATA.h0, DATA.c0, None, layer=DATA.layer, timing=timing)
+    declared = replace(SpecHooks(), half_timing=(Dtype.BFLOAT16,))
+    with pytest.raises(NotSupported, match="declares bfloat16 but gives no device-resident pass"):
+        declared.timed_pass(DATA.params, DATA.x, DATA.h0, DATA.c0, None, layer=DATA.layer, timing=timing)
+    with pytest.raises(ValueError, match="Timing.dtype"):
+        Timing("int8", "cpu")
+    assert Timing(dtype="float16").source_dtype == Dtype.FLOAT32 and Timing(dtype="float64").source_dtype == Dtype.FLOAT64

@@ -1,8 +1,9 @@
 """Speed targets in the benchmarks: a missed one is reported (MISSED in the summary, the benchmark's
 extra_info) and fails the run only with --bench-fail-on-target.
 
-Each test runs a tiny pytest session with the benchmark plugin (bench/conftest.py) on a test file that
-reports made-up ratios through the same helpers as bench/test_*_speed.py; nothing is really timed.
+Each test runs a tiny pytest session with the benchmarks' pytest wiring (bench/conftest.py, loaded as a plugin) on a
+test file that reports made-up ratios through the same helpers (bench/timing.py) as bench/test_*_speed.py; nothing
+is really timed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 
 pytest.importorskip("pytest_benchmark", reason="the benchmarks need pytest-benchmark: pip install 'lstm-conformance[bench]'")
 
-from bench import conftest as bench  # noqa: E402
+from bench import timing  # noqa: E402
 
 pytest_plugins = ["pytester"]
 
@@ -67,9 +68,9 @@ def test_met_targets_pass_with_the_option(pytester):
 def test_targets_on_separate_runs_are_judged_at_the_end(pytester, monkeypatch):
     """Ratios of separately timed figures (the spec's share of the matrix-product rate, torch's
     separate-run ratios) go through the same check when the session ends."""
-    monkeypatch.setattr(bench, "RESULTS", {"spec forward": (0.2, 1e9), "matrix product": (0.03, 2e9)})
+    monkeypatch.setattr(timing, "RESULTS", {"spec forward": (0.2, 1e9), "matrix product": (0.03, 2e9)})
     source = """
-from bench.conftest import separate_run_target
+from bench.timing import separate_run_target
 
 def test_register(request):
     separate_run_target(request.config, "spec forward rate / matrix-product rate", "spec forward", "matrix product",
@@ -95,12 +96,12 @@ def test_a_run_without_targets_says_nothing_about_them(pytester):
     (1.25, {"at_least": 1.25}, True), (1.2499, {"at_least": 1.25}, False),
 ])
 def test_check_target_verdicts(value, kwargs, met):
-    check = bench.TargetCheck("r", value, next(iter(kwargs.values())), "at_most" in kwargs, "here")
+    check = timing.TargetCheck("r", value, next(iter(kwargs.values())), "at_most" in kwargs, "here")
     assert check.met is met and check.verdict == ("met" if met else "MISSED")
 
 
 def test_check_target_needs_exactly_one_limit(pytestconfig):
     with pytest.raises(TypeError):
-        bench.check_target(pytestconfig, "r", 1.0, source="here")
+        timing.check_target(pytestconfig, "r", 1.0, source="here")
     with pytest.raises(TypeError):
-        bench.check_target(pytestconfig, "r", 1.0, at_most=2.0, at_least=0.5, source="here")
+        timing.check_target(pytestconfig, "r", 1.0, at_most=2.0, at_least=0.5, source="here")

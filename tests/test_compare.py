@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance.compare import assert_close, compare, describe_index
+from contract.compare import assert_close, compare, describe_index
 
 
 def test_equal_tensors_pass_with_zero_error():
     a = np.arange(24.0).reshape(2, 3, 4)
-    result = compare("h_seq", a.copy(), a, atol=0, rtol=0)
+    result = compare("y", a.copy(), a, atol=0, rtol=0)
     assert result.ok and result.worst_error == 0 and result.worst_ratio == 0
 
 
@@ -19,13 +19,13 @@ def test_worst_element_is_found_and_located_in_lstm_terms():
     got = expected.copy()
     got[3, 1, 2] = 1e-3
     got[0, 0, 0] = 1e-4
-    result = compare("h_seq", got, expected, atol=1e-6, rtol=0)
+    result = compare("y", got, expected, atol=1e-6, rtol=0)
     assert not result.ok
     assert result.index == (3, 1, 2)
     assert result.worst_error == pytest.approx(1e-3)
     assert result.worst_ratio == pytest.approx(1000)
     message = result.message("case-x")
-    for fragment in ("case-x", "h_seq", "step 3, batch row 1, unit 2", "got 0.001", "expected 0", "1000x", "atol 1e-06"):
+    for fragment in ("case-x", "y", "step 3, batch row 1, unit 2", "got 0.001", "expected 0", "1000x", "atol 1e-06"):
         assert fragment in message, (fragment, message)
 
 
@@ -42,6 +42,18 @@ def test_gates_and_peepholes_are_named():
     assert describe_index("dp", (1, 4)) == "peephole f, unit 4"
     assert describe_index("b", (2, 0)) == "gate g, unit 0"
     assert describe_index("unknown", (1, 2)) == "index (1, 2)"
+    assert describe_index("layer 1 direction 0 W", (0, 1, 2)) == "gate i, unit 1, input 2"
+    assert describe_index("grad_layer0.forward.p", (2, 3)) == "peephole o, unit 3"
+
+
+def test_cells_and_directions_are_named_in_a_layers_tensors():
+    # One cell: no cell part; one direction: a feature is a unit.
+    assert describe_index("h_T", (0, 2, 1), shape=(1, 3, 4)) == "batch row 2, unit 1"
+    assert describe_index("h_T", (2, 1)) == "batch row 2, unit 1"  # the cell contract's (B, H)
+    assert describe_index("y", (4, 0, 3), shape=(5, 2, 4)) == "step 4, batch row 0, unit 3"
+    # Cells l * D + d of a two-layer bidirectional stack; y's features are both directions' units.
+    assert describe_index("c0", (3, 0, 1), shape=(4, 2, 5), num_directions=2) == "layer 1 direction 1, batch row 0, unit 1"
+    assert describe_index("dy", (0, 1, 6), shape=(3, 2, 8), num_directions=2) == "step 0, batch row 1, direction 1, unit 2"
 
 
 @pytest.mark.parametrize(

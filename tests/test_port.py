@@ -1,4 +1,4 @@
-"""The porting command (backends/port.py): a round trip through every format, refusals of what a target cannot
+"""The porting command (tools/port.py): a round trip through every format, refusals of what a target cannot
 hold, and proof that a wrong port is caught (by the read-back, and by running both sides against the spec)."""
 
 from __future__ import annotations
@@ -12,22 +12,30 @@ import sys
 import numpy as np
 import pytest
 
-from backends import port
-from backends.base import framework_problem
-from spec.layer_cases import layer_case_by_name, make_layer_case_data
+from contract.runtime import framework_problem
+from spec.cases import case_by_name, make_case_data
 from spec.params import LayerParams
 from spec.weights_file import save_layer_weights
 from tests.suite import ROOT, subprocess_environment
+from tools import port
+
+
+@pytest.fixture(autouse=True)
+def keras_backend_put_back(monkeypatch):
+    """Where the port first imports Keras it asks for the TensorFlow backend (KERAS_BACKEND): in this process, for the
+    test's duration only, so that what the session starts afterwards gets the environment it had."""
+    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))
 
 
 def needs(*modules: str):
     missing = [m for m in modules if framework_problem(m, "") is not None]
-    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)} (not installed)")
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)} (not installed: pip install "
+                              "'lstm-conformance[all]')")
 
 
 def case_params(name: str) -> tuple[LayerParams, str]:
-    data = make_layer_case_data(layer_case_by_name(name), np.float32)
-    return data.params, data.config.direction
+    data = make_case_data(case_by_name(name), np.float32)
+    return data.params, data.layer.direction
 
 
 def torch_file(tmp_path, name: str):
@@ -42,9 +50,9 @@ def torch_file(tmp_path, name: str):
 def written(tmp_path, fmt: str, name: str, case: str = "stacked-bidirectional", dtype=np.float32):
     """A file of a layer case's weights in ``fmt``, written by the format's own writer (no proof: no framework
     runs, so that a test of a refusal needs none)."""
-    data = make_layer_case_data(layer_case_by_name(case), dtype)
+    data = make_case_data(case_by_name(case), dtype)
     path = tmp_path / name
-    port.FORMATS[fmt].write(path, data.params, port.Architecture.of(data.params, data.config.direction))
+    port.FORMATS[fmt].write(path, data.params, port.Architecture.of(data.params, data.layer.direction))
     return path
 
 
@@ -63,9 +71,9 @@ def refused(capsys, argv, *fragments: str) -> str:
     return lines[0]
 
 
-def run_command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backends.port", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=subprocess_environment())
+def run_command(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.port", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=subprocess_environment(**env))
 
 
 @needs("torch", "keras", "tensorflow", "flax", "onnx", "onnxruntime")
@@ -82,7 +90,7 @@ def test_a_two_layer_bidirectional_lstm_round_trips_torch_keras_flax_onnx_and_ba
 
 
 def test_a_projection_into_keras_is_refused_with_the_reason(tmp_path, capsys):
-    """Refused before Keras (or torch) is even looked for: the row's reason is enough."""
+    """Refused before Keras (or torch) is even looked for: the layout's reason is enough."""
     source = written(tmp_path, "torch", "lstmp-padded.safetensors", case="lstmp-padded")
     assert port.main(["convert", str(source), str(tmp_path / "lstmp.weights.h5")]) == port.EXIT_REFUSED
     out = capsys.readouterr().out
@@ -105,28 +113,27 @@ def permuted(params: LayerParams, order=(1, 0, 2, 3)) -> LayerParams:
     return LayerParams(cells, params.num_directions)
 
 
-class _PermutingRow:
-    """A row whose layout hooks agree with each other but swap gates i and f: its files read back bit for bit, so
+class PermutingLayout:
+    """A layout whose conversions agree with each other but swap gates i and f: its files read back bit for bit, so
     only running them can tell."""
 
-    def __init__(self, row):
-        self._row = row
+    def __init__(self, layout):
+        self.layout = layout
 
-    def to_native_layer(self, params, layer):
-        return self._row.to_native_layer(permuted(params), layer)
+    def to_native(self, params, layer):
+        return self.layout.to_native(permuted(params), layer)
 
-    def from_native_layer(self, native, layer):
-        return permuted(self._row.from_native_layer(native, layer))
+    def from_native(self, native, layer):
+        return permuted(self.layout.from_native(native, layer))
 
     def __getattr__(self, name):
-        return getattr(self._row, name)
+        return getattr(self.layout, name)
 
 
 @needs("torch", "onnxruntime", "onnx")
 def test_a_consistent_gate_permutation_reads_back_bit_for_bit_and_is_still_caught(tmp_path, capsys, monkeypatch):
     source, _ = torch_file(tmp_path, "stacked-bidirectional")
-    real_row = port.FORMATS["onnx"].row
-    monkeypatch.setattr(port.OnnxFormat, "row", property(lambda self: _PermutingRow(real_row)))
+    monkeypatch.setattr(port.OnnxFormat, "layout", PermutingLayout(port.OnnxFormat.layout))
     capsys.readouterr()
     assert port.main(["convert", str(source), str(tmp_path / "out.onnx")]) == port.EXIT_DISAGREES
     out = capsys.readouterr().out
@@ -271,7 +278,7 @@ def test_a_port_that_fails_leaves_no_file_behind(tmp_path, capsys, monkeypatch, 
 
 @pytest.mark.parametrize("gates, holds", [(3, "holds a GRU (3 gates"), (1, "holds a plain RNN (1 gate")], ids=["gru", "rnn"])
 def test_a_gru_or_rnn_state_dict_is_named_as_such(tmp_path, capsys, gates, holds):
-    """torch.nn.GRU and torch.nn.RNN state_dicts have the LSTM's names; only the rows say how many gates."""
+    """torch.nn.GRU and torch.nn.RNN state_dicts have the LSTM's names; only the rows' sizes say how many gates."""
     from safetensors.numpy import save_file
 
     H, I = 8, 4
@@ -284,8 +291,7 @@ def test_a_gru_or_rnn_state_dict_is_named_as_such(tmp_path, capsys, gates, holds
 @needs("keras", "tensorflow", "h5py")
 @pytest.mark.parametrize("layer, holds", [("GRU", "GRU"), ("Dense", "dense")])
 def test_a_keras_file_of_other_layers_is_named_as_such(tmp_path, capsys, layer, holds):
-    import keras
-
+    keras = port.FORMATS["keras"].keras()  # imported as the port imports it: on its TensorFlow backend
     model = keras.Sequential([keras.Input((None, 4) if layer == "GRU" else (4,)), getattr(keras.layers, layer)(8)])
     path = tmp_path / "other.weights.h5"
     model.save_weights(str(path))
@@ -347,8 +353,8 @@ def test_a_file_of_another_format_is_named_as_such(tmp_path, capsys, make, name,
 
 
 def _stack():
-    data = make_layer_case_data(layer_case_by_name("stacked-bidirectional"), np.float32)
-    return data.params, port.Architecture.of(data.params, data.config.direction)
+    data = make_case_data(case_by_name("stacked-bidirectional"), np.float32)
+    return data.params, port.Architecture.of(data.params, data.layer.direction)
 
 
 @pytest.mark.parametrize("via", ["", " ", "onnx,,flax", "onnx,"])
@@ -382,7 +388,7 @@ def test_refusals_need_no_framework(tmp_path):
     code = (
         "import sys\n"
         "for m in ('torch', 'tensorflow', 'keras', 'jax', 'flax', 'onnxruntime', 'h5py'): sys.modules[m] = None\n"
-        "from backends import port\n"
+        "from tools import port\n"
         f"assert port.main(['convert', {str(tmp_path / 'a.msgpack')!r}, {str(tmp_path / 'b.onnx')!r}]) == 2\n"
         f"assert port.main(['convert', {str(source)!r}, {str(source)!r}]) == 2\n"
         f"assert port.main(['roundtrip', {str(source)!r}, '--via', '']) == 2\n"
@@ -390,6 +396,30 @@ def test_refusals_need_no_framework(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=subprocess_environment())
     assert done.returncode == 0, done.stderr[-3000:]
     assert "give --layers and --direction" in done.stderr and "is the source" in done.stderr, done.stderr
+
+
+def test_importing_the_port_sets_no_environment_variable():
+    """Keras reads KERAS_BACKEND at its first import: the port asks for its TensorFlow backend only where it first needs
+    Keras, never at its own import (a program that imports tools.port keeps its environment, and its Keras)."""
+    code = ("import os\nbefore = dict(os.environ)\nimport tools.port\n"
+            "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+            "assert not changed, changed\n")
+    unset = {k: v for k, v in subprocess_environment().items() if k not in ("KERAS_BACKEND", "JAX_ENABLE_X64")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=unset)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@needs("keras", "jax")
+def test_keras_on_another_backend_is_refused_before_a_file_is_written(tmp_path):
+    """A Keras file is written and run on Keras' TensorFlow backend: a process whose KERAS_BACKEND says otherwise gets
+    one sentence naming the backend and the fix, and no file."""
+    source = written(tmp_path, "spec", "a.lstm.safetensors", case="one-layer")
+    done = run_command("convert", str(source), str(tmp_path / "a.weights.h5"), KERAS_BACKEND="jax")
+    assert done.returncode == port.EXIT_REFUSED, done.stdout + done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Keras' backend is 'jax' in this process" in errors[0], done.stderr[-3000:]
+    assert "KERAS_BACKEND=tensorflow" in errors[0] and str(tmp_path / "a.weights.h5") in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lstm.safetensors"]
 
 
 # ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from conformance.report import Result, build_matrix, render_markdown, render_text, summarise, write_reports
+from conformance.report import Result, RunState, build_matrix, render_markdown, render_text, summarise, summary_line, write_reports
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -72,3 +72,38 @@ def test_matrix_columns_rows_and_renderings(tmp_path):
     data = json.loads(json_path.read_text())
     assert data["matrix"]["a/b"]["float32 cpu outputs"]["status"] == "pass"
     assert len(data["results"]) == 3 and md_path.read_text().startswith("# Conformance matrix")
+
+
+def test_the_terminal_shows_one_table_per_dtype_and_device_within_its_width():
+    long_name = "tensorflow/BlockLSTMV2+registered-gradient"
+    results = [r(status, impl=impl, dtype=dtype, kind=kind, worst_error=EPS32, worst_ratio=0.1)
+               for impl, status in ((long_name, "pass"), ("a/b", "pass"))
+               for dtype in ("float32", "float64") for kind in ("outputs", "gradients")]
+    text = render_text(build_matrix(results))
+    tables = text.split("\n\n")
+    assert [t.splitlines()[0].split()[:2] for t in tables] == [["float32", "cpu"], ["float64", "cpu"]]
+    assert all(len(line) <= 120 for line in text.splitlines())
+    assert tables[0].splitlines()[0].split()[2:] == ["outputs", "gradients"]
+    # Too narrow for two columns: one table per column, each still whole.
+    narrow = render_text(build_matrix(results), width=60)
+    assert narrow.count("float32 cpu") == 2 and all(len(line) <= 60 + 30 for line in narrow.splitlines())
+    assert all(long_name in block for block in narrow.split("\n\n"))
+
+
+def test_the_summary_line_counts_rows_by_their_worst_cell():
+    results = [r("pass", impl="ok/a", worst_error=EPS32, worst_ratio=0.1), r("FAIL", impl="bad/b"),
+               r("pass", impl="bad/b", kind="gradients", worst_error=EPS32, worst_ratio=0.1),
+               r("known", impl="upstream/c", detail="bug"), r("unavailable", impl="gpu/d", detail="no GPU"),
+               r("not supported", impl="gpu/d", kind="gradients", declared=True, detail="none")]
+    assert summary_line(build_matrix(results)) == "4 rows: 1 pass, 1 FAIL, 1 known, 1 unavailable"
+
+
+def test_an_incomplete_run_says_so_first_in_every_report(tmp_path):
+    results = [r("pass", worst_error=EPS32, worst_ratio=0.1), r("not run", "T1", detail="not run: the run was interrupted")]
+    matrix = build_matrix(results, run=RunState(expected=2, judged=1, ended="interrupted"))
+    assert render_text(matrix).splitlines()[0].startswith("INCOMPLETE RUN (interrupted): 1 of 2 selected tests were not run")
+    assert matrix.rows["a/b"][("outputs", "float32", "cpu")].text() == "incomplete 1/2 (1 not run)"
+    json_path, md_path = write_reports(matrix, results, tmp_path)
+    assert json.loads(json_path.read_text())["run"] == {"complete": False, "expected": 2, "judged": 1, "not_run": 1,
+                                                        "ended": "interrupted"}
+    assert "**INCOMPLETE RUN (interrupted)" in md_path.read_text()

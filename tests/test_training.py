@@ -242,15 +242,53 @@ def test_the_report_fails_when_a_framework_leaves_the_bound(short_runs):
 
 
 def test_tf1_says_why_it_cannot_run_without_the_legacy_switch(monkeypatch):
-    from training.frameworks.tf1_model import TF1Model, tf1_problem
+    from training.frameworks.tf1_model import TF1Model
 
     monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
-    tf1_problem.cache_clear()
-    try:
-        reason = TF1Model().availability()
-    finally:
-        tf1_problem.cache_clear()
+    reason = TF1Model().availability()
     assert "TF_USE_LEGACY_KERAS=1 is not set" in reason and "tf-keras" in reason
+
+
+# ---------------------------------------------------------------------------
+# Rows trained through the contract
+# ---------------------------------------------------------------------------
+
+
+def test_an_unknown_row_is_a_reason_naming_where_it_was_looked_for():
+    """A mutant comes from the catalogue conformance.mutants, loaded by name at run time (training imports no
+    conformance module); an id it lacks makes the run unavailable with the ids it has, never a crash."""
+    from training.frameworks.contract_model import ContractModel
+
+    reason = ContractModel(row_id="mutant/no-such-bug").availability()
+    assert "no mutant 'mutant/no-such-bug' in conformance.mutants" in reason and "mutant/dc-ignores-downstream" in reason
+    assert "no row 'no/such-row'" in ContractModel(row_id="no/such-row").availability()
+
+
+def test_the_contract_model_hands_the_row_the_heads_cotangent_and_reads_its_gradients():
+    """Through a row, the model's gradient is the spec's (a conformant row: the spec's own layer through the contract's
+    plug-in path): the head's dh_T reaches backward() as the one cell's dh_T, dy = 0 and dc_T = 0."""
+    import spec.layer as spec_layer
+    from contract.loading import FunctionRow
+    from training.frameworks.contract_model import ContractModel
+
+    def forward_layer(params, x, h0, c0, *, config, lengths, mask):
+        out = spec_layer.forward(params, x, h0, c0, config=config, dtype=x.dtype)
+        return out.y, out.h_T, out.c_T
+
+    def backward_layer(params, x, h0, c0, dy, dh_T, dc_T, *, config, lengths, mask):
+        fwd = spec_layer.forward(params, x, h0, c0, config=config, dtype=x.dtype)
+        return spec_layer.backward(fwd, dy, dh_T, dc_T).tensors()
+
+    model = ContractModel.of(FunctionRow(id="spec-layer", forward_layer_function=forward_layer,
+                                         backward_layer_function=backward_layer))
+    rng = np.random.default_rng(4)
+    params = small_model(rng, dtype=np.float32)
+    x, y = rng.normal(size=(3, 6, 3)).astype(np.float32), rng.integers(0, 5, 6)
+    loss, got = model.loss_and_gradients(params, x, y)
+    expected_loss, expected = spec_loss_and_gradients(params, x, y)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    for name, value in expected.tensors().items():
+        np.testing.assert_allclose(got.tensors()[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 # ---------------------------------------------------------------------------
@@ -331,8 +369,8 @@ def test_quick_mode_verdicts(quick_run):
 
 
 def test_tf1_rows_are_unavailable_with_the_real_reason_when_tf_keras_cannot_be_imported(tmp_path):
-    """A tf_keras that fails to import (as a missing one does) makes TF1's rows unavailable, with
-    TensorFlow's own words; the run goes on and passes."""
+    """A tf_keras that fails to import (as a missing one does) makes TF1's rows unavailable, with the
+    import's own words (TF1's runtime, backends/runtimes/tensorflow.py); the run goes on and passes."""
     for module in ("sklearn", "tqdm", "matplotlib"):
         pytest.importorskip(module)
     blocker = tmp_path / "blocker"
@@ -344,7 +382,7 @@ def test_tf1_rows_are_unavailable_with_the_real_reason_when_tf_keras_cannot_be_i
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = (out / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| tf1/BasicLSTMCell |"))
-    assert "unavailable: " in row and "BasicLSTMCell failed: ImportError" in row, row
+    assert "unavailable: " in row and "import tf_keras failed: ImportError: tf_keras blocked by the test" in row, row
 
 
 # ---------------------------------------------------------------------------

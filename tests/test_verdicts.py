@@ -13,11 +13,14 @@ import os
 import numpy as np
 import pytest
 
-from spec.cases import case_set
-from spec.layer_cases import layer_case_set
+from contract.answers import Cotangents
+from contract.errors import ResultError, TimedOut
+from contract.loading import load_rows
+from conformance.isolation import deadline
+from spec.cases import case_by_name, case_set, make_case_data
 from tests.suite import EXAMPLE, example_with, plugin, run_suite
 
-FLOAT64_FORWARD = ("--dtype", "float64", "-k", "test_forward")
+FLOAT64_FORWARD = ("--dtype", "float64", "-k", "test_outputs")
 
 
 # ---------------------------------------------------------------------------
@@ -33,9 +36,10 @@ def test_zeroing_the_peepholes_it_was_given_is_a_failure_naming_p(tmp_path):
     })
     run = run_suite(tmp_path, "--backend", zeroes, *FLOAT64_FORWARD)
     assert run.returncode == 1, run.output
-    results = run.results("bad/zeroes-p")
+    results = run.judged("bad/zeroes-p")
     peephole = [r for r in results if r["case"].endswith("peephole")]
-    assert peephole and all(r["status"] == "FAIL" and "modified its input p in place" in r["detail"] for r in peephole)
+    assert peephole and all(r["status"] == "FAIL" and "modified its input layer 0 direction 0 p in place" in r["detail"]
+                            for r in peephole)
     assert all(r["status"] == "pass" for r in results if not r["case"].endswith("peephole"))
 
 
@@ -46,7 +50,7 @@ def test_a_row_that_zeroes_x_in_place_fails_and_cannot_hurt_the_rows_after_it(tm
     before = example_with(tmp_path, "zero_x_before", "bad/zeroes-x-before", mutate)
     after = example_with(tmp_path, "zero_x_after", "bad/zeroes-x-after", mutate)
     # In one process (-n 0): the shared cache is where the harm was done.
-    run = run_suite(tmp_path, "--backend", before, "--backend", str(EXAMPLE), "--backend", after, "-n", "0", "-k", "not test_layer")
+    run = run_suite(tmp_path, "--backend", before, "--backend", str(EXAMPLE), "--backend", after, "-n", "0", "-m", "not layer")
     assert run.returncode == 1, run.output
     assert {r["status"] for r in run.results("example/numpy")} == {"pass"}
     for row in ("bad/zeroes-x-before", "bad/zeroes-x-after"):
@@ -63,7 +67,7 @@ def test_writing_its_result_into_the_callers_c0_is_named_as_such_not_as_a_wrong_
     })
     run = run_suite(tmp_path, "--backend", writes, *FLOAT64_FORWARD)
     assert run.returncode == 1, run.output
-    results = run.results("bad/writes-c0")
+    results = run.judged("bad/writes-c0")
     assert results and all("modified its input c0 in place" in r["detail"] for r in results)
     assert "worst error" not in run.stdout.split("modified its input c0")[0].splitlines()[-1]
 
@@ -88,7 +92,7 @@ def test_computing_float64_only_when_T_is_1_fails_every_other_case(tmp_path):
     ''')
     run = run_suite(tmp_path, "--backend", lazy, *FLOAT64_FORWARD)
     assert run.returncode == 1, run.output
-    by_case = {r["case"]: r for r in run.results("bad/float64-only-for-T1")}
+    by_case = {r["case"]: r for r in run.judged("bad/float64-only-for-T1")}
     assert by_case["T1"]["status"] == "pass"
     others = [r for name, r in by_case.items() if not name.startswith("T1")]
     assert others and all(r["status"] == "FAIL" for r in others)
@@ -102,7 +106,7 @@ def test_not_supported_at_run_time_is_partial_coverage_never_pass(tmp_path):
 
         def forward(params, x, h0, c0, *, forget_bias):
             if x.shape[0] > 5:
-                from backends.base import NotSupported
+                from contract.errors import NotSupported
                 raise NotSupported("unavailable: sequences longer than 5 steps")  # a reason that looks like another status
             return _forward(params, x, h0, c0, forget_bias=forget_bias)
     ''')
@@ -110,9 +114,10 @@ def test_not_supported_at_run_time_is_partial_coverage_never_pass(tmp_path):
     assert run.returncode == 0, run.output
     cell = run.cell("odd/only-short", "float64 cpu outputs")
     long_cases = {"B1", "B1-peephole", "saturating", "saturating-peephole", "medium", "medium-peephole"}
-    assert cell["status"] == "partial" and cell["denominator"] == 18 and cell["covered"] == 18 - len(long_cases)
-    assert "partial 12/18" in run.stdout
-    skipped = [r for r in run.results("odd/only-short") if r["status"] != "pass"]
+    # The cell's 18 cases and the layer's one case without features ("one-layer"): a plain cell.
+    assert cell["status"] == "partial" and cell["denominator"] == 19 and cell["covered"] == 19 - len(long_cases)
+    assert "partial 13/19" in run.stdout
+    skipped = [r for r in run.results("odd/only-short") if r["status"] != "pass" and not r["declared"]]
     # The verdict travels as data: a reason that starts like another status is still "not supported", intact.
     assert {r["case"] for r in skipped} == long_cases
     assert all(r["status"] == "not supported" and not r["declared"] and r["detail"].startswith("unavailable: ") for r in skipped)
@@ -126,8 +131,10 @@ def test_denominators_leave_out_what_an_implementation_declares_it_does_not_do(t
     run = run_suite(tmp_path, "--backend", swapped, *FLOAT64_FORWARD)
     assert run.returncode == 1
     cell = run.cell("bad/swapped-standard-only", "float64 cpu outputs")
-    assert (cell["status"], cell["failed"], cell["denominator"], cell["asked"]) == ("FAIL", 9, 9, 18)
-    assert "FAIL 9/9" in run.stdout
+    # The 9 standard cell cases and the layer's plain "one-layer" run; the peephole cases and every layer feature are
+    # declared not supported: asked 42, FAIL 10/10 (not "FAIL 10/42", which would read as mostly passing).
+    assert (cell["status"], cell["failed"], cell["denominator"], cell["asked"]) == ("FAIL", 10, 10, 42)
+    assert "FAIL 10/10" in run.stdout
 
 
 # ---------------------------------------------------------------------------
@@ -150,13 +157,14 @@ def test_a_segfault_is_that_rows_failure_and_the_run_and_report_survive(tmp_path
     crashing = example_with(tmp_path, "segfaults", "bad/segfaults", append=SEGFAULT_ON_SMALL)
     run = run_suite(tmp_path, "--backend", crashing, "--backend", str(EXAMPLE), *FLOAT64_FORWARD)
     assert run.returncode == 1, run.output
-    by_case = {r["case"]: r for r in run.results("bad/segfaults")}
-    for case in ("small", "small-peephole"):
+    by_case = {r["case"]: r for r in run.judged("bad/segfaults")}
+    crashing_cases = ("small", "small-peephole", "one-layer")  # x (4, 3, 5), the shape it crashes on
+    for case in crashing_cases:
         assert by_case[case]["status"] == "FAIL"
         assert by_case[case]["detail"].startswith("crashed: signal 11 (SIGSEGV"), by_case[case]["detail"]
         assert "segfaults.py" in by_case[case]["detail"] and "in forward" in by_case[case]["detail"]
-    assert all(r["status"] == "pass" for name, r in by_case.items() if not name.startswith("small"))
-    assert {r["status"] for r in run.results("example/numpy")} == {"pass"}
+    assert all(r["status"] == "pass" for name, r in by_case.items() if name not in crashing_cases)
+    assert {r["status"] for r in run.judged("example/numpy")} == {"pass"}
     assert "conformance matrix" in run.stdout
 
 
@@ -192,7 +200,7 @@ def test_a_call_that_never_returns_to_python_is_ended_and_reported_as_timed_out(
             return _forward(params, x, h0, c0, forget_bias=forget_bias)
     ''')
     run = run_suite(tmp_path, "--backend", stuck, "--call-timeout", "1", "--dtype", "float64",
-                    "-k", "test_forward and (small and not peephole or T1)")
+                    "-k", "test_outputs and (small and not peephole or T1)")
     assert run.returncode == 1, run.output
     by_case = {r["case"]: r for r in run.results("bad/stuck")}
     assert by_case["small"]["status"] == "FAIL"
@@ -211,9 +219,11 @@ def test_a_framework_whose_import_raises_oserror_is_unavailable_with_the_real_er
     (result,) = [r for r in run.results("onnxruntime/LSTM") if r["kind"] == "outputs"]
     assert result["status"] == "unavailable"
     assert "import onnxruntime failed: OSError: libonnxruntime.so.1" in result["detail"]
+    assert run.report["environment"]["onnxruntime/LSTM"].startswith("unavailable: import onnxruntime failed: OSError")
+    # Its tests deselected, the run neither stumbles over it nor imports it to describe it.
     deselected = run_suite(tmp_path, "-k", "torch/nn.LSTM and small and not peephole", "--dtype", "float64", env=env)
     assert deselected.returncode == 0 and "INTERNALERROR" not in deselected.output, deselected.output
-    assert deselected.report["environment"]["onnxruntime/LSTM"].startswith("unavailable: import onnxruntime failed: OSError")
+    assert "onnxruntime/LSTM" not in deselected.report["environment"]
 
 
 # ---------------------------------------------------------------------------
@@ -224,7 +234,7 @@ def test_a_framework_whose_import_raises_oserror_is_unavailable_with_the_real_er
 def _matrix_section(stdout: str) -> str:
     lines = stdout.splitlines()
     start = next(k for k, line in enumerate(lines) if "conformance matrix" in line)
-    end = next(k for k in range(start, len(lines)) if lines[k].startswith("written:"))
+    end = next(k for k in range(start, len(lines)) if " rows: " in lines[k])
     return "\n".join(lines[start:end])
 
 
@@ -243,8 +253,8 @@ def test_serial_and_parallel_runs_report_the_same(tmp_path):
         assert (run.report_dir / "conformance.md").read_text() == (serial.report_dir / "conformance.md").read_text(), n
         assert _matrix_section(run.stdout) == _matrix_section(serial.stdout), n
     # Every test of the three rows has its result, declared "not supported" ones (torch's peepholes, the layer
-    # cases of these cell-only rows) included: 3 rows x 2 dtypes x 2 kinds x (the cell cases + the layer cases).
-    assert len(serial.report["results"]) == 3 * 2 * 2 * (len(case_set()) + len(layer_case_set()))
+    # features of these cell-only rows) included: 3 rows x 2 dtypes x 2 kinds x every case.
+    assert len(serial.report["results"]) == 3 * 2 * 2 * len(case_set())
 
 
 # ---------------------------------------------------------------------------
@@ -294,7 +304,7 @@ def test_a_plugin_environment_is_recorded_in_the_report(tmp_path):
     described = example_with(tmp_path, "described", "example/described", append='''
         ENVIRONMENT = {"mylib": "1.2.3", "threads": 4}
     ''')
-    run = run_suite(tmp_path, "--backend", described, "--dtype", "float64", "-k", "test_forward and T1 and not peephole")
+    run = run_suite(tmp_path, "--backend", described, "--dtype", "float64", "-k", "test_outputs and T1 and not peephole")
     assert run.returncode == 0, run.output
     assert run.report["environment"]["example/described"] == {"mylib": "1.2.3", "threads": 4}
 
@@ -304,12 +314,13 @@ def test_a_row_in_its_own_process_runs_there_and_its_crash_is_reported(tmp_path)
         import os
         import ctypes
         import numpy as np
-        from backends.base import Implementation
-        from backends.plugin import load_backend
+        from contract.loading import load_rows
+        from contract.row import Row
+        from contract.vocabulary import Feature
 
-        EXAMPLE = load_backend({str(EXAMPLE)!r})[0]
+        EXAMPLE = load_rows({str(EXAMPLE)!r})[0]
 
-        class OwnProcess(Implementation):
+        class OwnProcess(Row):
             def _availability(self, device):
                 # Only true in the child: the row must never run in the suite's own process.
                 return None if os.environ.get("LSTMC_TEST_PROCESS") == "on" else "not in its own process"
@@ -317,12 +328,12 @@ def test_a_row_in_its_own_process_runs_there_and_its_crash_is_reported(tmp_path)
             def _environment(self, device):
                 return {{"pid differs": os.getpid() != int(os.environ["LSTMC_TEST_PARENT"])}}
 
-            def _forward(self, params, x, h0, c0, *, forget_bias, config):
+            def _outputs(self, params, x, h0, c0, **call):
                 if x.shape == (4, 3, 5):
                     ctypes.string_at(0)
-                return EXAMPLE.forward_function(params, x, h0, c0, forget_bias=forget_bias)
+                return EXAMPLE.forward(params, x, h0, c0, **call)
 
-        IMPLEMENTATION = OwnProcess(id="odd/own-process", process_environment={{"LSTMC_TEST_PROCESS": "on"}})
+        ROW = OwnProcess(id="odd/own-process", features={{Feature.PEEPHOLE}}, process_environment={{"LSTMC_TEST_PROCESS": "on"}})
     '''
     path = plugin(tmp_path, "own_process", source)
     run = run_suite(tmp_path, "--backend", path, *FLOAT64_FORWARD, "-n", "0", env={"LSTMC_TEST_PARENT": str(os.getpid())})
@@ -332,13 +343,6 @@ def test_a_row_in_its_own_process_runs_there_and_its_crash_is_reported(tmp_path)
     # The child died, not the suite's process (-n 0: there is no worker to lose): its signal is the verdict.
     assert by_case["small"]["status"] == "FAIL" and "crashed: signal 11 (SIGSEGV) in its own process" in by_case["small"]["detail"]
     assert run.report["environment"]["odd/own-process"] == {"pid differs": True}
-
-
-def test_entry_points_cannot_be_overridden():
-    from backends.base import Implementation
-
-    with pytest.raises(TypeError, match="overrides forward"):
-        type("Sneaky", (Implementation,), {"forward": lambda self, *a, **k: None})
 
 
 @pytest.mark.parametrize("answer, message", [
@@ -353,70 +357,59 @@ def test_entry_points_cannot_be_overridden():
     (lambda h, hT, cT: {"h_seq": h}, "outputs: wrong type: expected (h_seq, h_T, c_T), got dict"),
 ], ids=["float64-for-float32", "int64", "list", "None", "shape", "nan", "two-outputs", "four-outputs", "dict"])
 def test_an_answer_outside_the_contract_is_a_result_error(answer, message):
-    from backends.base import Config, ResultError
-    from backends.plugin import load_backend
-    from spec.cases import case_by_name, make_case_data
-
-    (example,) = load_backend(str(EXAMPLE))
+    # The cell's functions answer in the cell's names and shapes: they are checked in those, before they become the
+    # layer's y, h_T and c_T.
+    (example,) = load_rows(str(EXAMPLE))
     forward = example.forward_function
     example.forward_function = lambda *args, **kwargs: answer(*forward(*args, **kwargs))
     d = make_case_data(case_by_name("small"), "float32")
     with pytest.raises(ResultError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        example.forward(d.params, d.x, d.h0, d.c0, forget_bias=0.0, config=Config(dtype="float32"))
+        example.forward(d.params, d.x, d.h0, d.c0, layer=d.layer)
 
 
 def test_gradients_get_the_same_checks():
-    from backends.base import Config, ResultError
-    from backends.plugin import load_backend
-    from spec.cases import case_by_name, make_case_data
-
-    (example,) = load_backend(str(EXAMPLE))
+    (example,) = load_rows(str(EXAMPLE))
     backward = example.backward_function
     d = make_case_data(case_by_name("small-peephole"), "float64")
-    config = Config(variant="peephole", dtype="float64")
     for change, message in (
         (lambda g: {**g, "W": g["W"].astype(np.float32)}, "gradient W: wrong dtype: expected float64, got float32"),
         (lambda g: {k: v for k, v in g.items() if k != "p"}, "gradient p: missing"),
         (lambda g: {**g, "extra": g["b"]}, "gradient extra: unexpected"),
+        (lambda g: {**g, "h0": g["h0"][None]}, "gradient h0: wrong shape: expected (3, 4), got (1, 3, 4)"),
     ):
         example.backward_function = lambda *a, change=change, **k: change(backward(*a, **k))
-        with pytest.raises(ResultError, match=message):
-            example.backward(d.params, d.x, d.h0, d.c0, d.cotangents(), forget_bias=0.0, config=config)
+        with pytest.raises(ResultError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            example.backward(d.params, d.x, d.h0, d.c0, Cotangents(d.dy, d.dh_T, d.dc_T), layer=d.layer)
 
 
 def test_a_row_in_its_own_process_that_hangs_is_stopped_and_the_next_call_gets_a_fresh_one(tmp_path):
-    from backends.base import TimedOut
-    from backends.config import Config
-    from backends.plugin import load_backend
-    from conformance.isolation import deadline
-    from spec.cases import case_by_name, make_case_data
-
     path = plugin(tmp_path, "hangs_in_child", f'''
         import os
         import time
-        from backends.base import Implementation
-        from backends.plugin import load_backend
+        from contract.loading import load_rows
+        from contract.row import Row
+        from contract.vocabulary import Feature
 
-        EXAMPLE = load_backend({str(EXAMPLE)!r})[0]
+        EXAMPLE = load_rows({str(EXAMPLE)!r})[0]
 
-        class Hangs(Implementation):
+        class Hangs(Row):
             def _environment(self, device):
                 return {{"pid": os.getpid()}}
 
-            def _forward(self, params, x, h0, c0, *, forget_bias, config):
+            def _outputs(self, params, x, h0, c0, **call):
                 if x.shape[0] == 4:
                     time.sleep(600)
-                return EXAMPLE.forward_function(params, x, h0, c0, forget_bias=forget_bias)
+                return EXAMPLE.forward(params, x, h0, c0, **call)
 
-        IMPLEMENTATION = Hangs(id="odd/hangs-in-child", process_environment={{"LSTMC_TEST_PROCESS": "hangs"}})
+        ROW = Hangs(id="odd/hangs-in-child", features={{Feature.PEEPHOLE}}, process_environment={{"LSTMC_TEST_PROCESS": "hangs"}})
     ''')
-    (row,) = load_backend(path)
+    (row,) = load_rows(path)
     first_pid = row.environment()["pid"]
     small, t1 = (make_case_data(case_by_name(name)) for name in ("small", "T1"))
     with pytest.raises(TimedOut, match="timed out after 1 s"), deadline(1.0, "odd/hangs-in-child forward"):
-        row.forward(small.params, small.x, small.h0, small.c0, forget_bias=0.0, config=Config())
-    outputs = row.forward(t1.params, t1.x, t1.h0, t1.c0, forget_bias=0.0, config=Config())
-    assert outputs.h_seq.shape == t1.x.shape[:2] + (t1.params.hidden_size,)
+        row.forward(small.params, small.x, small.h0, small.c0, layer=small.layer)
+    outputs = row.forward(t1.params, t1.x, t1.h0, t1.c0, layer=t1.layer)
+    assert outputs.y.shape == t1.x.shape[:2] + (t1.params.hidden_size,)
     assert row.environment()["pid"] not in (first_pid, os.getpid())
 
 
@@ -453,7 +446,7 @@ def test_keyboard_interrupt_or_exit_inside_a_call_is_that_rows_failure_and_the_r
         raise KeyboardInterrupt
     if config.direction == "reverse":
         raise SystemExit(3)""")
-    run = run_suite(tmp_path, "--backend", raising, "-k", "test_layer_forward")
+    run = run_suite(tmp_path, "--backend", raising, "-k", "test_outputs and layer")
     assert run.returncode == 1, run.output
     assert run.report["run"] == {"complete": True, "expected": 48, "judged": 48, "not_run": 0, "ended": ""}
     by_case = {(r["case"], r["dtype"]): r for r in run.results("bad/raises")}
@@ -471,16 +464,18 @@ def test_a_real_ctrl_c_ends_the_run_and_its_report_says_it_is_incomplete(tmp_pat
     if config.num_layers == 2 and config.direction == "bidirectional":
         os.kill(os.getppid(), signal.SIGINT)
         time.sleep(30)""")
-    run = run_suite(tmp_path, "--backend", interrupting, "-k", "test_layer")
+    run = run_suite(tmp_path, "--backend", interrupting, "-m", "layer")
     assert run.returncode == 2, run.output
     state = run.report["run"]
-    assert state["complete"] is False and state["ended"] == "interrupted" and state["expected"] == 96
-    assert state["not_run"] > 0 and state["judged"] + state["not_run"] == 96
+    assert state["complete"] is False and state["ended"] == "interrupted" and state["expected"] == 92
+    # 23 cases with layer features (one-layer, the plain cell, is not marked layer) x 2 dtypes x outputs, gradients
+    assert state["not_run"] > 0 and state["judged"] + state["not_run"] == 92
     assert "INCOMPLETE RUN (interrupted)" in run.stdout
     assert (run.report_dir / "conformance.md").read_text().count("INCOMPLETE RUN (interrupted)") == 1
     not_run = [r for r in run.results("bad/ctrl-c") if r["status"] == "not run"]
     assert len(not_run) == state["not_run"]
-    assert {r["kind"] for r in not_run} == {"layer outputs", "layer gradients"}  # every column shows, none absent
+    # Every selected test has its result, judged or not run: no column is simply absent.
+    assert len(run.results("bad/ctrl-c")) == 92 and {r["kind"] for r in not_run} == {"outputs"}
     assert any(cell["not_run"] for cell in run.report["matrix"]["bad/ctrl-c"].values())
 
 
@@ -494,7 +489,7 @@ def test_a_worker_ended_by_os_exit_says_its_exit_status(tmp_path):
                 os._exit(3)
             return _forward(params, x, h0, c0, forget_bias=forget_bias)
     ''')
-    run = run_suite(tmp_path, "--backend", exiting, *FLOAT64_FORWARD, "-k", "test_forward and (small or T1) and not peephole")
+    run = run_suite(tmp_path, "--backend", exiting, *FLOAT64_FORWARD, "-k", "test_outputs and (small or T1) and not peephole")
     assert run.returncode == 1, run.output
     by_case = {r["case"]: r for r in run.results("bad/exits")}
     assert by_case["small"]["detail"].startswith("crashed: the worker process exited with status 3"), by_case["small"]
@@ -506,36 +501,37 @@ def test_a_failing_test_shows_its_verdict_not_the_suites_traceback(tmp_path):
     swapped = example_with(tmp_path, "swapped", "bad/swapped-verdict", {
         "W, U, b, p = params.W, params.U, params.b, params.p": "W, U, b, p = params.W[[0, 2, 1, 3]], params.U, params.b, params.p",
     })
-    run = run_suite(tmp_path, "--backend", swapped, "--dtype", "float64", "-k", "test_forward and small and not peephole")
+    run = run_suite(tmp_path, "--backend", swapped, "--dtype", "float64", "-k", "test_outputs and small and not peephole")
     assert run.returncode == 1, run.output
     failure = run.stdout.split("= FAILURES =")[1].split("= conformance matrix")[0]
-    assert "h_seq: worst error" in failure and "diagnosis:" in failure
-    assert "During handling" not in failure and "runner.py" not in failure and len(failure.splitlines()) < 15, failure
-    long = run_suite(tmp_path, "--backend", swapped, "--dtype", "float64", "-k", "test_forward and small and not peephole",
+    assert "y: worst error" in failure and "diagnosis:" in failure
+    assert "During handling" not in failure and "judge.py" not in failure and len(failure.splitlines()) < 15, failure
+    long = run_suite(tmp_path, "--backend", swapped, "--dtype", "float64", "-k", "test_outputs and small and not peephole",
                      "--tb", "long")
-    assert "runner.py" in long.stdout  # the traceback when asked for
+    assert "judge.py" in long.stdout  # the traceback when asked for
 
 
 def test_exit_or_keyboard_interrupt_in_a_row_of_its_own_process_is_its_failure(tmp_path):
     # Before: the child ended (an exception outside `except Exception`) and the call read "crashed: exit status 1".
     path = plugin(tmp_path, "exits_in_child", f'''
         import sys
-        from backends.base import Implementation
-        from backends.plugin import load_backend
+        from contract.loading import load_rows
+        from contract.row import Row
+        from contract.vocabulary import Feature
 
-        EXAMPLE = load_backend({str(EXAMPLE)!r})[0]
+        EXAMPLE = load_rows({str(EXAMPLE)!r})[0]
 
-        class Exits(Implementation):
-            def _forward(self, params, x, h0, c0, *, forget_bias, config):
+        class Exits(Row):
+            def _outputs(self, params, x, h0, c0, **call):
                 if x.shape == (4, 3, 5):
                     sys.exit(3)
                 if x.shape == (1, 3, 4):
                     raise KeyboardInterrupt
-                return EXAMPLE.forward_function(params, x, h0, c0, forget_bias=forget_bias)
+                return EXAMPLE.forward(params, x, h0, c0, **call)
 
-        IMPLEMENTATION = Exits(id="odd/exits-in-child", process_environment={{"LSTMC_TEST_PROCESS": "exits"}})
+        ROW = Exits(id="odd/exits-in-child", features={{Feature.PEEPHOLE}}, process_environment={{"LSTMC_TEST_PROCESS": "exits"}})
     ''')
-    run = run_suite(tmp_path, "--backend", path, *FLOAT64_FORWARD, "-k", "test_forward and not peephole and (small or T1 or B1)")
+    run = run_suite(tmp_path, "--backend", path, *FLOAT64_FORWARD, "-k", "test_outputs and not peephole and (small or T1 or B1)")
     assert run.returncode == 1, run.output
     by_case = {r["case"]: r for r in run.results("odd/exits-in-child")}
     assert by_case["small"]["detail"].startswith("raised RuntimeError: SystemExit: 3 (in its own process)"), by_case["small"]

@@ -1,8 +1,8 @@
 """Porting an LSTM's weights between frameworks, and proving the port.
 
-    python -m backends.port convert lstm.safetensors lstm.weights.h5             PyTorch state_dict -> Keras
-    python -m backends.port convert lstm.weights.h5 lstm.msgpack --layers 2 --direction bidirectional
-    python -m backends.port roundtrip lstm.safetensors --via keras,flax,onnx     and back, hop by hop
+    python -m tools.port convert lstm.safetensors lstm.weights.h5             PyTorch state_dict -> Keras
+    python -m tools.port convert lstm.weights.h5 lstm.msgpack --layers 2 --direction bidirectional
+    python -m tools.port roundtrip lstm.safetensors --via keras,flax,onnx     and back, hop by hop
 
 A file's format is read off its suffix (or --from / --to):
 
@@ -14,17 +14,22 @@ A file's format is read off its suffix (or --from / --to):
     onnx    .onnx          an ONNX model, one LSTM node per layer, the weights as initializers
     spec    .lstm.safetensors   this project's weight file, version 2 (spec/weights_file.py)
 
-Every conversion goes through the canonical parameters with the rows' own layout hooks
-(``from_native_layer`` of the source's row, ``to_native_layer`` of the target's): the one copy of each
-framework's layout, the one the conformance suite checks. What the target cannot express (a projection into
-Keras or ONNX, peepholes into PyTorch) is refused with the row's reason, nothing dropped. Then the port is
-proven in the suite's terms: the target file is read back and must give the same canonical parameters, bit for
-bit; and each file is run as its users run it, loaded by its own framework's loader (``load_state_dict``,
-``load_weights``, the flax module's ``apply``, an ONNX Runtime session) and called on one seeded random input,
-compared with the spec (float64, on the source's parameters) and with the other file: worst error in eps of the
-dtype, against the suite's tolerance. Running the files themselves, not the rows on the parameters read back,
-is what catches a layout hook that is wrong both ways (its files read back bit for bit, and compute something
-else). The exit status is 0 when everything agrees, 1 when something does not, 2 when the port is refused.
+Every conversion goes through the canonical parameters with the frameworks' layouts (backends/layouts/:
+the source format's ``from_native``, the target's ``to_native``): the one copy of each framework's layout, the
+one the conformance rows use and the suite checks. What the target cannot express (a projection into Keras or
+ONNX, peepholes into PyTorch) is refused with the layout's reason, nothing dropped. Then the port is proven in
+the suite's terms: the target file is read back and must give the same canonical parameters, bit for bit; and
+each file is run as its users run it, loaded by its own framework's loader (``load_state_dict``,
+``load_weights``, the flax rows' module's ``apply``, an ONNX Runtime session), through that framework's runtime
+(backends/runtimes/: threads, x64 for a float64 flax file), and called on one seeded random input, compared
+with the spec (float64, on the source's parameters) and with the other file: worst error in eps of the dtype,
+against the suite's tolerance for outputs (contract/compare.py, contract/tolerances.py). Running the files
+themselves, not the rows on the parameters read back, is what catches a layout that is wrong both ways (its
+files read back bit for bit, and compute something else). The exit status is 0 when everything agrees, 1 when
+something does not, 2 when the port is refused.
+
+Keras fixes its backend at its first import: where the port is the first to import it, it asks for the
+TensorFlow backend then (``KERAS_BACKEND``, unless already set), and refuses a Keras on another backend.
 
 Biases: PyTorch and ONNX keep two per cell (b_ih and b_hh; Wb and Rb), Keras and flax one, and the canonical
 parameters hold the sum b = b_ih + b_hh (rounded once, in the file's dtype). So every format gets the same sums,
@@ -59,27 +64,36 @@ import re
 import stat
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
 
-# Keras runs here on its TensorFlow backend (a Keras weights file is the same on every backend); JAX with 64-bit
-# types, so that a float64 file runs in float64.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("JAX_ENABLE_X64", "1")
+from safetensors import SafetensorError
 
-from safetensors import SafetensorError  # noqa: E402
-
-from backends.base import NotSupported, Unavailable, framework_problem  # noqa: E402
-from backends.registry import implementation_by_id  # noqa: E402
-from conformance.compare import compare  # noqa: E402
-from conformance.tolerances import tolerance  # noqa: E402
-from spec import layer as spec_layer  # noqa: E402
-from spec.layer import LayerConfig  # noqa: E402
-from spec.params import LayerParams  # noqa: E402
-from spec.validation import LSTMInputError, format_shape  # noqa: E402
-from spec.weights_file import WeightFileError, foreign_format  # noqa: E402
+from backends.layouts import flax as flax_layouts
+from backends.layouts import keras as keras_layouts
+from backends.layouts import onnx as onnx_layouts
+from backends.layouts import torch as torch_layouts
+from backends.rows import jax as jax_rows
+from backends.rows import keras as keras_rows
+from backends.runtimes.jax import FLAX
+from backends.runtimes.keras import keras as import_keras
+from backends.runtimes.onnx import layer_model
+from backends.runtimes.onnxruntime import ONNXRUNTIME
+from backends.runtimes.torch import TORCH, torch
+from contract.compare import compare
+from contract.errors import NotSupported, Unavailable
+from contract.layout import CANONICAL, Layout
+from contract.runtime import framework_problem
+from contract.tolerances import tolerance
+from contract.vocabulary import Device, Kind
+from spec import layer as spec_layer
+from spec.layer import LayerConfig
+from spec.params import LayerParams
+from spec.validation import LSTMInputError, format_shape
+from spec.weights_file import WeightFileError, foreign_format
 
 EXIT_AGREES, EXIT_DISAGREES, EXIT_REFUSED = 0, 1, 2
 
@@ -158,13 +172,13 @@ def _another_format(path: Path, kind: str, fmt: "Format") -> PortError:
 
 
 # ---------------------------------------------------------------------------
-# File formats: each reads a file into its row's native layout and writes it back
+# File formats: each reads a file into its framework's native layout and writes it back
 # ---------------------------------------------------------------------------
 
 
 class Format:
     name: str
-    row_id: str  # the row whose layout hooks convert this format
+    layout: Layout  # the framework's layout (backends/layouts/): every conversion of this format
     framework: str  # what loads and runs a file of this format
     suffixes: tuple[str, ...]
     what: str  # what a file of this format is, for the messages
@@ -173,9 +187,12 @@ class Format:
     modules: tuple[str, ...] = ()  # and to run it (the proof)
     says_architecture = True  # whether a file says its layers and direction (else --layers and --direction do)
 
-    @property
-    def row(self):
-        return implementation_by_id(self.row_id)
+    def prepare(self) -> None:
+        """What this format's framework needs set in this process before it is first imported (nothing, mostly)."""
+
+    def runtime_problem(self) -> str | None:
+        """Why the framework, imported, cannot run a file of this format in this process (None: it can)."""
+        return None
 
     def read(self, path: Path, hint: Architecture | None) -> tuple[LayerParams, Architecture]:
         raise NotImplementedError
@@ -193,10 +210,9 @@ class Format:
         return None
 
     def check_holds(self, params: LayerParams, arch: Architecture) -> None:
-        """NotSupported, with the row's reason, when a file of this format cannot hold these parameters: asked
+        """NotSupported, with the layout's reason, when a file of this format cannot hold these parameters: asked
         before anything is written, and before the frameworks are looked for."""
-        if self.row is not None:
-            self.row.to_native_layer(params, arch.config())
+        self.layout.to_native(params, arch.config())
 
     def suffix_of(self, path: Path) -> str:
         """The suffix of this format that ``path`` ends with, else its first."""
@@ -204,7 +220,7 @@ class Format:
 
 
 class TorchFormat(Format):
-    name, row_id, suffixes = "torch", "torch/nn.LSTM", (".safetensors",)
+    name, layout, suffixes = "torch", torch_layouts.NN_LSTM, (".safetensors",)
     framework = "torch.nn.LSTM.load_state_dict"
     what, kind, modules = "a safetensors file (a torch.nn.LSTM's state_dict)", SAFETENSORS, ("torch",)
     _NAME = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(0|[1-9][0-9]{0,8})(_reverse)?")
@@ -222,7 +238,7 @@ class TorchFormat(Format):
         except (SafetensorError, ValueError) as error:
             raise _Unparsable(f"{path}: not a readable safetensors file: {error}") from None
         arch = self._check(path, state)
-        return self.row.from_native_layer(state, arch.config()), arch
+        return self.layout.from_native(state, arch.config()), arch
 
     def _check(self, path: Path, state: dict[str, np.ndarray]) -> Architecture:
         """The state_dict's architecture, after every tensor was checked against it: the names of one
@@ -275,39 +291,67 @@ class TorchFormat(Format):
     def write(self, path, params, arch):
         from safetensors.numpy import save_file
 
-        native = self.row.to_native_layer(params, arch.config())
+        native = self.layout.to_native(params, arch.config())
         save_file({k: np.ascontiguousarray(v) for k, v in native.items()}, str(path))
 
     def run(self, path, arch, x, h0, c0):
-        import torch
+        t = torch()
+        TORCH.prepare(Device.CPU)  # the thread count, as for the rows
         from safetensors.torch import load_file
 
         state = load_file(str(path))
         first = state["weight_ih_l0"]
-        lstm = torch.nn.LSTM(first.shape[1], first.shape[0] // 4, num_layers=arch.num_layers, bias="bias_ih_l0" in state,
-                             bidirectional=arch.direction == "bidirectional", proj_size=arch.proj_size or 0, dtype=first.dtype)
+        lstm = t.nn.LSTM(first.shape[1], first.shape[0] // 4, num_layers=arch.num_layers, bias="bias_ih_l0" in state,
+                         bidirectional=arch.direction == "bidirectional", proj_size=arch.proj_size or 0, dtype=first.dtype)
         lstm.load_state_dict(state)
-        with torch.no_grad():
-            y, (h_T, c_T) = lstm(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
-        return {"y": y.numpy(), "h_T": h_T.numpy(), "c_T": c_T.numpy()}
+        x, h0, c0 = (TORCH.to_device(a, Device.CPU) for a in (x, h0, c0))
+        y, (h_T, c_T) = TORCH.run(lstm, x, (h0, c0))
+        return {"y": TORCH.to_numpy(y), "h_T": TORCH.to_numpy(h_T), "c_T": TORCH.to_numpy(c_T)}
 
 
 class KerasFormat(Format):
-    name, row_id, suffixes = "keras", "keras-tensorflow/LSTM", (".weights.h5",)
+    name, layout, suffixes = "keras", keras_layouts.LSTM, (".weights.h5",)
     framework = "keras.Model.load_weights"
     what, kind = "an HDF5 file (a Keras .weights.h5 file)", HDF5
     read_modules = modules = ("h5py", "keras", "tensorflow")
     says_architecture = False
     _KINDS = {1: "a SimpleRNN (1 gate", 3: "a GRU (3 gates", 4: "an LSTM (4 gates"}
 
-    @staticmethod
-    def _model(arch: Architecture, input_size: int, hidden_size: int, dtype: str):
-        """The keras rows' stack of layers (backends/keras_lstm.py) and a model over them, whose weights file is
-        Keras' own: (model, stack), the stack's run() calling the same layers."""
-        from backends.keras_lstm import _keras, _Stack
+    #: Keras' backend here: a weights file is the same on every backend, and the row runs on this one.
+    BACKEND = "tensorflow"
 
-        keras = _keras()
-        stack = _Stack("LSTM", arch.config(), True, input_size, hidden_size, dtype, "cpu")
+    def prepare(self):
+        """Before Keras' first import, which fixes its backend: the TensorFlow backend, unless KERAS_BACKEND says."""
+        if "keras" not in sys.modules:
+            os.environ.setdefault("KERAS_BACKEND", self.BACKEND)
+
+    def runtime_problem(self):
+        backend = import_keras().backend.backend()
+        if backend != self.BACKEND:
+            return (f"Keras' backend is {backend!r} in this process; the port runs Keras files on its {self.BACKEND} "
+                    f"backend: set KERAS_BACKEND={self.BACKEND} (or leave it unset)")
+        return None
+
+    def keras(self):
+        """Keras, on the backend the port runs it on (its first import here asks for that backend)."""
+        self.prepare()
+        if (problem := self.runtime_problem()) is not None:
+            raise PortError(problem)
+        return import_keras()
+
+    @cached_property
+    def row(self) -> keras_rows.KerasLSTM:
+        """The keras-tensorflow/LSTM row (backends/rows/keras.py), a copy with stacks of its own: the port loads files
+        into the layers of its stacks, which must never be the stacks the suite's row keeps."""
+        row = next(r for r in keras_rows.ROWS if r.id == f"keras-{self.BACKEND}/LSTM")
+        return replace(row, id=f"{row.id} (the port's)")
+
+    def _model(self, arch: Architecture, input_size: int, hidden_size: int, dtype: str):
+        """The keras row's stack of layers and a model over them, whose weights file is Keras' own: (model, stack),
+        the stack's run() calling the same layers."""
+        keras = self.keras()
+        layer = arch.config()
+        stack = self.row.stack(layer, layer.zero_output_for_mask, input_size, hidden_size, dtype, Device.CPU)
         inputs = keras.Input((None, input_size), dtype=dtype)
         y = inputs
         for keras_layer in stack.layers:
@@ -379,10 +423,10 @@ class KerasFormat(Format):
             raise PortError(f"{path}: Keras could not load it as the LSTM layers that --layers {hint.num_layers} "
                             f"--direction {hint.direction} say: {str(error).splitlines()[0]}") from None
         native = {v.path: np.asarray(v.numpy()) for v in model.trainable_variables}
-        return self.row.from_native_layer(native, hint.config()), hint
+        return self.layout.from_native(native, hint.config()), hint
 
     def write(self, path, params, arch):
-        native = self.row.to_native_layer(params, arch.config())
+        native = self.layout.to_native(params, arch.config())
         model, _ = self._model(arch, params.input_size, params.hidden_size, params.dtype.name)
         for variable in model.trainable_variables:
             variable.assign(native[variable.path])
@@ -391,13 +435,23 @@ class KerasFormat(Format):
     def run(self, path, arch, x, h0, c0):
         model, stack = self._model(arch, *self._check(path, arch))
         model.load_weights(str(path))
-        y, h_T, c_T = stack.run(np.ascontiguousarray(x.transpose(1, 0, 2)), list(h0), list(c0), None)
-        return {"y": np.asarray(y).transpose(1, 0, 2), "h_T": np.stack([np.asarray(h) for h in h_T]),
-                "c_T": np.stack([np.asarray(c) for c in c_T])}
+        runtime = self.row.runtime
+        with runtime.on(Device.CPU):  # batch-major for Keras
+            x, h0, c0 = (runtime.to_device(a, Device.CPU) for a in (x.transpose(1, 0, 2), h0, c0))
+            y, h_T, c_T = stack.run(x, h0, c0, None)
+        return {"y": runtime.to_numpy(y).transpose(1, 0, 2), "h_T": runtime.to_numpy(h_T), "c_T": runtime.to_numpy(c_T)}
+
+
+@cache
+def flax_call(layer: LayerConfig):
+    """The flax/LSTMCell row's call for ``layer`` (backends/rows/jax.py: the flax rows' module applied to a tree): one
+    function per layer, which the runtime jits once."""
+    row = next(r for r in jax_rows.ROWS if r.id == "flax/LSTMCell")
+    return lambda tree, x, h0, c0: row.call(tree, x, h0, c0, None, None, layer=layer)
 
 
 class FlaxFormat(Format):
-    name, row_id, suffixes = "flax", "flax/LSTMCell", (".msgpack",)
+    name, layout, suffixes = "flax", flax_layouts.STACK, (".msgpack",)
     framework = "flax nn.RNN apply"
     what, kind = "a msgpack file (flax.serialization's, of an LSTM's parameters)", None
     read_modules = modules = ("flax", "jax")
@@ -417,7 +471,7 @@ class FlaxFormat(Format):
             raise _Unparsable(f"{path}: not a readable msgpack file: {type(error).__name__}: {error}") from None
         self._check(path, tree, hint)
         try:
-            return self.row.from_native_layer(tree, hint.config()), hint
+            return self.layout.from_native(tree, hint.config()), hint
         except (KeyError, TypeError, AttributeError) as error:
             raise PortError(f"{path}: not the parameters of flax nn.LSTMCell layers: {type(error).__name__}: {error}") from None
 
@@ -451,21 +505,19 @@ class FlaxFormat(Format):
     def write(self, path, params, arch):
         from flax.serialization import msgpack_serialize
 
-        Path(path).write_bytes(msgpack_serialize(self.row.to_native_layer(params, arch.config())))
+        Path(path).write_bytes(msgpack_serialize(self.layout.to_native(params, arch.config())))
 
     def run(self, path, arch, x, h0, c0):
         from flax.serialization import msgpack_restore
 
-        from backends.jax_lstm import _flax_layer_functions
-
-        tree = msgpack_restore(Path(path).read_bytes())
-        native_forward, _, _ = _flax_layer_functions("LSTMCell", c0.shape[-1], arch.num_layers, arch.direction, x.dtype.name)
-        y, h_T, c_T = native_forward(tree, x, h0, c0, None)  # the flax rows' module, applied to the file's tree
-        return {"y": np.asarray(y), "h_T": np.asarray(h_T), "c_T": np.asarray(c_T)}
+        tree = FLAX.tree_to_device(msgpack_restore(Path(path).read_bytes()), Device.CPU)  # x64 on for float64
+        x, h0, c0 = (FLAX.to_device(a, Device.CPU) for a in (x, h0, c0))
+        y, h_T, c_T = FLAX.run(flax_call(arch.config()), tree, x, h0, c0)
+        return {"y": FLAX.to_numpy(y), "h_T": FLAX.to_numpy(h_T), "c_T": FLAX.to_numpy(c_T)}
 
 
 class OnnxFormat(Format):
-    name, row_id, suffixes = "onnx", "onnxruntime/LSTM", (".onnx",)
+    name, layout, suffixes = "onnx", onnx_layouts.LSTM_NODES, (".onnx",)
     framework = "onnxruntime.InferenceSession"
     what, kind, read_modules, modules = ONNX_MODEL, None, ("onnx",), ("onnx", "onnxruntime")
 
@@ -504,18 +556,18 @@ class OnnxFormat(Format):
                 if name and name not in initializers:
                     raise PortError(f"{path}: {node.name or 'LSTM node ' + str(l)}'s {tensor} ({name!r}) is not an initializer")
                 if name:
-                    native[f"layer{l}.{tensor}"] = numpy_helper.to_array(initializers[name])
-        arch = Architecture(len(nodes), direction, None, any(name.endswith(".P") for name in native))
-        return self.row.from_native_layer(native, arch.config()), arch
+                    native[onnx_layouts.weight_name(l, tensor)] = numpy_helper.to_array(initializers[name])
+        peephole = any(onnx_layouts.weight_name(l, "P") in native for l in range(len(nodes)))
+        arch = Architecture(len(nodes), direction, None, peephole)
+        return self.layout.from_native(native, arch.config()), arch
 
     def write(self, path, params, arch):
         import onnx
         from onnx import numpy_helper
 
-        from backends import onnx_lstm
-
-        native = self.row.to_native_layer(params, arch.config())
-        model = onnx_lstm.layer_model(params.input_size, params.hidden_size, arch.config(), params.dtype, lengths=False)
+        native = self.layout.to_native(params, arch.config())
+        model = layer_model(params.input_size, params.hidden_size, arch.config(), params.dtype, lengths=False,
+                            weight_name=onnx_layouts.weight_name)
         graph = model.graph
         weights = [inp for inp in graph.input if inp.name in native]
         for inp in weights:  # the weights become the model's own initializers
@@ -525,9 +577,7 @@ class OnnxFormat(Format):
         onnx.save(model, str(path))
 
     def run(self, path, arch, x, h0, c0):
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ONNXRUNTIME.session(Path(path).read_bytes(), Device.CPU)
         inputs = session.get_inputs()
         if len(inputs) != 3:
             raise PortError(f"{path}: the proof runs a model of inputs (x, h0, c0), time-major; this one takes "
@@ -537,13 +587,9 @@ class OnnxFormat(Format):
 
 
 class SpecFormat(Format):
-    name, row_id, suffixes = "spec", "", (".lstm.safetensors",)
+    name, layout, suffixes = "spec", CANONICAL, (".lstm.safetensors",)
     framework = "spec.layer.forward"
     what, kind = "a safetensors file (this project's weight file, spec/weights_file.py)", SAFETENSORS
-
-    @property
-    def row(self):
-        return None
 
     def read(self, path, hint):
         from spec.weights_file import load_layer_weights
@@ -612,7 +658,7 @@ def read_source(fmt: Format, path: Path, hint: Architecture | None) -> tuple[Lay
         if fmt.kind != ONNX_MODEL and _is_onnx_model(path):
             raise _another_format(path, ONNX_MODEL, fmt) from None
         raise PortError(str(error)) from None
-    except LSTMInputError as error:  # the canonical parameters' own checks, on what the row made of the file
+    except LSTMInputError as error:  # the canonical parameters' own checks, on what the layout made of the file
         raise PortError(f"{path}: {error}") from None
     if hint is not None and fmt.says_architecture and (hint.num_layers, hint.direction) != (arch.num_layers, arch.direction):
         raise PortError(f"{path} says {arch.num_layers} layer(s), {arch.direction}; --layers {hint.num_layers} --direction "
@@ -643,11 +689,14 @@ def _check_source_file(path: Path, fmt: Format) -> None:
 
 def _check_frameworks(fmt: Format, path: Path, modules: tuple[str, ...] | None = None) -> None:
     """The frameworks that read (``modules``) or read and run (by default) a file of ``fmt`` import: a port
-    that cannot run a file cannot prove it."""
+    that cannot run a file cannot prove it. What the framework needs before its first import is set first."""
+    fmt.prepare()
     for module in fmt.modules if modules is None else modules:
         problem = framework_problem(module, f"{module} is not installed here")
         if problem:
             raise PortError(f"{path}: the port {'reads' if modules else 'reads and runs'} {fmt.name} files with {module}: {problem}")
+    if (problem := fmt.runtime_problem()) is not None:
+        raise PortError(f"{path}: {problem}")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -741,7 +790,7 @@ def prove(source: Format, source_path: Path, source_params: LayerParams, target:
     wide = lambda a: a.astype(np.float64)  # noqa: E731
     fwd = spec_layer.forward(source_params.astype(np.float64), wide(x), wide(h0), wide(c0), config=arch.config())
     spec = {"y": fwd.y, "h_T": fwd.h_T, "c_T": fwd.c_T}
-    tol = tolerance(dtype.name, "layer outputs")
+    tol = tolerance(dtype.name, Kind.OUTPUTS)
     eps = float(np.finfo(dtype).eps)
 
     def worst(what, got, want) -> Agreement:
@@ -804,7 +853,7 @@ def convert(source_path: Path, target_path: Path, source: Format, target: Format
         out(f"{target_path} ({target.name}) written; read back: " + ("the same parameters, bit for bit" if not differ
                                                                      else f"DIFFERENT in {', '.join(differ)}"))
         agreements = prove(source, source_path, params, target, partial, arch)
-        out("both files, each run by its framework on one seeded random input (tolerance: the suite's, layer outputs):")
+        out("both files, each run by its framework on one seeded random input (tolerance: the suite's, outputs):")
         for agreement in agreements:
             out(agreement.line())
         os.chmod(partial, 0o666 & ~_umask())  # as a new file would be (mkstemp made it the owner's alone)
@@ -862,7 +911,7 @@ def _via(text: str) -> list[Format]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backends.port", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.port", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("convert", "roundtrip"):
         command = sub.add_parser(name)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import cpu_model
+from contract.runtime import cpu_model
 from training.bound import FACTOR, Bound, Verdict, distances, judge, measure
 from training.data import Digits
 from training.optimizer import DECAY, EPSILON, INITIAL_MEAN_SQUARE, LEARNING_RATE

@@ -52,7 +52,7 @@ GROUPS = tuple(GROUP_ENVIRONMENT)
 class RunSpec:
     """One training run. ``kind``: reference, variant (an honest reordering of the spec), float64
     (the spec in float64), shared (a framework's gradients, the shared step), own (a framework's own
-    optimizer), contract (an implementation of the suite through forward()/backward(), the shared step).
+    optimizer), contract (a row of the suite, ``row``, through forward()/backward(), the shared step).
     ``expect`` for contract runs: "conformant" (a control) or "non-conformant"."""
 
     id: str
@@ -61,7 +61,7 @@ class RunSpec:
     framework: str  # the framework's id (training/frameworks)
     ordering: str = ""
     seed: int = 0
-    implementation: str = ""
+    row: str = ""  # contract runs: the row's id (backends.registry, or a mutant of conformance.mutants)
     expect: str = ""
     timed: bool = False
     constants: str = ""  # float64 runs: the dtype the optimizer's constants are rounded to ("": the run's own)
@@ -82,7 +82,7 @@ FRAMEWORK_IDS = {"torch": "torch/nn.LSTM", "keras": "keras/LSTM", "flax": "flax/
 #: The honest reorderings the bound is measured with (training/frameworks/spec_model.py).
 REORDERINGS = (("batch-order", 1), ("batch-order", 2), ("batch-order", 3), ("unit-order", 1), ("unit-order", 2),
                ("unit-order", 3), ("input-order", 1), ("float64-gradient", 1))
-#: Implementations trained through the contract: a control that conforms, and known non-conformances.
+#: Rows trained through the contract: a control that conforms, and known non-conformances.
 CONTRACT_RUNS = (
     ("tensorflow/BlockLSTMV2+BlockLSTMGradV2", "tensorflow", "conformant"),
     ("tensorflow/BlockLSTMV2+registered-gradient", "tensorflow", "non-conformant"),
@@ -102,8 +102,8 @@ def all_runs(frameworks=tuple(FRAMEWORKS), non_conformance: bool = True) -> list
         runs.append(RunSpec(fid, "shared", group, name))
         runs.append(RunSpec(f"{fid}+own-RMSProp", "own", group, name, timed=True))
     if non_conformance:
-        for impl, group, expect in CONTRACT_RUNS:
-            runs.append(RunSpec(f"contract:{impl}", "contract", group, "contract", implementation=impl, expect=expect))
+        for row, group, expect in CONTRACT_RUNS:
+            runs.append(RunSpec(f"contract:{row}", "contract", group, "contract", row=row, expect=expect))
     return runs
 
 
@@ -164,7 +164,7 @@ def _framework(spec: RunSpec):
     if spec.kind == "contract":
         from training.frameworks.contract_model import ContractModel
 
-        return ContractModel(implementation_id=spec.implementation, group=spec.group)
+        return ContractModel(row_id=spec.row, group=spec.group)
     import importlib
 
     module, cls, _ = FRAMEWORKS[spec.framework]

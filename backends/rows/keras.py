@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backends.layouts import keras as layouts
-from backends.runtimes.keras import AUTODIFF, KERAS_JAX, KERAS_TENSORFLOW, KERAS_TORCH, KerasRow
+from backends.runtimes.keras import AUTODIFF, INITIALIZERS, KERAS_JAX, KERAS_TENSORFLOW, KERAS_TORCH, KerasRow
 from contract.row import KnownFailure
 from contract.vocabulary import Dtype, Feature
 
@@ -24,16 +24,17 @@ class KerasLSTM(KerasRow):
     api: str = "keras.layers.LSTM"
 
     def recurrent(self, keras, name, units, options):
-        return keras.layers.LSTM(units, name=name, **options)
+        return keras.layers.LSTM(units, name=name, **options, **INITIALIZERS)
 
 
 @dataclass(eq=False)
 class KerasRNN(KerasRow):
     layout: object = layouts.RNN
     api: str = "keras.layers.RNN(keras.layers.LSTMCell, unroll=True)"
+    unrolled: bool = True
 
     def recurrent(self, keras, name, units, options):
-        cell = keras.layers.LSTMCell(units, name=layouts.CELL_NAME, dtype=options["dtype"])
+        cell = keras.layers.LSTMCell(units, name=layouts.CELL_NAME, dtype=options["dtype"], **INITIALIZERS)
         return keras.layers.RNN(cell, unroll=True, name=name, **options)
 
 

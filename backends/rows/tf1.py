@@ -182,6 +182,7 @@ ROWS = (
         layout=layouts.BASIC_LSTM_CELL,
         cell="BasicLSTMCell",
         rnn_function="static_rnn",
+        unrolled=True,
     ),
     TF1LSTM(
         id="tensorflow-tf1/BasicLSTMCell+dynamic_rnn",

@@ -15,50 +15,37 @@ architecture and masking, and its session kept.
 
 Forward only (ONNX Runtime has no LSTM gradient) and float32 only (ONNX Runtime's LSTM kernel rejects double); the
 features are Keras' (what Keras lacks is its layout's reasons). Runs in its own process: Keras fixes its backend at
-import, and this row needs TensorFlow's. The ONNX Runtime session is made here (:func:`ort_session`) until the ONNX
-rows' runtime (backends/runtimes/onnxruntime.py) can make it.
+import, and this row needs TensorFlow's; its ONNX Runtime sessions come from the ONNX rows' runtime
+(backends/runtimes/onnxruntime.py), the one place that sets their threads and providers.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from backends.layouts import keras as layouts
-from backends.runtimes.keras import BACKEND_MODULES, KERAS_HINT, KERAS_TENSORFLOW, KerasRow, keras_mask
+from backends.runtimes.keras import BACKEND_MODULES, INITIALIZERS, KERAS_HINT, KERAS_TENSORFLOW, KerasRow, keras_mask
+from backends.runtimes.onnxruntime import INSTALL_HINT as ORT_HINT
+from backends.runtimes.onnxruntime import NO_CUDA_PROVIDER, ONNXRUNTIME, intra_op_threads, onnxruntime
 from contract.row import parameters_key
 from contract.runtime import framework_problem, import_framework
 from contract.vocabulary import Device, Dtype
 
 TF2ONNX_HINT = "tf2onnx is not installed (pip install 'lstm-conformance[tf-onnx]')"
-ORT_HINT = "onnxruntime is not installed (pip install 'lstm-conformance[onnxruntime]')"
-NO_CUDA_PROVIDER = "no CUDA execution provider in this onnxruntime build (install onnxruntime-gpu on a machine with a GPU)"
 #: tf2onnx 1.17.0's preferred opset, the one its LSTM rewriters are tested at.
 OPSET = 15
-#: The modules this row imports, in the order availability() names the first one missing.
-NEEDED = (("keras", KERAS_HINT), BACKEND_MODULES["tensorflow"], ("tf2onnx", TF2ONNX_HINT), ("onnxruntime", ORT_HINT))
+#: The modules this row imports, in the order availability() names the first one missing: TensorFlow before Keras, which
+#: imports it (without it ``import keras`` fails, which would hide TensorFlow's install hint).
+NEEDED = (BACKEND_MODULES["tensorflow"], ("keras", KERAS_HINT), ("tf2onnx", TF2ONNX_HINT), ("onnxruntime", ORT_HINT))
 #: Converted models kept (each conversion takes seconds).
 SESSIONS_KEPT = 8
 
 
-def threads() -> int:
-    return int(os.environ.get("LSTMC_THREADS", os.cpu_count() or 1))
-
-
-def ort_session(model: bytes, device: str):
-    """An ONNX Runtime session on a serialized model, with LSTMC_THREADS intra-op threads (default: every core)."""
-    ort = import_framework("onnxruntime", ORT_HINT)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads()
-    providers = ["CUDAExecutionProvider"] if device == Device.CUDA else ["CPUExecutionProvider"]
-    return ort.InferenceSession(model, options, providers=providers)
-
-
 def providers() -> list[str]:
-    return import_framework("onnxruntime", ORT_HINT).get_available_providers()
+    return onnxruntime().get_available_providers()
 
 
 def missing() -> dict[str, str]:
@@ -93,7 +80,7 @@ class Tf2OnnxExport(KerasRow):
         self._sessions: OrderedDict = OrderedDict()
 
     def recurrent(self, keras, name, units, options):
-        return keras.layers.LSTM(units, name=name, **options)  # keras-tensorflow/LSTM's layer
+        return keras.layers.LSTM(units, name=name, **options, **INITIALIZERS)  # keras-tensorflow/LSTM's layer
 
     def _availability(self, device: str) -> str | None:
         if absent := missing():  # the first, in the order of NEEDED; environment() names them all
@@ -114,7 +101,7 @@ class Tf2OnnxExport(KerasRow):
             env[module] = f"unavailable: {absent[module]}" if module in absent else import_framework(module, hint).__version__
         env.update(converter="tf2onnx.convert.from_function", opset=OPSET)
         if "onnxruntime" not in absent:
-            env.update(intra_op_threads=threads(), providers=providers())
+            env.update(intra_op_threads=intra_op_threads(), providers=providers())
         return env
 
     def export(self, params, layer, with_mask: bool, zero_output: bool) -> bytes:
@@ -143,7 +130,7 @@ class Tf2OnnxExport(KerasRow):
         key = (parameters_key(params), layer.num_layers, layer.direction, float(layer.forget_bias), with_mask, zero_output,
                str(device))
         if key not in self._sessions:
-            self._sessions[key] = ort_session(self.export(params, layer, with_mask, zero_output), device)
+            self._sessions[key] = ONNXRUNTIME.session(self.export(params, layer, with_mask, zero_output), device)
             while len(self._sessions) > SESSIONS_KEPT:
                 self._sessions.popitem(last=False)
         self._sessions.move_to_end(key)

@@ -9,6 +9,11 @@ the contract rather than trusted, since jax without x64 silently computes a floa
 compiles once per shape and dtype; ``vjp`` is a jitted ``jax.vjp`` of the same function with respect to the built
 parameters (a pytree of float arrays) and the inputs, kept the same way. jax dispatches asynchronously: the runtime
 keeps the last result it handed out, and ``synchronize`` blocks until it is ready.
+
+Compilations are kept on disk too, in JAX's own persistent compilation cache (:func:`compilation_cache`): XLA's
+compilation of each case's programs is most of what a JAX row costs the suite, and the executable a cache hit
+loads is the one a fresh compilation would make (the key holds the program, the jax and jaxlib versions, the XLA
+flags and the device). ``LSTMC_JAX_CACHE`` names another directory, or ``off``; the environment records it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,38 @@ FLAX_MISSING = "flax is not installed (pip install 'lstm-conformance[jax]')"
 
 
 def jax():
-    return import_framework("jax", JAX_MISSING)
+    module = import_framework("jax", JAX_MISSING)
+    if not _CACHE_CONFIGURED:
+        configure_compilation_cache(module)
+    return module
+
+
+_CACHE_CONFIGURED = False
+
+
+def compilation_cache() -> str | None:
+    """Where jax keeps compiled programs across processes and runs: ``LSTMC_JAX_CACHE`` (a directory, or ``off``), by
+    default ``lstm-conformance/jax`` in the user's cache directory (``XDG_CACHE_HOME``, else ``~/.cache``)."""
+    value = os.environ.get("LSTMC_JAX_CACHE")
+    if value is not None and value.strip().lower() in ("", "0", "off", "no", "false"):
+        return None
+    if value:
+        return os.path.abspath(value)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lstm-conformance", "jax")
+
+
+def configure_compilation_cache(module) -> None:
+    """Point jax at :func:`compilation_cache` (every compilation kept, however quick), once per process: Keras on its
+    JAX backend calls it too, before Keras imports jax."""
+    global _CACHE_CONFIGURED
+    _CACHE_CONFIGURED = True
+    directory = compilation_cache()
+    if directory is None:
+        return
+    module.config.update("jax_compilation_cache_dir", directory)
+    module.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    module.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def linen():
@@ -103,6 +139,7 @@ class JaxRuntime(Runtime):
         env["default_backend"] = j.default_backend()
         env["x64"] = "on" if x64_enabled() else "off (switched on at the first float64 run)"
         env["matmul_precision"] = MATMUL_PRECISION
+        env["compilation_cache"] = compilation_cache() or "off (LSTMC_JAX_CACHE)"
         if os.environ.get("XLA_FLAGS"):
             env["XLA_FLAGS"] = os.environ["XLA_FLAGS"]
         return env

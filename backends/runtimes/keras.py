@@ -41,6 +41,7 @@ from functools import cached_property
 
 import numpy as np
 
+from backends.runtimes import jax as jax_runtime
 from contract.answers import Gradients
 from contract.row import Row
 from contract.runtime import Runtime, cpu_model, framework_problem, import_framework
@@ -59,6 +60,11 @@ AUTODIFF = {"tensorflow": "tf.GradientTape", "jax": "jax.vjp over stateless_call
 #: What a Keras stack does with the inputs it is given (its architecture features are its layout's).
 CALL_FEATURES = frozenset({Feature.LENGTHS, Feature.EMPTY_SEQUENCES, Feature.MASK, Feature.MASK_PREVIOUS_OUTPUT})
 #: keras.layers.Bidirectional sets zero_output_for_mask = return_sequences on both of its layers.
+#: Every weight of the rows' layers is assigned (or passed to stateless_call) before any call, so their initial values
+#: are never used: zeros cost nothing to make, where Keras' defaults (glorot_uniform, and orthogonal: a QR
+#: decomposition) are computed, and on the JAX backend compiled, once per shape of every new layer.
+INITIALIZERS = {"kernel_initializer": "zeros", "recurrent_initializer": "zeros", "bias_initializer": "zeros",
+                "unit_forget_bias": False}
 BIDIRECTIONAL_ZEROES_MASKED_STEPS = (
     "keras.layers.Bidirectional forces zero_output_for_mask = return_sequences (True here) on both of its layers, "
     "so a bidirectional Keras layer outputs zeros at masked steps, never the previous output"
@@ -95,12 +101,16 @@ class KerasRuntime(Runtime):
         self.module, self.hint = BACKEND_MODULES[backend]
 
     def backend_module(self):
-        return import_framework(self.module, self.hint)
+        """The backend's module (jax through its runtime, which keeps compilations on disk: backends/runtimes/jax.py)."""
+        return jax_runtime.jax() if self.backend == "jax" else import_framework(self.module, self.hint)
 
     def availability(self, device: str) -> str | None:
-        for module, hint in (("keras", KERAS_HINT), (self.module, self.hint)):
+        # The backend first: Keras imports it when Keras is imported, so without it ``import keras`` fails, and that
+        # failure would hide the backend's install hint.
+        for module, hint in ((self.module, self.hint), ("keras", KERAS_HINT)):
             if (problem := framework_problem(module, hint)) is not None:
                 return problem
+        self.backend_module()
         backend = keras().backend.backend()
         if backend != self.backend:
             return f"Keras' backend is {backend!r} in this process; this row needs KERAS_BACKEND={self.backend}"
@@ -126,6 +136,7 @@ class KerasRuntime(Runtime):
                                   self.backend: self.backend_module().__version__}
         if self.backend == "jax":
             env["x64"] = bool(self.backend_module().config.read("jax_enable_x64"))
+            env["compilation_cache"] = jax_runtime.compilation_cache() or "off (LSTMC_JAX_CACHE)"
         env["device"] = "GPU:0" if device == Device.CUDA else f"CPU {cpu_model()}"
         return env
 
@@ -376,7 +387,7 @@ class KerasRow(Row):
 KERAS_TENSORFLOW, KERAS_JAX, KERAS_TORCH = (KerasRuntime(backend) for backend in BACKEND_MODULES)
 
 __all__ = [
-    "AUTODIFF", "BACKEND_MODULES", "BIDIRECTIONAL_ZEROES_MASKED_STEPS", "CALL_FEATURES", "HALF_REASONS", "KERAS_HINT",
+    "AUTODIFF", "BACKEND_MODULES", "BIDIRECTIONAL_ZEROES_MASKED_STEPS", "INITIALIZERS", "CALL_FEATURES", "HALF_REASONS", "KERAS_HINT",
     "KERAS_JAX", "KERAS_TENSORFLOW", "KERAS_TORCH", "AssignedStack", "JaxStack", "KerasRow", "KerasRuntime", "Stack",
     "TensorflowStack", "TorchStack", "keras", "keras_device", "keras_mask",
 ]

@@ -89,7 +89,12 @@ class TorchRuntime(Runtime):
         return torch().from_numpy(np.array(array)).to(str(device))
 
     def to_numpy(self, tensor) -> np.ndarray:
-        return tensor.detach().cpu().numpy()
+        """The tensor as a NumPy array of its dtype; NumPy has no bfloat16, so a bfloat16 tensor (a timed pass's
+        result, never a judged one) comes back as float32, which holds every bfloat16 value exactly."""
+        tensor = tensor.detach().cpu()
+        if tensor.dtype == torch().bfloat16:
+            tensor = tensor.float()
+        return tensor.numpy()
 
     def run(self, function, *args):
         with torch().inference_mode():

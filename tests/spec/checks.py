@@ -1,9 +1,12 @@
 """The checks that prove the spec right, as plain functions.
 
-The tests call them on the real spec; the meta-tests (test_mutants.py) call
-the same functions on deliberately broken specs and require them to fail.
-They reach the spec through ``spec.lstm`` at call time, so a mutant patched
-into that module is what they check.
+The tests call them on the real spec; the meta-tests (test_mutants.py, test_layer_mutants.py) call the same
+functions on deliberately broken specs and require them to fail. They reach the spec through ``spec.lstm`` and
+``spec.layer`` at call time, so a mutant patched into either module is what they check.
+
+Every check takes a case's data (:class:`spec.cases.CaseData`). The cell's checks prove ``spec.lstm`` itself, not
+through the layer: they take a cell case (:func:`spec.cases.is_cell`) and run its one cell (:func:`one_cell`).
+The layer's checks take the data as it is.
 
 Tolerances here are for proving the float64 spec, and each says why.
 """
@@ -11,13 +14,16 @@ Tolerances here are for proving the float64 spec, and each says why.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from backends import onnx_lstm
-from conformance.compare import assert_close
+from backends.layouts import onnx as onnx_layout
+from backends.runtimes import onnx as onnx_graphs
+from contract.compare import assert_close
+from contract.vocabulary import Device
 from spec import layer, lstm
-from spec.cases import CaseData, rng_for
+from spec.cases import Case, CaseData, is_cell, rng_for
 from spec.params import LayerParams, LSTMParams
 
 # Central differences with step EPS: truncation error EPS^2/6 * |L'''| (below 1e-9 even for
@@ -86,26 +92,62 @@ ONNX_NODE_CASE_RTOL = 8 * float(np.finfo(np.float32).eps)
 GRADIENT_NAMES = ("x", "h0", "c0", "W", "U", "b", "p")
 
 
+@dataclass(frozen=True, eq=False)
+class CellData:
+    """A cell case's data as :mod:`spec.lstm` takes it: the one cell's weights, the states and the final-state
+    cotangents without the layer's axis of cells, the outputs' cotangent as ``dh_seq``, the case's forget bias."""
+
+    case: Case
+    params: LSTMParams
+    x: np.ndarray  # (T, B, I)
+    h0: np.ndarray  # (B, H)
+    c0: np.ndarray  # (B, H)
+    dh_seq: np.ndarray  # (T, B, H)
+    dh_T: np.ndarray  # (B, H)
+    dc_T: np.ndarray  # (B, H)
+    forget_bias: float
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        return {"x": self.x, "h0": self.h0, "c0": self.c0}
+
+    def cotangents(self) -> dict[str, np.ndarray]:
+        return {"dh_seq": self.dh_seq, "dh_T": self.dh_T, "dc_T": self.dc_T}
+
+
+def one_cell(data: CaseData) -> CellData:
+    """The one cell of a cell case's data, for the proofs of :mod:`spec.lstm` (the one place that slices it).
+
+    Refuses any other case: its lengths, mask, clips or further cells would be dropped without a word, and a check
+    would pass on a problem other than the case's."""
+    if not is_cell(data.case):
+        raise ValueError(f"case {data.case.name!r} is not a cell case (one forward layer, no projection, clips, coupled "
+                         f"gates, lengths or mask): the cell's checks take only those")
+    return CellData(case=data.case, params=data.params.cells[0], x=data.x, h0=data.h0[0], c0=data.c0[0], dh_seq=data.dy,
+                    dh_T=data.dh_T[0], dc_T=data.dc_T[0], forget_bias=data.case.layer.forget_bias)
+
+
 def run_spec(data: CaseData):
-    """Forward and backward of the (possibly patched) spec on a case's data."""
-    fwd = lstm.forward(data.params, data.x, data.h0, data.c0, forget_bias=data.forget_bias, dtype=data.x.dtype)
-    grads = lstm.backward(fwd, data.dh_seq, data.dh_T, data.dc_T)
+    """Forward and backward of the (possibly patched) cell spec, spec.lstm, on a cell case's data."""
+    cell = one_cell(data)
+    fwd = lstm.forward(cell.params, cell.x, cell.h0, cell.c0, forget_bias=cell.forget_bias, dtype=cell.x.dtype)
+    grads = lstm.backward(fwd, cell.dh_seq, cell.dh_T, cell.dc_T)
     return fwd, grads
 
 
-def _arguments(data: CaseData) -> dict[str, np.ndarray]:
-    return {**data.inputs(), **data.params.tensors()}
+def _arguments(cell: CellData) -> dict[str, np.ndarray]:
+    return {**cell.inputs(), **cell.params.tensors()}
 
 
-def _loss(data: CaseData, arguments: dict[str, np.ndarray]) -> float:
-    params = LSTMParams(**{k: arguments[k] for k in data.params.tensors()})
-    fwd = lstm.forward(params, arguments["x"], arguments["h0"], arguments["c0"], forget_bias=data.forget_bias)
-    return lstm.loss(fwd, data.dh_seq, data.dh_T, data.dc_T)
+def _loss(cell: CellData, arguments: dict[str, np.ndarray]) -> float:
+    params = LSTMParams(**{k: arguments[k] for k in cell.params.tensors()})
+    fwd = lstm.forward(params, arguments["x"], arguments["h0"], arguments["c0"], forget_bias=cell.forget_bias)
+    return lstm.loss(fwd, cell.dh_seq, cell.dh_T, cell.dc_T)
 
 
 def finite_difference_gradients(data: CaseData, eps: float = FD_EPS) -> dict[str, np.ndarray]:
-    """dL/dθ for every element of every input and parameter, by central differences."""
-    arguments = _arguments(data)
+    """dL/dθ of the cell for every element of every input and parameter, by central differences."""
+    cell = one_cell(data)
+    arguments = _arguments(cell)
     gradients = {}
     for name, value in arguments.items():
         gradient = np.empty_like(value)
@@ -115,15 +157,15 @@ def finite_difference_gradients(data: CaseData, eps: float = FD_EPS) -> dict[str
             plus[index] += eps
             minus[index] -= eps
             shifted[name] = plus
-            up = _loss(data, shifted)
+            up = _loss(cell, shifted)
             shifted[name] = minus
-            gradient[index] = (up - _loss(data, shifted)) / (2 * eps)
+            gradient[index] = (up - _loss(cell, shifted)) / (2 * eps)
         gradients[name] = gradient
     return gradients
 
 
 def check_gradients_by_finite_differences(data: CaseData) -> None:
-    """Every element of every gradient against central differences."""
+    """Every element of every gradient of the cell (spec.lstm) against central differences."""
     _, grads = run_spec(data)
     numeric = finite_difference_gradients(data)
     analytic = grads.tensors()
@@ -134,9 +176,10 @@ def check_gradients_by_finite_differences(data: CaseData) -> None:
 
 
 def check_directional_derivative(data: CaseData, directions: int = 2) -> None:
-    """<v, J^T u> from backward() against the central difference of <u, F(θ + εv)> along random v."""
+    """<v, J^T u> from the cell's backward() against the central difference of <u, F(θ + εv)> along random v."""
     _, grads = run_spec(data)
-    _check_along_directions(data.case.name, "backward()", grads.tensors(), _arguments(data), lambda a: _loss(data, a),
+    cell = one_cell(data)
+    _check_along_directions(data.case.name, "backward()", grads.tensors(), _arguments(cell), lambda a: _loss(cell, a),
                             lambda label: rng_for(data.case, label), directions)
 
 
@@ -160,15 +203,27 @@ def _check_along_directions(case_name, source, analytic, arguments, loss, rng, d
         )
 
 
+def onnx_reference_run(params: LayerParams, config: layer.LayerConfig, x, h0, c0) -> dict[str, np.ndarray]:
+    """onnx.reference's LSTM operator on ``params`` (the project's graph of one LSTM node per layer,
+    backends/runtimes/onnx.py, the weights in ONNX's layout, backends/layouts/onnx.py): y, h_T and c_T in the spec's
+    shapes. No lengths: onnx.reference ignores sequence_lens (test_layer_semantics.py)."""
+    model = onnx_graphs.layer_model(params.input_size, params.hidden_size, config, params.dtype, lengths=False,
+                                    weight_name=onnx_layout.weight_name)
+    runtime = onnx_graphs.ONNX_REFERENCE
+    session = runtime.session(model, Device.CPU)
+    feeds = onnx_graphs.layer_feeds(onnx_layout.LSTM_NODES.to_native(params, config), x, h0, c0, None)
+    y, h_T, c_T = onnx_graphs.layer_outputs(runtime.run(session.run, None, feeds))
+    return {"y": y, "h_T": h_T, "c_T": c_T}
+
+
 def check_against_onnx_reference(data: CaseData) -> None:
-    """The forward outputs against onnx.reference's LSTM on the same weights (converted to ONNX's layout)."""
+    """The cell's forward outputs against onnx.reference's LSTM on the same weights (converted to ONNX's layout)."""
     fwd, _ = run_spec(data)
-    reference = onnx_lstm.ReferenceLSTM(data.params, data.forget_bias)
-    with warnings.catch_warnings():
-        # onnx.reference's sigmoid is 1 / (1 + exp(-z)): exp overflows (harmlessly) in saturation.
-        warnings.filterwarnings("ignore", "overflow encountered in exp", RuntimeWarning)
-        h_seq, h_T, c_T = reference(data.x, data.h0, data.c0)
-    for name, got, expected in (("h_seq", fwd.h_seq, h_seq), ("h_T", fwd.h_T, h_T), ("c_T", fwd.c_T, c_T)):
+    cell = one_cell(data)
+    config = layer.LayerConfig(peephole=cell.params.peephole, forget_bias=cell.forget_bias)
+    reference = onnx_reference_run(LayerParams((cell.params,)), config, cell.x, cell.h0[None], cell.c0[None])
+    for name, got, expected in (("h_seq", fwd.h_seq, reference["y"]), ("h_T", fwd.h_T, reference["h_T"][0]),
+                                ("c_T", fwd.c_T, reference["c_T"][0])):
         assert_close(
             name, got, expected, atol=ONNX_REFERENCE_ATOL, rtol=ONNX_REFERENCE_RTOL, context=f"{data.case.name} vs onnx.reference"
         )
@@ -220,7 +275,7 @@ def check_onnx_node_case(testcase) -> None:
     as64 = {name: value.astype(np.float64) for name, value in feeds.items() if value.dtype.kind == "f"}
     D = as64["W"].shape[0]
     cells = tuple(
-        onnx_lstm.from_onnx(*(as64[name][d : d + 1] if name in as64 else None for name in ("W", "R", "B", "P")))
+        onnx_layout.from_onnx(*(as64[name][d : d + 1] if name in as64 else None for name in ("W", "R", "B", "P")))
         for d in range(D)
     )
     params = LayerParams(cells, D)
@@ -282,24 +337,24 @@ def onnx_lstm_node_cases() -> dict[str, object]:
 # ---------------------------------------------------------------------------
 
 
-def run_layer(data):
-    """Forward and backward of the (possibly patched) layer spec on a layer case's data."""
+def run_layer(data: CaseData):
+    """Forward and backward of the (possibly patched) layer spec on a case's data."""
     fwd = data.forward()
     grads = layer.backward(fwd, data.dy, data.dh_T, data.dc_T)
     return fwd, grads
 
 
-def _layer_arguments(data) -> dict[str, np.ndarray]:
+def _layer_arguments(data: CaseData) -> dict[str, np.ndarray]:
     return {**data.inputs(), **data.params.tensors()}
 
 
-def _layer_loss(data, arguments: dict[str, np.ndarray]) -> float:
+def _layer_loss(data: CaseData, arguments: dict[str, np.ndarray]) -> float:
     params = data.params.with_tensors(arguments)
     fwd = data.forward(params=params, x=arguments["x"], h0=arguments["h0"], c0=arguments["c0"])
     return layer.loss(fwd, data.dy, data.dh_T, data.dc_T)
 
 
-def check_layer_gradients_by_finite_differences(data) -> None:
+def check_layer_gradients_by_finite_differences(data: CaseData) -> None:
     """Every element of every gradient of the layer (x, h0, c0, each cell's W, U, b, p, W_hr) against central differences."""
     _, grads = run_layer(data)
     analytic = grads.tensors()
@@ -316,13 +371,11 @@ def check_layer_gradients_by_finite_differences(data) -> None:
         assert_close(f"grad {name}", analytic[name], numeric, atol=FD_ATOL, rtol=FD_RTOL, context=data.case.name)
 
 
-def check_layer_directional_derivative(data, directions: int = 2) -> None:
+def check_layer_directional_derivative(data: CaseData, directions: int = 2) -> None:
     """<v, J^T u> from layer.backward() against the central difference of <u, F(θ + εv)> along random v."""
-    from spec.layer_cases import rng_for as layer_rng_for
-
     _, grads = run_layer(data)
     _check_along_directions(data.case.name, "layer.backward()", grads.tensors(), _layer_arguments(data),
-                            lambda a: _layer_loss(data, a), lambda label: layer_rng_for(data.case, label), directions)
+                            lambda a: _layer_loss(data, a), lambda label: rng_for(data.case, label), directions)
 
 
 def clip_passed(fwd) -> dict[tuple[int, str], np.ndarray]:
@@ -341,19 +394,17 @@ def clip_passed(fwd) -> dict[tuple[int, str], np.ndarray]:
     return found
 
 
-def clip_margin_holds(data, relative: float = 1e-3) -> bool:
+def clip_margin_holds(data: CaseData, relative: float = 1e-3) -> bool:
     """No clipped quantity lies within ``relative`` of its threshold: moving every threshold by that
     fraction either way clips exactly the same elements. Finite differences (steps of 1e-6) and float32
     rounding (1e-7 relative) then never cross a clip's boundary."""
-    import dataclasses
-
-    config = data.config
+    config = data.layer
     thresholds = {name: getattr(config, name) for name in ("gate_clip", "cell_clip", "proj_clip") if getattr(config, name)}
     if not thresholds:
         return True
     base = clip_passed(data.forward())
     for factor in (1 - relative, 1 + relative):
-        moved = dataclasses.replace(config, **{name: value * factor for name, value in thresholds.items()})
+        moved = replace(config, **{name: value * factor for name, value in thresholds.items()})
         other = clip_passed(data.forward(config=moved))
         if any(not np.array_equal(other[key], base[key]) for key in base):
             return False

@@ -13,10 +13,10 @@ import numpy as np
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from conformance.compare import assert_close
+from contract.compare import assert_close
 from spec import layer, lstm
 from spec.layer import LayerConfig
-from spec.layer_cases import LayerCase, make_layer_case_data
+from spec.cases import Case, make_case_data
 from spec.params import LayerParams, LSTMParams
 from tests.spec.checks import check_layer_directional_derivative, clip_margin_holds
 
@@ -50,7 +50,7 @@ def layer_cases(draw, clips=True, masks=True):
     elif kind == "mask":
         rows = st.lists(st.sampled_from("01"), min_size=T, max_size=T).map("".join)
         mask = tuple(draw(st.lists(rows, min_size=B, max_size=B), label="mask"))
-    return LayerCase("hypothesis", T, B, draw(st.integers(1, 4), label="I"), H, config, lengths=lengths, mask=mask,
+    return Case("hypothesis", T, B, draw(st.integers(1, 4), label="I"), H, layer=config, lengths=lengths, mask=mask,
                      seed=draw(st.integers(0, 2**32 - 1), label="seed"), weight_scale=draw(st.floats(0.5, 3.0), label="weight_scale"))
 
 
@@ -71,20 +71,20 @@ def same(name, got, want, context, tol=0.0):
 # ---------------------------------------------------------------------------
 
 
-def property_gradients(case: LayerCase) -> None:
-    data = make_layer_case_data(case)
+def property_gradients(case: Case) -> None:
+    data = make_case_data(case)
     assume(clip_margin_holds(data))  # finite differences must not straddle a clip's boundary
     check_layer_directional_derivative(data, directions=1)
 
 
-def property_reverse_is_forward_on_reversed_time(case: LayerCase) -> None:
+def property_reverse_is_forward_on_reversed_time(case: Case) -> None:
     """(10): a reverse layer is the forward layer on R(x) (and R(mask)), its outputs reversed back."""
-    case = dataclasses.replace(case, config=dataclasses.replace(case.config, direction="reverse"))
-    data = make_layer_case_data(case)
+    case = dataclasses.replace(case, layer=dataclasses.replace(case.layer, direction="reverse"))
+    data = make_case_data(case)
     reverse = data.forward()
     mask = None if reverse.mask is None else reverse.mask[::-1].copy()
-    config = dataclasses.replace(case.config, direction="forward",
-                                 zero_output_for_mask=case.config.zero_output_for_mask or case.lengths is not None)
+    config = dataclasses.replace(case.layer, direction="forward",
+                                 zero_output_for_mask=case.layer.zero_output_for_mask or case.lengths is not None)
     ahead = data.forward(x=data.x[::-1].copy(), config=config, lengths=None, mask=mask)
     context = "reverse layer vs forward layer on the reversed sequence"
     same("y", reverse.y, ahead.y[::-1], context)
@@ -92,14 +92,14 @@ def property_reverse_is_forward_on_reversed_time(case: LayerCase) -> None:
     same("c_T", reverse.c_T, ahead.c_T, context)
 
 
-def property_bidirectional_is_both_directions_side_by_side(case: LayerCase) -> None:
+def property_bidirectional_is_both_directions_side_by_side(case: Case) -> None:
     """(11): one bidirectional layer is [forward cell ; reverse cell], each with its own weights and state."""
-    case = dataclasses.replace(case, config=dataclasses.replace(case.config, direction="bidirectional", num_layers=1))
-    data = make_layer_case_data(case)
+    case = dataclasses.replace(case, layer=dataclasses.replace(case.layer, direction="bidirectional", num_layers=1))
+    data = make_case_data(case)
     both = data.forward()
-    mask, zero = both.mask, case.config.zero_output_for_mask or case.lengths is not None
-    f = cell_forward(data.params.cells[0], data.x, data.h0[0], data.c0[0], case.config, mask, zero)
-    r = cell_forward(data.params.cells[1], data.x[::-1], data.h0[1], data.c0[1], case.config,
+    mask, zero = both.mask, case.layer.zero_output_for_mask or case.lengths is not None
+    f = cell_forward(data.params.cells[0], data.x, data.h0[0], data.c0[0], case.layer, mask, zero)
+    r = cell_forward(data.params.cells[1], data.x[::-1], data.h0[1], data.c0[1], case.layer,
                      None if mask is None else mask[::-1], zero)
     P = case.P
     context = "bidirectional layer vs its two cells"
@@ -109,12 +109,12 @@ def property_bidirectional_is_both_directions_side_by_side(case: LayerCase) -> N
     same("c_T", both.c_T, np.stack([f.c_T, r.c_T]), context)
 
 
-def property_stacking_feeds_the_layer_below(case: LayerCase) -> None:
+def property_stacking_feeds_the_layer_below(case: Case) -> None:
     """(12): layer 1 of a stack is a one-layer run on layer 0's outputs, with cells l * D + d."""
-    case = dataclasses.replace(case, config=dataclasses.replace(case.config, num_layers=2))
-    data = make_layer_case_data(case)
+    case = dataclasses.replace(case, layer=dataclasses.replace(case.layer, num_layers=2))
+    data = make_case_data(case)
     stack = data.forward()
-    D, config = case.D, dataclasses.replace(case.config, num_layers=1)
+    D, config = case.D, dataclasses.replace(case.layer, num_layers=1)
     bottom = data.forward(params=LayerParams(data.params.cells[:D], D), config=config, h0=data.h0[:D], c0=data.c0[:D])
     top = data.forward(params=LayerParams(data.params.cells[D:], D), config=config, h0=data.h0[D:], c0=data.c0[D:],
                        x=bottom.y)
@@ -124,9 +124,9 @@ def property_stacking_feeds_the_layer_below(case: LayerCase) -> None:
     same("c_T", stack.c_T, np.concatenate([bottom.c_T, top.c_T]), context)
 
 
-def property_lengths_are_each_row_alone_on_its_prefix(case: LayerCase) -> None:
+def property_lengths_are_each_row_alone_on_its_prefix(case: Case) -> None:
     """(13): row b with lengths runs x[:L_b, b] alone; zero outputs after; length 0 keeps the initial state."""
-    data = make_layer_case_data(case)
+    data = make_case_data(case)
     assume(data.lengths is not None)
     fwd = data.forward()
     for b, L_b in enumerate(data.lengths):
@@ -144,12 +144,12 @@ def property_lengths_are_each_row_alone_on_its_prefix(case: LayerCase) -> None:
         same("c_T", fwd.c_T[:, b], alone.c_T[:, 0], context, ULPS)
 
 
-def property_lengths_are_a_mask_with_zero_outputs(case: LayerCase) -> None:
+def property_lengths_are_a_mask_with_zero_outputs(case: Case) -> None:
     """(13): lengths L_b are the mask t < L_b with zero outputs, forward, backward and gradients."""
-    data = make_layer_case_data(case)
+    data = make_case_data(case)
     assume(data.lengths is not None)
     by_lengths = data.forward()
-    config = dataclasses.replace(case.config, zero_output_for_mask=True)
+    config = dataclasses.replace(case.layer, zero_output_for_mask=True)
     by_mask = data.forward(lengths=None, mask=layer.mask_from_lengths(data.lengths, case.T), config=config)
     context = "lengths vs the mask t < L_b with zero outputs"
     for name in ("y", "h_T", "c_T"):
@@ -160,8 +160,8 @@ def property_lengths_are_a_mask_with_zero_outputs(case: LayerCase) -> None:
         same(f"grad {name}", g1[name], g2[name], context)
 
 
-def property_all_true_mask_is_no_mask(case: LayerCase) -> None:
-    data = make_layer_case_data(case)
+def property_all_true_mask_is_no_mask(case: Case) -> None:
+    data = make_case_data(case)
     plain = data.forward(lengths=None, mask=None)
     masked = data.forward(lengths=None, mask=np.ones((case.T, case.B), bool))
     context = "an all-true mask vs no mask"
@@ -173,9 +173,9 @@ def property_all_true_mask_is_no_mask(case: LayerCase) -> None:
         same(f"grad {name}", g2[name], g1[name], context)
 
 
-def property_length_zero_keeps_the_initial_state(case: LayerCase) -> None:
+def property_length_zero_keeps_the_initial_state(case: Case) -> None:
     """(13): an empty row's final state is its initial state, in every layer and direction, and its outputs are zero."""
-    data = make_layer_case_data(case)
+    data = make_case_data(case)
     lengths = np.full(case.B, case.T, np.int64)
     lengths[0] = 0
     fwd = data.forward(lengths=lengths, mask=None)
@@ -185,14 +185,14 @@ def property_length_zero_keeps_the_initial_state(case: LayerCase) -> None:
     same("y", fwd.y[:, 0], np.zeros_like(fwd.y[:, 0]), context)
 
 
-def property_clip_above_every_value_is_no_clip(case: LayerCase) -> None:
+def property_clip_above_every_value_is_no_clip(case: Case) -> None:
     """A clip whose threshold no value reaches changes nothing, forward or backward."""
-    config = case.config
+    config = case.layer
     # |h| <= 1 and |a| of the gates stay below 1e3 here; |c| grows by at most 1 a step from |c_0| < 10.
     high = dict(cell_clip=1e3 if config.cell_clip else None, gate_clip=1e3 if config.gate_clip else None,
                 proj_clip=1e3 if config.proj_clip else None)
     assume(any(high.values()))
-    data = make_layer_case_data(dataclasses.replace(case, config=dataclasses.replace(config, **high)))
+    data = make_case_data(dataclasses.replace(case, layer=dataclasses.replace(config, **high)))
     clipped = data.forward()
     plain = data.forward(config=dataclasses.replace(config, cell_clip=None, gate_clip=None, proj_clip=None))
     context = "clips above every value vs no clips"
@@ -204,10 +204,10 @@ def property_clip_above_every_value_is_no_clip(case: LayerCase) -> None:
         same(f"grad {name}", g1[name], g2[name], context)
 
 
-def property_identity_projection_is_no_projection(case: LayerCase) -> None:
+def property_identity_projection_is_no_projection(case: Case) -> None:
     """(7): with P = H and W_hr = I (and no proj_clip), the projected LSTM is the LSTM."""
-    config = dataclasses.replace(case.config, proj_size=None, proj_clip=None)
-    data = make_layer_case_data(dataclasses.replace(case, config=config))
+    config = dataclasses.replace(case.layer, proj_size=None, proj_clip=None)
+    data = make_case_data(dataclasses.replace(case, layer=config))
     H = case.H
     projected_cells = tuple(LSTMParams(c.W, c.U, c.b, c.p, np.eye(H)) for c in data.params.cells)
     projected = data.forward(params=LayerParams(projected_cells, case.D), config=dataclasses.replace(config, proj_size=H))
@@ -221,10 +221,10 @@ def property_identity_projection_is_no_projection(case: LayerCase) -> None:
         same(f"grad {name}", g1[name], g2[name], context)
 
 
-def property_one_plain_layer_is_the_cell(case: LayerCase) -> None:
+def property_one_plain_layer_is_the_cell(case: Case) -> None:
     """The layer adds nothing to one forward layer: bit for bit spec.lstm, outputs and gradients."""
-    config = dataclasses.replace(case.config, num_layers=1, direction="forward")
-    data = make_layer_case_data(dataclasses.replace(case, config=config))
+    config = dataclasses.replace(case.layer, num_layers=1, direction="forward")
+    data = make_case_data(dataclasses.replace(case, layer=config))
     fwd = data.forward()
     mask = fwd.mask
     cell = cell_forward(data.params.cells[0], data.x, data.h0[0], data.c0[0], config, mask,
@@ -311,7 +311,7 @@ def test_one_plain_layer_is_the_cell(case):
 
 @given(layer_cases(clips=False))
 def test_float32_computes_in_float32_and_agrees_with_float64(case):
-    d64, d32 = make_layer_case_data(case), make_layer_case_data(case, np.float32)
+    d64, d32 = make_case_data(case), make_case_data(case, np.float32)
     f64, f32 = d64.forward(), d32.forward()
     g32 = layer.backward(f32, d32.dy, d32.dh_T, d32.dc_T)
     assert f32.dtype == np.float32 and f32.y.dtype == np.float32 and g32.dtype == np.float32

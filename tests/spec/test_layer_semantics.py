@@ -12,10 +12,11 @@ Where a framework disagrees with the spec, the test pins what the framework does
 it is a divergence and what the spec says instead (the README's table "Layer semantics across frameworks" lists them under the table). A pinned
 divergence that goes away fails its test: unpin it and update the table.
 
-The cases are defined here (not in spec/layer_cases.py): tiny (T = 5, B = 4, I = 3, H = 2), with lengths 0, 1 or
+The cases are defined here (not in spec/cases.py): tiny (T = 5, B = 4, I = 3, H = 2), with lengths 0, 1 or
 more, and T in one unsorted batch, random weights different for every gate, layer and direction. TF1 cells and
 Keras on the JAX backend need a process of their own (TF_USE_LEGACY_KERAS, KERAS_BACKEND are read at the first
 import): they run in subprocesses that save the framework's raw outputs, and the spec comparisons happen here.
+Each framework gets the weights through the project's one layout of its parameters (backends/layouts).
 """
 
 from __future__ import annotations
@@ -34,11 +35,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends import onnx_lstm
-from conformance.compare import assert_close
+from backends.layouts import flax as flax_layout
+from backends.layouts import jax_rnn as jax_rnn_layout
+from backends.layouts import keras as keras_layout
+from backends.layouts import onnx as onnx_layout
+from backends.layouts import tf1 as tf1_layout
+from backends.layouts import tf_block
+from backends.layouts import torch as torch_layout
+from backends.runtimes import onnx as onnx_graphs
+from contract.compare import assert_close
 from spec import layer, lstm
+from spec.cases import Case, CaseData, make_case_data
 from spec.layer import LayerConfig
-from spec.layer_cases import LayerCase, LayerCaseData, make_layer_case_data
+from tests.spec.test_layer_tf1 import below_cell
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,45 +81,45 @@ MASK = ("01101", "11100", "00000", "10111")  # per batch row, one character per 
 
 BI = {"direction": "bidirectional"}
 CASES = {
-    "bidirectional-lengths": LayerCase("bidirectional-lengths", T, B, I, H, LayerConfig(**BI), lengths=LENGTHS, seed=201),
-    "stacked-bidirectional-lengths": LayerCase("stacked-bidirectional-lengths", T, B, I, H,
+    "bidirectional-lengths": Case("bidirectional-lengths", T, B, I, H, LayerConfig(**BI), lengths=LENGTHS, seed=201),
+    "stacked-bidirectional-lengths": Case("stacked-bidirectional-lengths", T, B, I, H,
                                                LayerConfig(num_layers=2, **BI), lengths=LENGTHS, seed=202),
-    "torch-lstmp-lengths": LayerCase("torch-lstmp-lengths", T, B, I, 3, LayerConfig(num_layers=2, **BI, proj_size=2),
+    "torch-lstmp-lengths": Case("torch-lstmp-lengths", T, B, I, 3, LayerConfig(num_layers=2, **BI, proj_size=2),
                                      lengths=NONEMPTY_LENGTHS, seed=203),
-    "bidirectional-mask": LayerCase("bidirectional-mask", T, B, I, H, LayerConfig(**BI, zero_output_for_mask=True),
+    "bidirectional-mask": Case("bidirectional-mask", T, B, I, H, LayerConfig(**BI, zero_output_for_mask=True),
                                     mask=MASK, seed=204),
-    "forward-mask": LayerCase("forward-mask", T, B, I, H, LayerConfig(zero_output_for_mask=True), mask=MASK, seed=205),
-    "stacked": LayerCase("stacked", T, B, I, H, LayerConfig(num_layers=2), seed=206),
-    "tf1-bidirectional-lengths": LayerCase("tf1-bidirectional-lengths", T, B, I, H, LayerConfig(**BI, forget_bias=1.0),
+    "forward-mask": Case("forward-mask", T, B, I, H, LayerConfig(zero_output_for_mask=True), mask=MASK, seed=205),
+    "stacked": Case("stacked", T, B, I, H, LayerConfig(num_layers=2), seed=206),
+    "tf1-bidirectional-lengths": Case("tf1-bidirectional-lengths", T, B, I, H, LayerConfig(**BI, forget_bias=1.0),
                                            lengths=LENGTHS, seed=207),
-    "tf1-stack-lengths": LayerCase("tf1-stack-lengths", T, B, I, 3, LayerConfig(num_layers=2, proj_size=2, peephole=True,
+    "tf1-stack-lengths": Case("tf1-stack-lengths", T, B, I, 3, LayerConfig(num_layers=2, proj_size=2, peephole=True,
                                                                                 cell_clip=0.8, forget_bias=1.0),
                                    lengths=LENGTHS, seed=208, weight_scale=2.0),
-    "peephole": LayerCase("peephole", T, B, I, H, LayerConfig(peephole=True), seed=209, weight_scale=2.0),
-    "onnx-gate-clip": LayerCase("onnx-gate-clip", T, B, I, H, LayerConfig(**BI, gate_clip=0.5), seed=210, weight_scale=2.0),
-    "onnx-coupled": LayerCase("onnx-coupled", T, B, I, H, LayerConfig(**BI, coupled_input_forget=True), seed=211),
+    "peephole": Case("peephole", T, B, I, H, LayerConfig(peephole=True), seed=209, weight_scale=2.0),
+    "onnx-gate-clip": Case("onnx-gate-clip", T, B, I, H, LayerConfig(**BI, gate_clip=0.5), seed=210, weight_scale=2.0),
+    "onnx-coupled": Case("onnx-coupled", T, B, I, H, LayerConfig(**BI, coupled_input_forget=True), seed=211),
 }
 
 
 @functools.cache
-def case_data(name: str, dtype=np.float64) -> LayerCaseData:
-    return make_layer_case_data(CASES[name], dtype)
+def case_data(name: str, dtype=np.float64) -> CaseData:
+    return make_case_data(CASES[name], dtype)
 
 
-def rounded(name: str) -> LayerCaseData:
+def rounded(name: str) -> CaseData:
     """The case's float32 data, widened back to float64: what a float32 framework is given, for the float64 spec."""
     d32 = case_data(name, np.float32)
     wide = {k: v.astype(np.float64) for k, v in {**d32.inputs(), **d32.cotangents()}.items()}
-    return LayerCaseData(case=d32.case, params=d32.params.astype(np.float64), lengths=d32.lengths, mask=d32.mask, **wide)
+    return dataclasses.replace(d32, params=d32.params.astype(np.float64), **wide)
 
 
-def spec_forward(data: LayerCaseData, **override) -> layer.LayerForward:
+def spec_forward(data: CaseData, **override) -> layer.LayerForward:
     return data.forward(**override)
 
 
-def with_config(data: LayerCaseData, **changes) -> dict:
+def with_config(data: CaseData, **changes) -> dict:
     """forward() overrides that run the same data under a changed configuration (weights shared)."""
-    return {"config": dataclasses.replace(data.config, **changes)}
+    return {"config": dataclasses.replace(data.layer, **changes)}
 
 
 def max_error(a, b) -> float:
@@ -143,10 +152,10 @@ def run_subprocess(code: str, env: dict[str, str], timeout: int = 300) -> subpro
 
 
 def keras_weights(cell) -> list[np.ndarray]:
-    """Keras' kernel (I, 4H), recurrent_kernel (P, 4H), bias (4H): gates i, f, g, o (the README's table)."""
-    four_h = 4 * cell.hidden_size
-    return [cell.W.transpose(2, 0, 1).reshape(cell.input_size, four_h),
-            cell.U.transpose(2, 0, 1).reshape(cell.output_size, four_h), cell.b.reshape(four_h)]
+    """Keras' kernel (I, 4H), recurrent_kernel (P, 4H), bias (4H): gates i, f, g, o (the README's table), in the
+    order set_weights takes them (backends/layouts/keras.py)."""
+    native = keras_layout.cell_to_native(cell)
+    return [native[name] for name in keras_layout.CELL_WEIGHTS]
 
 
 def tf_keras():
@@ -163,23 +172,15 @@ def tf_keras():
 # ---------------------------------------------------------------------------
 
 
-def torch_module(data: LayerCaseData):
-    """nn.LSTM (float64) holding the case's weights: the two biases are each half of b."""
+def torch_module(data: CaseData):
+    """nn.LSTM (float64) holding the case's weights (backends/layouts/torch.py: the two biases are each half of b)."""
     import torch
 
-    case, config = data.case, data.config
-    D = case.D
-    module = torch.nn.LSTM(case.I, case.H, num_layers=case.L, bidirectional=D == 2, proj_size=config.proj_size or 0,
+    case, config = data.case, data.layer
+    module = torch.nn.LSTM(case.I, case.H, num_layers=case.L, bidirectional=case.D == 2, proj_size=config.proj_size or 0,
                            dtype=torch.float64)
-    with torch.no_grad():
-        for k, cell in enumerate(data.params.cells):
-            suffix = f"_l{k // D}" + ("_reverse" if k % D else "")
-            tensors = {"weight_ih": cell.W.reshape(4 * case.H, -1), "weight_hh": cell.U.reshape(4 * case.H, -1),
-                       "bias_ih": cell.b.reshape(-1) * 0.5, "bias_hh": cell.b.reshape(-1) * 0.5}
-            if config.proj_size:
-                tensors["weight_hr"] = cell.W_hr
-            for native, value in tensors.items():
-                getattr(module, native + suffix).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    state = torch_layout.NN_LSTM.to_native(data.params, config)
+    module.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
     return module
 
 
@@ -420,9 +421,6 @@ def test_keras_jax_backend_masks_diverge_and_compute_in_float32():
 # TF1 cells: static_rnn, static_bidirectional_rnn, MultiRNNCell (a subprocess: TF_USE_LEGACY_KERAS)
 # ---------------------------------------------------------------------------
 
-TF1_ORDER = [0, 2, 1, 3]  # TF1's kernel columns: i, j (= g), f, o
-
-
 def _tf1_outputs(out: str) -> None:
     """In the subprocess (TF_USE_LEGACY_KERAS=1): BasicLSTMCell under static_rnn and static_bidirectional_rnn,
     and a MultiRNNCell of two LSTMCells (projection, peepholes, cell clip) under dynamic_rnn, all with lengths."""
@@ -432,21 +430,10 @@ def _tf1_outputs(out: str) -> None:
     bi = case_data("tf1-bidirectional-lengths")
     stack = case_data("tf1-stack-lengths")
 
-    def assigns(cell, p):
-        ops = []
-        for v in cell.variables:
-            name = v.name.split("/")[-1].split(":")[0]
-            if "projection" in v.name:
-                value = p.W_hr.T
-            elif name == "kernel":
-                value = np.concatenate([p.W[TF1_ORDER].transpose(2, 0, 1).reshape(p.input_size, -1),
-                                        p.U[TF1_ORDER].transpose(2, 0, 1).reshape(p.output_size, -1)])
-            elif name == "bias":
-                value = p.b[TF1_ORDER].reshape(-1)
-            else:
-                value = p.p[["w_i_diag", "w_f_diag", "w_o_diag"].index(name)]
-            ops.append(v.assign(value))
-        return ops
+    def assigns(cell, name, p):
+        """The cell's variables given p in TF1's layout (backends/layouts/tf1.py), under a scope "cell" of our own."""
+        native = tf1_layout.cell_to_native(p, "cell")
+        return [v.assign(native[f"cell/{below_cell(v, name)}"]) for v in cell.variables]
 
     graph = tf.Graph()
     with graph.as_default():
@@ -460,14 +447,15 @@ def _tf1_outputs(out: str) -> None:
         sbi_y, sbi_fw, sbi_bw = tf1.nn.static_bidirectional_rnn(
             basic[1], basic[2], steps, initial_state_fw=state(bi, 0), initial_state_bw=state(bi, 1),
             sequence_length=lengths, scope="static_bidirectional")
-        config = stack.config
+        config = stack.layer
         cells = [tf1.nn.rnn_cell.LSTMCell(stack.case.H, use_peepholes=True, cell_clip=config.cell_clip,
                                           num_proj=config.proj_size, dtype=tf.float64, name=f"stack{l}") for l in range(2)]
         multi_y, multi_state = tf1.nn.dynamic_rnn(
             tf1.nn.rnn_cell.MultiRNNCell(cells), tf.constant(stack.x), initial_state=(state(stack, 0), state(stack, 1)),
             sequence_length=tf.constant(stack.lengths.astype(np.int32)), time_major=True, scope="multi")
-        ops = assigns(basic[0], bi.params.cells[0]) + assigns(basic[1], bi.params.cells[0])
-        ops += assigns(basic[2], bi.params.cells[1]) + assigns(cells[0], stack.params.cells[0]) + assigns(cells[1], stack.params.cells[1])
+        ops = assigns(basic[0], "basic0", bi.params.cells[0]) + assigns(basic[1], "basic1", bi.params.cells[0])
+        ops += assigns(basic[2], "basic2", bi.params.cells[1])
+        ops += assigns(cells[0], "stack0", stack.params.cells[0]) + assigns(cells[1], "stack1", stack.params.cells[1])
         with tf1.Session(graph=graph) as session:
             session.run(ops)
             v = session.run({"static_y": static_y, "static_state": static_state, "sbi_y": sbi_y, "sbi_fw": sbi_fw,
@@ -536,12 +524,12 @@ def test_tf1_multirnncell_state_is_a_tuple_per_layer():
 # ---------------------------------------------------------------------------
 
 
-def block_weights(cell, order=(0, 1, 2, 3)) -> dict[str, np.ndarray]:
-    """w (I + H, 4H) with rows [x; h], b (4H), peepholes wci, wcf, wco; columns in ``order`` (V1: i, g, f, o)."""
-    order = list(order)
-    w = np.concatenate([cell.W[order].transpose(2, 0, 1).reshape(cell.input_size, -1),
-                        cell.U[order].transpose(2, 0, 1).reshape(cell.output_size, -1)])
-    return {"w": w, "b": cell.b[order].reshape(-1), "wci": cell.p[0], "wcf": cell.p[1], "wco": cell.p[2]}
+def block_weights(cell, version: int = 2) -> dict[str, np.ndarray]:
+    """The block op's weight arguments alone, w (I + H, 4H) with rows [x; h], b (4H), peepholes wci, wcf, wco, in
+    BlockLSTM's (version 1: columns i, g, f, o) or BlockLSTMV2's (2: i, f, g, o) layout (backends/layouts/tf_block.py):
+    no attribute, so that the op's defaults apply where a call leaves them out."""
+    native = tf_block.block_to_native(cell, version=version)
+    return {name: native[name] for name in tf_block.WEIGHTS}
 
 
 def test_blocklstm_seq_len_max_is_one_length_for_the_whole_batch():
@@ -584,7 +572,7 @@ def test_blocklstm_default_forget_bias_and_cell_clip():
     x, c0 = data.x * 4, data.c0 * 4
     cell = data32.params.cells[0]
     v1 = tf.raw_ops.BlockLSTM(seq_len_max=tf.constant(T, tf.int64), x=x32, cs_prev=c032[0], h_prev=data32.h0[0],
-                              use_peephole=True, **block_weights(cell, (0, 2, 1, 3)))
+                              use_peephole=True, **block_weights(cell, 1))
     v2 = tf.raw_ops.BlockLSTMV2(seq_len_max=tf.constant(T, tf.int64), x=x32, cs_prev=c032[0], h_prev=data32.h0[0],
                                 use_peephole=True, **block_weights(cell))
     defaults = spec_forward(data, x=x, c0=c0, **with_config(data, forget_bias=1.0, cell_clip=3.0))
@@ -623,10 +611,9 @@ def test_blocklstm_seq_len_max_beyond_the_sequence_aborts_the_process():
 
 
 def flax_params(cell) -> dict:
-    """flax's LSTMCell tree (README's table): ii..io kernels (I, H) without bias; hi..ho kernels (H, H) with bias."""
-    tree = {f"i{g}": {"kernel": cell.W[n].T} for n, g in enumerate("ifgo")}
-    tree.update({f"h{g}": {"kernel": cell.U[n].T, "bias": cell.b[n]} for n, g in enumerate("ifgo")})
-    return tree
+    """flax's LSTMCell tree (README's table; backends/layouts/flax.py): ii..io kernels (I, H) without bias; hi..ho
+    kernels (H, H) with bias."""
+    return flax_layout.cell_tree(cell)
 
 
 def flax_modules():
@@ -773,13 +760,12 @@ def test_flax_bidirectional_layout():
 # ---------------------------------------------------------------------------
 
 
-def jax_rnn_flat_weights(data: LayerCaseData) -> np.ndarray:
+def jax_rnn_flat_weights(data: CaseData) -> np.ndarray:
     """The flat weight vector of jax.experimental.rnn as its docstring describes cuDNN's packing: per pseudo-layer
     k = l * D + d (forward, then reverse, layer by layer) W_ih (4H, in) then W_hh (4H, H), row-major; then, in the
-    same order, b_ih (4H) then b_hh (4H). Gates i, f, g, o (PyTorch's); the two biases are each half of b."""
-    weights = [w for cell in data.params.cells for w in (cell.W.reshape(4 * H, -1).ravel(), cell.U.reshape(-1))]
-    biases = [b for cell in data.params.cells for b in (cell.b.reshape(-1) * 0.5, cell.b.reshape(-1) * 0.5)]
-    return np.concatenate(weights + biases)
+    same order, b_ih (4H) then b_hh (4H). Gates i, f, g, o (PyTorch's); the two biases are each half of b
+    (backends/layouts/jax_rnn.py)."""
+    return jax_rnn_layout.FLAT_WEIGHTS.to_native(data.params, data.layer)["weights"]
 
 
 def jax_rnn():
@@ -789,7 +775,7 @@ def jax_rnn():
     return rnn
 
 
-def jax_lstm_ref(data: LayerCaseData, lengths):
+def jax_lstm_ref(data: CaseData, lengths):
     """lstm_ref (batch-major) on the case with the flat weights unpacked by jax's own unpack_lstm_weights; float64."""
     rnn = jax_rnn()
     import jax
@@ -870,32 +856,33 @@ def test_jax_rnn_lstm_is_cudnn_only():
 # ---------------------------------------------------------------------------
 
 
-def onnx_model(data: LayerCaseData, dtype, *, layout=0, lengths=False, **attributes):
-    """One ONNX LSTM node (opset 14) for the case's single layer, direction from its config."""
+def onnx_model(data: CaseData, dtype, *, layout=0, lengths=False, **attributes):
+    """One ONNX LSTM node (opset 14) for the case's single layer, direction from its config, its W, R and B named as
+    the ONNX layout names node 0's (backends/layouts/onnx.py); in ``layout`` 1 its raw batch-major shapes."""
     from onnx import TensorProto, helper
 
     elem = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}[np.dtype(dtype)]
     D = data.case.D
+    W, R, Bias = (onnx_layout.weight_name(0, t) for t in ("W", "R", "B"))
     state = [D, B, H] if layout == 0 else [B, D, H]
     inputs = [helper.make_tensor_value_info("X", elem, [T, B, I] if layout == 0 else [B, T, I]),
-              helper.make_tensor_value_info("W", elem, [D, 4 * H, I]), helper.make_tensor_value_info("R", elem, [D, 4 * H, H]),
-              helper.make_tensor_value_info("B", elem, [D, 8 * H]), helper.make_tensor_value_info("initial_h", elem, state),
+              helper.make_tensor_value_info(W, elem, [D, 4 * H, I]), helper.make_tensor_value_info(R, elem, [D, 4 * H, H]),
+              helper.make_tensor_value_info(Bias, elem, [D, 8 * H]), helper.make_tensor_value_info("initial_h", elem, state),
               helper.make_tensor_value_info("initial_c", elem, state)]
-    names = ["X", "W", "R", "B", "", "initial_h", "initial_c"]
+    names = ["X", W, R, Bias, "", "initial_h", "initial_c"]
     if lengths:
         inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [B]))
         names[4] = "sequence_lens"
-    node = helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], hidden_size=H, direction=data.config.direction,
+    node = helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], hidden_size=H, direction=data.layer.direction,
                             layout=layout, **attributes)
     outputs = [helper.make_tensor_value_info(n, elem, None) for n in ("Y", "Y_h", "Y_c")]
-    opsets = [helper.make_opsetid("", onnx_lstm.OPSET)]
+    opsets = [helper.make_opsetid("", onnx_graphs.OPSET)]
     return helper.make_model(helper.make_graph([node], "lstm", inputs, outputs), opset_imports=opsets,
                              ir_version=helper.find_min_ir_version_for(opsets))
 
 
-def onnx_feeds(data: LayerCaseData, *, layout=0, lengths=False) -> dict[str, np.ndarray]:
-    per_direction = [onnx_lstm.to_onnx(cell) for cell in data.params.cells]
-    feeds = {name: np.concatenate([w[name] for w in per_direction]) for name in ("W", "R", "B")}
+def onnx_feeds(data: CaseData, *, layout=0, lengths=False) -> dict[str, np.ndarray]:
+    feeds = onnx_layout.LSTM_NODES.to_native(data.params, data.layer)
     if layout == 0:
         feeds.update(X=data.x, initial_h=data.h0, initial_c=data.c0)
     else:
@@ -947,7 +934,7 @@ def test_onnx_reference_ignores_the_attribute(attribute):
     pytest.importorskip("onnx", reason=ONNX_HINT)
     name, options = {
         "sequence_lens": ("bidirectional-lengths", {"lengths": True}),
-        "clip": ("onnx-gate-clip", {"clip": CASES["onnx-gate-clip"].config.gate_clip}),
+        "clip": ("onnx-gate-clip", {"clip": CASES["onnx-gate-clip"].layer.gate_clip}),
         "input_forget": ("onnx-coupled", {"input_forget": 1}),
     }[attribute]
     data = case_data(name)

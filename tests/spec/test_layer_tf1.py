@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spec.layer_cases import layer_case_by_name, make_layer_case_data
-from tests.spec.test_layer_references import TORCH_ATOL, TORCH_RTOL, compare, layer_data
+from backends.layouts import tf1 as tf1_layout
+from spec.params import LayerParams
+from tests.spec.test_layer_references import TORCH_ATOL, TORCH_RTOL, compare, gradient_entries, layer_data
 
 TF1_HINT = ("TF1's LSTMCell is the reference for proj_clip and lengths of 0; pip install --no-deps "
             "tf-keras==<your TensorFlow's version> (and tensorflow-cpu)")
 #: Single layers with each clip, a bidirectional layer with lengths 0, 1 and T, and two stacks of everything TF1 has.
-TF1_CASES = ("proj-clip", "cell-clip", "lengths", "lstmp-stack", "medium")
+TF1_CASES = ("proj-clip", "cell-clip", "lengths", "lstmp-stack", "medium-combined")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,6 +44,12 @@ def tf1_available() -> bool:
 def skip_without_tf1() -> None:
     if not tf1_available():
         pytest.skip(TF1_HINT)
+
+
+def below_cell(variable, cell_name: str) -> str:
+    """A TF1 cell variable's name below its cell's scope ('kernel', 'bias', 'w_i_diag', 'projection/kernel'): where
+    the TF1 layout (backends/layouts/tf1.py) keeps it under any scope."""
+    return variable.name.rsplit(f"/{cell_name}/", 1)[1].removesuffix(":0")
 
 
 def _run_in_tf1(names: list[str], folder: str) -> None:
@@ -56,22 +63,22 @@ def _run_case_in_tf1(name: str, out: str) -> None:
     import tensorflow as tf
 
     tf1 = tf.compat.v1
-    data = make_layer_case_data(layer_case_by_name(name))
-    case, config = data.case, data.config
-    H, P, D = case.H, case.P, case.D
-    order = [0, 2, 1, 3]  # TF1's kernel columns: i, j (= g), f, o
+    data = layer_data(name)
+    case, config = data.case, data.layer
+    H, D = case.H, case.D
     graph = tf.Graph()
     with graph.as_default():
         x = tf.constant(data.x)
         h0, c0 = tf.constant(data.h0), tf.constant(data.c0)
         lengths = None if data.lengths is None else tf.constant(data.lengths.astype(np.int32))
-        layer_input, ys, states, cells = x, [], [], []
+        layer_input, ys, states, cells, names = x, [], [], [], []
         for l in range(case.L):
             made = [tf1.nn.rnn_cell.LSTMCell(H, use_peepholes=config.peephole, cell_clip=config.cell_clip,
                                              num_proj=config.proj_size, proj_clip=config.proj_clip,
                                              forget_bias=config.forget_bias, dtype=tf.float64, name=f"l{l}d{d}")
                     for d in range(D)]
             cells += made
+            names += [f"l{l}d{d}" for d in range(D)]
             initial = [tf1.nn.rnn_cell.LSTMStateTuple(c0[l * D + d], h0[l * D + d]) for d in range(D)]
             if config.direction == "bidirectional":
                 outputs, finals = tf1.nn.bidirectional_dynamic_rnn(
@@ -92,40 +99,20 @@ def _run_case_in_tf1(name: str, out: str) -> None:
         variables = [v for cell in cells for v in cell.variables]
         gradients = tf.gradients(loss, [x, h0, c0] + variables)
         assigns = []
-        for k, cell in enumerate(cells):
-            p = data.params.cells[k]
-            for v in cell.variables:
-                if "projection" in v.name:
-                    value = p.W_hr.T
-                elif v.name.endswith("kernel:0"):
-                    value = np.concatenate([p.W[order].transpose(2, 0, 1).reshape(p.input_size, 4 * H),
-                                            p.U[order].transpose(2, 0, 1).reshape(P, 4 * H)])
-                elif v.name.endswith("bias:0"):
-                    value = p.b[order].reshape(4 * H)
-                else:
-                    value = p.p[["w_i_diag", "w_f_diag", "w_o_diag"].index(v.name.split("/")[-1].split(":")[0])]
-                assigns.append(v.assign(value))
+        for k, cell in enumerate(cells):  # the weights in TF1's layout, under a scope "cell" of our own
+            native = tf1_layout.cell_to_native(data.params.cells[k], "cell")
+            assigns += [v.assign(native[f"cell/{below_cell(v, names[k])}"]) for v in cell.variables]
         with tf1.Session(graph=graph) as session:
             session.run(assigns)
             values = session.run({"y": y, "h_T": h_T, "c_T": c_T, "gradients": gradients})
-    result = {"y": values["y"], "h_T": values["h_T"], "c_T": values["c_T"]}
-    result.update(zip(("grad x", "grad h0", "grad c0"), values["gradients"][:3]))
-    index = 3
-    for k, cell in enumerate(cells):
-        p, prefix = data.params.cells[k], f"grad {data.params.cell_name(k)}"
-        for v in cell.variables:
-            g = values["gradients"][index]
-            index += 1
-            if "projection" in v.name:
-                result[f"{prefix} W_hr"] = g.T
-            elif v.name.endswith("kernel:0"):
-                WU = g.reshape(p.input_size + P, 4, H).transpose(1, 2, 0)[np.argsort(order)]
-                result[f"{prefix} W"], result[f"{prefix} U"] = WU[:, :, : p.input_size], WU[:, :, p.input_size :]
-            elif v.name.endswith("bias:0"):
-                result[f"{prefix} b"] = g.reshape(4, H)[np.argsort(order)]
-            else:
-                result.setdefault(f"{prefix} p", np.zeros((3, H)))[
-                    ["w_i_diag", "w_f_diag", "w_o_diag"].index(v.name.split("/")[-1].split(":")[0])] = g
+    native_gradients = iter(values["gradients"][3:])
+    gradient_cells = []
+    for k, cell in enumerate(cells):  # read back through the layout: it only moves entries, and has no forget bias
+        native = {f"cell/{below_cell(v, names[k])}": next(native_gradients) for v in cell.variables}
+        gradient_cells.append(tf1_layout.cell_from_native(native, "cell", peephole=config.peephole,
+                                                          projection=config.proj_size is not None, forget_bias=0.0))
+    result = {"y": values["y"], "h_T": values["h_T"], "c_T": values["c_T"],
+              **gradient_entries(*values["gradients"][:3], LayerParams(tuple(gradient_cells), D))}
     np.savez(out, **{k: np.ascontiguousarray(v) for k, v in result.items()})
 
 

@@ -1,4 +1,5 @@
-"""Properties of the spec over random shapes, seeds and variants (hypothesis)."""
+"""Properties of the cell's spec (spec.lstm) over random shapes, seeds and variants (hypothesis): cell cases, one
+forward layer with or without peepholes and any forget bias, run through spec.lstm directly (checks.one_cell)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.compare import assert_close
+from contract.compare import assert_close
 from spec import lstm
 from spec.cases import Case, make_case_data
+from spec.layer import LayerConfig
 from spec.params import GATES, LSTMParams
-from tests.spec.checks import check_against_onnx_reference, check_directional_derivative, run_spec
+from tests.spec.checks import check_against_onnx_reference, check_directional_derivative, one_cell, run_spec
 
+#: Cell cases (the cell table's streams, as its own cases).
 cases = st.builds(
     Case,
     name=st.just("hypothesis"),
@@ -19,10 +22,10 @@ cases = st.builds(
     B=st.integers(1, 4),
     I=st.integers(1, 6),
     H=st.integers(1, 6),
-    peephole=st.booleans(),
-    forget_bias=st.one_of(st.just(0.0), st.just(1.0), st.floats(-3, 3)),
+    layer=st.builds(LayerConfig, peephole=st.booleans(), forget_bias=st.one_of(st.just(0.0), st.just(1.0), st.floats(-3, 3))),
     seed=st.integers(0, 2**32 - 1),
     weight_scale=st.floats(0.1, 8.0),
+    cell_streams=st.just(True),
 )
 
 
@@ -47,7 +50,7 @@ def test_forward_matches_onnx_reference(case):
 @given(cases, st.data())
 def test_splitting_the_sequence_changes_nothing(case, data):
     """Running x[:k] and then x[k:] from the state reached equals running x at once."""
-    d = make_case_data(case)
+    d = one_cell(make_case_data(case))
     k = data.draw(st.integers(1, case.T), label="k")
     whole = lstm.forward(d.params, d.x, d.h0, d.c0, forget_bias=d.forget_bias)
     first = lstm.forward(d.params, d.x[:k], d.h0, d.c0, forget_bias=d.forget_bias)
@@ -63,7 +66,7 @@ def test_splitting_the_sequence_changes_nothing(case, data):
 
 @given(cases, st.data())
 def test_batch_rows_are_independent(case, data):
-    d = make_case_data(case)
+    d = one_cell(make_case_data(case))
     row = data.draw(st.integers(0, case.B - 1), label="row")
     whole = lstm.forward(d.params, d.x, d.h0, d.c0, forget_bias=d.forget_bias)
     alone = lstm.forward(
@@ -75,7 +78,7 @@ def test_batch_rows_are_independent(case, data):
 
 @given(cases)
 def test_zero_peepholes_are_the_standard_lstm(case):
-    d = make_case_data(case)
+    d = one_cell(make_case_data(case))
     standard = d.params.without_peepholes()
     zero = LSTMParams(standard.W, standard.U, standard.b, np.zeros((3, case.H)))
     a = lstm.forward(standard, d.x, d.h0, d.c0, forget_bias=d.forget_bias)
@@ -89,7 +92,7 @@ def test_zero_peepholes_are_the_standard_lstm(case):
 
 @given(cases)
 def test_forget_bias_is_a_shift_of_b_f(case):
-    d = make_case_data(case)
+    d = one_cell(make_case_data(case))
     shifted_b = d.params.b.copy()
     shifted_b[GATES.index("f")] += d.forget_bias
     folded = LSTMParams(d.params.W, d.params.U, shifted_b, d.params.p)
@@ -111,7 +114,7 @@ def test_outputs_are_bounded_and_gates_are_probabilities(case):
 @given(cases)
 def test_float32_computes_in_float32_and_agrees_with_float64(case):
     d64 = make_case_data(case, np.float64)
-    d32 = make_case_data(case, np.float32)
+    d32 = make_case_data(case, np.float32)  # run_spec runs each one's cell
     f64, g64 = run_spec(d64)
     f32, g32 = run_spec(d32)
     assert f32.dtype == np.float32 and f32.h_seq.dtype == np.float32 and g32.dtype == np.float32

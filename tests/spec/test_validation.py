@@ -1,14 +1,20 @@
-"""Bad input to the spec: a clear error naming the tensor, what was expected and what was found."""
+"""Bad input to the spec, the cell's (spec.lstm) and the layer's (spec.layer, and the cell's options the layer
+uses): an LSTMInputError naming the tensor or setting, what was expected and what was found. Nothing is cast."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
-from spec import LSTMInputError, LSTMParams, backward, forward
+from spec import LayerConfig, LayerParams, LSTMInputError, LSTMParams, backward, forward, layer, lstm
 from spec.cases import case_by_name, make_case_data
+from tests.spec.checks import one_cell
 
-D = make_case_data(case_by_name("small-peephole"))  # T=4, B=3, I=5, H=4
+D = one_cell(make_case_data(case_by_name("small-peephole")))  # the cell: T=4, B=3, I=5, H=4
+STACK = make_case_data(case_by_name("lstmp-stack"))  # the layer: T=5, B=4, I=3, H=4, P=2, two bidirectional layers
+STACK_CELL = STACK.params.cells[0]
 
 
 def call_forward(**override):
@@ -65,14 +71,6 @@ def test_forward_rejects(override, tensor, fragments):
         call_forward(**override)
 
 
-def test_float32_is_computed_only_when_asked_for():
-    d32 = make_case_data(case_by_name("small-peephole"), np.float32)
-    with expect_error("params", "expected float64", "got float32"):
-        forward(d32.params, d32.x, d32.h0, d32.c0)
-    fwd = forward(d32.params, d32.x, d32.h0, d32.c0, dtype=np.float32)
-    assert fwd.dtype == np.float32 and fwd.h_seq.dtype == np.float32
-
-
 @pytest.mark.parametrize(
     "kwargs, tensor, fragments",
     [
@@ -114,16 +112,196 @@ def test_backward_needs_a_forward_result():
         backward((D.x, D.h0), **D.cotangents())
 
 
-def test_errors_are_value_errors_carrying_what_was_expected_and_found():
+# ---------------------------------------------------------------------------
+# The layer (spec.layer), and the cell's options that only the layer's features use.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, tensor, fragments",
+    [
+        (dict(x=STACK.x[:, :, :2].copy()), "x", ("wrong shape", "(T, B, 3)", "(5, 4, 2)")),
+        (dict(h0=STACK.h0[:2].copy()), "h0", ("wrong shape", "expected (4, 4, 2)", "got (2, 4, 2)")),
+        (dict(h0=np.zeros((4, 4, 4))), "h0", ("wrong shape", "(4, 4, 2)", "(4, 4, 4)")),
+        (dict(c0=np.zeros((4, 4, 2))), "c0", ("wrong shape", "(4, 4, 4)", "(4, 4, 2)")),
+        (dict(x=STACK.x.astype(np.float32)), "x", ("wrong dtype", "float32", "never casts")),
+        (dict(lengths=np.array([5, 2, 6, 4])), "lengths", ("out of range", "0 .. T = 5", "6 at batch row 2")),
+        (dict(lengths=np.array([5, -1, 0, 4])), "lengths", ("out of range", "-1 at batch row 1")),
+        (dict(lengths=np.array([5.0, 2, 0, 4])), "lengths", ("wrong dtype", "integer", "float64")),
+        (dict(lengths=np.array([5, 2, 0])), "lengths", ("wrong shape", "(4,)", "(3,)")),
+        (dict(lengths=[5, 2, 0, 4]), "lengths", ("not a NumPy array", "list")),
+        (dict(lengths=None, mask=np.ones((5, 4))), "mask", ("wrong dtype", "expected bool", "got float64")),
+        (dict(lengths=None, mask=np.ones((4, 5), bool)), "mask", ("wrong shape", "(5, 4)", "(4, 5)")),
+        (dict(mask=np.ones((5, 4), bool)), "lengths", ("given with a mask", "not both")),
+        (dict(config=dataclasses.replace(STACK.layer, proj_size=None)), "params", ("wrong projection size", "None", "2")),
+        (dict(config=dataclasses.replace(STACK.layer, num_layers=1)), "params", ("wrong number of layers", "1", "2")),
+        (dict(config=dataclasses.replace(STACK.layer, direction="forward")), "params", ("wrong number of directions",)),
+        (dict(config=dataclasses.replace(STACK.layer, peephole=False)), "params", ("wrong peephole variant",)),
+        (dict(dtype=np.float32), "params", ("wrong dtype", "expected float32", "got float64")),
+        (dict(config={"num_layers": 2}), "config", ("wrong type", "LayerConfig", "dict")),
+        (dict(params=STACK_CELL), "params", ("wrong type", "LayerParams", "LSTMParams")),
+    ],
+    ids=lambda v: None if isinstance(v, (dict, tuple)) else v,
+)
+def test_layer_forward_rejects(override, tensor, fragments):
+    with expect_error(tensor, *fragments):
+        STACK.forward(**override)
+
+
+@pytest.mark.parametrize(
+    "kwargs, tensor, fragments",
+    [
+        (dict(num_layers=0), "config.num_layers", ("an integer >= 1", "0")),
+        (dict(num_layers=True), "config.num_layers", ("an integer >= 1",)),
+        (dict(direction="backward"), "config.direction", ("forward or reverse or bidirectional", "'backward'")),
+        (dict(proj_size=0), "config.proj_size", ("None or an integer >= 1",)),
+        (dict(peephole=1), "config.peephole", ("True or False",)),
+        (dict(cell_clip=-1.0), "config.cell_clip", ("out of range", "> 0", "-1.0")),
+        (dict(gate_clip=float("inf")), "config.gate_clip", ("out of range", "finite")),
+        (dict(gate_clip="3"), "config.gate_clip", ("wrong type", "str")),
+        (dict(proj_clip=0.5), "config.proj_clip", ("None without a projection",)),
+        (dict(forget_bias=float("nan")), "forget_bias", ("non-finite",)),
+    ],
+    ids=lambda v: None if isinstance(v, (dict, tuple)) else v,
+)
+def test_layer_config_rejects(kwargs, tensor, fragments):
+    with expect_error(tensor, *fragments):
+        LayerConfig(**kwargs)
+
+
+def _cells(**change):
+    cells = list(STACK.params.cells)
+    for k, tensors in change.items():
+        cells[int(k[1:])] = LSTMParams(**{**cells[int(k[1:])].tensors(), **tensors})
+    return tuple(cells)
+
+
+@pytest.mark.parametrize(
+    "make, tensor, fragments",
+    [
+        (lambda: LayerParams(STACK.params.cells[:3], 2), "params.cells", ("wrong count", "multiple of num_directions = 2", "3")),
+        (lambda: LayerParams(STACK.params.cells, 3), "params.num_directions", ("1 or 2", "3")),
+        (lambda: LayerParams((), 1), "params.cells", ("non-empty",)),
+        (lambda: LayerParams((STACK_CELL, "W"), 2), "layer 0 direction 1", ("wrong type", "LSTMParams", "str")),
+        # layer 1 reads both directions of layer 0: D * P = 4 inputs, not P = 2
+        (lambda: LayerParams(_cells(k2=dict(W=STACK_CELL.W[:, :, :2].copy())), 2), "layer 1 direction 0 W",
+         ("wrong input width", "4 (2 direction(s) x 2 outputs of the layer below)", "2")),
+        (lambda: LayerParams(_cells(k1=dict(W=np.zeros((4, 4, 2)))), 2), "layer 0 direction 1 W", ("wrong input width", "3")),
+        (lambda: LayerParams(_cells(k3={"p": None}), 2), "layer 1 direction 1", ("wrong variant", "peephole", "standard")),
+        (lambda: LayerParams(_cells(k1={"W_hr": None, "U": np.zeros((4, 4, 4))}), 2), "layer 0 direction 1",
+         ("wrong projection size", "2", "None")),
+        (lambda: LayerParams(STACK.params.cells[:2] + tuple(c.astype(np.float32) for c in STACK.params.cells[2:]), 2),
+         "layer 1 direction 0", ("wrong dtype", "float64", "float32")),
+    ],
+)
+def test_layer_params_reject(make, tensor, fragments):
+    with expect_error(tensor, *fragments):
+        make()
+
+
+@pytest.mark.parametrize(
+    "tensors, tensor, fragments",
+    [
+        (dict(U=np.zeros((4, 4, 4))), "U", ("wrong shape", "expected (4, 4, 2)", "got (4, 4, 4)")),
+        (dict(W_hr=np.zeros((2, 3))), "W_hr", ("wrong shape", "(P, 4)", "(2, 3)")),
+        (dict(W_hr=STACK_CELL.W_hr.astype(np.float32)), "W_hr", ("wrong dtype", "float64", "float32")),
+    ],
+    ids=lambda v: None if isinstance(v, (dict, tuple)) else v,
+)
+def test_projected_params_reject(tensors, tensor, fragments):
+    with expect_error(tensor, *fragments):
+        LSTMParams(**{**STACK_CELL.tensors(), **tensors})
+
+
+@pytest.mark.parametrize(
+    "kwargs, tensor, fragments",
+    [
+        (dict(gate_clip=0.0), "gate_clip", ("out of range", "> 0")),
+        (dict(cell_clip=True), "cell_clip", ("wrong type", "bool")),
+        (dict(proj_clip=1.0), "proj_clip", ("needs a projection", "W_hr")),
+        (dict(coupled_input_forget=1), "coupled_input_forget", ("True or False", "int")),
+        (dict(mask=np.ones((4, 3), np.int8)), "mask", ("wrong dtype", "bool", "int8")),
+        (dict(mask=np.ones((3, 3), bool)), "mask", ("wrong shape", "(4, 3)", "(3, 3)")),
+    ],
+    ids=lambda v: None if isinstance(v, (dict, tuple)) else v,
+)
+def test_cell_options_reject(kwargs, tensor, fragments):
+    d = one_cell(make_case_data(case_by_name("small")))  # T=4, B=3
+    with expect_error(tensor, *fragments):
+        lstm.forward(d.params, d.x, d.h0, d.c0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "name, bad, fragments",
+    [
+        ("dy", STACK.dy[:, :, :2].copy(), ("wrong shape", "(5, 4, 4)", "(5, 4, 2)")),
+        ("dh_T", STACK.dh_T[:2].copy(), ("wrong shape", "(4, 4, 2)")),
+        ("dc_T", STACK.dc_T.astype(np.float32), ("wrong dtype",)),
+    ],
+)
+def test_layer_backward_rejects(name, bad, fragments):
+    fwd = STACK.forward()
+    cotangents = {**STACK.cotangents(), name: bad}
+    with expect_error(name, *fragments):
+        layer.backward(fwd, **cotangents)
+
+
+def test_layer_backward_needs_a_layer_forward_result():
+    d = one_cell(make_case_data(case_by_name("small")))
+    with expect_error("fwd", "wrong type", "LayerForward"):
+        layer.backward(lstm.forward(d.params, d.x, d.h0, d.c0), STACK.dy, STACK.dh_T, STACK.dc_T)
+
+
+# ---------------------------------------------------------------------------
+# What the cell and the layer share: errors carry their parts, inputs stay unmodified, float32 only when asked.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, parts",
+    [
+        (lambda: forward(D.params, D.x, D.h0[:2].copy(), D.c0), ("h0", "wrong shape", "(3, 4)", "(2, 4)")),
+        (lambda: STACK.forward(lengths=np.array([5, 2, 9, 4])),
+         ("lengths", "out of range", "integers in 0 .. T = 5", "9 at batch row 2")),
+    ],
+    ids=["cell", "layer"],
+)
+def test_errors_are_value_errors_carrying_what_was_expected_and_found(call, parts):
     with pytest.raises(ValueError) as info:
-        call_forward(h0=D.h0[:2].copy())
+        call()
     error = info.value
     assert isinstance(error, LSTMInputError)
-    assert (error.tensor, error.problem, error.expected, error.actual) == ("h0", "wrong shape", "(3, 4)", "(2, 4)")
+    assert (error.tensor, error.problem, error.expected, error.actual) == parts
 
 
-def test_inputs_are_not_modified():
-    before = {k: v.copy() for k, v in {**D.inputs(), **D.params.tensors(), **D.cotangents()}.items()}
-    backward(call_forward(), **D.cotangents())
-    after = {**D.inputs(), **D.params.tensors(), **D.cotangents()}
-    assert all(np.array_equal(before[k], after[k]) for k in before)
+@pytest.mark.parametrize(
+    "given, run",
+    [
+        (lambda: {**D.inputs(), **D.params.tensors(), **D.cotangents()},
+         lambda: backward(forward(D.params, D.x, D.h0, D.c0), **D.cotangents())),
+        (lambda: {**STACK.inputs(), **STACK.params.tensors(), **STACK.cotangents(), "lengths": STACK.lengths},
+         lambda: layer.backward(STACK.forward(), STACK.dy, STACK.dh_T, STACK.dc_T)),
+    ],
+    ids=["cell", "layer"],
+)
+def test_inputs_are_not_modified(given, run):
+    before = {k: v.copy() for k, v in given().items()}
+    run()
+    changed = [k for k, v in given().items() if not np.array_equal(before[k], v)]
+    assert not changed, f"modified: {changed}"
+
+
+def test_float32_is_computed_only_when_asked_for_by_the_cell():
+    d32 = one_cell(make_case_data(case_by_name("small-peephole"), np.float32))
+    with expect_error("params", "expected float64", "got float32"):
+        forward(d32.params, d32.x, d32.h0, d32.c0)
+    fwd = forward(d32.params, d32.x, d32.h0, d32.c0, dtype=np.float32)
+    assert fwd.dtype == np.float32 and fwd.h_seq.dtype == np.float32
+
+
+def test_float32_is_computed_only_when_asked_for_by_the_layer():
+    d32 = make_case_data(STACK.case, np.float32)
+    with expect_error("params", "expected float64", "got float32"):
+        d32.forward(dtype=np.float64)
+    fwd = d32.forward()  # CaseData.forward asks for the data's own dtype
+    assert fwd.dtype == np.float32 and fwd.y.dtype == np.float32 and fwd.h_T.dtype == np.float32

@@ -23,8 +23,7 @@ from spec import (
     save_weights,
     weights_file,
 )
-from spec.cases import case_by_name, make_case_data
-from spec.layer_cases import LAYER_CASES, layer_case_by_name, make_layer_case_data
+from spec.cases import CASES, case_by_name, make_case_data
 from spec.weights_file import (
     LayerWeights,
     layer_metadata_for,
@@ -32,9 +31,10 @@ from spec.weights_file import (
     metadata_for,
     save_layer_weights,
 )
+from tests.spec.checks import one_cell
 
-PEEPHOLE = make_case_data(case_by_name("I-ne-H-peephole")).params  # I=7, H=2
-STANDARD = make_case_data(case_by_name("small")).params  # I=5, H=4
+PEEPHOLE = one_cell(make_case_data(case_by_name("I-ne-H-peephole"))).params  # I=7, H=2
+STANDARD = one_cell(make_case_data(case_by_name("small"))).params  # I=5, H=4
 
 
 @pytest.mark.parametrize("params", [PEEPHOLE, STANDARD, PEEPHOLE.astype(np.float32)], ids=["peephole", "standard", "float32"])
@@ -389,26 +389,26 @@ def test_loaded_params_are_validated_params():
 
 
 def save_case(path, case, dtype=np.float64):
-    params = make_layer_case_data(case, dtype).params
-    save_layer_weights(path, params, direction=case.config.direction, coupled_input_forget=case.config.coupled_input_forget)
+    params = make_case_data(case, dtype).params
+    save_layer_weights(path, params, direction=case.layer.direction, coupled_input_forget=case.layer.coupled_input_forget)
     return params
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda case: case.name)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_layer_round_trip_is_exact(case, dtype, tmp_path):
     path = tmp_path / "w.safetensors"
     params = save_case(path, case, dtype)
     loaded = load_layer_weights(path)
     assert isinstance(loaded, LayerWeights)
-    assert (loaded.direction, loaded.coupled_input_forget) == (case.config.direction, case.config.coupled_input_forget)
+    assert (loaded.direction, loaded.coupled_input_forget) == (case.layer.direction, case.layer.coupled_input_forget)
     assert loaded.params.num_directions == params.num_directions and loaded.params.dtype == np.dtype(dtype)
     assert loaded.params.tensors().keys() == params.tensors().keys()
     for name, tensor in params.tensors().items():
         assert np.array_equal(loaded.params.tensors()[name], tensor), name
     # The file and the run-time settings together give back the case's configuration.
-    runtime = {key: getattr(case.config, key) for key in ("forget_bias", "cell_clip", "gate_clip", "proj_clip", "zero_output_for_mask")}
-    assert loaded.config(**runtime) == case.config
+    runtime = {key: getattr(case.layer, key) for key in ("forget_bias", "cell_clip", "gate_clip", "proj_clip", "zero_output_for_mask")}
+    assert loaded.config(**runtime) == case.layer
 
 
 @pytest.mark.parametrize("name", ["bidirectional", "coupled-stack", "lstmp-stack"])
@@ -416,10 +416,10 @@ def test_tensor_names_say_layer_and_direction(name, tmp_path):
     # A round trip alone would not notice a writer and a reader that swap directions alike.
     from safetensors.numpy import load_file
 
-    case = layer_case_by_name(name)
+    case = case_by_name(name)
     path = tmp_path / "w.safetensors"
     params = save_case(path, case)
-    words = {"forward": ["forward"], "reverse": ["reverse"], "bidirectional": ["forward", "reverse"]}[case.config.direction]
+    words = {"forward": ["forward"], "reverse": ["reverse"], "bidirectional": ["forward", "reverse"]}[case.layer.direction]
     expected = {
         f"layer{l}.{word}.{kind}": tensor
         for l in range(case.L)
@@ -436,7 +436,7 @@ def test_layer_metadata_describes_the_file(tmp_path):
     from safetensors import safe_open
 
     path = tmp_path / "w.safetensors"
-    save_case(path, layer_case_by_name("lstmp-stack"))
+    save_case(path, case_by_name("lstmp-stack"))
     with safe_open(str(path), framework="np") as handle:
         meta = handle.metadata()
     assert meta == {
@@ -456,7 +456,7 @@ def test_layer_metadata_describes_the_file(tmp_path):
 
 
 def test_layer_metadata_without_projection_or_peepholes(tmp_path):
-    params = make_layer_case_data(layer_case_by_name("coupled-stack")).params.astype(np.float32)
+    params = make_case_data(case_by_name("coupled-stack")).params.astype(np.float32)
     params = LayerParams(tuple(cell.without_peepholes() for cell in params.cells))
     meta = layer_metadata_for(params, "reverse", True)
     assert "peephole_gate_order" not in meta
@@ -480,20 +480,20 @@ def test_a_version_1_file_loads_as_a_one_layer_forward_stack(params, tmp_path):
 
 def test_load_weights_refuses_a_version_2_file(tmp_path):
     path = tmp_path / "w.safetensors"
-    save_case(path, layer_case_by_name("one-layer"))  # even one forward layer: the caller asked for a cell
+    save_case(path, case_by_name("one-layer"))  # even one forward layer: the caller asked for a cell
     expect_rejection(path, "metadata 'format_version'", "expected '1'", "got '2'", "spec.load_layer_weights")
 
 
 def test_save_weights_refuses_a_projection(tmp_path):
     # Version 1 has no W_hr: the file would be one that load_weights refuses.
-    cell = make_layer_case_data(layer_case_by_name("projection")).params.cells[0]
+    cell = make_case_data(case_by_name("projection")).params.cells[0]
     with pytest.raises(ValueError, match="save_layer_weights") as info:
         save_weights(tmp_path / "w.safetensors", cell)
     assert info.value.tensor == "params.W_hr"
     assert not (tmp_path / "w.safetensors").exists()
 
 
-BIDI = make_layer_case_data(layer_case_by_name("stacked-bidirectional")).params  # L=2, D=2, I=H=3
+BIDI = make_case_data(case_by_name("stacked-bidirectional")).params  # L=2, D=2, I=H=3
 
 
 @pytest.mark.parametrize(
@@ -520,13 +520,13 @@ def test_save_layer_weights_rejects(params, options, tensor, fragments, tmp_path
 
 def good_file(name):
     """A valid version-2 file's tensors and metadata, to break one thing at a time."""
-    case = layer_case_by_name(name)
-    params = make_layer_case_data(case).params
-    words = {"forward": ["forward"], "reverse": ["reverse"], "bidirectional": ["forward", "reverse"]}[case.config.direction]
+    case = case_by_name(name)
+    params = make_case_data(case).params
+    words = {"forward": ["forward"], "reverse": ["reverse"], "bidirectional": ["forward", "reverse"]}[case.layer.direction]
     tensors = {
         f"layer{k // case.D}.{words[k % case.D]}.{kind}": t for k, cell in enumerate(params.cells) for kind, t in cell.tensors().items()
     }
-    return tensors, layer_metadata_for(params, case.config.direction, case.config.coupled_input_forget)
+    return tensors, layer_metadata_for(params, case.layer.direction, case.layer.coupled_input_forget)
 
 
 # lstmp-stack: I=3, H=4, P=2, peephole, 2 layers, bidirectional. stacked-bidirectional: I=H=P=3, standard, 2

@@ -1,12 +1,17 @@
-"""Training through the conformance contract: any implementation of the suite (backends/, a mutant of
-conformance/mutants.py, a plug-in) as the model's LSTM, with the shared NumPy head.
+"""Training through the contract: any row of the suite (backends/, a mutant of the catalogue
+conformance.mutants, a plug-in) as the model's LSTM, with the shared NumPy head.
 
-Per step: the implementation's ``forward()`` gives h_T; the NumPy head (training/head.py) gives the
-loss and the cotangent dh_T it sends back, with dh_seq = 0 and dc_T = 0 (only the last output reaches
-the loss); the implementation's ``backward()`` gives the LSTM's gradients. Both calls go through the
-contract's checks (backends/base.py), in float32 on the CPU. This is how a non-conformance that only
-the gradients show (TensorFlow's registered BlockLSTMV2 gradient, a backward-only mutant) is trained
-with: its forward is right, so only training can reveal what it costs.
+Per step: the row's ``forward()`` gives h_T; the NumPy head (training/head.py) gives the loss and the
+cotangent dh_T it sends back, with dy = 0 and dc_T = 0 (only the last output reaches the loss); the
+row's ``backward()`` gives the LSTM's gradients. Both calls go through the contract's checks
+(contract/row.py), in float32 on the CPU, the model's LSTM as the contract's one forward layer
+(training.frameworks.LAYER). This is how a non-conformance that only the gradients show (TensorFlow's
+registered BlockLSTMV2 gradient, a backward-only mutant) is trained with: its forward is right, so only
+training can reveal what it costs.
+
+Rows are found by id: the built-in ones through backends.registry (each where it must run); a mutant
+(``mutant/...``) is loaded from the catalogue by name at run time (contract.loading.load_rows), as a plug-in
+is: training does not import the conformance suite.
 """
 
 from __future__ import annotations
@@ -15,65 +20,84 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.base import Config, Implementation
-from spec import LSTMParams
+from backends.registry import row_by_id
+from contract.answers import Cotangents
+from contract.loading import load_rows
+from contract.row import Row
+from contract.vocabulary import Device
+from spec.params import LayerParams, LSTMParams
 from training import head
-from training.frameworks import Framework
+from training.frameworks import LAYER, Framework, described, unavailable
 from training.frameworks.spec_model import SharedStepTrainer
-from training.model import FORGET_BIAS, ModelParams
+from training.model import ModelParams
 
-CONFIG = Config("standard", "float32", "cpu")
+#: The catalogue of mutants, loaded as a plug-in is (``--backend conformance.mutants``).
+MUTANTS = "conformance.mutants"
 
 
-def implementation(implementation_id: str) -> Implementation:
-    """A built-in implementation or a mutant, by id."""
-    if implementation_id.startswith("mutant/"):
-        from conformance.mutants import MUTANTS_BY_ID
-
-        return MUTANTS_BY_ID[implementation_id].implementation()
-    from backends.registry import implementation_by_id
-
-    return implementation_by_id(implementation_id)
+def find_row(row_id: str) -> Row:
+    """A built-in row or a mutant, by id."""
+    if not row_id.startswith("mutant/"):
+        return row_by_id(row_id)
+    rows = {r.id: r for r in load_rows(MUTANTS)}
+    if row_id not in rows:
+        raise KeyError(f"no mutant {row_id!r} in {MUTANTS}; it has: {', '.join(rows)}")
+    return rows[row_id]
 
 
 @dataclass
 class ContractModel(Framework):
-    """The model with ``implementation_id``'s LSTM, trained through forward() and backward()."""
+    """The model with row ``row_id``'s LSTM, trained through forward() and backward()."""
 
-    implementation_id: str = ""
+    row_id: str = ""
     id: str = ""
     group: str = "numpy"
     description: str = ""
     own_optimizer: str = "none: trained with the shared step only"
 
     def __post_init__(self):
-        self.id = self.id or f"contract:{self.implementation_id}"
-        self._implementation = None
+        self.id = self.id or f"contract:{self.row_id}"
+        self._row = None
+
+    @classmethod
+    def of(cls, row: Row) -> ContractModel:
+        """The model with this row (a plug-in's, say) as its LSTM."""
+        model = cls(row_id=row.id)
+        model._row = row
+        return model
 
     @property
-    def impl(self) -> Implementation:
-        if self._implementation is None:
-            self._implementation = implementation(self.implementation_id)
-        return self._implementation
+    def row(self) -> Row:
+        if self._row is None:
+            self._row = find_row(self.row_id)
+        return self._row
 
     def availability(self):
-        return self.impl.availability("cpu")
+        try:
+            return self.row.availability(Device.CPU)
+        except Exception as error:  # noqa: BLE001 - availability never raises: an unknown id is a reason too
+            return unavailable(error)
 
     def environment(self):
-        return {k: str(v) for k, v in self.impl.environment("cpu").items()}
+        return described(self.row.environment(Device.CPU))
+
+    @staticmethod
+    def _zeros(lstm: LSTMParams, x: np.ndarray) -> np.ndarray:
+        """The initial state (one cell, B, H) of zeros."""
+        return np.zeros((1, x.shape[1], lstm.hidden_size), np.float32)
 
     def _h_T(self, lstm: LSTMParams, x: np.ndarray) -> np.ndarray:
-        zeros = np.zeros((x.shape[1], lstm.hidden_size), np.float32)
-        return self.impl.forward(lstm, x, zeros, zeros, forget_bias=FORGET_BIAS, config=CONFIG).h_T
+        zeros = self._zeros(lstm, x)
+        return self.row.forward(LayerParams((lstm,)), x, zeros, zeros, layer=LAYER, device=Device.CPU).h_T[0]
 
     def loss_and_gradients(self, params, x, y):
-        lstm = params.lstm
-        zeros = np.zeros((x.shape[1], lstm.hidden_size), np.float32)
+        lstm, zeros = params.lstm, self._zeros(params.lstm, x)
         out = head.forward(self._h_T(lstm, x), params.Wd, params.bd, y)
         dh_T, dWd, dbd = head.backward(out, params.Wd)
-        cotangents = {"dh_seq": np.zeros((*x.shape[:2], lstm.hidden_size), np.float32), "dh_T": dh_T, "dc_T": zeros}
-        g = self.impl.backward(lstm, x, zeros, zeros, cotangents, forget_bias=FORGET_BIAS, config=CONFIG)
-        return out.loss, ModelParams(LSTMParams(g["W"], g["U"], g["b"]), dWd, dbd)
+        cotangents = Cotangents(np.zeros((*x.shape[:2], lstm.hidden_size), np.float32), dh_T[None], zeros)
+        g = self.row.backward(LayerParams((lstm,)), x, zeros, zeros, cotangents, layer=LAYER, device=Device.CPU)
+        cell = g.params.cells[0]
+        return out.loss, ModelParams(LSTMParams(cell.W, cell.U, cell.b), dWd, dbd)
 
     def logits(self, params, x):
         return self._h_T(params.lstm, x) @ params.Wd.T + params.bd

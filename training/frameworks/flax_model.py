@@ -1,11 +1,11 @@
 """JAX/flax: ``flax.linen.RNN(LSTMCell)`` (time-major) + ``flax.linen.Dense`` and optax's softmax
-cross-entropy, gradients by ``jax.value_and_grad`` under ``jax.jit``; its own optimizer is
-``optax.rmsprop(0.001, decay=0.9)``.
+cross-entropy, gradients by ``jax.value_and_grad``; its own optimizer is ``optax.rmsprop(0.001, decay=0.9)``.
 
-The cell's tree goes in and out through the ``flax/LSTMCell`` adapter's ``to_native`` (the forget
-bias folded into ``hf``'s bias) and ``from_native``, which also maps the gradient tree (a gradient
-has no forget bias to take out). Matrix products are traced under ``jax.default_matmul_precision
-("highest")``, as in the adapter (no TF32 or bf16 passes on a GPU). float32: x64 stays off in this
+The LSTM is the flax rows' module (backends/rows/jax.py, ``flax_stack``: one ``nn.RNN(nn.LSTMCell)`` layer, as
+a flax user writes it), and its tree goes in and out through their layout (backends/layouts/flax.py, ``STACK``:
+the forget bias folded into ``hf``'s bias), which also maps the gradient tree. Every function runs through
+flax's runtime (backends/runtimes/jax.py): jitted, matrix products traced under
+``jax.default_matmul_precision("highest")`` (no TF32 or bf16 passes on a GPU). float32: x64 stays off in this
 process (training/runs.py).
 """
 
@@ -16,82 +16,72 @@ from functools import cache
 
 import numpy as np
 
-from backends.base import fold_forget_bias
-from backends.jax_lstm import MATMUL_PRECISION, FlaxLSTM
-from spec import LSTMParams
-from training.frameworks import Framework, Trainer
-from training.model import FORGET_BIAS, ModelParams
+from backends.layouts.flax import STACK
+from backends.rows.jax import flax_stack
+from backends.runtimes.jax import FLAX, jax, linen
+from contract.runtime import framework_problem, import_framework
+from contract.vocabulary import Device
+from training.frameworks import Framework, Trainer, described, lstm_gradient, model_lstm, native_lstm, unavailable
+from training.model import ModelParams
 from training.optimizer import DECAY, LEARNING_RATE, OWN_RMSPROP
 
-ADAPTER = FlaxLSTM(id="flax/LSTMCell", cell="LSTMCell")
+LAYOUT = STACK
+OPTAX_MISSING = "optax is not installed (pip install 'lstm-conformance[train]')"
+
+
+def optax():
+    return import_framework("optax", OPTAX_MISSING)
 
 
 @cache
 def _functions(hidden_size: int, classes: int):
-    """Jitted logits, loss-and-gradients and own training step for the model's parameter tree."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    class Classifier(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            B = x.shape[1]
-            zeros = jnp.zeros((B, hidden_size), x.dtype)
-            (_, h_T), _ = nn.RNN(nn.LSTMCell(hidden_size, parent=None), time_major=True, return_carry=True, name="rnn")(
-                x, initial_carry=(zeros, zeros)
-            )
-            return nn.Dense(classes, name="dense")(h_T)
-
-    model = Classifier()
-    optimizer = optax.rmsprop(LEARNING_RATE, decay=DECAY)
+    """Logits, loss-and-gradients and the own training step for the model's tree {"lstm": ..., "dense": ...} (each
+    one function object, which the runtime jits once), and the own optimizer."""
+    stack = flax_stack("LSTMCell", hidden_size, 1, "forward", "float32")
+    dense = linen().Dense(classes)
+    j, rms = jax(), optax()
+    optimizer = rms.rmsprop(LEARNING_RATE, decay=DECAY)
 
     def logits(tree, x):
-        with jax.default_matmul_precision(MATMUL_PRECISION):
-            return model.apply({"params": tree}, x)
+        zeros = j.numpy.zeros((x.shape[1], hidden_size), x.dtype)
+        carries, _ = stack.apply({"params": tree["lstm"]}, x, [(zeros, zeros)], None)  # the carry is (c, h)
+        (_, h_T), = carries
+        return dense.apply({"params": tree["dense"]}, h_T)
 
     def loss(tree, x, y):
-        return optax.softmax_cross_entropy_with_integer_labels(logits(tree, x), y).mean()
+        return rms.softmax_cross_entropy_with_integer_labels(logits(tree, x), y).mean()
 
     def train_step(tree, state, x, y):
-        value, grads = jax.value_and_grad(loss)(tree, x, y)
+        value, grads = j.value_and_grad(loss)(tree, x, y)
         updates, state = optimizer.update(grads, state, tree)
-        return optax.apply_updates(tree, updates), state, value
+        return rms.apply_updates(tree, updates), state, value
 
-    return jax.jit(logits), jax.jit(jax.value_and_grad(loss)), jax.jit(train_step), optimizer
+    return logits, j.value_and_grad(loss), train_step, optimizer
 
 
 def to_tree(params: ModelParams) -> dict:
-    return {
-        "rnn": {"cell": ADAPTER.to_native(params.lstm, FORGET_BIAS)},
-        "dense": {"kernel": np.ascontiguousarray(params.Wd.T), "bias": params.bd.copy()},
-    }
+    tree = {"lstm": native_lstm(LAYOUT, params.lstm),
+            "dense": {"kernel": np.ascontiguousarray(params.Wd.T), "bias": params.bd.copy()}}
+    return FLAX.tree_to_device(tree, Device.CPU)
 
 
-def from_tree(tree, *, gradient: bool) -> ModelParams:
-    cell = {name: {k: np.asarray(v) for k, v in leaves.items()} for name, leaves in tree["rnn"]["cell"].items()}
-    lstm = ADAPTER.from_native(cell)
-    if not gradient:  # the forget bias lives in hf's bias: take it out of b_f
-        lstm = LSTMParams(lstm.W, lstm.U, fold_forget_bias(lstm.b, -FORGET_BIAS))
-    dense = tree["dense"]
-    return ModelParams(lstm, np.ascontiguousarray(np.asarray(dense["kernel"]).T), np.array(dense["bias"]))
+def dense_of(tree) -> tuple[np.ndarray, np.ndarray]:
+    """Wd (C, H) and bd from the dense layer's kernel (H, C) and bias."""
+    return np.ascontiguousarray(np.asarray(tree["dense"]["kernel"]).T), np.array(tree["dense"]["bias"])
 
 
 class FlaxTrainer(Trainer):
     def __init__(self, params: ModelParams):
-        self._logits, _, self._step, optimizer = _functions(params.lstm.hidden_size, params.Wd.shape[0])
-        import jax
-
-        self.tree = jax.device_put(to_tree(params))
+        _, _, self._step, optimizer = _functions(params.lstm.hidden_size, params.Wd.shape[0])
+        self.tree = to_tree(params)
         self.state = optimizer.init(self.tree)
 
     def step(self, x, y) -> float:
-        self.tree, self.state, loss = self._step(self.tree, self.state, x, y)
+        self.tree, self.state, loss = FLAX.run(self._step, self.tree, self.state, x, y)
         return float(loss)
 
     def params(self) -> ModelParams:
-        return from_tree(self.tree, gradient=False)
+        return ModelParams(model_lstm(LAYOUT, self.tree["lstm"]), *dense_of(self.tree))
 
 
 @dataclass
@@ -102,24 +92,23 @@ class FlaxModel(Framework):
     own_optimizer: str = OWN_RMSPROP["flax"]
 
     def availability(self):
-        return ADAPTER.availability("cpu")
+        try:
+            return FLAX.availability(Device.CPU) or framework_problem("optax", OPTAX_MISSING)
+        except Exception as error:  # noqa: BLE001 - availability never raises
+            return unavailable(error)
 
     def environment(self):
-        import flax
-        import jax
-        import optax
-
-        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-                "x64": str(jax.config.read("jax_enable_x64"))}
+        return described({**FLAX.environment(Device.CPU), "optax": optax().__version__})
 
     def loss_and_gradients(self, params, x, y):
         _, value_and_grad, _, _ = _functions(params.lstm.hidden_size, params.Wd.shape[0])
-        loss, grads = value_and_grad(to_tree(params), x, y)
-        return float(loss), from_tree(grads, gradient=True)
+        loss, grads = FLAX.run(value_and_grad, to_tree(params), x, y)
+        lstm = lstm_gradient(LAYOUT, grads["lstm"], params.lstm)
+        return float(loss), ModelParams(lstm, *dense_of(grads))
 
     def logits(self, params, x):
         logits, _, _, _ = _functions(params.lstm.hidden_size, params.Wd.shape[0])
-        return np.asarray(logits(to_tree(params), x))
+        return np.asarray(FLAX.run(logits, to_tree(params), x))
 
     def trainer(self, params):
         return FlaxTrainer(params)

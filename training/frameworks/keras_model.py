@@ -2,11 +2,12 @@
 sparse categorical cross-entropy on logits, gradients by ``tf.GradientTape``; its own optimizer is
 ``keras.optimizers.RMSprop(learning_rate=0.001, rho=0.9)``.
 
-The LSTM's weights go in and out through the Keras rows' layout functions (backends/keras_lstm.py:
-``keras_to_native`` with the forget bias folded into the bias, ``keras_from_native``), which the
-rows also apply to their gradients. Keras fixes its backend at its first import, and TF1's cells
-need ``TF_USE_LEGACY_KERAS=1`` before TensorFlow's: this runs in a process where that is unset and
-``KERAS_BACKEND=tensorflow`` (training/runs.py).
+The LSTM's weights go in and out through the Keras rows' layout (backends/layouts/keras.py, ``LSTM``: every
+variable by its Keras path, the layer named as the layout names layer 0, the forget bias folded into the
+bias), which also maps the gradients back. Keras and TensorFlow come from their runtimes
+(backends/runtimes/keras.py, tensorflow.py: TF32 off). Keras fixes its backend at its first import, and TF1's
+cells need ``TF_USE_LEGACY_KERAS=1`` before TensorFlow's: this runs in a process where that is unset and
+``KERAS_BACKEND=tensorflow`` (training/runs.py), as the ``keras-tensorflow`` rows do.
 """
 
 from __future__ import annotations
@@ -16,59 +17,53 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.base import fold_forget_bias
-from backends.keras_lstm import keras_from_native, keras_to_native
-from backends.registry import implementation_by_id
-from spec import LSTMParams
-from training.frameworks import Framework, Trainer
-from training.model import FORGET_BIAS, ModelParams
+from backends.layouts.keras import LSTM
+from backends.runtimes.keras import KERAS_TENSORFLOW, keras
+from backends.runtimes.tensorflow import tensorflow
+from contract.vocabulary import Device
+from training.frameworks import Framework, Trainer, described, lstm_gradient, model_lstm, native_lstm, unavailable
+from training.model import ModelParams
 from training.optimizer import DECAY, LEARNING_RATE, OWN_RMSPROP
 
-ADAPTER = implementation_by_id("keras-tensorflow/LSTM")
-
-
-def _tf():
-    from backends.keras_lstm import _keras
-    from backends.tensorflow_lstm import _tf
-
-    return _tf(), _keras()
+LAYOUT = LSTM
 
 
 class _Model:
     """A Keras model: (B, T, I) -> LSTM(H) -> Dense(C) logits, float32."""
 
     def __init__(self, params: ModelParams, optimizer: bool = False):
-        tf, keras = _tf()
-        T_any, I, H, C = None, params.lstm.input_size, params.lstm.hidden_size, params.Wd.shape[0]
-        inputs = keras.Input((T_any, I), dtype="float32")
-        self.lstm = keras.layers.LSTM(H, unit_forget_bias=False, dtype="float32")
-        self.dense = keras.layers.Dense(C, dtype="float32")
-        self.model = keras.Model(inputs, self.dense(self.lstm(inputs)))
-        cell = self.lstm.cell
-        self.variables = [cell.kernel, cell.recurrent_kernel, cell.bias, self.dense.kernel, self.dense.bias]
+        # Resolved here, not in the traced functions: AutoGraph would try to convert the imports.
+        self.tf, self.keras = tf, k = tensorflow(), keras()
+        I, H, C = params.lstm.input_size, params.lstm.hidden_size, params.Wd.shape[0]
+        inputs = k.Input((None, I), dtype="float32")
+        self.lstm = k.layers.LSTM(H, unit_forget_bias=False, dtype="float32", name=LAYOUT.layer_name(0))
+        self.dense = k.layers.Dense(C, dtype="float32", name="dense")
+        self.model = k.Model(inputs, self.dense(self.lstm(inputs)))
+        self.lstm_variables = {v.path: v for v in self.lstm.trainable_variables}
         self.load(params)
-        self.optimizer = keras.optimizers.RMSprop(learning_rate=LEARNING_RATE, rho=DECAY) if optimizer else None
+        self.optimizer = k.optimizers.RMSprop(learning_rate=LEARNING_RATE, rho=DECAY) if optimizer else None
         self.gradients = tf.function(self._gradients)
         self.train_step = tf.function(self._train_step)
         self.logits = tf.function(self._logits)
 
     def load(self, params: ModelParams) -> None:
-        native = keras_to_native(params.lstm, FORGET_BIAS)
-        values = [native["kernel"], native["recurrent_kernel"], native["bias"], params.Wd.T, params.bd]
-        for variable, value in zip(self.variables, values):
-            variable.assign(np.ascontiguousarray(value))
+        native = native_lstm(LAYOUT, params.lstm)
+        if set(native) != set(self.lstm_variables):
+            raise RuntimeError(f"Keras' LSTM variables {sorted(self.lstm_variables)} are not the layout's {sorted(native)}")
+        for path, variable in self.lstm_variables.items():
+            variable.assign(native[path])
+        self.dense.kernel.assign(np.ascontiguousarray(params.Wd.T))
+        self.dense.bias.assign(params.bd)
 
     def _logits(self, x):
-        tf, _ = _tf()
-        return self.model(tf.transpose(x, (1, 0, 2)))  # Keras is batch-major
+        return self.model(self.tf.transpose(x, (1, 0, 2)))  # Keras is batch-major
 
     def _loss(self, x, y):
-        tf, keras = _tf()
-        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, self._logits(x), from_logits=True))
+        losses = self.keras.losses.sparse_categorical_crossentropy(y, self._logits(x), from_logits=True)
+        return self.tf.reduce_mean(losses)
 
     def _gradients(self, x, y):
-        tf, _ = _tf()
-        with tf.GradientTape() as tape:
+        with self.tf.GradientTape() as tape:
             loss = self._loss(x, y)
         return loss, tape.gradient(loss, self.model.trainable_variables)
 
@@ -77,17 +72,15 @@ class _Model:
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return loss
 
-    def named_gradients(self, grads) -> ModelParams:
-        by_path = {id(v): g for v, g in zip(self.model.trainable_variables, grads)}
-        kernel, recurrent, bias, dense_kernel, dense_bias = (by_path[id(v)].numpy() for v in self.variables)
-        lstm = keras_from_native({"kernel": kernel, "recurrent_kernel": recurrent, "bias": bias})
-        return ModelParams(lstm, np.ascontiguousarray(dense_kernel.T), dense_bias)
+    def named_gradients(self, params: ModelParams, grads) -> ModelParams:
+        by_path = {v.path: np.asarray(g.numpy()) for v, g in zip(self.model.trainable_variables, grads)}
+        lstm = lstm_gradient(LAYOUT, {path: by_path[path] for path in self.lstm_variables}, params.lstm)
+        return ModelParams(lstm, np.ascontiguousarray(by_path[self.dense.kernel.path].T), by_path[self.dense.bias.path])
 
     def canonical(self) -> ModelParams:
-        kernel, recurrent, bias, dense_kernel, dense_bias = (np.asarray(v.numpy()) for v in self.variables)
-        lstm = keras_from_native({"kernel": kernel, "recurrent_kernel": recurrent, "bias": bias})
-        lstm = LSTMParams(lstm.W, lstm.U, fold_forget_bias(lstm.b, -FORGET_BIAS))  # the forget bias out of b_f
-        return ModelParams(lstm, np.ascontiguousarray(dense_kernel.T), dense_bias.copy())
+        native = {path: np.asarray(v.numpy()) for path, v in self.lstm_variables.items()}
+        return ModelParams(model_lstm(LAYOUT, native), np.ascontiguousarray(np.asarray(self.dense.kernel.numpy()).T),
+                           np.array(self.dense.bias.numpy()))
 
 
 class KerasTrainer(Trainer):
@@ -114,11 +107,14 @@ class KerasModel(Framework):
     def availability(self):
         if os.environ.get("TF_USE_LEGACY_KERAS", "0").lower() in ("1", "true"):
             return "TF_USE_LEGACY_KERAS is set in this process: Keras 3 runs where it is not (training/runs.py)"
-        return ADAPTER.availability("cpu")
+        try:
+            return KERAS_TENSORFLOW.availability(Device.CPU)
+        except Exception as error:  # noqa: BLE001 - availability never raises
+            return unavailable(error)
 
     def environment(self):
-        tf, keras = _tf()
-        return {"tensorflow": tf.__version__, "keras": keras.__version__, "keras_backend": keras.backend.backend()}
+        tf32 = tensorflow().config.experimental.tensor_float_32_execution_enabled()
+        return described({**KERAS_TENSORFLOW.environment(Device.CPU), "tf32": tf32})
 
     def _loaded(self, params):
         if self._model is None:
@@ -130,7 +126,7 @@ class KerasModel(Framework):
     def loss_and_gradients(self, params, x, y):
         model = self._loaded(params)
         loss, grads = model.gradients(x, y)
-        return float(loss), model.named_gradients(grads)
+        return float(loss), model.named_gradients(params, grads)
 
     def logits(self, params, x):
         return np.asarray(self._loaded(params).logits(x))

@@ -1,11 +1,12 @@
 """PyTorch: ``nn.LSTM`` (time-major) + ``nn.Linear`` + ``F.cross_entropy``, gradients by autograd;
 its own optimizer is ``torch.optim.RMSprop(lr=0.001, alpha=0.9)``.
 
-The LSTM's weights go in through the ``torch/nn.LSTM`` adapter's ``to_native`` (b split in half
-between ``bias_ih_l0`` and ``bias_hh_l0``, the forget bias folded into ``bias_ih_l0``) and come back
-through its ``from_native`` (the two biases summed; the forget bias then taken out of b_f again).
-Gradients map back as the adapter maps them (``TorchLSTM._canonical_gradients``): both biases
-receive the same gradient, which is the canonical b's.
+The LSTM's weights go in and out through torch.nn.LSTM's layout (backends/layouts/torch.py, ``NN_LSTM``:
+b split in half between ``bias_ih_l0`` and ``bias_hh_l0``, the forget bias folded into ``bias_ih_l0``; read
+back, the two biases summed and the forget bias taken out of b_f again), and its gradients through the
+layout's transpose: both biases receive the canonical b's gradient (their mean, checked to agree). torch
+comes from its runtime (backends/runtimes/torch.py), which sets the thread count (LSTMC_THREADS) before
+every use, as it does for the conformance rows.
 """
 
 from __future__ import annotations
@@ -14,41 +15,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.base import fold_forget_bias
-from backends.torch_lstm import TorchLSTM, configure
-from spec import LSTMParams
-from training.frameworks import Framework, Trainer
-from training.model import FORGET_BIAS, ModelParams
+from backends.layouts.torch import NN_LSTM
+from backends.runtimes.torch import TORCH, torch
+from contract.vocabulary import Device
+from training.frameworks import Framework, Trainer, described, lstm_gradient, model_lstm, native_lstm, unavailable
+from training.model import ModelParams
 from training.optimizer import DECAY, LEARNING_RATE, OWN_RMSPROP
 
-ADAPTER = TorchLSTM()
-LSTM_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+LAYOUT = NN_LSTM
 
 
-def _torch():
-    import torch
-
-    configure("cpu")
-    return torch
+def prepared():
+    """torch, with this process's numerics set (threads)."""
+    TORCH.prepare(Device.CPU)
+    return torch()
 
 
 class _Model:
     """nn.LSTM + nn.Linear holding canonical parameters (float32, CPU)."""
 
     def __init__(self, params: ModelParams):
-        torch = _torch()
-        H, I = params.lstm.hidden_size, params.lstm.input_size
-        self.lstm = torch.nn.LSTM(I, H)
-        self.dense = torch.nn.Linear(H, params.Wd.shape[0])
+        t = prepared()
+        self.lstm = t.nn.LSTM(params.lstm.input_size, params.lstm.hidden_size)
+        self.dense = t.nn.Linear(params.lstm.hidden_size, params.Wd.shape[0])
         self.load(params)
 
     def load(self, params: ModelParams) -> None:
-        torch = _torch()
-        with torch.no_grad():
-            for name, value in ADAPTER.to_native(params.lstm, FORGET_BIAS).items():
-                getattr(self.lstm, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
-            self.dense.weight.copy_(torch.from_numpy(params.Wd))
-            self.dense.bias.copy_(torch.from_numpy(params.bd))
+        t = prepared()
+        native = native_lstm(LAYOUT, params.lstm)
+        lstm = dict(self.lstm.named_parameters())
+        if set(native) != set(lstm):
+            raise RuntimeError(f"nn.LSTM's parameters {sorted(lstm)} are not the layout's {sorted(native)}")
+        with t.no_grad():
+            for name, value in native.items():
+                lstm[name].copy_(t.from_numpy(np.ascontiguousarray(value)))
+            self.dense.weight.copy_(t.from_numpy(params.Wd))
+            self.dense.bias.copy_(t.from_numpy(params.bd))
 
     def parameters(self):
         return [*self.lstm.parameters(), *self.dense.parameters()]
@@ -58,27 +60,23 @@ class _Model:
         return self.dense(h_n[0])
 
     def loss(self, x, y):
-        torch = _torch()
-        return torch.nn.functional.cross_entropy(self.logits(x), y)
+        return torch().nn.functional.cross_entropy(self.logits(x), y)
 
     def canonical(self) -> ModelParams:
-        native = {name: getattr(self.lstm, name).detach().numpy() for name in LSTM_NAMES}
-        lstm = ADAPTER.from_native(native)
-        # from_native folds the forget bias carried in bias_ih_l0 into b_f; the canonical b is without it.
-        lstm = LSTMParams(lstm.W, lstm.U, fold_forget_bias(lstm.b, -FORGET_BIAS))
-        return ModelParams(lstm, self.dense.weight.detach().numpy().copy(), self.dense.bias.detach().numpy().copy())
+        native = {name: p.detach().numpy() for name, p in self.lstm.named_parameters()}
+        return ModelParams(model_lstm(LAYOUT, native), self.dense.weight.detach().numpy().copy(),
+                           self.dense.bias.detach().numpy().copy())
 
 
 class TorchTrainer(Trainer):
     def __init__(self, params: ModelParams):
-        torch = _torch()
         self.model = _Model(params)
-        self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=LEARNING_RATE, alpha=DECAY)
+        self.optimizer = torch().optim.RMSprop(self.model.parameters(), lr=LEARNING_RATE, alpha=DECAY)
 
     def step(self, x, y) -> float:
-        torch = _torch()
+        t = prepared()
         self.optimizer.zero_grad()
-        loss = self.model.loss(torch.from_numpy(x), torch.from_numpy(y))
+        loss = self.model.loss(t.from_numpy(x), t.from_numpy(y))
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
@@ -98,12 +96,13 @@ class TorchModel(Framework):
         self._model = None
 
     def availability(self):
-        return ADAPTER.availability("cpu")
+        try:
+            return TORCH.availability(Device.CPU)
+        except Exception as error:  # noqa: BLE001 - availability never raises
+            return unavailable(error)
 
     def environment(self):
-        torch = _torch()
-        return {"torch": torch.__version__, "threads": str(torch.get_num_threads()),
-                "mkldnn": str(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)}
+        return described(TORCH.environment(Device.CPU))
 
     def _loaded(self, params):
         if self._model is None:
@@ -113,22 +112,20 @@ class TorchModel(Framework):
         return self._model
 
     def loss_and_gradients(self, params, x, y):
-        torch = _torch()
+        t = prepared()
         model = self._loaded(params)
         for p in model.parameters():
             p.grad = None
-        loss = model.loss(torch.from_numpy(x), torch.from_numpy(y))
+        loss = model.loss(t.from_numpy(x), t.from_numpy(y))
         loss.backward()
-        native = {name: getattr(model.lstm, name).grad.numpy() for name in LSTM_NAMES}
-        # The adapter's own mapping of nn.LSTM's gradients (it also checks that both biases got the same one).
-        g = ADAPTER._canonical_gradients(params.lstm, native)
-        lstm = LSTMParams(g["W"].copy(), g["U"].copy(), g["b"].copy())
+        native = {name: p.grad.numpy() for name, p in model.lstm.named_parameters()}
+        lstm = lstm_gradient(LAYOUT, native, params.lstm)
         return float(loss.detach()), ModelParams(lstm, model.dense.weight.grad.numpy().copy(), model.dense.bias.grad.numpy().copy())
 
     def logits(self, params, x):
-        torch = _torch()
-        with torch.no_grad():
-            return self._loaded(params).logits(torch.from_numpy(x)).numpy().copy()
+        t = prepared()
+        with t.no_grad():
+            return self._loaded(params).logits(t.from_numpy(x)).numpy().copy()
 
     def trainer(self, params):
         return TorchTrainer(params)
