@@ -1,0 +1,258 @@
+r"""The LSTM under a precision policy: what a bfloat16 or float16 LSTM computes, exactly, in NumPy.
+
+A half-precision LSTM is not one computation. Where a kernel rounds to the half type (its *storage points*),
+what it accumulates its products in and what it keeps its cell state in differ between the kernels people ship,
+and each choice has its own error. A *policy* names those choices; this module evaluates equations (1)-(6) of
+:mod:`spec.lstm` under each, rounding with round-to-nearest-even (``r(a)`` below: ``a`` cast to the half type and
+back; ml_dtypes for bfloat16, NumPy for float16) at exactly the policy's storage points, and computing everything
+else in float32. The data (x, h0, c0, W, U, b, p) are half values already: the suite rounds a case's data once
+and gives every implementation, and this module, the same.
+
+    HALF_STORAGE        "half-storage-float32-accumulation" (cuDNN, oneDNN): the products W x_t and U h_{t-1}
+                        accumulate in float32; gates, c_t and h_t are computed in float32; the step's results
+                        are stored in half:  c_t <- r(c_t),  h_t <- r(o_t * tanh(c_t))  (h from the float32 c_t).
+    EVERY_OPERATION     "half-every-operation" (a naive half kernel, and what eager frameworks do op by op): each
+                        product's float32 accumulation is rounded, and so is the result of every later operation:
+                        z = r(r(r(W x) + r(U h)) + b),  i = r(sigma(r(z_i + r(p_i * c)))),  c_t = r(r(f * c) + r(i * g)),
+                        h_t = r(o * r(tanh(c_t))).
+    FLOAT32_CELL_STATE  "float32-cell-state": HALF_STORAGE, except that c_t is kept in float32 from step to step
+                        (only h_t, the outputs and the final c_T are stored in half).
+    MIXED               "mixed-precision" (Keras' mixed_bfloat16 / mixed_float16, flax dtype=half with
+                        param_dtype=float32, torch.autocast): float32 parameters cast to half where they are used,
+                        then EVERY_OPERATION's arithmetic. On the suite's data (parameters that are half values)
+                        the cast is exact, so its forward is EVERY_OPERATION's; the policies differ in what the
+                        backward pass keeps (float32 parameter gradients).
+    TF32                "tf32-products" (GPUs' default for float32 products in JAX and TensorFlow; PyTorch's
+                        allow_tf32 for cuDNN): float32 storage and arithmetic, but every product's operands are
+                        rounded to TF32 (float32's exponent, a 10-bit mantissa) before a float32 accumulation.
+
+None of these accumulates products in the half type: a kernel that does is outside every policy (a mistake the
+suite must catch, :data:`Accumulation.HALF`).
+
+**Equally valid evaluations.** A policy fixes the storage points, not the order in which a float32 accumulation
+adds its terms, nor whether a gate's elementwise work is fused (one rounding at its end) or done op by op. Those
+choices move the result by amounts of the order of the rounding itself; the bounds the suite judges a policy by
+are derived from the spread of these evaluations (:class:`Evaluation`; conformance/half_bounds.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from spec.lstm import sigmoid
+from spec.params import LSTMParams
+
+__all__ = ["Accumulation", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "check_policy_dtype", "forward", "round_to",
+           "round_to_tf32", "ulp"]
+
+
+class Policy(str, Enum):
+    HALF_STORAGE = "half-storage-float32-accumulation"
+    EVERY_OPERATION = "half-every-operation"
+    FLOAT32_CELL_STATE = "float32-cell-state"
+    MIXED = "mixed-precision"
+    TF32 = "tf32-products"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: object, what: str = "policy") -> Policy:
+        """``value`` as a policy, or a ValueError naming ``what``, the value and the policies."""
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(p.value for p in cls)
+            raise ValueError(f"{what}: unknown precision policy {value!r}; the policies are {names}") from None
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        """The dtypes a row under this policy stores its data in."""
+        return ("float32",) if self is Policy.TF32 else HALF_TYPES
+
+    @property
+    def rounds_every_operation(self) -> bool:
+        return self in (Policy.EVERY_OPERATION, Policy.MIXED)
+
+
+class Accumulation(str, Enum):
+    """How a product's sum over its inner dimension is carried out."""
+
+    BLAS = "blas"  # NumPy's float32 matmul (the machine's BLAS: its own blocking, FMA where it has it)
+    EXACT = "exact"  # the sum computed in float64 and rounded once to float32: the best float32 accumulation
+    BLOCKED_REVERSE = "blocked-reverse"  # float32 partial sums over blocks of 8 terms, the blocks added last to first
+    HALF = "half"  # every partial sum rounded to the half type: outside every policy (a mistake)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One way to carry out a policy: the accumulation of the products, whether a gate's elementwise work is fused
+    (EVERY_OPERATION and MIXED round once per gate instead of after each operation), where the bias is added, and the
+    rounding mode (``truncate``: toward zero instead of to nearest even, a mistake)."""
+
+    accumulation: Accumulation = Accumulation.BLAS
+    fused: bool = False
+    truncate: bool = False
+    #: Where b is added: after the two products (AFTER), inside the input product's accumulation, r(W x + b) (INPUT),
+    #: or half inside each, r(W x + b/2) + r(U h + b/2) (SPLIT: PyTorch's two biases, each in its linear)
+    bias: str = "after"
+
+
+STANDARD = Evaluation()
+
+#: The half types, by the names the project's vocabulary gives them (contract.vocabulary.Dtype).
+HALF_TYPES = ("bfloat16", "float16")
+
+
+def check_policy_dtype(policy: object, dtype: object) -> Policy:
+    """The policy, when it is one and holds data of ``dtype``; else a ValueError saying which dtypes it holds."""
+    policy = Policy.parse(policy)
+    if str(dtype) not in policy.dtypes:
+        raise ValueError(f"precision policy {policy.value!r} holds {' or '.join(policy.dtypes)} data, not {dtype!r}")
+    return policy
+
+
+def _half_dtype(half: str) -> np.dtype:
+    if half == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    if half == "float16":
+        return np.dtype(np.float16)
+    raise ValueError(f"half type: expected bfloat16 or float16, got {half!r}")
+
+
+def _mantissa_bits(half: str) -> int:  # after the leading one
+    return {"bfloat16": 7, "float16": 10}[half]
+
+
+def round_to(a: np.ndarray, half: str, *, truncate: bool = False) -> np.ndarray:
+    """``a`` (float32) rounded to the half type, as float32: round-to-nearest-even, or toward zero with ``truncate``.
+
+    Values beyond the half type's range become inf, as a cast does; callers check their data first."""
+    a = np.asarray(a, np.float32)
+    with np.errstate(over="ignore"):
+        nearest = a.astype(_half_dtype(half))
+    if truncate:  # where rounding to nearest went away from zero, the neighbour toward zero
+        away = np.abs(nearest.astype(np.float32)) > np.abs(a)
+        nearest = np.where(away, np.nextafter(nearest, np.zeros_like(nearest)), nearest)
+    return nearest.astype(np.float32)
+
+
+def round_to_tf32(a: np.ndarray) -> np.ndarray:
+    """``a`` (float32) with its mantissa rounded to 10 bits, to nearest even: the operands a TF32 product sees."""
+    bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    keep = bits >> 13
+    rest = bits & 0x1FFF
+    round_up = (rest > 0x1000) | ((rest == 0x1000) & (keep & 1 == 1))
+    return ((keep + round_up) << 13).astype(np.uint32).view(np.float32)
+
+
+def ulp(reference: np.ndarray, half: str) -> np.ndarray:
+    """The spacing of the half type at each |reference| (its unit in the last place), at least the spacing at the
+    smallest normal number: the unit a half-type error is counted in."""
+    bits = _mantissa_bits(half)
+    smallest_normal = 2.0**-126 if half == "bfloat16" else 2.0**-14
+    magnitude = np.maximum(np.abs(np.asarray(reference, np.float64)), smallest_normal)
+    _, exponent = np.frexp(magnitude)  # magnitude = m * 2**exponent, m in [0.5, 1)
+    return np.ldexp(1.0, exponent - 1 - bits)
+
+
+def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str) -> np.ndarray:
+    """v @ A^T for A (N, K) and v (B, K), in float32 as ``accumulation`` says."""
+    if accumulation is Accumulation.BLAS:
+        return v @ A.T
+    if accumulation is Accumulation.EXACT:
+        return (v.astype(np.float64) @ A.T.astype(np.float64)).astype(np.float32)
+    K = A.shape[1]
+    terms = v[:, None, :] * A[None, :, :]  # (B, N, K), each product exact in float32 for half operands
+    if accumulation is Accumulation.BLOCKED_REVERSE:
+        partial = [terms[:, :, k : k + 8].sum(axis=2, dtype=np.float32) for k in range(0, K, 8)]
+        total = np.zeros(partial[0].shape, np.float32)
+        for block in reversed(partial):
+            total = total + block
+        return total
+    total = np.zeros(terms.shape[:2], np.float32)  # HALF: every partial sum rounded to the half type
+    for k in range(K):
+        total = round_to(total + terms[:, :, k], half)
+    return total
+
+
+def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, dtype: str, policy: Policy,
+            forget_bias: float = 0.0, evaluation: Evaluation = STANDARD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equations (1)-(6) over x (T, B, I) from (h0, c0) under ``policy``, for one forward layer with or without
+    peepholes. ``dtype`` is the data's: a half type, or float32 for TF32. Every array given must hold values of
+    that dtype (as float32, float64 or the type itself); returns h for every step (T, B, H), h_T and c_T as float32
+    arrays holding what the policy stores."""
+    policy = check_policy_dtype(policy, dtype)
+    half = "bfloat16" if policy is Policy.TF32 else str(dtype)  # TF32 rounds to no half type: never used there
+    data = {"W": params.W, "U": params.U, "b": params.b, "x": x, "h0": h0, "c0": c0}
+    if params.p is not None:
+        data["p"] = params.p
+    arrays = {}
+    for name, value in data.items():
+        value = np.asarray(value).astype(np.float32)
+        stored = value if policy is Policy.TF32 else round_to(value, half)
+        if not np.array_equal(stored, value) or not np.all(np.isfinite(stored)):
+            raise ValueError(f"{name}: the data must be finite {dtype} values (round it once, to nearest even, before "
+                             f"the policy's forward); {np.count_nonzero(stored != value)} elements are not")
+        arrays[name] = value
+    H, I = params.hidden_size, params.input_size
+    W, U, b = arrays["W"].reshape(4 * H, I), arrays["U"].reshape(4 * H, H), arrays["b"].reshape(4 * H)
+    p = arrays.get("p")
+    fb = np.float32(forget_bias)
+    tf32 = policy is Policy.TF32
+    every = policy.rounds_every_operation
+
+    def r(a):
+        return round_to(a, half, truncate=evaluation.truncate)
+
+    def op(a):  # the result of one operation: rounded where the policy rounds every operation, and not fused
+        return r(a) if every and not evaluation.fused else a
+
+    def gate_out(a):  # the end of a gate's elementwise work
+        return r(a) if every else a
+
+    def product(A, v, bias=None):
+        if tf32:
+            result = _product(round_to_tf32(A), round_to_tf32(v), evaluation.accumulation, half)
+        else:
+            result = _product(A, v, evaluation.accumulation, half)
+        if bias is not None:
+            result = result + bias
+        return r(result) if every else result
+
+    if evaluation.bias not in ("after", "input", "split"):
+        raise ValueError(f"Evaluation.bias: expected after, input or split, got {evaluation.bias!r}")
+    input_bias = {"after": None, "input": b, "split": b / 2}[evaluation.bias]
+    recurrent_bias = b / 2 if evaluation.bias == "split" else None
+    h, c = arrays["h0"], arrays["c0"]
+    ys = []
+    for x_t in arrays["x"]:
+        z = op(product(W, x_t, input_bias) + product(U, h, recurrent_bias))
+        if evaluation.bias == "after":
+            z = op(z + b)
+        z = z.reshape(-1, 4, H).transpose(1, 0, 2)  # (4, B, H), gates i, f, g, o
+        z_i, z_f, z_g, z_o = z
+        if p is not None:
+            z_i, z_f = op(z_i + op(p[0] * c)), op(z_f + op(p[1] * c))
+        if forget_bias:
+            z_f = op(z_f + fb)
+        i, f, g = gate_out(sigmoid(z_i)), gate_out(sigmoid(z_f)), gate_out(np.tanh(z_g))
+        c_new = op(op(f * c) + op(i * g))
+        c_new = gate_out(c_new)
+        if p is not None:
+            z_o = op(z_o + op(p[2] * c_new))
+        o = gate_out(sigmoid(z_o))
+        h = op(o * op(np.tanh(c_new)))
+        if tf32:
+            c = c_new
+        else:
+            h = r(h)  # every half policy stores h_t, the step's output
+            c = c_new if policy is Policy.FLOAT32_CELL_STATE else r(c_new)
+        ys.append(h)
+    c_T = c if tf32 else r(c)
+    return np.stack(ys), h, c_T

@@ -1,0 +1,106 @@
+"""The half-type bounds (contract/half_bounds.py): the committed table is what the derivation gives, every half-type
+mistake exceeds a bound of the policy it breaks, and the statistics count what they say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contract import half_bounds
+from spec.precision import HALF_TYPES, Policy
+
+
+@pytest.fixture(scope="module")
+def derived():
+    return half_bounds.derive()
+
+
+def test_the_committed_table_is_the_derivation(derived):
+    """Within 10 %: the BLAS's float32 sums and NumPy's vectorised exp and tanh differ in their last bits between
+    CPUs (AVX2, AVX-512), which can flip a rounding to the half type at some element."""
+    committed = half_bounds.load()
+    settings = ("floor", "factor", "minimum", "beyond_elements", "sample")
+    assert {k: committed.get(k) for k in settings} == {k: derived[k] for k in settings}
+    assert committed["bounds"].keys() == derived["bounds"].keys(), "re-derive it: python -m contract.half_bounds --write"
+    for key, entry in derived["bounds"].items():
+        assert committed["bounds"][key].keys() == entry.keys(), key
+        for s in entry:
+            assert committed["bounds"][key][s]["bound"] == pytest.approx(entry[s]["bound"], rel=0.1, abs=0.01), (
+                f"{key} {s}: re-derive it (python -m contract.half_bounds --write)")
+
+
+@pytest.mark.parametrize("half", HALF_TYPES)
+@pytest.mark.parametrize("mistake", half_bounds.MISTAKES, ids=lambda m: m.name)
+def test_every_half_type_mistake_exceeds_a_bound_of_the_policy_it_breaks(derived, half, mistake):
+    worst = derived["mistakes"][f"{half} {mistake.name}"]
+    assert worst["ratio"] > 2.0, f"{mistake.name} ({mistake.says}) reaches only {worst['ratio']:.2f}x a bound"
+
+
+def test_bounds_sit_at_their_factor_above_what_was_measured_and_never_below_the_minimum(derived):
+    for key, entry in derived["bounds"].items():
+        for s in entry:
+            assert entry[s]["bound"] >= half_bounds.FACTOR[s] * entry[s]["measured"], (key, s)
+            assert entry[s]["bound"] >= half_bounds.MINIMUM[s], (key, s)
+    # A final state of B = 1, H = 4 is judged by its worst element only; medium's 256 by all three statistics.
+    assert set(derived["bounds"]["bfloat16 half-storage-float32-accumulation B1 h_T"]) == {"max"}
+    assert set(derived["bounds"]["float16 float32-cell-state medium c_T"]) == set(half_bounds.STATISTICS)
+
+
+def test_the_statistics_count_errors_in_ulps_at_the_floor_or_above():
+    exact = np.array([1.0, 1.0, 0.0, 0.5])
+    # bfloat16's ulp is 2^-7 at 1, 2^-8 at 0.5, and at the floor 1/16 it is 2^-11 (values below it count at the floor).
+    got = exact + np.array([2.0**-7, 0.0, 3 * 2.0**-11, 2.0**-10])
+    stats = half_bounds.statistics(got, exact, "bfloat16")
+    assert stats == {"max": 3.0, "mean": (1 + 0 + 3 + 0.25) / 4, "beyond": 0.25}
+
+
+def test_a_missing_bound_says_how_to_derive_it():
+    with pytest.raises(KeyError, match="python -m contract.half_bounds --write"):
+        half_bounds.bound("bfloat16", Policy.HALF_STORAGE, "no-such-case", "y")
+    assert set(half_bounds.bound("float16", "half-every-operation", "medium", "y")) == set(half_bounds.STATISTICS)
+
+
+def _torch_lstm_statistics(torch, case, half: str):
+    """torch.nn.LSTM in ``half`` on the case's half data (its two biases each b / 2, as the torch layout splits b):
+    every output tensor's statistics against the exact LSTM on the same data."""
+    from spec import lstm
+
+    params, x, h0, c0, forget_bias = half_bounds.half_data(case, half)
+    dtype, H, I = getattr(torch, half), params.hidden_size, params.input_size
+    b = params.b.copy()
+    b[1] += forget_bias
+    module = torch.nn.LSTM(I, H, dtype=dtype)
+    with torch.no_grad():
+        for name, value in (("weight_ih_l0", params.W.reshape(4 * H, I)), ("weight_hh_l0", params.U.reshape(4 * H, H)),
+                            ("bias_ih_l0", b.reshape(4 * H) / 2), ("bias_hh_l0", b.reshape(4 * H) / 2)):
+            getattr(module, name).copy_(torch.from_numpy(value).to(dtype))
+        x_, h0_, c0_ = (torch.from_numpy(a).to(dtype) for a in (x, h0[None], c0[None]))
+        y, (h_T, c_T) = module(x_, (h0_, c0_))
+    exact = lstm.forward(params, x, h0, c0, forget_bias=forget_bias)
+    return {name: half_bounds.statistics(got.float().numpy().reshape(want.shape), want, half)
+            for name, got, want in zip(half_bounds.OUTPUTS, (y, h_T[0], c_T[0]), (exact.h_seq, exact.h_T, exact.c_T))}
+
+
+@pytest.mark.parametrize("half, onednn, policy", [
+    ("bfloat16", True, Policy.HALF_STORAGE),  # oneDNN's LSTM: where the CPU has bfloat16 support (AVX-512)
+    ("bfloat16", False, Policy.EVERY_OPERATION),  # ATen's own cell, op by op
+    ("float16", False, Policy.EVERY_OPERATION),
+], ids=["bfloat16-onednn", "bfloat16-native", "float16-native"])
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch.backends.mkldnn.flags' own notice
+def test_torch_s_half_lstm_passes_the_bounds_of_the_policy_it_follows(half, onednn, policy):
+    """An implementation the bounds were not derived from, on every case it runs (no peepholes): each path within
+    every bound of the policy its source says it follows (README, "Precision policies")."""
+    torch = pytest.importorskip("torch", reason="needs torch: pip install 'lstm-conformance[torch]'")
+    if onednn and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no oneDNN bfloat16 support (AVX-512): nn.LSTM takes ATen's own cell")
+    worst = (0.0, "")
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        for case in half_bounds.cases():
+            if case.layer.peephole:
+                continue
+            stats = _torch_lstm_statistics(torch, case, half)
+            for tensor in half_bounds.OUTPUTS:
+                for s, limit in half_bounds.bound(half, policy, case.name, tensor).items():
+                    worst = max(worst, (stats[tensor][s] / limit, f"{case.name} {tensor} {s}: {stats[tensor][s]:.3g} "
+                                                                   f"against {limit:.3g}"))
+    assert worst[0] <= 1.0, f"torch.nn.LSTM {half} ({'oneDNN' if onednn else 'native'}) beyond {policy.value}: {worst[1]}"
