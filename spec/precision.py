@@ -83,6 +83,7 @@ class Accumulation(str, Enum):
 
     BLAS = "blas"  # NumPy's float32 matmul (the machine's BLAS: its own blocking, FMA where it has it)
     EXACT = "exact"  # the sum computed in float64 and rounded once to float32: the best float32 accumulation
+    PAIRWISE = "pairwise"  # NumPy's pairwise float32 summation over the inner dimension (the same on every CPU)
     BLOCKED_REVERSE = "blocked-reverse"  # float32 partial sums over blocks of 8 terms, the blocks added last to first
     HALF = "half"  # every partial sum rounded to the half type: outside every policy (a mistake)
 
@@ -161,6 +162,17 @@ def ulp(reference: np.ndarray, half: str) -> np.ndarray:
     return np.ldexp(1.0, exponent - 1 - bits)
 
 
+# The activations' float32 values are the exact ones rounded once (computed in float64): NumPy's own float32 exp and
+# tanh are vectorised differently on AVX2 and AVX-512 CPUs and differ in their last bit, which would make an
+# evaluation, and the bounds derived from it, depend on the machine.
+def _sigmoid32(z: np.ndarray) -> np.ndarray:
+    return sigmoid(z.astype(np.float64)).astype(np.float32)
+
+
+def _tanh32(a: np.ndarray) -> np.ndarray:
+    return np.tanh(a.astype(np.float64)).astype(np.float32)
+
+
 def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str) -> np.ndarray:
     """v @ A^T for A (N, K) and v (B, K), in float32 as ``accumulation`` says."""
     if accumulation is Accumulation.BLAS:
@@ -169,6 +181,8 @@ def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str
         return (v.astype(np.float64) @ A.T.astype(np.float64)).astype(np.float32)
     K = A.shape[1]
     terms = v[:, None, :] * A[None, :, :]  # (B, N, K), each product exact in float32 for half operands
+    if accumulation is Accumulation.PAIRWISE:
+        return terms.sum(axis=2, dtype=np.float32)
     if accumulation is Accumulation.BLOCKED_REVERSE:
         partial = [terms[:, :, k : k + 8].sum(axis=2, dtype=np.float32) for k in range(0, K, 8)]
         total = np.zeros(partial[0].shape, np.float32)
@@ -241,13 +255,13 @@ def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *
             z_i, z_f = op(z_i + op(p[0] * c)), op(z_f + op(p[1] * c))
         if forget_bias:
             z_f = op(z_f + fb)
-        i, f, g = gate_out(sigmoid(z_i)), gate_out(sigmoid(z_f)), gate_out(np.tanh(z_g))
+        i, f, g = gate_out(_sigmoid32(z_i)), gate_out(_sigmoid32(z_f)), gate_out(_tanh32(z_g))
         c_new = op(op(f * c) + op(i * g))
         c_new = gate_out(c_new)
         if p is not None:
             z_o = op(z_o + op(p[2] * c_new))
-        o = gate_out(sigmoid(z_o))
-        h = op(o * op(np.tanh(c_new)))
+        o = gate_out(_sigmoid32(z_o))
+        h = op(o * op(_tanh32(c_new)))
         if tf32:
             c = c_new
         else:
