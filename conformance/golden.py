@@ -11,8 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from safetensors.numpy import save_file
-
+from contract.tensor_files import save_file
 from contract.tolerances import TOLERANCES
 from contract.vectors import FORMAT, FORMAT_VERSION, vector_entry, vector_tensors
 from contract.vocabulary import CONFORMANCE_DTYPES

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load as load_arrays
-from safetensors.numpy import save as save_arrays
 
 from contract.answers import Gradients, Outputs
 from contract.errors import Crashed, NotSupported, ResultError, Unavailable
 from contract.row import Row
+from contract.tensor_files import load as load_arrays
+from contract.tensor_files import save as save_arrays
 from spec.params import LayerParams, LSTMParams
 
 ROOT = Path(__file__).resolve().parents[1]

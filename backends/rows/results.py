@@ -16,12 +16,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
 from contract.answers import gradients_from_names
 from contract.errors import NotSupported, ResultError
 from contract.row import Row
-from contract.vectors import OUTPUTS, GoldenError, fingerprint, gradient_names, read_manifest, weight_names
+from contract.tensor_files import load_file
+from contract.vectors import (
+    OUTPUTS,
+    GoldenError,
+    fingerprint,
+    gradient_names,
+    read_manifest,
+    weight_names,
+)
 from contract.vocabulary import CONFORMANCE_DTYPES, Device, Feature
 from spec.cases import CASES_BY_NAME, Case, CaseData, make_case_data
 
