@@ -26,7 +26,10 @@ ULPS = 1e-14
 
 
 @st.composite
-def layer_cases(draw, clips=True, masks=True):
+def layer_cases(draw, clips=True, masks=True, sequence=None):
+    """Random layer cases; ``sequence`` ("none", "lengths" or "mask") fixes what rows the case has, for a property of
+    lengths alone: drawing it and filtering the rest out threw away two cases in three, which hypothesis' health
+    check fails at random ("filtering out a lot of inputs")."""
     T, B = draw(st.integers(1, 6), label="T"), draw(st.integers(1, 4), label="B")
     H = draw(st.integers(1, 4), label="H")
     proj = draw(st.one_of(st.none(), st.integers(1, H)), label="proj_size")
@@ -44,7 +47,7 @@ def layer_cases(draw, clips=True, masks=True):
         zero_output_for_mask=draw(st.booleans(), label="zero_output_for_mask"),
     )
     lengths = mask = None
-    kind = draw(st.sampled_from(["none", "lengths", "mask"] if masks else ["none"]), label="sequence")
+    kind = sequence or draw(st.sampled_from(["none", "lengths", "mask"] if masks else ["none"]), label="sequence")
     if kind == "lengths":
         lengths = tuple(draw(st.lists(st.integers(0, T), min_size=B, max_size=B), label="lengths"))
     elif kind == "mask":
@@ -274,12 +277,12 @@ def test_stacking_feeds_the_layer_below(case):
     property_stacking_feeds_the_layer_below(case)
 
 
-@given(layer_cases())
+@given(layer_cases(sequence="lengths"))
 def test_lengths_are_each_row_alone_on_its_prefix(case):
     property_lengths_are_each_row_alone_on_its_prefix(case)
 
 
-@given(layer_cases())
+@given(layer_cases(sequence="lengths"))
 def test_lengths_are_a_mask_with_zero_outputs(case):
     property_lengths_are_a_mask_with_zero_outputs(case)
 
