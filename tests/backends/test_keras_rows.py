@@ -282,11 +282,14 @@ def test_without_its_backend_a_row_says_how_to_install_the_backend(backend):
 
 @pytest.mark.parametrize("module", ["tf2onnx", "onnxruntime"])
 def test_without_the_converter_or_onnxruntime_the_export_row_says_how_to_install_it(module):
+    """The blocked module's hint, unless one named before it in NEEDED is missing too (an environment with TensorFlow
+    but not the converter), whose hint comes first; the environment names each missing one."""
     needs(ROWS["keras-tensorflow/LSTM"])
     hint = dict(tf2onnx.NEEDED)[module]
+    missing = [h for m, h in tf2onnx.NEEDED if m == module or importlib.util.find_spec(m) is None]
     answers = in_keras_process("tensorflow", "BACKEND = 'tensorflow'\n" + textwrap.dedent(ROW_AVAILABILITY), blocked=(module,))
     reason, environment = answers[TF2ONNX.id]
-    assert reason == hint
+    assert reason == missing[0]
     assert environment[module] == f"unavailable: {hint}" and environment["keras_backend"] == "tensorflow", environment
 
 
