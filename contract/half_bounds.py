@@ -183,6 +183,35 @@ def derive() -> dict:
             "bounds": bounds, "mistakes": mistakes}
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How close an answer is to one policy's evaluation: the mean and worst distance in ulps (at the floor), over
+    every output tensor, to the nearest of the policy's equally valid evaluations."""
+
+    policy: Policy
+    mean: float
+    worst: float
+
+
+def fits(params: LSTMParams, x, h0, c0, outputs, half: str, *, forget_bias: float = 0.0) -> list[Fit]:
+    """Every half policy's distance to ``outputs`` (y, h_T, c_T) computed on this half data, nearest first: the
+    diagnosis that names the policy an answer follows ("matches half-every-operation, not the half-storage policy it
+    declares")."""
+    found = []
+    for policy in HALF_POLICIES:
+        best = None
+        for evaluation in evaluations(policy):
+            evaluated = forward(params, x, h0, c0, dtype=half, policy=policy, forget_bias=forget_bias,
+                                evaluation=evaluation)
+            distances = [statistics(got, np.asarray(want, np.float64), half) for got, want in zip(outputs, evaluated)]
+            mean = float(np.mean([d["mean"] for d in distances]))
+            worst = float(max(d["max"] for d in distances))
+            if best is None or mean < best.mean:
+                best = Fit(policy, mean, worst)
+        found.append(best)
+    return sorted(found, key=lambda fit: (fit.mean, fit.worst))
+
+
 def load() -> dict:
     """The committed table."""
     return json.loads(TABLE.read_text())

@@ -60,11 +60,9 @@ def test_a_missing_bound_says_how_to_derive_it():
     assert set(half_bounds.bound("float16", "half-every-operation", "medium", "y")) == set(half_bounds.STATISTICS)
 
 
-def _torch_lstm_statistics(torch, case, half: str):
+def _torch_lstm_outputs(torch, case, half: str):
     """torch.nn.LSTM in ``half`` on the case's half data (its two biases each b / 2, as the torch layout splits b):
-    every output tensor's statistics against the exact LSTM on the same data."""
-    from spec import lstm
-
+    y, h_T, c_T as float64 arrays."""
     params, x, h0, c0, forget_bias = half_bounds.half_data(case, half)
     dtype, H, I = getattr(torch, half), params.hidden_size, params.input_size
     b = params.b.copy()
@@ -76,9 +74,18 @@ def _torch_lstm_statistics(torch, case, half: str):
             getattr(module, name).copy_(torch.from_numpy(value).to(dtype))
         x_, h0_, c0_ = (torch.from_numpy(a).to(dtype) for a in (x, h0[None], c0[None]))
         y, (h_T, c_T) = module(x_, (h0_, c0_))
+    return tuple(t.float().numpy().astype(np.float64) for t in (y, h_T[0], c_T[0]))
+
+
+def _torch_lstm_statistics(torch, case, half: str):
+    """Every output tensor's statistics of torch.nn.LSTM against the exact LSTM on the same half data."""
+    from spec import lstm
+
+    params, x, h0, c0, forget_bias = half_bounds.half_data(case, half)
     exact = lstm.forward(params, x, h0, c0, forget_bias=forget_bias)
-    return {name: half_bounds.statistics(got.float().numpy().reshape(want.shape), want, half)
-            for name, got, want in zip(half_bounds.OUTPUTS, (y, h_T[0], c_T[0]), (exact.h_seq, exact.h_T, exact.c_T))}
+    outputs = _torch_lstm_outputs(torch, case, half)
+    return {name: half_bounds.statistics(got, want, half)
+            for name, got, want in zip(half_bounds.OUTPUTS, outputs, (exact.h_seq, exact.h_T, exact.c_T))}
 
 
 @pytest.mark.parametrize("half, onednn, policy", [
@@ -104,3 +111,37 @@ def test_torch_s_half_lstm_passes_the_bounds_of_the_policy_it_follows(half, oned
                     worst = max(worst, (stats[tensor][s] / limit, f"{case.name} {tensor} {s}: {stats[tensor][s]:.3g} "
                                                                    f"against {limit:.3g}"))
     assert worst[0] <= 1.0, f"torch.nn.LSTM {half} ({'oneDNN' if onednn else 'native'}) beyond {policy.value}: {worst[1]}"
+
+
+@pytest.mark.parametrize("half", HALF_TYPES)
+@pytest.mark.parametrize("policy", half_bounds.HALF_POLICIES[:3], ids=lambda p: p.value)
+def test_an_answer_is_named_by_the_policy_it_follows(half, policy):
+    """The nearest policy of an evaluation is its own, at distance 0, and the others are measurably further: the
+    diagnosis for a row whose answer fits another policy than the one it declares."""
+    from spec.cases import case_by_name
+    from spec.precision import forward
+
+    params, x, h0, c0, forget_bias = half_bounds.half_data(case_by_name("medium"), half)
+    answer = forward(params, x, h0, c0, dtype=half, policy=policy, forget_bias=forget_bias,
+                     evaluation=half_bounds.evaluations(policy)[-1])
+    nearest, *others = half_bounds.fits(params, x, h0, c0, answer, half, forget_bias=forget_bias)
+    assert nearest.policy is policy and nearest.mean == 0.0
+    assert all(other.mean > 0.05 for other in others if not {other.policy, policy} <= {Policy.EVERY_OPERATION,
+                                                                                          Policy.MIXED}), others
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+def test_torch_s_paths_are_named_by_their_policies():
+    torch = pytest.importorskip("torch", reason="needs torch: pip install 'lstm-conformance[torch]'")
+    from spec.cases import case_by_name
+
+    case = case_by_name("medium")
+    paths = [("float16", False, Policy.EVERY_OPERATION), ("bfloat16", False, Policy.EVERY_OPERATION)]
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        paths.append(("bfloat16", True, Policy.HALF_STORAGE))
+    for half, onednn, policy in paths:
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            answer = _torch_lstm_outputs(torch, case, half)
+        params, x, h0, c0, forget_bias = half_bounds.half_data(case, half)
+        nearest = half_bounds.fits(params, x, h0, c0, answer, half, forget_bias=forget_bias)[0]
+        assert nearest.policy in (policy, Policy.MIXED if policy is Policy.EVERY_OPERATION else policy), (half, onednn, nearest)
