@@ -33,6 +33,26 @@ def cudnn_wanted() -> bool | None:
     return value == "1"
 
 
+
+def lstm_cpu_kernels(t) -> dict[str, str]:
+    """Which kernel nn.LSTM takes on this CPU, per dtype, by the rule aten/src/ATen/native/RNN.cpp (use_mkldnn)
+    applies: oneDNN's fused LSTM where oneDNN is enabled and supports the dtype here (bfloat16 needs AVX-512 or
+    AVX-NE-CONVERT; float16, inference only, AVX-512 FP16 or AVX-NE-CONVERT), else ATen's own cell; packed sequences
+    and projections always take ATen's cell. The policy a half LSTM follows depends on it (README, Precision
+    policies)."""
+    enabled = t.backends.mkldnn.is_available() and t.backends.mkldnn.enabled
+    supports = {"float32": True}
+    for dtype, check in (("bfloat16", "_is_mkldnn_bf16_supported"), ("float16", "_is_mkldnn_fp16_supported")):
+        try:
+            supports[dtype] = bool(getattr(t.ops.mkldnn, check)())
+        except (AttributeError, RuntimeError):
+            supports[dtype] = False
+    kernels = {dtype: "oneDNN" if enabled and ok else "ATen" for dtype, ok in supports.items()}
+    if kernels["float16"] == "oneDNN":
+        kernels["float16"] = "oneDNN without gradients, ATen with them"
+    kernels["packed sequences, projections"] = "ATen"
+    return kernels
+
 class TorchRuntime(Runtime):
     name = "torch"
 
@@ -55,6 +75,12 @@ class TorchRuntime(Runtime):
             t.backends.cudnn.allow_tf32 = False
             if (cudnn := cudnn_wanted()) is not None:
                 t.backends.cudnn.enabled = cudnn
+        else:
+            # oneDNN's knob that makes a *float32* LSTM compute its products in bfloat16 (or TF32) on CPUs that can
+            # (PR #126051): pinned to full float32, so that a float32 row is judged as float32.
+            rnn = getattr(getattr(t.backends.mkldnn, "rnn", None), "fp32_precision", None)
+            if rnn is not None and rnn != "ieee":
+                t.backends.mkldnn.rnn.fp32_precision = "ieee"
 
     def environment(self, device: str) -> dict[str, object]:
         t = torch()
@@ -83,6 +109,9 @@ class TorchRuntime(Runtime):
             env.update(cuda=t.version.cuda, cudnn=t.backends.cudnn.version(), cudnn_enabled=t.backends.cudnn.enabled)
         else:
             env["mkldnn"] = t.backends.mkldnn.is_available() and t.backends.mkldnn.enabled
+            env["lstm_cpu_kernels"] = lstm_cpu_kernels(t)
+            if (rnn := getattr(getattr(t.backends.mkldnn, "rnn", None), "fp32_precision", None)) is not None:
+                env["mkldnn_rnn_fp32_precision"] = rnn
         return env
 
     def to_device(self, array: np.ndarray, device: str):

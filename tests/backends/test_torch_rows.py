@@ -456,3 +456,24 @@ def test_the_timed_pass_is_resident_and_computes_the_layer(row, dtype, gradients
             np.testing.assert_array_equal(value, answer[name].astype(np.float64), err_msg=name)
     else:
         check(got, timed_reference(d, gradients), dtype)
+
+
+def test_the_cpu_environment_names_the_lstm_kernel_per_dtype_and_pins_onednn_s_float32_knob():
+    """Which kernel nn.LSTM takes decides the policy of a half LSTM (oneDNN: half-storage; ATen: every operation), so
+    the environment records it; and oneDNN's fp32_precision knob, which would make a float32 LSTM compute in
+    bfloat16, is pinned to full float32 before any float32 row runs."""
+    torch = pytest.importorskip("torch", reason="needs torch: pip install 'lstm-conformance[torch]'")
+    from backends.runtimes.torch import TORCH
+
+    previous = torch.backends.mkldnn.rnn.fp32_precision
+    try:
+        torch.backends.mkldnn.rnn.fp32_precision = "bf16"
+        env = TORCH.environment("cpu")
+        assert torch.backends.mkldnn.rnn.fp32_precision == "ieee" and env["mkldnn_rnn_fp32_precision"] == "ieee"
+    finally:
+        torch.backends.mkldnn.rnn.fp32_precision = previous
+    kernels = env["lstm_cpu_kernels"]
+    assert kernels["packed sequences, projections"] == "ATen"
+    assert kernels["bfloat16"] == ("oneDNN" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "ATen")
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert set(TORCH.environment("cpu")["lstm_cpu_kernels"].values()) == {"ATen"}
