@@ -37,7 +37,7 @@ import numpy as np
 from contract.answers import Cotangents, Gradients, Outputs, check_inputs, checked_gradients, checked_outputs
 from contract.errors import NotSupported, Unavailable
 from contract.layout import CANONICAL, Layout
-from contract.runtime import NUMPY, Runtime
+from contract.runtime import ISA_FLAGS, NUMPY, Runtime, cpu_features
 from contract.timing import TimedPass, Timing, through_numpy
 from contract.vocabulary import (
     ARCHITECTURE,
@@ -60,7 +60,10 @@ class KnownFailure:
     """A documented non-conformance, with its upstream reason: the suite runs it as a strict xfail (one that starts
     passing fails the run), the benchmark refuses to time it. ``None`` in dtype or device means every one; it is
     narrowed to the cases that use all of ``features`` (where the upstream bug lives, e.g. empty_sequences) and,
-    where a feature is too coarse, to the named ``cases``."""
+    where a feature is too coarse, to the named ``cases``; and, for a failure that depends on the machine, to CPUs
+    that lack every one of ``cpu_lacks`` (contract.runtime.ISA_FLAGS names: oneDNN refusing float16 on a CPU
+    without "avx512_fp16", "avx_ne_convert" or "amx_fp16"), so that its strict xfail never turns red on the other
+    machine kind."""
 
     reason: str
     kinds: tuple[Kind, ...] = (Kind.OUTPUTS, Kind.GRADIENTS)
@@ -68,8 +71,13 @@ class KnownFailure:
     device: Device | None = None
     features: frozenset = frozenset()
     cases: tuple[str, ...] | None = None
+    cpu_lacks: tuple[str, ...] = ()
 
     def __post_init__(self):
+        unknown = [flag for flag in self.cpu_lacks if flag not in ISA_FLAGS]
+        if unknown:
+            raise ValueError(f"KnownFailure.cpu_lacks: unknown CPU feature {unknown[0]!r}; the features are "
+                             f"{', '.join(ISA_FLAGS)}")
         object.__setattr__(self, "kinds", tuple(Kind.parse(k, "KnownFailure.kinds") for k in self.kinds))
         object.__setattr__(self, "features", frozenset(Feature.parse(f, "KnownFailure.features") for f in self.features))
         if self.dtype is not None:
@@ -84,6 +92,7 @@ class KnownFailure:
             and self.device in (None, device)
             and self.features <= set(features)
             and (self.cases is None or case in self.cases)
+            and (not self.cpu_lacks or (device == Device.CPU and not set(self.cpu_lacks) & set(cpu_features())))
         )
 
 

@@ -256,3 +256,21 @@ def test_a_row_may_declare_with_plain_class_attributes():
     assert (mine.id, mine.features, mine.gradients) == ("mine/lstm", {Feature.PEEPHOLE}, False)
     assert mine.refusal(dtype="float64", device="cpu", layer=d.layer, gradients=True) == "mine has no backward"
     assert np.array_equal(forward(mine, d).y, spec_forward(d.params, d.x, d.h0, d.c0, d.layer, None, None).y)
+
+
+def test_a_known_failure_that_depends_on_the_cpu_applies_only_where_the_cpu_lacks_the_feature(monkeypatch):
+    """Narrowed to CPUs without any of ``cpu_lacks``: on a CPU with one of them the same result is judged as any other
+    (the strict xfail would otherwise turn red there); a misspelled feature is refused when declared."""
+    from contract import row as row_module
+    from contract.row import KnownFailure
+    from contract.vocabulary import Kind
+
+    known = KnownFailure("oneDNN refuses float16 here", kinds=(Kind.OUTPUTS,), cpu_lacks=("avx512_fp16", "amx_fp16"))
+    monkeypatch.setattr(row_module, "cpu_features", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    assert known.applies(Kind.OUTPUTS, "float32", "cpu")
+    assert not known.applies(Kind.OUTPUTS, "float32", "cuda")
+    monkeypatch.setattr(row_module, "cpu_features", lambda: ["avx2", "avx512f", "amx_fp16"])
+    assert not known.applies(Kind.OUTPUTS, "float32", "cpu")
+    assert KnownFailure("everywhere", kinds=(Kind.OUTPUTS,)).applies(Kind.OUTPUTS, "float32", "cpu")
+    with pytest.raises(ValueError, match="unknown CPU feature 'avx512fp16'; the features are avx2, fma"):
+        KnownFailure("typo", cpu_lacks=("avx512fp16",))
