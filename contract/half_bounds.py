@@ -53,7 +53,7 @@ import numpy as np
 from spec import lstm
 from spec.cases import case_set, is_cell, make_case_data
 from spec.params import LSTMParams
-from spec.precision import HALF_TYPES, Accumulation, Evaluation, Policy, forward, round_to, ulp
+from spec.precision import HALF_TYPES, Accumulation, Bias, Evaluation, Policy, forward, round_to, ulp
 
 TABLE = Path(__file__).with_name("half_bounds.json")
 FLOOR = 2.0**-4
@@ -76,7 +76,7 @@ def evaluations(policy: Policy) -> tuple[Evaluation, ...]:
     orders = tuple(Evaluation(accumulation) for accumulation in (Accumulation.EXACT, Accumulation.PAIRWISE,
                                                                   Accumulation.BLOCKED_REVERSE))
     placements = tuple(Evaluation(Accumulation.PAIRWISE, **option)
-                       for option in ({"fused": True}, {"bias": "input"}, {"bias": "split"}))
+                       for option in ({"fused": True}, {"bias": Bias.INPUT}, {"bias": Bias.SPLIT}))
     return orders + (placements if policy.rounds_every_operation else ())
 
 

@@ -45,7 +45,7 @@ import numpy as np
 from spec.lstm import sigmoid
 from spec.params import LSTMParams
 
-__all__ = ["Accumulation", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "check_policy_dtype", "forward", "round_to",
+__all__ = ["Accumulation", "Bias", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "check_policy_dtype", "forward", "round_to",
            "round_to_tf32", "ulp"]
 
 
@@ -88,6 +88,16 @@ class Accumulation(str, Enum):
     HALF = "half"  # every partial sum rounded to the half type: outside every policy (a mistake)
 
 
+class Bias(str, Enum):
+    """Where an evaluation adds b: after the two products, r(W x) + r(U h) + b; inside the input product's
+    accumulation, r(W x + b) + r(U h); or half inside each, r(W x + b/2) + r(U h + b/2) (PyTorch's two biases, each
+    in its linear)."""
+
+    AFTER = "after"
+    INPUT = "input"
+    SPLIT = "split"
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """One way to carry out a policy: the accumulation of the products, whether a gate's elementwise work is fused
@@ -97,9 +107,7 @@ class Evaluation:
     accumulation: Accumulation = Accumulation.BLAS
     fused: bool = False
     truncate: bool = False
-    #: Where b is added: after the two products (AFTER), inside the input product's accumulation, r(W x + b) (INPUT),
-    #: or half inside each, r(W x + b/2) + r(U h + b/2) (SPLIT: PyTorch's two biases, each in its linear)
-    bias: str = "after"
+    bias: Bias = Bias.AFTER
 
 
 STANDARD = Evaluation()
@@ -239,15 +247,14 @@ def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *
             result = result + bias
         return r(result) if every else result
 
-    if evaluation.bias not in ("after", "input", "split"):
-        raise ValueError(f"Evaluation.bias: expected after, input or split, got {evaluation.bias!r}")
-    input_bias = {"after": None, "input": b, "split": b / 2}[evaluation.bias]
-    recurrent_bias = b / 2 if evaluation.bias == "split" else None
+    bias = Bias(evaluation.bias)
+    input_bias = {Bias.AFTER: None, Bias.INPUT: b, Bias.SPLIT: b / 2}[bias]
+    recurrent_bias = b / 2 if bias is Bias.SPLIT else None
     h, c = arrays["h0"], arrays["c0"]
     ys = []
     for x_t in arrays["x"]:
         z = op(product(W, x_t, input_bias) + product(U, h, recurrent_bias))
-        if evaluation.bias == "after":
+        if bias is Bias.AFTER:
             z = op(z + b)
         z = z.reshape(-1, 4, H).transpose(1, 0, 2)  # (4, B, H), gates i, f, g, o
         z_i, z_f, z_g, z_o = z
