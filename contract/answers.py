@@ -131,29 +131,35 @@ def checked_gradients(answer: object, params: LayerParams, x: np.ndarray) -> Gra
     return gradients_from_names(answer.tensors(), params, x, what="gradients")
 
 
+def checked_by_name(named: object, shapes: Mapping[str, tuple], dtype: np.dtype, *, what: str) -> dict[str, np.ndarray]:
+    """Exactly the gradients ``shapes`` names, each checked (its dtype, shape, finite): a dict, none missing, none
+    other, in the answer's own names."""
+    if not isinstance(named, Mapping):
+        raise ResultError(what, "wrong type", "a dict of gradients", described(named))
+    expected = f"gradients {list(shapes)}"
+    missing = [name for name in shapes if name not in named]
+    if missing:
+        raise ResultError(f"gradient {missing[0]}", "missing", expected, f"gradients {list(named)}")
+    unexpected = [name for name in named if name not in shapes]
+    if unexpected:
+        raise ResultError(f"gradient {unexpected[0]}", "unexpected", expected, f"gradients {list(named)}")
+    return {name: check_answer(f"gradient {name}", named[name], shape, dtype) for name, shape in shapes.items()}
+
+
 def gradients_from_names(named: Mapping[str, object], params: LayerParams, x: np.ndarray, *, what: str,
                          names: Mapping[str, str] | None = None) -> Gradients:
     """Gradients from tensors by name, exactly those of ``params`` (each checked): how an answer keyed by names
     (a plug-in's dict, a results file, a child process's frame) becomes :class:`Gradients`. ``names`` maps the
     suite's names (:func:`gradient_shapes`) to the names the answer uses, for its messages (default: the same)."""
-    if not isinstance(named, Mapping):
-        raise ResultError(what, "wrong type", "a dict of gradients", described(named))
     shapes = gradient_shapes(params, x)
     names = names or {name: name for name in shapes}
-    theirs = {names[name]: name for name in shapes}
-    expected = f"{len(shapes)} gradients {list(theirs)}"
-    missing = [their for their in theirs if their not in named]
-    if missing:
-        raise ResultError(f"gradient {missing[0]}", "missing", expected, f"gradients {list(named)}")
-    unexpected = [their for their in named if their not in theirs]
-    if unexpected:
-        raise ResultError(f"gradient {unexpected[0]}", "unexpected", expected, f"gradients {list(named)}")
-    checked = {theirs[their]: check_answer(f"gradient {their}", named[their], shapes[theirs[their]], params.dtype)
-               for their in theirs}
+    theirs = checked_by_name(named, {names[name]: shape for name, shape in shapes.items()}, params.dtype, what=what)
+    checked = {name: theirs[names[name]] for name in shapes}
     return Gradients(checked["x"], checked["h0"], checked["c0"], params.with_tensors(checked))
 
 
 __all__ = [
-    "Cotangents", "Gradients", "Outputs", "check_answer", "check_inputs", "checked_gradients", "checked_outputs",
+    "Cotangents", "Gradients", "Outputs", "check_answer", "check_inputs", "checked_by_name", "checked_gradients",
+    "checked_outputs",
     "described", "gradient_shapes", "gradients_from_names", "output_shapes",
 ]

@@ -43,7 +43,7 @@ from types import ModuleType
 
 import numpy as np
 
-from contract.answers import Gradients, check_answer, described, gradients_from_names
+from contract.answers import Gradients, check_answer, checked_by_name, described, gradients_from_names
 from contract.errors import NotSupported, ResultError
 from contract.remote import Remote
 from contract.row import Row
@@ -257,20 +257,11 @@ class FunctionRow(Row):
 def cell_gradients(answer: object, params: LayerParams, x: np.ndarray) -> Gradients:
     """The cell contract's gradients (x, h0, c0 of one cell; W, U, b, p) as the layer's: checked in the cell's own names
     and shapes ("gradient W: wrong dtype"), then h0 and c0 given their one cell axis."""
-    if not isinstance(answer, Mapping):
-        raise ResultError("gradients", "wrong type", "a dict of gradients", described(answer))
     cell = params.cells[0]
     B = x.shape[1]
     shapes = {"x": x.shape, "h0": (B, cell.output_size), "c0": (B, cell.hidden_size)}
     shapes.update({name: t.shape for name, t in cell.tensors().items()})
-    expected = f"gradients {list(shapes)}"
-    missing = [name for name in shapes if name not in answer]
-    if missing:
-        raise ResultError(f"gradient {missing[0]}", "missing", expected, f"gradients {list(answer)}")
-    unexpected = [name for name in answer if name not in shapes]
-    if unexpected:
-        raise ResultError(f"gradient {unexpected[0]}", "unexpected", expected, f"gradients {list(answer)}")
-    g = {name: check_answer(f"gradient {name}", answer[name], shape, params.dtype) for name, shape in shapes.items()}
+    g = checked_by_name(answer, shapes, params.dtype, what="gradients")
     weights = LSTMParams(**{name: g[name] for name in cell.tensors()})
     return Gradients(g["x"], g["h0"][None], g["c0"][None], LayerParams((weights,), params.num_directions))
 

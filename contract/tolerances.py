@@ -58,12 +58,8 @@ class Tolerance:
     rtol: float
     reason: str
 
-    def in_eps(self, dtype: str) -> float:
-        return self.atol / float(np.finfo(dtype).eps)
-
 
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
-EPS64 = float(np.finfo(np.float64).eps)  # 2.22e-16
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float64", "outputs"): Tolerance(

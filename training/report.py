@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from contract.runtime import cpu_model
+from contract.tolerances import EPS32
 from training.bound import FACTOR, Bound, Verdict, distances, judge, measure
 from training.data import Digits
 from training.optimizer import DECAY, EPSILON, INITIAL_MEAN_SQUARE, LEARNING_RATE
 from training.runs import RunSpec
 from training.trajectory import Trajectory
 
-EPS32 = float(np.finfo(np.float32).eps)
 
 
 @dataclass
@@ -216,10 +216,6 @@ def _largest(j: Judged, bound: Bound) -> str:
         return "–"
     b = float(bound.at(np.array([v.largest_step]))[0])
     return f"{_fmt(v.largest_distance)} at step {v.largest_step} (bound there {_fmt(b)})"
-
-
-def _row_status(j: Judged) -> str | None:
-    return None if j.run.ok else j.run.status
 
 
 def write_markdown(runs: dict[str, Judged], bound: Bound | None, problems: list[str], digits: Digits, path: Path,

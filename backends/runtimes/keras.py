@@ -42,6 +42,8 @@ from functools import cached_property
 import numpy as np
 
 from backends.runtimes import jax as jax_runtime
+from backends.runtimes.tensorflow import INSTALL_HINT as TENSORFLOW_HINT
+from backends.runtimes.torch import INSTALL_HINT as TORCH_HINT
 from contract.answers import Gradients
 from contract.row import Row
 from contract.runtime import Runtime, cpu_model, framework_problem, import_framework
@@ -50,9 +52,9 @@ from contract.vocabulary import HALF_DTYPES, Device, Feature
 KERAS_HINT = "keras is not installed (pip install keras)"
 #: What each backend needs installed beside keras: the module to import, and what to say when it is missing.
 BACKEND_MODULES = {
-    "tensorflow": ("tensorflow", "tensorflow is not installed (pip install 'lstm-conformance[tensorflow]')"),
-    "jax": ("jax", "jax is not installed (pip install 'lstm-conformance[jax]')"),
-    "torch": ("torch", "torch is not installed (pip install 'lstm-conformance[torch]')"),
+    "tensorflow": ("tensorflow", TENSORFLOW_HINT),
+    "jax": ("jax", jax_runtime.JAX_MISSING),
+    "torch": ("torch", TORCH_HINT),
 }
 #: What each backend's gradients are, in the rows' descriptions.
 AUTODIFF = {"tensorflow": "tf.GradientTape", "jax": "jax.vjp over stateless_call", "torch": "torch.autograd"}

@@ -155,7 +155,7 @@ def test_without_flax_the_flax_rows_say_how_to_install_it():
 
 def test_cuda_without_a_gpu_is_a_reason():
     needs(SCAN)
-    jax = pytest.importorskip("jax")
+    jax = pytest.importorskip("jax", reason=JAX_MISSING)
     try:
         jax.devices("gpu")
     except RuntimeError:
@@ -169,7 +169,7 @@ def test_cuda_without_a_gpu_is_a_reason():
 def test_rnn_lstm_is_unavailable_on_a_cpu_with_jax_s_own_error_as_the_reason():
     """rnn.lstm is cuDNN's: on a CPU jaxlib, running it once is how the row learns why not (not a guess); its calls say so."""
     needs(RNN_REF)
-    if pytest.importorskip("jax").default_backend() != "cpu":
+    if pytest.importorskip("jax", reason=JAX_MISSING).default_backend() != "cpu":
         pytest.skip("jax runs on a GPU here: rnn.lstm may be available")
     reason = RNN_CUDNN.availability("cpu")
     assert reason.startswith("jax.experimental.rnn.lstm is cuDNN's LSTM (GPU only): on cpu it fails while tracing: AttributeError")
