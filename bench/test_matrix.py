@@ -149,7 +149,8 @@ def test_lstm(benchmark, request, row, device, shape, pass_, variant, dtype):
     layer = shape.config(variant)
     data = shape_data(shape, variant, timing.source_dtype)
     lengths, mask, how = lengths_or_mask(row, data, variant)
-    reason = row.refusal(dtype=dtype, device=device, layer=layer, lengths=lengths, mask=mask, gradients=timing.gradients)
+    reason = row.refusal(dtype=dtype, device=device, layer=layer, lengths=lengths, mask=mask, gradients=timing.gradients,
+                         timed=True)
     if reason is not None:
         pytest.skip(f"not supported: {reason}")
     if row.unrolled and (reason := unrolled_too_long(shape)) is not None:

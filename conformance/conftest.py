@@ -33,11 +33,20 @@ from backends.registry import builtin_rows
 from backends.rows.results import GoldenError, ResultsDirectory
 from conformance import isolation
 from conformance.judge import KNOWN, RESULT, UNFINISHED, Verdict, case_id, new_result
-from conformance.report import Result, RunState, Status, build_matrix, render_text, summary_line, write_reports
+from conformance.report import (
+    Result,
+    RunState,
+    Status,
+    build_matrix,
+    render_text,
+    summary_line,
+    write_reports,
+)
+from contract.half_bounds import bound_cases
 from contract.loading import BackendLoadError, load_rows
 from contract.runtime import cpu_features, cpu_model
-from contract.vocabulary import CONFORMANCE_DTYPES, Device, Kind
-from spec.cases import CASES_BY_NAME, case_set, is_cell
+from contract.vocabulary import CONFORMANCE_DTYPES, Device, Dtype, Kind
+from spec.cases import CASES_BY_NAME, Case, case_set, is_cell
 
 #: Which test function judges which kind of result.
 TEST_KINDS = {"test_outputs": Kind.OUTPUTS, "test_gradients": Kind.GRADIENTS}
@@ -54,7 +63,8 @@ def pytest_addoption(parser):
     group.addoption("--device", default="auto", choices=("auto", "cpu", "cuda", "all"),
                     help="auto (default): cpu, plus cuda when a CUDA GPU is visible; all: cpu and cuda")
     group.addoption("--dtype", default="all", choices=("all", *map(str, CONFORMANCE_DTYPES)),
-                    help="float32, float64 or all (default)")
+                    help="float32, float64, bfloat16, float16 or all (default); a half type is judged by the precision "
+                         "policy its row declares, on the cases its bounds are derived for (contract/half_bounds.py)")
     group.addoption("--large", action="store_true", help="also run the large cases (T=512)")
     group.addoption("--seeds", type=int, default=1, metavar="N",
                     help="run every case with N seeds (its own and the next N-1): the check that verdicts are not flaky")
@@ -135,6 +145,25 @@ def _case_id(case) -> str:
     return case_id(case, CASES_BY_NAME[case.name].seed)
 
 
+def _in_column(dtype, kind: Kind, case) -> bool:
+    """Whether the matrix judges ``kind`` on ``case`` in ``dtype``. A half type's outputs are judged on the cases whose
+    bounds the committed table holds (the plain cells, each with its own seed: contract/half_bounds.py); its gradients,
+    and the layer's features, have no derived bound yet, and are not asked."""
+    if not Dtype(dtype).half:
+        return True
+    return kind == Kind.OUTPUTS and case.name in bound_cases() and case.seed == CASES_BY_NAME[case.name].seed
+
+
+def _matrix(config, kind: Kind):
+    """(row, dtype, device, case) of every test of ``kind`` the run can have, in the order of a serial run."""
+    for row in rows(config):
+        for device in _devices(config):
+            for dtype in _dtypes(config):
+                for case in _cases(config):
+                    if _in_column(dtype, kind, case):
+                        yield row, dtype, device, case
+
+
 def rows(config):
     return config._lstmc_rows
 
@@ -195,7 +224,7 @@ def _isolate_in_workers(config) -> None:
     if option.dist != "no" and option.maxworkerrestart is None:
         # Every crash of an implementation costs a worker; allow one per test of the run (xdist's default, 4 per
         # worker, would stop the run at the fifth crash), and a few more for the workers themselves.
-        tests = len(rows(config)) * len(_devices(config)) * len(_dtypes(config)) * len(_cases(config)) * len(TEST_KINDS)
+        tests = sum(1 for kind in TEST_KINDS.values() for _ in _matrix(config, kind))
         option.maxworkerrestart = str(tests + 4 * max(1, len(option.tx or ()), int(option.numprocesses or 1)))
 
 
@@ -207,21 +236,17 @@ def _isolate_in_workers(config) -> None:
 def pytest_generate_tests(metafunc):
     if "row" not in metafunc.fixturenames:
         return
-    config = metafunc.config
     params = []
-    for row in rows(config):
-        for device in _devices(config):
-            for dtype in _dtypes(config):
-                for case in _cases(config):
-                    marks = []
-                    if case.layer.peephole:
-                        marks.append(pytest.mark.peephole)
-                    if not is_cell(case):
-                        marks.append(pytest.mark.layer)
-                    if device == Device.CUDA:
-                        marks.append(pytest.mark.gpu)
-                    params.append(pytest.param(row, str(dtype), str(device), case, marks=marks,
-                                               id=f"{row.id}-{dtype}-{device}-{_case_id(case)}"))
+    for row, dtype, device, case in _matrix(metafunc.config, TEST_KINDS[metafunc.function.__name__]):
+        marks = []
+        if case.layer.peephole:
+            marks.append(pytest.mark.peephole)
+        if not is_cell(case):
+            marks.append(pytest.mark.layer)
+        if device == Device.CUDA:
+            marks.append(pytest.mark.gpu)
+        params.append(pytest.param(row, str(dtype), str(device), case, marks=marks,
+                                   id=f"{row.id}-{dtype}-{device}-{_case_id(case)}"))
     metafunc.parametrize(("row", "dtype", "device", "case"), params)
 
 
@@ -236,8 +261,8 @@ def _test_key(nodeid: str) -> tuple[str, str]:
 def _conformance_test(item) -> tuple[Kind, object, str, str, object] | None:
     kind = TEST_KINDS.get(getattr(item, "originalname", ""))
     callspec = getattr(item, "callspec", None)
-    if kind is None or callspec is None:
-        return None
+    if kind is None or callspec is None or not isinstance(callspec.params.get("case"), Case):
+        return None  # not a conformance test, or the empty set of a kind this run asks nothing of (--dtype bfloat16)
     return kind, callspec.params["row"], callspec.params["dtype"], callspec.params["device"], callspec.params["case"]
 
 
@@ -337,8 +362,7 @@ class Controller:
         # "not run" in the report, never silently absent.
         self.tests = {
             (function, f"{row.id}-{dtype}-{device}-{_case_id(case)}"): (row, kind, str(dtype), str(device), case)
-            for function, kind in TEST_KINDS.items()
-            for row in rows(config) for device in _devices(config) for dtype in _dtypes(config) for case in _cases(config)
+            for function, kind in TEST_KINDS.items() for row, dtype, device, case in _matrix(config, kind)
         }
         self.selected: list[tuple[str, str]] | None = None
 

@@ -11,12 +11,14 @@ import json
 import sys
 from pathlib import Path
 
+from contract.half_bounds import bound_cases
 from contract.tensor_files import save_file
 from contract.tolerances import TOLERANCES
 from contract.vectors import FORMAT, FORMAT_VERSION, vector_entry, vector_tensors
-from contract.vocabulary import CONFORMANCE_DTYPES
+from contract.vocabulary import CONFORMANCE_DTYPES, Dtype
 from spec.cases import CASES_BY_NAME, case_set, is_cell, make_case_data, reference
 from spec.params import GATES, PEEPHOLE_GATES
+from spec.precision import Policy
 
 LAYOUTS = {
     "layer<l>.<forward|reverse>.W": "(4, H, I) in layer 0, (4, H, D*P) above", "U": "(4, H, P)", "b": "(4, H)", "p": "(3, H)",
@@ -26,17 +28,29 @@ LAYOUTS = {
 }
 
 
+#: What a half-type vector asks of its results (contract/half_bounds.py, backends/rows/results.py).
+HALF_RESULTS = (
+    "bfloat16 and float16 vectors (the plain-cell cases, outputs only): write y, h_T, c_T in the vector's half type "
+    "(bfloat16 as safetensors' BF16) and name the precision policy the implementation follows in the file's "
+    "metadata, {'policy': ...}, one of " + ", ".join(p.value for p in Policy if p is not Policy.TF32) + "; they "
+    "are judged by that policy's derived bounds (contract/half_bounds.json), per statistic of the error in ulps")
+
+
 def export(directory: Path, case_names, dtypes=CONFORMANCE_DTYPES) -> Path:
-    """Write the vectors of the named cases in every dtype, and the manifest."""
+    """Write the vectors of the named cases in every dtype, and the manifest; in a half type, only the cases its
+    bounds are derived for, with the outputs (the half types' gradients are not judged yet)."""
     directory = Path(directory)
     (directory / "vectors").mkdir(parents=True, exist_ok=True)
     vectors = []
     for name in case_names:
         for dtype in dtypes:
+            half = Dtype(dtype).half
+            if half and name not in bound_cases():
+                continue
             data = make_case_data(CASES_BY_NAME[name], str(dtype))
             expected = reference(data)
             entry = vector_entry(data)
-            save_file(vector_tensors(data, expected.outputs, expected.gradients), str(directory / entry["file"]),
+            save_file(vector_tensors(data, expected.outputs, {} if half else expected.gradients), str(directory / entry["file"]),
                       metadata={"format": FORMAT, "format_version": FORMAT_VERSION, "id": entry["id"]})
             vectors.append(entry)
     manifest = {
@@ -50,6 +64,7 @@ def export(directory: Path, case_names, dtypes=CONFORMANCE_DTYPES) -> Path:
         "expected_dtype": "float64 (the spec); inputs are in the vector's dtype",
         "results": "write results/<id>.safetensors in the vector's dtype: y, h_T, c_T and optionally grad_x, grad_h0, grad_c0 "
                    "and grad_<weight name> for every weight tensor of the vector; no other tensor",
+        "half_types": HALF_RESULTS,
         "tolerances": {f"{dtype} {kind}": {"atol": t.atol, "rtol": t.rtol, "reason": t.reason} for (dtype, kind), t in TOLERANCES.items()},
         "vectors": vectors,
     }
@@ -71,7 +86,7 @@ def main(argv=None) -> int:
     names = [case.name for case in case_set(large=args.large) if is_cell(case) or not args.no_layers]
     dtypes = CONFORMANCE_DTYPES if args.dtype == "all" else (args.dtype,)
     path = export(args.directory, names, dtypes)
-    print(f"wrote {path} and {len(names) * len(dtypes)} vectors under {args.directory / 'vectors'}")
+    print(f"wrote {path} and {len(json.loads(path.read_text())['vectors'])} vectors under {args.directory / 'vectors'}")
     return 0
 
 

@@ -24,16 +24,18 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from contract.answers import Cotangents
-from contract.compare import Comparison, compare, describe_index
-from contract.errors import Crashed, NotSupported, ResultError, TimedOut, Unavailable
-from contract.row import Row
-from contract.tolerances import tolerance
-from contract.vocabulary import Kind, features_of
 from conformance.diagnose import diagnose
 from conformance.isolation import deadline, user_interrupted
 from conformance.report import Result, Status
+from contract.answers import Cotangents
+from contract.compare import Comparison, compare, describe_index
+from contract.errors import Crashed, NotSupported, ResultError, TimedOut, Unavailable
+from contract.half_bounds import HalfComparison, compare_half
+from contract.row import Row
+from contract.tolerances import tolerance
+from contract.vocabulary import Dtype, Kind, features_of
 from spec.cases import Case, CaseData, Reference, make_case_data, reference
+from spec.precision import Policy
 
 RESULT = pytest.StashKey[Result]()
 KNOWN = pytest.StashKey[str]()  # the upstream reason of a known non-conformance, for its "known" verdict
@@ -102,7 +104,11 @@ def call(row: Row, kind: Kind, data: CaseData, device: str) -> dict[str, np.ndar
     return row.forward(data.params, data.x, data.h0, data.c0, **options).tensors()
 
 
-def comparisons(case: Case, got, want, kind: Kind, dtype: str) -> list[Comparison]:
+def comparisons(case: Case, got, want, kind: Kind, dtype: str, policy: Policy | None = None) -> list[Comparison | HalfComparison]:
+    """Every tensor against the spec: by the dtype's tolerance, or in a half type by the bounds of ``policy``."""
+    if Dtype(dtype).half:
+        return [compare_half(name, got[name], want[name], half=str(dtype), policy=policy, case=case.name,
+                             num_directions=case.D) for name in want]
     tol = tolerance(dtype, kind)
     return [compare(name, got[name], want[name], atol=tol.atol, rtol=tol.rtol, num_directions=case.D) for name in want]
 
@@ -177,7 +183,9 @@ def judge(request, row: Row, kind: Kind, dtype: str, device: str, case: Case) ->
         fail(result, context, change)
 
     want = expected.gradients if gradients else expected.outputs
-    compared = comparisons(case, got, want, kind, dtype)
+    policy = row.policy(dtype, device)
+    result.policy = None if policy is None else policy.value
+    compared = comparisons(case, got, want, kind, dtype, policy)
     finite = [c for c in compared if np.isfinite(c.worst_error)]
     if finite:
         result.worst_error = max(c.worst_error for c in finite)
@@ -186,7 +194,7 @@ def judge(request, row: Row, kind: Kind, dtype: str, device: str, case: Case) ->
     if not failures:
         result.status, result.detail = Status.PASS.value, ""
         return
-    result.diagnosis = diagnose(data, got, want, dtype, kind)
+    result.diagnosis = diagnose(data, got, want, dtype, kind, policy)
     lines = [c.message() for c in failures]
     lines += [f"diagnosis: {d}" for d in result.diagnosis] or ["diagnosis: none of the known mistakes reproduces this result"]
     if gradients and (note := forward_also_wrong(row, dtype, device, case, data, expected, timeout)):

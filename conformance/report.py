@@ -71,6 +71,7 @@ class Result:
     detail: str = ""  # the reason for a skip, the failure's first line
     diagnosis: list[str] = field(default_factory=list)  # known mistakes that reproduce a failing result
     declared: bool = False  # "not supported" because the implementation declares it (not raised at run time)
+    policy: str | None = None  # the precision policy a half-type answer was judged by (spec.precision.Policy)
 
     def as_dict(self) -> dict:
         return asdict(self)

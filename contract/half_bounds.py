@@ -46,14 +46,26 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from contract.compare import describe_index
 from spec import lstm
-from spec.cases import case_set, is_cell, make_case_data
+from spec.cases import case_set, is_cell, make_case_data, widened
 from spec.params import LSTMParams
-from spec.precision import HALF_TYPES, Accumulation, Bias, Evaluation, Policy, forward, round_to, ulp
+from spec.precision import (
+    HALF_TYPES,
+    Accumulation,
+    Bias,
+    Evaluation,
+    Policy,
+    Sigmoid,
+    forward,
+    ulp,
+)
+from spec.validation import check_dtype
 
 TABLE = Path(__file__).with_name("half_bounds.json")
 FLOOR = 2.0**-4
@@ -75,8 +87,12 @@ def evaluations(policy: Policy) -> tuple[Evaluation, ...]:
     # Not the machine's BLAS: its blocking differs between CPUs, and the table must be the same everywhere.
     orders = tuple(Evaluation(accumulation) for accumulation in (Accumulation.EXACT, Accumulation.PAIRWISE,
                                                                   Accumulation.BLOCKED_REVERSE))
-    placements = tuple(Evaluation(Accumulation.PAIRWISE, **option)
-                       for option in ({"fused": True}, {"bias": Bias.INPUT}, {"bias": Bias.SPLIT}))
+    placements = tuple(Evaluation(Accumulation.PAIRWISE, **option) for option in (
+        {"fused": True}, {"bias": Bias.INPUT}, {"bias": Bias.SPLIT}, {"multiply_add": True},
+        # As XLA evaluates a scan over a precomputed input projection, as flax's cells do, as TensorFlow's block kernel
+        # does (each measured bit for bit: README, Precision policies).
+        {"sigmoid": Sigmoid.RECIPROCAL, "bias": Bias.INPUT_AFTER}, {"sigmoid": Sigmoid.RECIPROCAL, "bias": Bias.RECURRENT_AFTER},
+        {"sigmoid": Sigmoid.QUOTIENT, "joint_product": True}))
     return orders + (placements if policy.rounds_every_operation else ())
 
 
@@ -105,6 +121,8 @@ MISTAKES = (
     Mistake("every-operation-rounded", "rounds after every operation, where its policy rounds at the step's end",
             Policy.HALF_STORAGE, Policy.EVERY_OPERATION),
     Mistake("gates-f-g-swapped", "swaps gates f and g", Policy.HALF_STORAGE, Policy.HALF_STORAGE, swap_f_g=True),
+    Mistake("every-operation-half-accumulation", "rounds every operation and also accumulates its products in the "
+            "half type", Policy.EVERY_OPERATION, Policy.EVERY_OPERATION, Evaluation(Accumulation.HALF)),
 )
 
 
@@ -114,24 +132,25 @@ def cases():
 
 
 def half_data(case, half: str):
-    """The case's data rounded once to ``half`` (round-to-nearest-even), as float64 arrays: (params, x, h0, c0)."""
-    d = make_case_data(case)
-    cell = d.params.cell(0, 0)
+    """The case's data in ``half`` (spec.cases.make_case_data: the float32 data rounded once, to nearest even), widened
+    to float64 arrays: (params, x, h0, c0, forget_bias) of its one cell."""
+    d = widened(make_case_data(case, half))
+    return d.params.cell(0, 0), d.x, d.h0[0], d.c0[0], case.layer.forget_bias
 
-    def rounded(a):
-        return round_to(np.asarray(a, np.float32), half).astype(np.float64)
 
-    params = LSTMParams(rounded(cell.W), rounded(cell.U), rounded(cell.b), None if cell.p is None else rounded(cell.p))
-    return params, rounded(d.x), rounded(d.h0[0]), rounded(d.c0[0]), case.layer.forget_bias
+def ulps(got: np.ndarray, exact: np.ndarray, half: str) -> np.ndarray:
+    """Each element's error in ulps of ``half`` at max(|exact|, FLOOR)."""
+    exact = np.asarray(exact, np.float64)
+    return np.abs(np.asarray(got, np.float64) - exact) / ulp(np.maximum(np.abs(exact), FLOOR), half)
 
 
 def statistics(got: np.ndarray, exact: np.ndarray, half: str) -> dict[str, float]:
     """The error's statistics in ulps of ``half`` at max(|exact|, FLOOR)."""
-    errors = np.abs(np.asarray(got, np.float64) - exact) / ulp(np.maximum(np.abs(exact), FLOOR), half)
+    errors = ulps(got, exact, half)
     return {"max": float(errors.max()), "mean": float(errors.mean()), "beyond": float(np.mean(errors > 1.0))}
 
 
-def _swapped(params: LSTMParams) -> LSTMParams:
+def with_f_g_swapped(params: LSTMParams) -> LSTMParams:
     order = [0, 2, 1, 3]
     return LSTMParams(params.W[order], params.U[order], params.b[order], params.p)
 
@@ -153,7 +172,7 @@ def _sizes(case) -> dict[str, int]:
 def _measure(case, half: str, policy: Policy, evaluation: Evaluation, swap_f_g: bool = False) -> dict[str, dict]:
     params, x, h0, c0, forget_bias = half_data(case, half)
     exact = lstm.forward(params, x, h0, c0, forget_bias=forget_bias)
-    used = _swapped(params) if swap_f_g else params
+    used = with_f_g_swapped(params) if swap_f_g else params
     got = forward(used, x, h0, c0, dtype=half, policy=policy, forget_bias=forget_bias, evaluation=evaluation)
     return {name: statistics(g, e, half) for name, g, e in zip(OUTPUTS, got, (exact.h_seq, exact.h_T, exact.c_T))}
 
@@ -185,36 +204,59 @@ def derive() -> dict:
 
 @dataclass(frozen=True)
 class Fit:
-    """How close an answer is to one policy's evaluation: the mean and worst distance in ulps (at the floor), over
-    every output tensor, to the nearest of the policy's equally valid evaluations."""
+    """How close an answer is to one hypothesis: a policy carried out each of its equally valid ways (``mistake``
+    empty), or a policy with a half-type mistake; the mean and worst distance in ulps (at the floor) over every output
+    tensor, to the nearest of its evaluations."""
 
     policy: Policy
     mean: float
     worst: float
+    mistake: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.policy.value + (f" {self.mistake}" if self.mistake else "")
 
 
-def fits(params: LSTMParams, x, h0, c0, outputs, half: str, *, forget_bias: float = 0.0) -> list[Fit]:
-    """Every half policy's distance to ``outputs`` (y, h_T, c_T) computed on this half data, nearest first: the
-    diagnosis that names the policy an answer follows ("matches half-every-operation, not the half-storage policy it
-    declares")."""
+#: Half-type mistakes a policy's evaluation can carry, as hypotheses for a diagnosis (each under the declared policy).
+MISTAKEN_EVALUATIONS = {
+    "with its products accumulated in the half type": Evaluation(Accumulation.HALF),
+    "with its products accumulated in the half type, as one product over [x; h]": Evaluation(
+        Accumulation.HALF, joint_product=True, sigmoid=Sigmoid.QUOTIENT),
+    "rounding toward zero instead of to nearest even": Evaluation(Accumulation.PAIRWISE, truncate=True),
+}
+
+
+def _distance(params, x, h0, c0, outputs, half, policy, evaluation, forget_bias) -> tuple[float, float]:
+    evaluated = forward(params, x, h0, c0, dtype=half, policy=policy, forget_bias=forget_bias, evaluation=evaluation)
+    distances = [statistics(got, np.asarray(want, np.float64), half) for got, want in zip(outputs, evaluated)]
+    return float(np.mean([d["mean"] for d in distances])), float(max(d["max"] for d in distances))
+
+
+def fits(params: LSTMParams, x, h0, c0, outputs, half: str, *, forget_bias: float = 0.0,
+         declared: Policy | None = None) -> list[Fit]:
+    """Every half policy's distance to ``outputs`` (y, h_T, c_T) computed on this half data, and with ``declared`` the
+    mistaken evaluations of that policy (:data:`MISTAKEN_EVALUATIONS`), nearest first: the diagnosis that names what an
+    answer follows ("matches half-every-operation, not the half-storage policy it declares")."""
     found = []
     for policy in HALF_POLICIES:
-        best = None
-        for evaluation in evaluations(policy):
-            evaluated = forward(params, x, h0, c0, dtype=half, policy=policy, forget_bias=forget_bias,
-                                evaluation=evaluation)
-            distances = [statistics(got, np.asarray(want, np.float64), half) for got, want in zip(outputs, evaluated)]
-            mean = float(np.mean([d["mean"] for d in distances]))
-            worst = float(max(d["max"] for d in distances))
-            if best is None or mean < best.mean:
-                best = Fit(policy, mean, worst)
-        found.append(best)
+        best = min(_distance(params, x, h0, c0, outputs, half, policy, e, forget_bias) for e in evaluations(policy))
+        found.append(Fit(policy, *best))
+    if declared is not None:
+        for mistake, evaluation in MISTAKEN_EVALUATIONS.items():
+            found.append(Fit(declared, *_distance(params, x, h0, c0, outputs, half, declared, evaluation, forget_bias),
+                             mistake))
     return sorted(found, key=lambda fit: (fit.mean, fit.worst))
+
+
+@lru_cache(maxsize=1)
+def _committed() -> str:
+    return TABLE.read_text()
 
 
 def load() -> dict:
     """The committed table."""
-    return json.loads(TABLE.read_text())
+    return json.loads(_committed())
 
 
 def bound(half: str, policy: Policy, case: str, tensor: str) -> dict[str, float]:
@@ -224,6 +266,89 @@ def bound(half: str, policy: Policy, case: str, tensor: str) -> dict[str, float]
         raise KeyError(f"no half-type bound for {half} {policy} {case} {tensor}: re-derive the table "
                        "(python -m contract.half_bounds --write)")
     return {s: limit["bound"] for s, limit in entry.items()}
+
+
+@lru_cache(maxsize=1)
+def bound_cases() -> frozenset[str]:
+    """The names of the cases the committed table holds bounds for."""
+    return frozenset(key.split()[2] for key in load()["bounds"])
+
+
+@dataclass(frozen=True)
+class HalfComparison:
+    """One output tensor of a half-type answer against the exact LSTM on the same half data, judged by the statistics
+    of its error in ulps (:func:`statistics`) against the declared policy's bounds. Reads like a
+    :class:`contract.compare.Comparison` (ok, worst_error, worst_ratio, where, message)."""
+
+    name: str
+    ok: bool
+    half: str
+    policy: Policy
+    measured: dict  # statistic -> value (ulps, or a fraction for "beyond")
+    bounds: dict  # statistic -> its bound (the statistics judged on this tensor's size)
+    worst_error: float  # |got - exact| at the element of most ulps
+    worst_ratio: float  # the largest statistic over its bound; <= 1 passes
+    index: tuple[int, ...] | None
+    got: float | None
+    expected: float | None
+    problem: str = ""
+    shape: tuple[int, ...] | None = None
+    num_directions: int = 1
+
+    @property
+    def where(self) -> str:
+        return describe_index(self.name, self.index, self.shape, self.num_directions) if self.index is not None else ""
+
+    @property
+    def failing(self) -> tuple[str, ...]:
+        return tuple(s for s in STATISTICS if s in self.bounds and not self.measured[s] <= self.bounds[s])
+
+    def message(self, context: str = "") -> str:
+        prefix = f"{context}: " if context else ""
+        if self.problem:
+            return f"{prefix}{self.name}: {self.problem}"
+        parts = []
+        for s in (s for s in STATISTICS if s in self.bounds):
+            value, limit = self.measured[s], self.bounds[s]
+            if s == "beyond":
+                text = f"{value:.1%} of elements beyond one ulp (bound {limit:.1%})"
+            else:
+                text = f"{s} error {value:.3g} ulps (bound {limit:.3g})"
+            parts.append(text + (f" exceeded {value / limit:.3g}x" if not value <= limit else ""))
+        verdict = "within its bounds" if self.ok else f"fails {', '.join(self.failing)}"
+        return (f"{prefix}{self.name}: {self.half} under {self.policy.value}: {verdict}: {'; '.join(parts)}; worst element "
+                f"{self.measured['max']:.3g} ulps ({self.worst_error:.3g}) at {self.where}: got {self.got:.6g}, "
+                f"expected {self.expected:.6g} (ulps of {self.half} at max(|expected|, {FLOOR:g}))")
+
+
+def compare_half(name: str, got: object, exact: np.ndarray, *, half: str, policy: Policy, case: str,
+                 num_directions: int = 1) -> HalfComparison:
+    """Judge output tensor ``name`` of a half-type answer against ``exact`` (float64, on the same half data) by the
+    committed bounds of ``policy`` on ``case``."""
+    policy = Policy.parse(policy)
+    exact = np.asarray(exact, np.float64)
+    limits = bound(half, policy, case, name)
+
+    def refused(problem: str) -> HalfComparison:
+        return HalfComparison(name, False, half, policy, {}, limits, np.inf, np.inf, None, None, None, problem,
+                              exact.shape, num_directions)
+
+    if not isinstance(got, np.ndarray):
+        return refused(f"not an array: got {type(got).__name__}")
+    if got.shape != exact.shape:
+        return refused(f"wrong shape: expected {exact.shape}, got {got.shape}")
+    if got.dtype != check_dtype(half, storage=True):  # another half type reads the same bits as other values
+        return refused(f"wrong dtype: expected {half}, got {got.dtype}")
+    wide = got.astype(np.float64)
+    if not np.isfinite(wide).all():
+        index = tuple(int(k) for k in np.argwhere(~np.isfinite(wide))[0])
+        return HalfComparison(name, False, half, policy, {}, limits, np.inf, np.inf, index, float(wide[index]),
+                              float(exact[index]), "", exact.shape, num_directions)
+    measured = statistics(wide, exact, half)
+    ratio = max(measured[s] / limit for s, limit in limits.items())
+    index = tuple(int(k) for k in np.unravel_index(np.argmax(ulps(wide, exact, half)), exact.shape))
+    return HalfComparison(name, ratio <= 1.0, half, policy, measured, limits, float(abs(wide[index] - exact[index])),
+                          float(ratio), index, float(wide[index]), float(exact[index]), "", exact.shape, num_directions)
 
 
 def main(argv=None) -> int:

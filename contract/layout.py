@@ -36,7 +36,14 @@ def fold_forget_bias(b: np.ndarray, forget_bias: float) -> np.ndarray:
     """b (4, H) with the forget bias added to the f block: how every layout without a forget-bias attribute
     carries one."""
     out = b.copy()
-    out[GATES.index("f")] += forget_bias
+    f = GATES.index("f")
+    exact = b[f].astype(np.float64) + forget_bias
+    out[f] = exact.astype(b.dtype)
+    if b.dtype.itemsize == 2 and (lost := int(np.count_nonzero(out[f].astype(np.float64) != exact))):
+        # In a half type b_f + forget_bias is rounded: the row would compute on other data than it was given.
+        raise NotSupported(f"this layout has no forget-bias attribute, and b_f + {forget_bias:g} folded into its bias "
+                           f"is not a {b.dtype.name} value at {lost} of {exact.size} units: it cannot hold this "
+                           f"{b.dtype.name} data exactly")
     return out
 
 

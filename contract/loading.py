@@ -7,7 +7,10 @@ What is loaded may be
 - a plain module (or object) with functions. The smallest contract is the LSTM cell::
 
       ID = "my-lstm"                           # optional: the row's name (default: the file or module name)
-      DTYPES = ("float32", "float64")          # optional: what it computes in (default: both)
+      DTYPES = ("float32", "float64")          # optional: what it computes in (default: both; also "bfloat16",
+                                               # "float16", NumPy arrays of ml_dtypes.bfloat16 and numpy.float16)
+      POLICY = "half-storage-float32-accumulation"  # with a half type: the precision policy it follows there
+                                               # (spec.precision.Policy), or POLICIES = {"bfloat16": ..., ...}
       VARIANTS = ("standard", "peephole")      # optional (default: both)
       ENVIRONMENT = {"mylib": "1.2"}           # optional: recorded in the report (or a function environment())
       def forward(params, x, h0, c0, *, forget_bias): return h_seq, h_T, c_T
@@ -43,14 +46,27 @@ from types import ModuleType
 
 import numpy as np
 
-from contract.answers import Gradients, check_answer, checked_by_name, described, gradients_from_names
+from contract.answers import (
+    Gradients,
+    check_answer,
+    checked_by_name,
+    described,
+    gradients_from_names,
+)
 from contract.errors import NotSupported, ResultError
 from contract.remote import Remote
 from contract.row import Row
-from contract.vocabulary import CONFORMANCE_DTYPES, Feature, features_of
+from contract.vocabulary import (
+    CONFORMANCE_DTYPES,
+    FULL_DTYPES,
+    Dtype,
+    Feature,
+    features_of,
+)
 from spec.params import LayerParams, LSTMParams
 
 DTYPE_NAMES = tuple(str(d) for d in CONFORMANCE_DTYPES)
+DEFAULT_DTYPES = tuple(str(d) for d in FULL_DTYPES)
 VARIANT_NAMES = ("standard", "peephole")
 FEATURE_NAMES = tuple(str(f) for f in Feature if f is not Feature.PEEPHOLE)
 #: What the cell's functions run: one forward layer, peepholes.
@@ -155,6 +171,8 @@ def _rows_from(obj, default_id: str) -> list[Row]:
         return [obj]
     if isinstance(obj, type) and issubclass(obj, Row):
         return [obj()]
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(r, Row) for r in obj):
+        return list(obj)  # module:SEQUENCE of rows
     for name in ("ROWS", "ROW"):
         found = getattr(obj, name, None)
         if found is not None:
@@ -173,7 +191,7 @@ def _rows_from(obj, default_id: str) -> list[Row]:
         )
     if not (callable(forward) or callable(forward_layer)):
         return []
-    dtypes = tuple(getattr(obj, "DTYPES", DTYPE_NAMES))
+    dtypes = tuple(getattr(obj, "DTYPES", DEFAULT_DTYPES))
     variants = tuple(getattr(obj, "VARIANTS", VARIANT_NAMES))
     layer_features = tuple(getattr(obj, "LAYER_FEATURES", FEATURE_NAMES)) if callable(forward_layer) else ()
     for name, values, allowed in (("DTYPES", dtypes, DTYPE_NAMES), ("VARIANTS", variants, VARIANT_NAMES),
@@ -182,20 +200,40 @@ def _rows_from(obj, default_id: str) -> list[Row]:
             raise BackendLoadError(f"{name} = {values}: each must be one of {allowed}")
     backward, backward_layer = getattr(obj, "backward", None), getattr(obj, "backward_layer", None)
     doc = (getattr(obj, "__doc__", None) or "").strip()
-    return [FunctionRow(
-        id=str(getattr(obj, "ID", default_id)),
-        description=doc.splitlines()[0] if doc else "",
-        dtypes=dtypes,
-        features=frozenset(layer_features) | ({Feature.PEEPHOLE} if "peephole" in variants else set()),
-        gradients=callable(backward) or callable(backward_layer),
-        reasons={"gradients": "the implementation defines no backward()",
-                 Feature.PEEPHOLE: f"{getattr(obj, 'ID', default_id)} implements the standard variant only (VARIANTS)"},
-        forward_function=forward if callable(forward) else None,
-        backward_function=backward if callable(backward) else None,
-        forward_layer_function=forward_layer if callable(forward_layer) else None,
-        backward_layer_function=backward_layer if callable(backward_layer) else None,
-        environment_source=getattr(obj, "ENVIRONMENT", None) or getattr(obj, "environment", None),
-    )]
+    try:
+        return [FunctionRow(
+            id=str(getattr(obj, "ID", default_id)),
+            description=doc.splitlines()[0] if doc else "",
+            dtypes=dtypes,
+            policies=_policies(obj, dtypes),
+            features=frozenset(layer_features) | ({Feature.PEEPHOLE} if "peephole" in variants else set()),
+            gradients=callable(backward) or callable(backward_layer),
+            reasons={"gradients": "the implementation defines no backward()",
+                     Feature.PEEPHOLE: f"{getattr(obj, 'ID', default_id)} implements the standard variant only (VARIANTS)"},
+            forward_function=forward if callable(forward) else None,
+            backward_function=backward if callable(backward) else None,
+            forward_layer_function=forward_layer if callable(forward_layer) else None,
+            backward_layer_function=backward_layer if callable(backward_layer) else None,
+            environment_source=getattr(obj, "ENVIRONMENT", None) or getattr(obj, "environment", None),
+        )]
+    except ValueError as error:  # a declaration the row refuses (a policy that is not one, or holds no such dtype)
+        raise BackendLoadError(str(error)) from None
+
+
+def _policies(obj, dtypes: tuple[str, ...]) -> dict[str, str]:
+    """POLICY (one policy for every half type of DTYPES) or POLICIES (one per half type), checked by the row."""
+    halves = [d for d in dtypes if Dtype(d).half]
+    if hasattr(obj, "POLICY") and hasattr(obj, "POLICIES"):
+        raise BackendLoadError("declare POLICY (every half type) or POLICIES (one per half type), not both")
+    if hasattr(obj, "POLICY"):
+        if not halves:
+            raise BackendLoadError(f"POLICY = {obj.POLICY!r} is declared, but DTYPES = {dtypes} has no half type "
+                                   "(bfloat16, float16) for it to describe")
+        return {d: obj.POLICY for d in halves}
+    policies = getattr(obj, "POLICIES", {})
+    if not isinstance(policies, Mapping):
+        raise BackendLoadError(f"POLICIES must be a dict of half type to policy name, got {type(policies).__name__}")
+    return dict(policies)
 
 
 @dataclass(eq=False)

@@ -34,15 +34,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from contract.answers import Cotangents, Gradients, Outputs, check_inputs, checked_gradients, checked_outputs
+from contract.answers import (
+    Cotangents,
+    Gradients,
+    Outputs,
+    check_inputs,
+    checked_gradients,
+    checked_outputs,
+)
 from contract.errors import NotSupported, Unavailable
 from contract.layout import CANONICAL, Layout
 from contract.runtime import ISA_FLAGS, NUMPY, Runtime, cpu_features
 from contract.timing import TimedPass, Timing, through_numpy
 from contract.vocabulary import (
     ARCHITECTURE,
-    CONFORMANCE_DTYPES,
-    HALF_DTYPES,
+    FULL_DTYPES,
     Device,
     Dtype,
     Feature,
@@ -52,7 +58,8 @@ from contract.vocabulary import (
 )
 from spec.layer import LayerConfig
 from spec.params import LayerParams
-from spec.validation import LSTMInputError
+from spec.precision import Policy, check_policy_dtype
+from spec.validation import LSTMInputError, cast
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class KnownFailure:
 
 
 #: The entry points, which only Row defines.
-_ENTRY_POINTS = ("refusal", "check", "availability", "environment", "forward", "backward", "timed_pass")
+_ENTRY_POINTS = ("refusal", "check", "policy", "availability", "environment", "forward", "backward", "timed_pass")
 #: Converted and built parameters kept per row (the suite's cases are small; benchmarks reuse one set).
 _BUILDS_KEPT = 16
 
@@ -108,7 +115,7 @@ def parameters_key(params: LayerParams) -> str:
     digest = hashlib.sha1(f"{len(params.cells)} {params.num_directions}".encode())
     for name, tensor in params.tensors().items():
         digest.update(f"{name} {tensor.dtype} {tensor.shape}".encode())
-        digest.update(np.ascontiguousarray(tensor).data)
+        digest.update(np.ascontiguousarray(tensor).tobytes())  # not .data: a memoryview refuses ml_dtypes
     return digest.hexdigest()
 
 
@@ -123,10 +130,14 @@ class Row:
     layout: Layout = CANONICAL
     #: Every feature it runs (contract.vocabulary.Feature): the architecture ones must be ones its layout holds.
     features: frozenset = frozenset()
-    dtypes: tuple[Dtype, ...] = CONFORMANCE_DTYPES
+    dtypes: tuple[Dtype, ...] = FULL_DTYPES
     devices: tuple[Device, ...] = (Device.CPU,)
     gradients: bool = True
-    #: Half types (contract.vocabulary.HALF_DTYPES) its timed passes run in, beyond ``dtypes``.
+    #: The precision policy (spec.precision.Policy) it follows in each half type of ``dtypes``, by which the suite
+    #: judges it there: {"bfloat16": "half-storage-float32-accumulation"}. One that depends on the machine (which kernel
+    #: the framework takes) is the row's ``_policy`` hook.
+    policies: Mapping[str, str] = field(default_factory=dict)
+    #: Half types its timed passes run in without being judged there (no policy declared), beyond ``dtypes``.
     half_timing: tuple[Dtype, ...] = ()
     #: Why it does not do a dtype, a device, a feature (beyond its layout's reasons) or "gradients".
     reasons: Mapping[str, str] = field(default_factory=dict)
@@ -156,6 +167,7 @@ class Row:
         self.dtypes = tuple(Dtype.parse(d, f"{self.id} dtypes") for d in self.dtypes)
         self.devices = tuple(Device.parse(d, f"{self.id} devices") for d in self.devices)
         self.half_timing = tuple(Dtype.parse(d, f"{self.id} half_timing") for d in self.half_timing)
+        self.policies = self._checked_policies(self.policies)
         self.combinations = {frozenset(Feature.parse(f, f"{self.id} combinations") for f in combination): reason
                              for combination, reason in self.combinations.items()}
         beyond = (self.features & ARCHITECTURE) - self.layout.holds
@@ -179,12 +191,37 @@ class Row:
             if unchanged:
                 setattr(self, f.name, declared)
 
+    def _checked_policies(self, policies: Mapping) -> dict[Dtype, Policy]:
+        """Every half type of ``dtypes`` with a policy that holds it, and no policy for anything else."""
+        checked = {}
+        for dtype, policy in dict(policies).items():
+            dtype = Dtype.parse(dtype, f"{self.id} policies")
+            if not dtype.half:
+                raise ValueError(f"{self.id} policies: {dtype} is judged by the spec's tolerances, not by a precision "
+                                 "policy; policies name half types only")
+            if dtype not in self.dtypes:
+                raise ValueError(f"{self.id} policies: a policy for {dtype}, which it does not declare in dtypes")
+            try:
+                checked[dtype] = check_policy_dtype(policy, dtype)
+            except ValueError as error:
+                raise ValueError(f"{self.id} policies[{dtype.value!r}]: {error}") from None
+        unstated = [d for d in self.dtypes if d.half and d not in checked and type(self)._policy is Row._policy]
+        if unstated:
+            raise ValueError(f"{self.id} declares {unstated[0]} without the precision policy it follows there: "
+                             f"policies={{{unstated[0].value!r}: ...}}, one of {', '.join(p.value for p in Policy if unstated[0].value in p.dtypes)}")
+        return checked
+
     # -- declarations --------------------------------------------------------------------------------------
 
-    def refusal(self, *, dtype, device, layer: LayerConfig, lengths=None, mask=None, gradients: bool = False) -> str | None:
-        """Why this row declares it does not run this case (dtype, device, features, gradients), or None."""
+    def refusal(self, *, dtype, device, layer: LayerConfig, lengths=None, mask=None, gradients: bool = False,
+                timed: bool = False) -> str | None:
+        """Why this row declares it does not run this case (dtype, device, features, gradients), or None. A half type
+        it only times (``half_timing``) is run for a ``timed`` pass, and refused as unjudged otherwise."""
         dtype = Dtype(str(dtype))
-        checks = ((dtype, self.dtypes + self.half_timing if dtype in HALF_DTYPES else self.dtypes, "dtype"),
+        if dtype.half and dtype not in self.dtypes and dtype in self.half_timing and not timed:
+            return self.reasons.get(dtype, f"{self.id} declares no precision policy for {dtype}: its {dtype} passes "
+                                           "are timed by the benchmarks, not judged")
+        checks = ((dtype, self.dtypes + self.half_timing if timed else self.dtypes, "dtype"),
                   (Device(str(device)), self.devices, "device"))
         for value, supported, what in checks:
             if value not in supported:
@@ -202,11 +239,19 @@ class Row:
                 return reason
         return None
 
-    def check(self, *, dtype, device, layer: LayerConfig, lengths=None, mask=None, gradients: bool = False) -> None:
+    def check(self, *, dtype, device, layer: LayerConfig, lengths=None, mask=None, gradients: bool = False,
+              timed: bool = False) -> None:
         """Raise NotSupported with the reason if the row declares that it does not run this case."""
-        reason = self.refusal(dtype=dtype, device=device, layer=layer, lengths=lengths, mask=mask, gradients=gradients)
+        reason = self.refusal(dtype=dtype, device=device, layer=layer, lengths=lengths, mask=mask, gradients=gradients,
+                              timed=timed)
         if reason is not None:
             raise NotSupported(reason)
+
+    def policy(self, dtype, device: str = Device.CPU) -> Policy | None:
+        """The precision policy it follows in the half type ``dtype`` on ``device`` (None for float32 and float64):
+        what the suite judges its answers by there."""
+        dtype = Dtype.parse(dtype, "dtype")
+        return self._policy(dtype, Device.parse(device, "device")) if dtype.half else None
 
     def known_failure(self, kind, *, dtype, device, features=frozenset(), case: str | None = None) -> str | None:
         """The upstream reason if this kind of result on this case is a documented non-conformance."""
@@ -252,14 +297,22 @@ class Row:
                    lengths=None, mask=None, timing: Timing) -> TimedPass:
         """A pass to time from NumPy inputs in ``timing.source_dtype``: the row's device-resident pass (inputs
         converted, and rounded to a half type, once), or through forward() and backward() on every run."""
-        self.check(dtype=timing.dtype, device=timing.device, layer=layer, lengths=lengths, mask=mask, gradients=timing.gradients)
+        self.check(dtype=timing.dtype, device=timing.device, layer=layer, lengths=lengths, mask=mask, gradients=timing.gradients,
+                   timed=True)
         self._enter(params, x, h0, c0, layer, lengths, mask, timing.device, cotangents if timing.gradients else None,
                     declared=False)
         timed = self._timed(params, x, h0, c0, cotangents, layer=layer, lengths=lengths, mask=mask, timing=timing)
         if timed is not None:
             return timed
         if timing.half:
-            raise NotSupported(f"{self.id} declares {timing.dtype} but gives no device-resident pass that runs it")
+            if timing.dtype not in self.dtypes:
+                raise NotSupported(f"{self.id} declares {timing.dtype} but gives no device-resident pass that runs it")
+            # Judged in the half type: the data rounded once, as the suite rounds it, then through NumPy as any pass
+            # of a row with its own hooks.
+            params, x, h0, c0 = params.astype(timing.dtype), *(cast(a, timing.dtype, n) for a, n in ((x, "x"), (h0, "h0"), (c0, "c0")))
+            if cotangents is not None:
+                cotangents = Cotangents(*(cast(a, timing.dtype, n) for a, n in zip(
+                    (cotangents.dy, cotangents.dh_T, cotangents.dc_T), ("dy", "dh_T", "dc_T"))))
         options = dict(layer=layer, lengths=lengths, mask=mask, device=timing.device)
         return through_numpy(lambda: self.forward(params, x, h0, c0, **options),
                              lambda: self.backward(params, x, h0, c0, cotangents, **options), timing.gradients)
@@ -279,6 +332,10 @@ class Row:
 
     def _availability(self, device: str) -> str | None:
         return self.runtime.availability(device)
+
+    def _policy(self, dtype: Dtype, device: Device) -> Policy | None:
+        """The policy declared for ``dtype``; a row whose framework picks its kernel by machine decides here."""
+        return self.policies.get(dtype)
 
     def _environment(self, device: str) -> Mapping[str, object]:
         """The runtime's environment; where the row is unavailable, what of it can still be said, and why."""

@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.numpy import load as _load
 from safetensors.numpy import save as _save
 
-__all__ = ["load", "load_file", "save", "save_file"]
+__all__ = ["load", "load_file", "load_metadata", "save", "save_file"]
 
 _HEADER_LENGTH = struct.Struct("<Q")
 
@@ -74,6 +74,22 @@ def load(data: bytes) -> dict[str, np.ndarray]:
     for name in halves:
         arrays[name] = arrays[name].view(_bfloat16())
     return arrays
+
+
+def load_metadata(path: str | Path) -> dict[str, str]:
+    """A file's ``__metadata__`` (empty if it has none), from its header alone."""
+    with open(path, "rb") as file:
+        head = file.read(_HEADER_LENGTH.size)
+        if len(head) < _HEADER_LENGTH.size:
+            raise ValueError(f"not a safetensors file: {len(head)} bytes, shorter than its header's length")
+        (length,) = _HEADER_LENGTH.unpack(head)
+        text = file.read(min(length, 100_000_000))
+    if len(text) < length:
+        raise ValueError(f"not a safetensors file: its header claims {length} bytes, the file has {len(text)} after it")
+    metadata = json.loads(text).get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"__metadata__ must be an object of strings, got {type(metadata).__name__}")
+    return metadata
 
 
 def save_file(arrays: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str] | None = None) -> None:

@@ -3,7 +3,8 @@
 Every vocabulary is an enum whose members are strings (``Dtype.FLOAT32 == "float32"``), so that a
 report, a test id or a plug-in's ``DTYPES = ("float32",)`` reads the same word the code compares.
 
-- :class:`Dtype`: what an LSTM computes in. The spec judges float32 and float64; half types are timed.
+- :class:`Dtype`: what an LSTM computes in: float32 and float64 judged against the spec's tolerances, the half types
+  against the bound of the precision policy the row declares.
 - :class:`Device`: where it runs.
 - :class:`Kind`: what a verdict judges: the outputs (y, h_T, c_T) or the gradients.
 - :class:`Feature`: what a case asks of an LSTM beyond equations (1)-(6) of one forward layer, and what an
@@ -17,6 +18,8 @@ from __future__ import annotations
 from enum import Enum
 
 import numpy as np
+
+from spec.validation import check_dtype
 
 
 class Word(str, Enum):
@@ -44,9 +47,9 @@ class Dtype(Word):
     BFLOAT16 = "bfloat16"
 
     @property
-    def judged(self) -> bool:
-        """Whether the suite judges this dtype against the spec (the half types are timed only)."""
-        return self in CONFORMANCE_DTYPES
+    def half(self) -> bool:
+        """Whether this is a half type, judged under a precision policy (spec/precision.py, contract/half_bounds.py)."""
+        return self in HALF_DTYPES
 
     @property
     def eps(self) -> float:
@@ -54,15 +57,16 @@ class Dtype(Word):
         return {"float32": 2.0**-23, "float64": 2.0**-52, "float16": 2.0**-10, "bfloat16": 2.0**-7}[self.value]
 
     def numpy(self) -> np.dtype:
-        """The NumPy dtype (the judged dtypes only: NumPy has no bfloat16)."""
-        if not self.judged:
-            raise ValueError(f"{self.value} is not a NumPy dtype of the contract")
-        return np.dtype(self.value)
+        """The NumPy dtype (bfloat16 through ml_dtypes)."""
+        return check_dtype(self.value, storage=True)
 
 
-#: The dtypes the spec judges; the half types (:data:`HALF_DTYPES`) are timed by the benchmarks.
-CONFORMANCE_DTYPES = (Dtype.FLOAT32, Dtype.FLOAT64)
+#: The dtypes the spec computes in, and what a row runs unless it declares otherwise.
+FULL_DTYPES = (Dtype.FLOAT32, Dtype.FLOAT64)
+#: The half types: a row that runs one declares the precision policy it follows there.
 HALF_DTYPES = (Dtype.FLOAT16, Dtype.BFLOAT16)
+#: Every dtype the suite judges: the matrix's columns.
+CONFORMANCE_DTYPES = (*FULL_DTYPES, Dtype.BFLOAT16, Dtype.FLOAT16)
 
 
 class Device(Word):
@@ -146,6 +150,6 @@ def in_order(features) -> list[Feature]:
 
 
 __all__ = [
-    "ARCHITECTURE", "CALL", "CONFORMANCE_DTYPES", "HALF_DTYPES", "MEANINGS", "Device", "Dtype", "Feature", "Kind",
+    "ARCHITECTURE", "CALL", "CONFORMANCE_DTYPES", "FULL_DTYPES", "HALF_DTYPES", "MEANINGS", "Device", "Dtype", "Feature", "Kind",
     "Word", "features_of", "in_order",
 ]

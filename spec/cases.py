@@ -27,7 +27,7 @@ import numpy as np
 from spec import layer
 from spec.layer import LayerConfig
 from spec.params import LayerParams, LSTMParams
-from spec.validation import check_dtype
+from spec.validation import cast, check_dtype
 
 
 @dataclass(frozen=True)
@@ -225,9 +225,12 @@ def make_case_data(case: Case, dtype: object = np.float64) -> CaseData:
     """Draw the case's weights, inputs, initial states and cotangents from its seed.
 
     Values are drawn in float64 and then rounded to ``dtype``, so the float32 data of a case is the float64
-    data rounded, and both describe one problem.
+    data rounded, and both describe one problem. A half type's data is the float32 data rounded once more, to
+    nearest even (what a float32 model cast to half holds, and what spec/precision.py evaluates policies on).
     """
-    dtype = check_dtype(dtype)
+    dtype = check_dtype(dtype, storage=True)
+    if dtype.itemsize == 2:
+        return _rounded(make_case_data(case, np.float32), dtype)
     T, B, I, H, P, L, D, s = case.T, case.B, case.I, case.H, case.P, case.L, case.D, case.weight_scale
 
     def uniform(tensor, shape, bound):
@@ -263,6 +266,13 @@ def make_case_data(case: Case, dtype: object = np.float64) -> CaseData:
         mask=None if case.mask is None else mask_array(case.mask, T),
         **{k: v.astype(dtype) for k, v in tensors.items()},
     )
+
+
+def _rounded(data: CaseData, dtype: np.dtype) -> CaseData:
+    """float32 case data rounded to the half type ``dtype``: the cast rounds to nearest even (NumPy's for float16,
+    ml_dtypes' for bfloat16); the cases' values all lie well inside both types' ranges."""
+    rounded = {k: cast(v, dtype, k) for k, v in {**data.inputs(), **data.cotangents()}.items()}
+    return replace(data, params=data.params.astype(dtype), **rounded)
 
 
 @dataclass(frozen=True, eq=False)

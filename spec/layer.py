@@ -292,8 +292,9 @@ def check_inputs(params, x, h0, c0, *, config, lengths=None, mask=None, dtype=np
     """What :func:`forward` checks before it runs (and what the adapter contract checks before a framework
     sees anything): parameters that describe ``config`` in ``dtype``, x (T, B, I), h0 (L * D, B, P),
     c0 (L * D, B, H), and lengths (B,) integers in 0 .. T or a (T, B) boolean mask, not both.
-    Returns the mask to apply and whether masked steps output zero (always, for lengths)."""
-    dtype = check_dtype(dtype)
+    Returns the mask to apply and whether masked steps output zero (always, for lengths). ``dtype`` may be a half
+    type (data the contract hands on), which :func:`forward` itself does not compute in."""
+    dtype = check_dtype(dtype, storage=True)
     if not isinstance(config, LayerConfig):
         raise LSTMInputError("config", "wrong type", "spec.layer.LayerConfig", type(config).__name__)
     _check_params(params, config, dtype)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spec.validation import LSTMInputError, check_dtype, check_tensor
+from spec.validation import LSTMInputError, cast, check_dtype, check_tensor
 
 GATES = ("i", "f", "g", "o")
 PEEPHOLE_GATES = ("i", "f", "o")
@@ -36,7 +36,7 @@ class LSTMParams:
         if not isinstance(self.W, np.ndarray):
             raise LSTMInputError("W", "not a NumPy array", "numpy.ndarray", type(self.W).__name__)
         # The parameters' dtype is W's; the others must match it exactly.
-        dtype = check_dtype(self.W.dtype, name="W")
+        dtype = check_dtype(self.W.dtype, name="W", storage=True)
         check_tensor("W", self.W, (4, "H", "I"), dtype)
         H = self.W.shape[1]
         P = H
@@ -89,9 +89,10 @@ class LSTMParams:
         return named
 
     def astype(self, dtype: object) -> LSTMParams:
-        """An explicit conversion to another supported dtype (the spec never converts by itself)."""
-        dtype = check_dtype(dtype)
-        return LSTMParams(**{k: v.astype(dtype) for k, v in self.tensors().items()})
+        """An explicit conversion to another supported dtype, or to a half type to store (the spec never converts by
+        itself)."""
+        dtype = check_dtype(dtype, storage=True)
+        return LSTMParams(**{k: cast(v, dtype, k) for k, v in self.tensors().items()})
 
     def without_peepholes(self) -> LSTMParams:
         return LSTMParams(self.W, self.U, self.b, None, self.W_hr)

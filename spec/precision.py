@@ -45,7 +45,7 @@ import numpy as np
 from spec.lstm import sigmoid
 from spec.params import LSTMParams
 
-__all__ = ["Accumulation", "Bias", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "check_policy_dtype", "forward", "round_to",
+__all__ = ["Accumulation", "Bias", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "Sigmoid", "check_policy_dtype", "forward", "round_to",
            "round_to_tf32", "ulp"]
 
 
@@ -85,29 +85,55 @@ class Accumulation(str, Enum):
     EXACT = "exact"  # the sum computed in float64 and rounded once to float32: the best float32 accumulation
     PAIRWISE = "pairwise"  # NumPy's pairwise float32 summation over the inner dimension (the same on every CPU)
     BLOCKED_REVERSE = "blocked-reverse"  # float32 partial sums over blocks of 8 terms, the blocks added last to first
-    HALF = "half"  # every partial sum rounded to the half type: outside every policy (a mistake)
+    HALF = "half"  # in half arithmetic, term by term (each product and partial sum rounded): outside every policy
 
 
 class Bias(str, Enum):
     """Where an evaluation adds b: after the two products, r(W x) + r(U h) + b; inside the input product's
-    accumulation, r(W x + b) + r(U h); or half inside each, r(W x + b/2) + r(U h + b/2) (PyTorch's two biases, each
-    in its linear)."""
+    accumulation, r(W x + b) + r(U h); half inside each, r(W x + b/2) + r(U h + b/2) (PyTorch's two biases, each in its
+    linear); to the input product's result, r(r(W x) + b) + r(U h) (XLA's scan over a precomputed input projection);
+    or to the recurrent product's result, r(W x) + r(r(U h) + b) (flax's cells, the bias in the hidden Dense)."""
 
     AFTER = "after"
     INPUT = "input"
     SPLIT = "split"
+    INPUT_AFTER = "input-after"
+    RECURRENT_AFTER = "recurrent-after"
+
+
+class Sigmoid(str, Enum):
+    """How an evaluation that rounds every operation computes sigma(z): rounded once from its exact value; as
+    r(1 / r(1 + r(exp(-z)))) (jax.nn.sigmoid as XLA lowers it in a half type); or as r(r(exp(z)) / r(1 + r(exp(z))))
+    (Eigen's logistic in a half type: TensorFlow's tf.sigmoid and its block LSTM kernel; measured bit for bit)."""
+
+    ROUNDED_ONCE = "rounded-once"
+    RECIPROCAL = "reciprocal"
+    QUOTIENT = "quotient"
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """One way to carry out a policy: the accumulation of the products, whether a gate's elementwise work is fused
     (EVERY_OPERATION and MIXED round once per gate instead of after each operation), where the bias is added, and the
-    rounding mode (``truncate``: toward zero instead of to nearest even, a mistake)."""
+    rounding mode (``truncate``: toward zero instead of to nearest even, a mistake).
+
+    ``multiply_add``: where the policy rounds every operation, a multiply-add rounds once (torch's addcmul and
+    addmm): z = r(r(W x + b) + U h) (the recurrent product accumulated onto the stored input projection, which
+    holds the bias), z_i = r(z_i + p_i * c), c_t = r(r(f * c) + i * g).
+
+    ``sigmoid``: where the policy rounds every operation, sigma(z) rounded once (:class:`Sigmoid`), or the operations
+    it is written as, each rounded.
+
+    ``joint_product``: W x_t and U h_{t-1} as one product over [x_t; h_{t-1}], accumulated together and rounded
+    once (TensorFlow's block LSTM kernel: xh * w)."""
 
     accumulation: Accumulation = Accumulation.BLAS
     fused: bool = False
     truncate: bool = False
     bias: Bias = Bias.AFTER
+    multiply_add: bool = False
+    sigmoid: Sigmoid = Sigmoid.ROUNDED_ONCE
+    joint_product: bool = False
 
 
 STANDARD = Evaluation()
@@ -120,7 +146,7 @@ def check_policy_dtype(policy: object, dtype: object) -> Policy:
     """The policy, when it is one and holds data of ``dtype``; else a ValueError saying which dtypes it holds."""
     policy = Policy.parse(policy)
     if str(dtype) not in policy.dtypes:
-        raise ValueError(f"precision policy {policy.value!r} holds {' or '.join(policy.dtypes)} data, not {dtype!r}")
+        raise ValueError(f"precision policy {policy.value!r} holds {' or '.join(policy.dtypes)} data, not {str(dtype)!r}")
     return policy
 
 
@@ -177,6 +203,10 @@ def _sigmoid32(z: np.ndarray) -> np.ndarray:
     return sigmoid(z.astype(np.float64)).astype(np.float32)
 
 
+def _exp32(a: np.ndarray) -> np.ndarray:
+    return np.exp(a.astype(np.float64)).astype(np.float32)
+
+
 def _tanh32(a: np.ndarray) -> np.ndarray:
     return np.tanh(a.astype(np.float64)).astype(np.float32)
 
@@ -197,9 +227,9 @@ def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str
         for block in reversed(partial):
             total = total + block
         return total
-    total = np.zeros(terms.shape[:2], np.float32)  # HALF: every partial sum rounded to the half type
+    total = np.zeros(terms.shape[:2], np.float32)  # HALF: half arithmetic, every product and partial sum rounded
     for k in range(K):
-        total = round_to(total + terms[:, :, k], half)
+        total = round_to(total + round_to(terms[:, :, k], half), half)
     return total
 
 
@@ -247,27 +277,54 @@ def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *
             result = result + bias
         return r(result) if every else result
 
-    bias = Bias(evaluation.bias)
-    input_bias = {Bias.AFTER: None, Bias.INPUT: b, Bias.SPLIT: b / 2}[bias]
+    multiply_add = evaluation.multiply_add and every and not evaluation.fused
+    bias = Bias.INPUT if multiply_add else Bias(evaluation.bias)
+    input_bias = b if bias is Bias.INPUT else b / 2 if bias is Bias.SPLIT else None
     recurrent_bias = b / 2 if bias is Bias.SPLIT else None
+
+    def multiply(a):  # a product that a multiply-add leaves unrounded
+        return a if multiply_add else op(a)
+
+    form = Sigmoid(evaluation.sigmoid) if every and not evaluation.fused else Sigmoid.ROUNDED_ONCE
+    one = np.float32(1)
+
+    def sigmoid(z):  # float32 operations (NumPy's division and addition are correctly rounded), each rounded
+        if form is Sigmoid.RECIPROCAL:
+            return r(one / r(one + r(_exp32(-z))))
+        if form is Sigmoid.QUOTIENT:  # where exp(z) overflows the half type, its limit, 1 (as Eigen gives)
+            e = r(_exp32(z))
+            with np.errstate(invalid="ignore", over="ignore"):
+                return np.where(np.isinf(e), one, r(e / r(one + e)))
+        return gate_out(_sigmoid32(z))
+
     h, c = arrays["h0"], arrays["c0"]
     ys = []
     for x_t in arrays["x"]:
-        z = op(product(W, x_t, input_bias) + product(U, h, recurrent_bias))
+        if multiply_add:
+            recurrent = _product(U, h, evaluation.accumulation, half) if not tf32 else None
+            z = r(product(W, x_t, input_bias) + recurrent)
+        elif evaluation.joint_product:
+            z = product(np.concatenate([W, U], axis=1), np.concatenate([x_t, h], axis=1), input_bias)
+        elif bias is Bias.INPUT_AFTER:
+            z = op(op(product(W, x_t) + b) + product(U, h))
+        elif bias is Bias.RECURRENT_AFTER:
+            z = op(product(W, x_t) + op(product(U, h) + b))
+        else:
+            z = op(product(W, x_t, input_bias) + product(U, h, recurrent_bias))
         if bias is Bias.AFTER:
             z = op(z + b)
         z = z.reshape(-1, 4, H).transpose(1, 0, 2)  # (4, B, H), gates i, f, g, o
         z_i, z_f, z_g, z_o = z
         if p is not None:
-            z_i, z_f = op(z_i + op(p[0] * c)), op(z_f + op(p[1] * c))
+            z_i, z_f = op(z_i + multiply(p[0] * c)), op(z_f + multiply(p[1] * c))
         if forget_bias:
             z_f = op(z_f + fb)
-        i, f, g = gate_out(_sigmoid32(z_i)), gate_out(_sigmoid32(z_f)), gate_out(_tanh32(z_g))
-        c_new = op(op(f * c) + op(i * g))
+        i, f, g = sigmoid(z_i), sigmoid(z_f), gate_out(_tanh32(z_g))
+        c_new = op(op(f * c) + multiply(i * g))
         c_new = gate_out(c_new)
         if p is not None:
-            z_o = op(z_o + op(p[2] * c_new))
-        o = gate_out(_sigmoid32(z_o))
+            z_o = op(z_o + multiply(p[2] * c_new))
+        o = sigmoid(z_o)
         h = op(o * op(_tanh32(c_new)))
         if tf32:
             c = c_new

@@ -16,6 +16,14 @@ import numpy as np
 SUPPORTED_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
+def half_dtypes() -> tuple[np.dtype, ...]:
+    """The half types data may be stored in (bfloat16 through ml_dtypes, NumPy having none): the spec computes on such
+    data only widened, or under a precision policy (spec/precision.py)."""
+    import ml_dtypes
+
+    return (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16))
+
+
 class LSTMInputError(ValueError):
     """A tensor has the wrong type, shape, dtype or contents.
 
@@ -34,17 +42,42 @@ class LSTMInputError(ValueError):
         super().__init__(message)
 
 
-def check_dtype(dtype: object, name: str = "dtype") -> np.dtype:
-    """Return ``dtype`` as a NumPy dtype the spec supports, or raise naming ``name``."""
+def check_dtype(dtype: object, name: str = "dtype", *, storage: bool = False) -> np.dtype:
+    """Return ``dtype`` as a NumPy dtype the spec computes in, or raise naming ``name``. With ``storage``, also a half
+    type (:func:`half_dtypes`): what data, parameters and answers may be held in."""
+    allowed = SUPPORTED_DTYPES + (half_dtypes() if storage else ())
+    expected = "float64, float32, bfloat16 or float16" if storage else "float64 or float32"
     if dtype is None:
-        raise LSTMInputError(name, "missing dtype", "float64 or float32", None)
+        raise LSTMInputError(name, "missing dtype", expected, None)
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        dtype = half_dtypes()[0]  # NumPy knows the name only once ml_dtypes is imported
     try:
         resolved = np.dtype(dtype)
     except TypeError as error:
-        raise LSTMInputError(name, "unknown dtype", "float64 or float32", repr(dtype)) from error
-    if resolved not in SUPPORTED_DTYPES:
-        raise LSTMInputError(name, "unsupported dtype", "float64 or float32", resolved.name)
+        raise LSTMInputError(name, "unknown dtype", expected, repr(dtype)) from error
+    if resolved not in allowed:
+        hint = " (a half type is data, not arithmetic: widen it, or evaluate a precision policy)" if (
+            not storage and resolved in half_dtypes()) else ""
+        raise LSTMInputError(name, "unsupported dtype", expected + hint, resolved.name)
     return resolved
+
+
+def cast(array: np.ndarray, dtype: object, name: str) -> np.ndarray:
+    """``array`` converted to ``dtype`` (round-to-nearest-even), refusing what the dtype cannot hold: a finite value
+    beyond its range would become inf (float16's largest is 65504)."""
+    dtype = check_dtype(dtype, name, storage=True)
+    with np.errstate(over="ignore"):
+        converted = np.asarray(array).astype(dtype)
+    overflow = np.isfinite(np.asarray(array, np.float64)) & ~np.isfinite(converted.astype(np.float64))
+    if overflow.any():
+        index = tuple(int(k) for k in np.argwhere(overflow)[0])
+        import ml_dtypes
+
+        largest = float(ml_dtypes.finfo(dtype).max)
+        raise LSTMInputError(name, f"beyond the range of {dtype.name}", f"|values| at most {largest:g}",
+                             f"{float(np.asarray(array)[index]):g} at index {index} ({int(overflow.sum())} such values)",
+                             "scale the model, or keep it in a wider type")
+    return converted
 
 
 def format_shape(shape: Sequence[object]) -> str:

@@ -16,7 +16,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from conformance.golden import export
+from contract import tensor_files
 from contract.vectors import CHANGED_IN_VERSION_2, fingerprint
+from contract.vocabulary import FULL_DTYPES
 from spec import LSTMParams, layer
 from spec.cases import case_by_name, make_case_data
 from spec.layer import LayerConfig
@@ -62,7 +64,13 @@ def external_implementation(directory: Path, corrupt=None, skip=()):
 
 def test_export_writes_vectors_of_one_kind_and_a_manifest(tmp_path):
     manifest = json.loads(export(tmp_path, ["small-peephole", "lstmp-stack"]).read_text())
-    assert manifest["format_version"] == "2" and manifest["gate_order"] == "i,f,g,o" and len(manifest["vectors"]) == 4
+    # Both full dtypes of each case; the half types of the plain cell only (their bounds' cases), outputs only.
+    assert manifest["format_version"] == "2" and manifest["gate_order"] == "i,f,g,o" and len(manifest["vectors"]) == 6
+    halves = [v for v in manifest["vectors"] if v["dtype"] in ("bfloat16", "float16")]
+    assert [v["id"] for v in halves] == ["small-peephole-bfloat16", "small-peephole-float16"]
+    half_tensors = tensor_files.load_file(str(tmp_path / halves[0]["file"]))  # BF16: safetensors.numpy cannot
+    assert half_tensors["x"].dtype.name == "bfloat16" and "y" in half_tensors
+    assert not [name for name in half_tensors if name.startswith("grad_")] and "policy" in manifest["half_types"]
     assert manifest["tolerances"]["float32 outputs"]["atol"] > 0
     vector = next(v for v in manifest["vectors"] if v["id"] == "small-peephole-float32")
     tensors = load_file(str(tmp_path / vector["file"]))
@@ -76,11 +84,11 @@ def test_export_writes_vectors_of_one_kind_and_a_manifest(tmp_path):
 
 
 def test_results_of_a_correct_external_implementation_pass(tmp_path):
-    export(tmp_path / "golden", CASES)
+    export(tmp_path / "golden", CASES, FULL_DTYPES)
     external_implementation(tmp_path / "golden")
     run = run_suite(tmp_path, "--results", str(tmp_path / "golden"), "-k", " or ".join(f"cpu-{c}]" for c in CASES))
     assert run.returncode == 0, run.output
-    assert {r["status"] for r in run.report["results"]} == {"pass"}
+    assert {r["status"] for r in run.report["results"] if r["dtype"] in ("float32", "float64")} == {"pass"}
     cell = run.report["matrix"]["results/golden"]["float64 cpu gradients"]
     assert (cell["status"], cell["covered"], cell["denominator"]) == ("pass", len(CASES), len(CASES))
 
@@ -109,7 +117,7 @@ def _damage(vector, result, directory):
 
 def test_damaged_results_fail_each_with_its_own_verdict(tmp_path):
     golden = tmp_path / "golden"
-    export(golden, CASES)
+    export(golden, CASES, FULL_DTYPES)
     external_implementation(golden, corrupt=_damage, skip={"T1-float64"})
     path = golden / "results" / "small-float64.safetensors"
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
@@ -173,7 +181,7 @@ def test_a_directory_without_manifest_is_a_usage_error(tmp_path):
 def test_a_manifest_entry_cannot_take_another_vectors_id_or_be_listed_twice(tmp_path):
     # An entry for "small" renamed "T1-float64" would read T1's results for small's inputs (and a second entry for one
     # case would replace the first's).
-    export(tmp_path / "golden", ["small", "T1"])
+    export(tmp_path / "golden", ["small", "T1"], FULL_DTYPES)
     path = tmp_path / "golden" / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["vectors"] = [dict(v, id="T1-float64") if v["id"] == "small-float64" else v for v in manifest["vectors"]
@@ -182,7 +190,7 @@ def test_a_manifest_entry_cannot_take_another_vectors_id_or_be_listed_twice(tmp_
     run = run_suite(tmp_path, "--results", str(tmp_path / "golden"))
     assert run.returncode == 4 and "has id 'T1-float64'; its case 'small', float64, is vector 'small-float64'" in run.stderr, run.output
 
-    export(tmp_path / "golden", ["small", "T1"])
+    export(tmp_path / "golden", ["small", "T1"], FULL_DTYPES)
     manifest = json.loads(path.read_text())
     manifest["vectors"].append(dict(manifest["vectors"][0]))
     path.write_text(json.dumps(manifest))
@@ -192,7 +200,7 @@ def test_a_manifest_entry_cannot_take_another_vectors_id_or_be_listed_twice(tmp_
 
 def test_a_stray_file_in_results_is_reported(tmp_path):
     # A result for no vector (a typo in its name, a vector dropped from the manifest) is not ignored.
-    export(tmp_path / "golden", ["small"])
+    export(tmp_path / "golden", ["small"], FULL_DTYPES)
     external_implementation(tmp_path / "golden")
     (tmp_path / "golden" / "results" / "small-float46.safetensors").write_bytes(b"")
     run = run_suite(tmp_path, "--results", str(tmp_path / "golden"))

@@ -13,10 +13,11 @@ import os
 import numpy as np
 import pytest
 
+from conformance.isolation import deadline
 from contract.answers import Cotangents
 from contract.errors import ResultError, TimedOut
+from contract.half_bounds import bound_cases
 from contract.loading import load_rows
-from conformance.isolation import deadline
 from spec.cases import case_by_name, case_set, make_case_data
 from tests.suite import EXAMPLE, example_with, plugin, run_suite
 
@@ -52,9 +53,9 @@ def test_a_row_that_zeroes_x_in_place_fails_and_cannot_hurt_the_rows_after_it(tm
     # In one process (-n 0): the shared cache is where the harm was done.
     run = run_suite(tmp_path, "--backend", before, "--backend", str(EXAMPLE), "--backend", after, "-n", "0", "-m", "not layer")
     assert run.returncode == 1, run.output
-    assert {r["status"] for r in run.results("example/numpy")} == {"pass"}
+    assert {r["status"] for r in run.judged("example/numpy")} == {"pass"}
     for row in ("bad/zeroes-x-before", "bad/zeroes-x-after"):
-        results = run.results(row)
+        results = run.judged(row)
         assert results and all(r["status"] == "FAIL" and "modified its input x in place" in r["detail"] for r in results), row
 
 
@@ -254,7 +255,8 @@ def test_serial_and_parallel_runs_report_the_same(tmp_path):
         assert _matrix_section(run.stdout) == _matrix_section(serial.stdout), n
     # Every test of the three rows has its result, declared "not supported" ones (torch's peepholes, the layer
     # features of these cell-only rows) included: 3 rows x 2 dtypes x 2 kinds x every case.
-    assert len(serial.report["results"]) == 3 * 2 * 2 * len(case_set())
+    # Three rows, two kinds, two full dtypes, every case; and the half types' outputs on the cases of their bounds.
+    assert len(serial.report["results"]) == 3 * 2 * 2 * len(case_set()) + 3 * 2 * len(bound_cases())
 
 
 # ---------------------------------------------------------------------------
@@ -448,7 +450,8 @@ def test_keyboard_interrupt_or_exit_inside_a_call_is_that_rows_failure_and_the_r
         raise SystemExit(3)""")
     run = run_suite(tmp_path, "--backend", raising, "-k", "test_outputs and layer")
     assert run.returncode == 1, run.output
-    assert run.report["run"] == {"complete": True, "expected": 48, "judged": 48, "not_run": 0, "ended": ""}
+    # 24 cases with "layer" in their ids, in float32 and float64; and one-layer's outputs in bfloat16 and float16.
+    assert run.report["run"] == {"complete": True, "expected": 50, "judged": 50, "not_run": 0, "ended": ""}
     by_case = {(r["case"], r["dtype"]): r for r in run.results("bad/raises")}
     assert by_case[("stacked-bidirectional", "float32")]["detail"] == "raised KeyboardInterrupt: "
     assert by_case[("reverse", "float64")]["detail"] == "raised SystemExit: 3"

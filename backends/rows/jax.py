@@ -17,8 +17,13 @@ from backends.layouts import jax_rnn as rnn_layouts
 from backends.runtimes.jax import FLAX, JAX, experimental_rnn, jax, linen
 from contract.layout import CELL_ARRAYS
 from contract.row import KnownFailure, Row
-from contract.vocabulary import HALF_DTYPES, Device, Dtype, Feature
+from contract.vocabulary import CONFORMANCE_DTYPES, HALF_DTYPES, Device, Dtype, Feature
 from spec.layer import LayerConfig
+from spec.precision import Policy
+
+#: What JAX computes in a half type when every array is one (measured bit for bit, README Precision policies): each
+#: operation's result rounded, products accumulated in float32 and rounded once.
+EVERY_OPERATION = {Dtype.BFLOAT16: Policy.EVERY_OPERATION, Dtype.FLOAT16: Policy.EVERY_OPERATION}
 
 DEVICES = (Device.CPU, Device.CUDA)
 
@@ -73,7 +78,8 @@ class JaxScanLSTM(Row):
     layout: object = CELL_ARRAYS
     features: frozenset = frozenset({Feature.PEEPHOLE})
     devices: tuple = DEVICES
-    half_timing: tuple = HALF_DTYPES
+    dtypes: tuple = CONFORMANCE_DTYPES
+    policies: dict = field(default_factory=lambda: dict(EVERY_OPERATION))
     reasons: dict = field(default_factory=lambda: {f: NOT_A_LAYER for f in (
         Feature.LENGTHS, Feature.EMPTY_SEQUENCES, Feature.MASK, Feature.MASK_PREVIOUS_OUTPUT)})
 
@@ -144,7 +150,8 @@ class FlaxLSTM(Row):
     features: frozenset = frozenset({Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL, Feature.LENGTHS,
                                      Feature.EMPTY_SEQUENCES})
     devices: tuple = DEVICES
-    half_timing: tuple = HALF_DTYPES
+    dtypes: tuple = CONFORMANCE_DTYPES
+    policies: dict = field(default_factory=lambda: dict(EVERY_OPERATION))
     reasons: dict = field(default_factory=lambda: {Feature.MASK: FLAX_NO_MASK, Feature.MASK_PREVIOUS_OUTPUT: FLAX_NO_MASK})
     known_failures: tuple = (KnownFailure(FLAX_EMPTY_ROWS, features={Feature.EMPTY_SEQUENCES}),
                              KnownFailure(FLAX_PADDED_OUTPUTS, features={Feature.LENGTHS}))
@@ -178,6 +185,8 @@ RNN_EMPTY_ROWS = (
     "searched; the selection comes from jax-ml/jax#15169)"
 )
 RNN_NO_MASK = "jax.experimental.rnn takes seq_lengths (one length per row), not a mask of steps"
+RNN_CUDNN_FLOAT32 = ("jax.experimental.rnn.lstm (cuDNN) is float32 only (its docstring: 'TODO: Add support for input and "
+                     "weight dtypes other than float32')")
 
 
 @dataclass(eq=False)
@@ -191,12 +200,16 @@ class JaxRnnLSTM(Row):
     layout: object = rnn_layouts.FLAT_WEIGHTS
     features: frozenset = frozenset({Feature.STACKED, Feature.BIDIRECTIONAL, Feature.LENGTHS, Feature.EMPTY_SEQUENCES})
     devices: tuple = DEVICES
+    dtypes: tuple = CONFORMANCE_DTYPES
+    policies: dict = field(default_factory=lambda: dict(EVERY_OPERATION))
     reasons: dict = field(default_factory=lambda: {Feature.MASK: RNN_NO_MASK, Feature.MASK_PREVIOUS_OUTPUT: RNN_NO_MASK})
     known_failures: tuple = (KnownFailure(RNN_EMPTY_ROWS, features={Feature.EMPTY_SEQUENCES}),)
 
     def build(self, native, *, params, layer, device, half=None):
-        """The flat vector on the device; the sizes come from the arrays' shapes and the layer when traced."""
-        return {"weights": self.runtime.to_device(native["weights"], device)}
+        """The flat vector on the device (rounded to ``half`` for a half-type timed pass); the sizes come from the arrays'
+        shapes and the layer when traced."""
+        weights = self.runtime.to_device(native["weights"], device)
+        return {"weights": weights if half is None else self.runtime.cast(weights, half)}
 
     def inputs(self, x, h0, c0, lengths, mask, *, layer, device):
         lengths = np.full(x.shape[1], x.shape[0], np.int32) if lengths is None else lengths32(lengths)
@@ -247,9 +260,8 @@ ROWS = (
              description="flax.linen.OptimizedLSTMCell (one matrix product per step for all four gates) through flax.linen.RNN"),
     JaxRnnLSTM(id="jax/rnn.lstm_ref", function="lstm_ref",
                description="jax.experimental.rnn.lstm_ref (jax ops; num_layers, bidirectional, seq_lengths)"),
-    JaxRnnLSTM(id="jax/rnn.lstm", function="lstm", dtypes=(Dtype.FLOAT32,),
-               reasons={Dtype.FLOAT64: "jax.experimental.rnn.lstm (cuDNN) is float32 only (its docstring: 'TODO: Add "
-                                       "support for input and weight dtypes other than float32')",
+    JaxRnnLSTM(id="jax/rnn.lstm", function="lstm", dtypes=(Dtype.FLOAT32,), policies={},
+               reasons={**{dtype: RNN_CUDNN_FLOAT32 for dtype in (Dtype.FLOAT64, *HALF_DTYPES)},
                         Feature.MASK: RNN_NO_MASK, Feature.MASK_PREVIOUS_OUTPUT: RNN_NO_MASK},
                description="jax.experimental.rnn.lstm: cuDNN's LSTM (GPU only), the same arguments as lstm_ref"),
 )

@@ -33,8 +33,9 @@ from backends.runtimes import onnx as graphs
 from backends.runtimes.onnxruntime import LSTM_KERNEL_REASONS, ONNXRUNTIME, onnxruntime
 from contract.row import KnownFailure, Row
 from contract.runtime import framework_problem
-from contract.vocabulary import Device, Feature, Kind
+from contract.vocabulary import CONFORMANCE_DTYPES, Device, Dtype, Feature, Kind
 from spec.layer import LayerConfig
+from spec.precision import Policy
 
 #: What the operator runs: its attributes and its sequence_lens input.
 OPERATOR_FEATURES = frozenset({Feature.PEEPHOLE, Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL,
@@ -135,6 +136,9 @@ class OnnxReferenceLSTM(OnnxGraphRow):
     id: str = "onnx.reference/LSTM"
     description: str = "onnx.reference's LSTM operator (NumPy), one node per layer"
     runtime: object = graphs.ONNX_REFERENCE
+    dtypes: tuple = CONFORMANCE_DTYPES
+    #: NumPy's operations one by one in the half type (ml_dtypes' for bfloat16), each result rounded.
+    policies: dict = field(default_factory=lambda: {Dtype.FLOAT16: Policy.EVERY_OPERATION, Dtype.BFLOAT16: Policy.EVERY_OPERATION})
     reasons: dict = field(default_factory=lambda: {"gradients": "onnx.reference evaluates graphs; it has no gradients",
                                                    **NO_MASK})
     known_failures: tuple = tuple(

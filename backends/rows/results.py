@@ -20,7 +20,7 @@ import numpy as np
 from contract.answers import gradients_from_names
 from contract.errors import NotSupported, ResultError
 from contract.row import Row
-from contract.tensor_files import load_file
+from contract.tensor_files import load_file, load_metadata
 from contract.vectors import (
     OUTPUTS,
     GoldenError,
@@ -29,8 +29,9 @@ from contract.vectors import (
     read_manifest,
     weight_names,
 )
-from contract.vocabulary import CONFORMANCE_DTYPES, Device, Feature
+from contract.vocabulary import CONFORMANCE_DTYPES, Device, Dtype, Feature
 from spec.cases import CASES_BY_NAME, Case, CaseData, make_case_data
+from spec.precision import Policy, check_policy_dtype
 
 
 @dataclass(eq=False)
@@ -62,6 +63,7 @@ class ResultsDirectory(Row):
                                   f"{vector['id']!r} are the same case and dtype; each vector is listed once")
             self._by_fingerprint[today] = vector
         self._check_results_directory()
+        self._policies: dict[Dtype, tuple[Policy, str]] = {}  # half type -> (its declared policy, the file declaring it)
 
     def _check_results_directory(self) -> None:
         """Everything in results/ must be a vector's result file: a stray file (a result for no vector, a name
@@ -130,8 +132,34 @@ class ResultsDirectory(Row):
         case = Case("", x.shape[0], x.shape[1], params.input_size, params.hidden_size, layer)
         return CaseData(case, params, x, h0, c0, None, None, None, lengths, mask)
 
+    def _policy(self, dtype, device):
+        return self._policies[dtype][0] if dtype in self._policies else None
+
+    def _declared_policy(self, vector: dict) -> None:
+        """A half-type result names the policy it follows in its metadata, the same in every file of that type."""
+        path = self.directory / "results" / f"{vector['id']}.safetensors"
+        dtype = Dtype(vector["dtype"])
+        try:
+            named = load_metadata(path).get("policy")
+        except (OSError, ValueError) as error:
+            raise ResultError(str(path), "unreadable result file", "a safetensors file", f"{type(error).__name__}: {error}") from None
+        if named is None:
+            raise ResultError(str(path), "no precision policy", "metadata {'policy': ...}, the policy the implementation "
+                              f"follows in {dtype}, one of {', '.join(p.value for p in Policy if dtype.value in p.dtypes)}",
+                              "no 'policy' in its metadata")
+        try:
+            policy = check_policy_dtype(named, dtype)
+        except ValueError as error:
+            raise ResultError(str(path), "metadata 'policy'", "a precision policy of this half type", str(error)) from None
+        first = self._policies.setdefault(dtype, (policy, path.name))
+        if first[0] is not policy:
+            raise ResultError(str(path), "another precision policy than the other results", f"{first[0].value} (as in "
+                              f"{first[1]}): one implementation follows one policy in {dtype}", policy.value)
+
     def _outputs(self, params, x, h0, c0, *, layer, lengths, mask, device):
         vector, _, result = self._result(self._data(params, x, h0, c0, layer, lengths, mask))
+        if Dtype(vector["dtype"]).half:
+            self._declared_policy(vector)
         missing = [name for name in OUTPUTS if name not in result]
         if missing:
             raise ResultError(missing[0], "missing from the result file", f"tensors {list(OUTPUTS)}", f"tensors {sorted(result)}")

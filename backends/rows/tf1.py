@@ -36,12 +36,15 @@ from backends.layouts import tf1 as layouts
 from backends.runtimes.tensorflow import TF1, tensorflow
 from contract.answers import Gradients
 from contract.row import Row
-from contract.vocabulary import Device, Dtype, Feature
+from contract.vocabulary import CONFORMANCE_DTYPES, Device, Dtype, Feature
+from spec.precision import Policy
 from spec.validation import LSTMInputError
 
 _NO_MASK = "TF1's RNN functions take sequence_length, not a mask"
-CALL_REASONS = {Feature.MASK: _NO_MASK, Feature.MASK_PREVIOUS_OUTPUT: _NO_MASK,
-                **{dtype: f"the TF1 rows do not time {dtype}" for dtype in (Dtype.FLOAT16, Dtype.BFLOAT16)}}
+CALL_REASONS = {Feature.MASK: _NO_MASK, Feature.MASK_PREVIOUS_OUTPUT: _NO_MASK}
+#: What a TF1 cell computes in a half type: TensorFlow's ops one by one, each result rounded (MatMul accumulating in
+#: float32, sigmoid as Eigen's half logistic).
+EVERY_OPERATION = {Dtype.BFLOAT16: Policy.EVERY_OPERATION, Dtype.FLOAT16: Policy.EVERY_OPERATION}
 RNN_FEATURES = frozenset({Feature.STACKED, Feature.BIDIRECTIONAL, Feature.LENGTHS, Feature.EMPTY_SEQUENCES})
 
 
@@ -53,6 +56,8 @@ class TF1LSTM(Row):
     layout: object = layouts.LSTM_CELL
     features: frozenset = RNN_FEATURES
     devices: tuple = (Device.CPU, Device.CUDA)
+    dtypes: tuple = CONFORMANCE_DTYPES
+    policies: dict = field(default_factory=lambda: dict(EVERY_OPERATION))
     reasons: dict = field(default_factory=lambda: dict(CALL_REASONS))
     process_environment: dict = field(default_factory=lambda: {"TF_USE_LEGACY_KERAS": "1"})
     origin: str = "backends.rows.tf1"

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backends.layouts import torch as layouts
-from backends.runtimes.torch import TORCH, torch
+from backends.runtimes.torch import TORCH, from_numpy, lstm_cpu_kernels, torch
 from contract.row import Row
-from contract.vocabulary import HALF_DTYPES, Device, Feature
+from contract.vocabulary import CONFORMANCE_DTYPES, Device, Dtype, Feature
+from spec.precision import Policy
 
 DEVICES = (Device.CPU, Device.CUDA)
 NOT_MASKED = ("torch.nn.LSTM takes no mask of steps (variable lengths only, through pack_padded_sequence)")
@@ -21,7 +22,7 @@ def _load(module, state, device: str):
     """``module`` holding ``state`` (strict: a name torch does not have, or lacks, is an error)."""
     t = torch()
     with t.no_grad():
-        module.load_state_dict({name: t.from_numpy(value) for name, value in state.items()})
+        module.load_state_dict({name: from_numpy(value) for name, value in state.items()})
     if device == Device.CUDA and hasattr(module, "flatten_parameters"):
         module.flatten_parameters()
     return module
@@ -29,6 +30,11 @@ def _load(module, state, device: str):
 
 def _dtype(params, half):
     return getattr(torch(), str(half or params.dtype.name))
+
+
+#: What PyTorch's own cell computes in a half type (ATen's lstm_cell, torch ops one by one: every operation's result
+#: rounded), measured: bfloat16 bit for bit, float16 within 0.013 ulps on average of half-every-operation.
+ATEN_CELL = {Dtype.BFLOAT16: Policy.EVERY_OPERATION, Dtype.FLOAT16: Policy.EVERY_OPERATION}
 
 
 # ---------------------------------------------------------------------------
@@ -73,7 +79,7 @@ class TorchLSTM(Row):
     layout: object = layouts.NN_LSTM
     features: frozenset = frozenset({Feature.STACKED, Feature.BIDIRECTIONAL, Feature.PROJECTION, Feature.LENGTHS})
     devices: tuple = DEVICES
-    half_timing: tuple = HALF_DTYPES
+    dtypes: tuple = CONFORMANCE_DTYPES
     reasons: dict = field(default_factory=lambda: {
         Feature.EMPTY_SEQUENCES: "PyTorch refuses sequences of length 0: pack_padded_sequence raises \"Length of all "
                                  "samples has to be greater than 0, but found an element in 'lengths' that is <= 0\"",
@@ -83,6 +89,14 @@ class TorchLSTM(Row):
     batch_first: bool = False
     #: Lengths: sort the batch by decreasing length, pack with enforce_sorted=True, unsort the results.
     enforce_sorted: bool = False
+
+    def _policy(self, dtype, device):
+        """By the kernel nn.LSTM takes (backends.runtimes.torch.lstm_cpu_kernels, recorded in the environment):
+        oneDNN's fused LSTM and cuDNN store the step's results in half and compute in float32; ATen's cell rounds
+        every operation (README, Precision policies)."""
+        if device == Device.CUDA or lstm_cpu_kernels(torch())[dtype.value] == "oneDNN":
+            return Policy.HALF_STORAGE
+        return ATEN_CELL[dtype]
 
     def build(self, native, *, params, layer, device, half=None):
         module = torch().nn.LSTM(params.input_size, params.hidden_size, num_layers=layer.num_layers,
@@ -151,7 +165,8 @@ class TorchLSTMCell(Row):
     features: frozenset = frozenset({Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL, Feature.LENGTHS,
                                      Feature.EMPTY_SEQUENCES, Feature.MASK, Feature.MASK_PREVIOUS_OUTPUT})
     devices: tuple = DEVICES
-    half_timing: tuple = HALF_DTYPES
+    dtypes: tuple = CONFORMANCE_DTYPES
+    policies: dict = field(default_factory=lambda: dict(ATEN_CELL))
 
     def build(self, native, *, params, layer, device, half=None):
         cells = torch().nn.ModuleList(
@@ -254,7 +269,8 @@ class TorchPeepholeLSTM(Row):
     layout: object = layouts.PEEPHOLE
     features: frozenset = frozenset({Feature.PEEPHOLE})
     devices: tuple = DEVICES
-    half_timing: tuple = HALF_DTYPES
+    dtypes: tuple = CONFORMANCE_DTYPES
+    policies: dict = field(default_factory=lambda: dict(ATEN_CELL))
 
     def __post_init__(self):
         super().__post_init__()

@@ -30,11 +30,13 @@ import numpy as np
 
 from contract.runtime import Runtime, framework_problem, import_framework
 from contract.vocabulary import Device
+from spec.validation import cast, check_dtype
 
 if TYPE_CHECKING:
     from spec.layer import LayerConfig
 
 OPSET = 14  # the first LSTM version with the ``layout`` attribute
+OPSET_BFLOAT16 = 22  # the first LSTM version whose type constraint holds bfloat16
 INSTALL_HINT = "onnx is not installed (pip install onnx)"
 #: Where onnx is needed only to build the graphs another runtime runs (ONNX Runtime's rows).
 GRAPH_HINT = "onnx is not installed: the graphs are built with it (pip install 'lstm-conformance[onnxruntime]')"
@@ -53,7 +55,9 @@ def layer_model(input_size: int, hidden_size: int, layer: LayerConfig, dtype: ob
     helper, TensorProto = onnx().helper, onnx().TensorProto
     if layer.proj_size is not None:
         raise ValueError("layer_model: ONNX's LSTM operator has no projection (proj_size must be None)")
-    elem = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}[np.dtype(dtype)]
+    dtype = check_dtype(dtype, storage=True)
+    elem = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "float16": TensorProto.FLOAT16,
+            "bfloat16": TensorProto.BFLOAT16}[dtype.name]
     I, H, L, D = input_size, hidden_size, layer.num_layers, layer.num_directions
     time_major = layout == 0
     state_axis = 0 if time_major else 1
@@ -94,7 +98,7 @@ def layer_model(input_size: int, hidden_size: int, layer: LayerConfig, dtype: ob
     outputs = [helper.make_tensor_value_info("y", elem, y_shape)]
     outputs += [helper.make_tensor_value_info(f"{state}_T", elem, state_shape) for state in ("h", "c")]
     graph = helper.make_graph(nodes, "lstm_layer", inputs, outputs, initializer=initializers)
-    opsets = [helper.make_opsetid("", OPSET)]
+    opsets = [helper.make_opsetid("", OPSET_BFLOAT16 if dtype.name == "bfloat16" else OPSET)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
@@ -128,11 +132,15 @@ class OnnxReference(Runtime):
         return None if device == Device.CPU else "onnx.reference runs on the CPU only (NumPy)"
 
     def environment(self, device: str) -> dict[str, object]:
-        return {"onnx": onnx().__version__, "numpy": np.__version__, "opset": OPSET}
+        return {"onnx": onnx().__version__, "numpy": np.__version__, "opset": OPSET, "opset_bfloat16": OPSET_BFLOAT16}
 
     def session(self, model, device: str):
         """An evaluator of ``model``; like an ONNX Runtime session, ``run(None, feeds)`` answers."""
         return import_framework("onnx.reference", INSTALL_HINT).ReferenceEvaluator(model)
+
+    def cast(self, tensor, dtype):
+        """A NumPy array rounded to a half type (to nearest even; what the type cannot hold refused)."""
+        return cast(np.asarray(tensor), dtype, "tensor")
 
     def run(self, function, *args):
         # Its sigmoid is 1 / (1 + exp(-x)): exp overflows to inf for very negative x, and 1 / inf is the right 0.

@@ -13,8 +13,15 @@ import os
 
 import numpy as np
 
-from contract.runtime import Runtime, cpu_model, framework_problem, import_framework, threads_wanted
+from contract.runtime import (
+    Runtime,
+    cpu_model,
+    framework_problem,
+    import_framework,
+    threads_wanted,
+)
 from contract.vocabulary import Device
+from spec.validation import check_dtype
 
 INSTALL_HINT = "torch is not installed (pip install 'lstm-conformance[torch]')"
 
@@ -52,6 +59,14 @@ def lstm_cpu_kernels(t) -> dict[str, str]:
         kernels["float16"] = "oneDNN without gradients, ATen with them"
     kernels["packed sequences, projections"] = "ATen"
     return kernels
+
+def from_numpy(array: np.ndarray):
+    """A CPU tensor sharing ``array``'s memory; torch reads no ml_dtypes array, so bfloat16 goes through its bits."""
+    t = torch()
+    if array.dtype == check_dtype("bfloat16", storage=True):
+        return t.from_numpy(array.view(np.int16)).view(t.bfloat16)
+    return t.from_numpy(array)
+
 
 class TorchRuntime(Runtime):
     name = "torch"
@@ -115,14 +130,13 @@ class TorchRuntime(Runtime):
         return env
 
     def to_device(self, array: np.ndarray, device: str):
-        return torch().from_numpy(np.array(array)).to(str(device))
+        return from_numpy(np.array(array)).to(str(device))
 
     def to_numpy(self, tensor) -> np.ndarray:
-        """The tensor as a NumPy array of its dtype; NumPy has no bfloat16, so a bfloat16 tensor (a timed pass's
-        result, never a judged one) comes back as float32, which holds every bfloat16 value exactly."""
+        """The tensor as a NumPy array of its dtype (bfloat16 as ml_dtypes' bfloat16, the same bits)."""
         tensor = tensor.detach().cpu()
         if tensor.dtype == torch().bfloat16:
-            tensor = tensor.float()
+            return tensor.view(torch().int16).numpy().view(check_dtype("bfloat16", storage=True))
         return tensor.numpy()
 
     def run(self, function, *args):

@@ -25,7 +25,12 @@ from backends.layouts import flax as flax_layouts
 from backends.layouts import jax_rnn as rnn_layouts
 from backends.rows import jax as jax_rows
 from backends.runtimes import jax as jax_runtime
-from backends.runtimes.jax import FLAX_MISSING, JAX_MISSING, MATMUL_PRECISION, JaxRuntime
+from backends.runtimes.jax import (
+    FLAX_MISSING,
+    JAX_MISSING,
+    MATMUL_PRECISION,
+    JaxRuntime,
+)
 from contract.answers import Cotangents
 from contract.errors import NotSupported, ResultError, Unavailable
 from contract.layout import CELL_ARRAYS, fold_forget_bias
@@ -35,6 +40,7 @@ from spec import lstm
 from spec.cases import Case, case_by_name, make_case_data, reference
 from spec.layer import LayerConfig
 from spec.params import GATES, LayerParams
+from spec.precision import Policy
 from tests.suite import ROOT, subprocess_environment
 
 ROWS = {row.id: row for row in jax_rows.ROWS}
@@ -110,9 +116,11 @@ def test_rows_and_the_reasons_they_give():
         assert refusal(row, dtype="float32", direction="reverse") == rnn_layouts.REASONS[Feature.REVERSE]
         assert refusal(row, dtype="float32", peephole=True) == rnn_layouts.NO_PEEPHOLES
         assert row.refusal(dtype="float32", device="cpu", layer=LayerConfig(), mask=np.ones((2, 1), bool)) == jax_rows.RNN_NO_MASK
-        assert refusal(row, dtype="float16") == f"{row.id} does not support dtype float16"
-    assert "float32 only" in refusal(RNN_CUDNN)
-    assert [row.half_timing for row in RUNNABLE] == [HALF_DTYPES] * 3 + [()]
+    assert refusal(RNN_REF, dtype="float16") is None
+    assert "float32 only" in refusal(RNN_CUDNN) and "float32 only" in refusal(RNN_CUDNN, dtype="bfloat16")
+    # Every runnable row is judged in both half types under half-every-operation, the policy JAX follows there.
+    for row in RUNNABLE:
+        assert {row.policy(half) for half in HALF_DTYPES} == {Policy.EVERY_OPERATION}, row.id
 
 
 def test_known_failures_are_narrowed_to_where_they_live():

@@ -23,6 +23,7 @@ import pytest
 from conformance.isolation import deadline
 from contract.answers import Cotangents
 from contract.errors import Crashed, NotSupported, ResultError, TimedOut
+from contract.half_bounds import bound_cases
 from contract.loading import BackendLoadError, FunctionRow, load_rows, placed
 from contract.remote import Remote
 from contract.row import Row
@@ -58,7 +59,8 @@ def test_the_readme_example_passes_every_plain_cell_case_and_declines_the_rest(t
     result = run_suite(tmp_path, "--backend", str(EXAMPLE))
     assert result.returncode == 0, result.output
     cells = sum(is_cell(case) for case in case_set())
-    assert f"{4 * cells} passed, {4 * (len(case_set()) - cells)} skipped" in result.stdout, result.output
+    halves = 2 * len(bound_cases())  # declares no half type: outputs in bfloat16 and float16, declared not supported
+    assert f"{4 * cells} passed, {4 * (len(case_set()) - cells) + halves} skipped" in result.stdout, result.output
 
 
 def test_a_plugin_with_swapped_gates_fails_and_says_where(tmp_path):
@@ -98,7 +100,8 @@ def test_the_layer_example_passes_every_case_it_declares(tmp_path):
     result = run_suite(tmp_path, "--backend", str(LAYER_EXAMPLE), "-n", "auto")
     assert result.returncode == 0, result.output
     assert {column: cell["status"] for column, cell in result.report["matrix"][example.id].items()} == {
-        f"{dtype} cpu {kind}": "pass" for dtype in ("float32", "float64") for kind in ("outputs", "gradients")}
+        **{f"{dtype} cpu {kind}": "pass" for dtype in ("float32", "float64") for kind in ("outputs", "gradients")},
+        "bfloat16 cpu outputs": "not supported", "float16 cpu outputs": "not supported"}
     unsupported = {}  # case -> the reason it must carry
     for case in case_set():
         d = make_case_data(case)
@@ -107,7 +110,9 @@ def test_the_layer_example_passes_every_case_it_declares(tmp_path):
             unsupported[case.name] = f"{example.id} does not support {missing[0].meaning}"
     assert 0 < len(unsupported) < len(case_set())
     for r in result.results(example.id):
-        if r["case"] in unsupported:
+        if r["dtype"] in ("bfloat16", "float16"):
+            assert (r["status"], r["declared"]) == ("not supported", True), r
+        elif r["case"] in unsupported:
             assert (r["status"], r["declared"], r["detail"]) == ("not supported", True, unsupported[r["case"]]), r
         else:
             assert r["status"] == "pass", r
@@ -126,7 +131,25 @@ FORWARD_LAYER = "def forward_layer(params, x, h0, c0, *, config, lengths, mask):
     [
         ("X = 1\n", "found no implementation. Define ROWS (or ROW) holding contract.row.Row objects, or functions"),
         ("raise RuntimeError('boom')\n", "importing it failed: RuntimeError: boom"),
-        ("DTYPES = ('float16',)\n" + FORWARD, "DTYPES = ('float16',): each must be one of ('float32', 'float64')"),
+        ("DTYPES = ('float8',)\n" + FORWARD, "DTYPES = ('float8',): each must be one of ('float32', 'float64', 'bfloat16', "
+         "'float16')"),
+        # A half type is judged by the precision policy the implementation declares: every mistake in declaring one.
+        ("DTYPES = ('float16',)\n" + FORWARD, "impl declares float16 without the precision policy it follows there: "
+         "policies={'float16': ...}, one of half-storage-float32-accumulation, half-every-operation, float32-cell-state, "
+         "mixed-precision"),
+        ("DTYPES = ('bfloat16',)\nPOLICY = 'half-storage'\n" + FORWARD,
+         "impl policies['bfloat16']: policy: unknown precision policy 'half-storage'; the policies are "
+         "half-storage-float32-accumulation, half-every-operation"),
+        ("DTYPES = ('bfloat16',)\nPOLICY = 'tf32-products'\n" + FORWARD,
+         "impl policies['bfloat16']: precision policy 'tf32-products' holds float32 data, not 'bfloat16'"),
+        ("POLICY = 'half-every-operation'\n" + FORWARD,
+         "POLICY = 'half-every-operation' is declared, but DTYPES = ('float32', 'float64') has no half type"),
+        ("DTYPES = ('float32', 'bfloat16')\nPOLICIES = {'float32': 'half-every-operation'}\n" + FORWARD,
+         "impl policies: float32 is judged by the spec's tolerances, not by a precision policy"),
+        ("DTYPES = ('float16',)\nPOLICIES = {'bfloat16': 'half-every-operation'}\n" + FORWARD,
+         "impl policies: a policy for bfloat16, which it does not declare in dtypes"),
+        ("DTYPES = ('float16',)\nPOLICY = 'half-every-operation'\nPOLICIES = {}\n" + FORWARD,
+         "declare POLICY (every half type) or POLICIES (one per half type), not both"),
         ("VARIANTS = ('peepholes',)\n" + FORWARD, "VARIANTS = ('peepholes',): each must be one of ('standard', 'peephole')"),
         ("LAYER_FEATURES = ('stacked', 'lenghts')\n" + FORWARD_LAYER,
          "LAYER_FEATURES = ('stacked', 'lenghts'): each must be one of ('stacked', 'reverse',"),
@@ -143,7 +166,9 @@ FORWARD_LAYER = "def forward_layer(params, x, h0, c0, *, config, lengths, mask):
         ("from backends.plugin import FunctionImplementation\n", "backends.plugin is now contract.loading"),
         ("from backends.config import Config\n", "backends.config is now contract.vocabulary (Dtype, Device, Feature)"),
     ],
-    ids=["nothing", "import-error", "bad-dtypes", "bad-variants", "bad-layer-features", "bad-rows", "bad-row",
+    ids=["nothing", "import-error", "bad-dtypes", "half-without-policy", "misspelled-policy", "policy-contradicts-dtype",
+         "policy-without-half-type", "policy-for-float32", "policy-for-undeclared-dtype", "policy-and-policies",
+         "bad-variants", "bad-layer-features", "bad-rows", "bad-row",
          "layer-features-without-forward-layer", "imports-backends.base", "from-backends-import-base", "imports-backends.plugin",
          "imports-backends.config"],
 )

@@ -25,7 +25,14 @@ from backends.layouts import onnx as layouts
 from backends.layouts.torch import NN_LSTM
 from backends.rows import onnx as onnx_rows
 from backends.rows import torch_onnx
-from backends.runtimes.onnx import GRAPH_HINT, ONNX_REFERENCE, OPSET, layer_feeds, layer_model, layer_outputs
+from backends.runtimes.onnx import (
+    GRAPH_HINT,
+    ONNX_REFERENCE,
+    OPSET,
+    layer_feeds,
+    layer_model,
+    layer_outputs,
+)
 from backends.runtimes.onnx import INSTALL_HINT as ONNX_HINT
 from backends.runtimes.onnxruntime import INSTALL_HINT as ORT_HINT
 from backends.runtimes.onnxruntime import NO_CUDA_PROVIDER, ONNXRUNTIME, OnnxRuntime
@@ -276,7 +283,8 @@ def test_onnx_reference_runs_on_the_cpu_and_records_its_versions():
     import onnx
 
     assert REFERENCE.availability("cuda") == "onnx.reference runs on the CPU only (NumPy)"
-    assert REFERENCE.environment("cpu") == {"onnx": onnx.__version__, "numpy": np.__version__, "opset": OPSET}
+    assert REFERENCE.environment("cpu") == {"onnx": onnx.__version__, "numpy": np.__version__, "opset": OPSET,
+                                            "opset_bfloat16": 22}
     assert REFERENCE.reasons["gradients"] == "onnx.reference evaluates graphs; it has no gradients"
 
 

@@ -137,9 +137,9 @@ def test_a_gate_swap_always_shows(row):
 def test_the_timed_pass_runs_again_without_accumulating_and_computes_in_its_dtype(row):
     """The pass a benchmark times, in every dtype the row times (forward, and forward+backward where it has gradients):
     two runs give the same result (each replaces the last, none adds to it); in a judged dtype the result is within the
-    suite's tolerance of the spec (unless a known failure says otherwise); in a half type it is device-resident, within
-    the benchmark's bound (bench/correctness.py) and really computed in that type (it differs from the float32 pass by
-    more than float32 rounding)."""
+    suite's tolerance of the spec (unless a known failure says otherwise); in a half type it is resident where its
+    float32 pass is, within the benchmark's bound (bench/correctness.py) and really computed in that type (it differs
+    from the float32 pass by more than float32 rounding)."""
     needs(row)
     float32 = {}
     for dtype in (*row.dtypes, *row.half_timing):
@@ -157,15 +157,18 @@ def test_the_timed_pass_runs_again_without_accumulating_and_computes_in_its_dtyp
             for name in second:
                 assert second[name].dtype == np.float64 and np.array_equal(second[name], first[name]), f"{where}: {name}"
             kind = Kind.GRADIENTS if gradients else Kind.OUTPUTS
-            if timing.half:
-                assert timed.resident, where
-                correctness.check(second, correctness.reference(d, gradients), timing_dtype)
-                difference = max(float(np.max(np.abs(second[k] - float32[gradients][k]))) for k in second)
-                assert difference > 100 * Dtype.FLOAT32.eps, f"{where}: the same as the float32 pass ({difference:.2g})"
-                continue
             if timing_dtype is Dtype.FLOAT32:
                 float32[gradients] = second
             if row.known_failure(kind, dtype=timing_dtype, device="cpu", features=features_of(d.layer), case="I-ne-H"):
+                continue
+            if timing.half:
+                # Resident where the row's float32 pass is: a row with its own hooks is timed through NumPy, its
+                # data rounded to the half type once.
+                assert timed.resident == row.timed_pass(d.params, d.x, d.h0, d.c0, None, layer=d.layer,
+                                                        timing=Timing("float32", "cpu")).resident, where
+                correctness.check(second, correctness.reference(d, gradients), timing_dtype)
+                difference = max(float(np.max(np.abs(second[k] - float32[gradients][k]))) for k in second)
+                assert difference > 100 * Dtype.FLOAT32.eps, f"{where}: the same as the float32 pass ({difference:.2g})"
                 continue
             want = reference(d)
             want = want.gradients if gradients else want.outputs

@@ -22,18 +22,24 @@ import pytest
 
 from backends.layouts import tf_block as layouts
 from backends.rows import tensorflow as tf_rows
-from backends.runtimes.tensorflow import INSTALL_HINT, TENSORFLOW, tensorflow, tensorflow_problem
+from backends.runtimes.tensorflow import (
+    INSTALL_HINT,
+    TENSORFLOW,
+    tensorflow,
+    tensorflow_problem,
+)
 from contract.answers import Cotangents
 from contract.errors import NotSupported, Unavailable
 from contract.layout import fold_forget_bias
 from contract.timing import Timing
 from contract.tolerances import tolerance
-from contract.vocabulary import ARCHITECTURE, HALF_DTYPES, Device, Dtype, Feature
+from contract.vocabulary import ARCHITECTURE, Device, Dtype, Feature
 from spec import layer as spec_layer
 from spec import lstm
 from spec.cases import Case, case_by_name, make_case_data, reference, widened
 from spec.layer import LayerConfig
 from spec.params import LayerParams, LSTMParams
+from spec.precision import Policy
 from spec.validation import LSTMInputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,7 +187,9 @@ def test_declarations():
     assert [row.layout for row in tf_rows.ROWS] == [layouts.BLOCK_V1, layouts.BLOCK_V2, layouts.BLOCK_V2]
     for row in tf_rows.ROWS:
         assert row.runtime is TENSORFLOW and row.features == {Feature.PEEPHOLE, Feature.CELL_CLIP}, row.id
-        assert row.dtypes == (Dtype.FLOAT32,) and row.devices == (Device.CPU, Device.CUDA) and not row.half_timing
+        assert row.dtypes == (Dtype.FLOAT32, Dtype.FLOAT16) and row.devices == (Device.CPU, Device.CUDA) and not row.half_timing
+        assert row.policy("float16") is Policy.EVERY_OPERATION and tf_rows.FLOAT16_CPU in row.known_failures, row.id
+        assert row.refusal(dtype="bfloat16", device="cpu", layer=LayerConfig()) == tf_rows.NO_BFLOAT16
         assert row.reasons[Feature.LENGTHS].startswith("BlockLSTM's only length is seq_len_max"), row.id
         assert row.refusal(dtype="float64", device="cpu", layer=LayerConfig()) == tf_rows.FLOAT32_ONLY
 
@@ -347,7 +355,7 @@ def test_environment_records_tf32_off_the_thread_pools_and_versions():
 @pytest.mark.parametrize("row", tf_rows.ROWS, ids=lambda r: r.id)
 def test_the_timed_pass_is_resident_and_computes_what_the_row_does(row, gradients):
     """The benchmarks' pass runs the same tf.functions on tensors uploaded once: exactly forward()'s y, or
-    backward()'s x, h0, c0 (BlockLSTMGradV2 through its own gradient call); the half types are refused, with why."""
+    backward()'s x, h0, c0 (BlockLSTMGradV2 through its own gradient call); bfloat16 is refused, with why."""
     d = make_case_data(case_by_name("cell-clip"), "float32")
     timing = Timing(Dtype.FLOAT32, Device.CPU, gradients)
     timed = row.timed_pass(d.params, d.x, d.h0, d.c0, cotangents(d), layer=d.layer, timing=timing)
@@ -358,6 +366,7 @@ def test_the_timed_pass_is_resident_and_computes_what_the_row_does(row, gradient
     assert set(got) == ({"x", "h0", "c0"} if gradients else {"y"})
     for name, value in got.items():
         np.testing.assert_array_equal(value, answer[name].astype(np.float64), err_msg=name)
-    for half in HALF_DTYPES:
-        with pytest.raises(NotSupported, match=f"do not time {half} yet: not verified on a GPU"):
-            row.timed_pass(d.params, d.x, d.h0, d.c0, cotangents(d), layer=d.layer, timing=Timing(half, Device.CPU, gradients))
+    with pytest.raises(NotSupported, match="have no bfloat16 kernel"):
+        row.timed_pass(d.params, d.x, d.h0, d.c0, cotangents(d), layer=d.layer, timing=Timing("bfloat16", Device.CPU, gradients))
+    assert row.timed_pass(d.params, d.x, d.h0, d.c0, cotangents(d), layer=d.layer,
+                          timing=Timing("float16", Device.CPU, gradients)).resident

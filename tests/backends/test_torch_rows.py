@@ -22,7 +22,7 @@ import pytest
 
 from backends.layouts import torch as layouts
 from backends.rows import torch as rows
-from backends.runtimes.torch import INSTALL_HINT, TORCH, cudnn_wanted
+from backends.runtimes.torch import INSTALL_HINT, TORCH, cudnn_wanted, lstm_cpu_kernels
 from bench.correctness import check
 from bench.correctness import reference as timed_reference
 from contract.answers import Cotangents
@@ -34,6 +34,7 @@ from contract.vocabulary import ARCHITECTURE, HALF_DTYPES, Device, Dtype, Featur
 from spec.cases import Case, case_by_name, make_case_data, reference
 from spec.layer import LayerConfig
 from spec.params import GATES, LayerParams
+from spec.precision import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Why torch cannot be used here (its install hint where it is missing), or None.
@@ -184,7 +185,12 @@ def test_declarations():
     assert PEEPHOLE.features == {Feature.PEEPHOLE}
     assert [row.layout for row in rows.ROWS] == [layouts.NN_LSTM] * 3 + [layouts.CELLS, layouts.PEEPHOLE]
     for row in rows.ROWS:
-        assert row.runtime is TORCH and row.half_timing == HALF_DTYPES and row.gradients, row.id
+        assert row.runtime is TORCH and set(HALF_DTYPES) <= set(row.dtypes) and row.gradients, row.id
+        # The policy of the kernel the row's call takes: oneDNN's fused LSTM (half-storage) where the CPU has it for
+        # the dtype, ATen's cell (every operation) otherwise.
+        for half in HALF_DTYPES if torch is not None else ():
+            onednn = row in NN_ROWS and lstm_cpu_kernels(torch)[half.value] == "oneDNN"
+            assert row.policy(half) is (Policy.HALF_STORAGE if onednn else Policy.EVERY_OPERATION), (row.id, half)
         assert row.devices == (Device.CPU, Device.CUDA), row.id
         assert not row.known_failures and not row.process_environment, row.id
     assert [(row.batch_first, row.enforce_sorted) for row in NN_ROWS] == [(False, False), (True, False), (False, True)]
