@@ -89,6 +89,7 @@ class Cell:
     worst_error_eps: float | None = None
     margin: float | None = None  # tolerance over the worst error (> 1 passes)
     detail: str = ""
+    policy: str = ""  # in a half type: the precision policy its answers were judged by
 
     def text(self, short: bool = False) -> str:
         """The cell as a matrix shows it; ``short``: the margin without its word (the terminal's tables)."""
@@ -170,6 +171,7 @@ def summarise(results: list[Result]) -> Cell:
     not_run = _count(results, Status.NOT_RUN)
     cell = Cell(CellStatus.PARTIAL.value, asked=asked, covered=len(passed), denominator=denominator, failed=len(failed),
                 known=len(known), not_run=len(not_run))
+    cell.policy = ", ".join(sorted({r.policy for r in results if r.policy}))
     measured = [r for r in passed if r.worst_error is not None]
     if measured:
         eps = Dtype(results[0].dtype).eps
@@ -229,9 +231,15 @@ def summary_line(matrix: Matrix) -> str:
     return f"{len(matrix.rows)} rows: " + ", ".join(parts)
 
 
+def _policies(row: dict, columns: list[tuple[str, str, str]]) -> str:
+    return ", ".join(sorted({row[c].policy for c in columns if c in row and row[c].policy})) or "-"
+
+
 def _table(matrix: Matrix, columns: list[tuple[str, str, str]], title: str) -> list[str]:
-    headers = [title] + [kind for kind, _, _ in columns]
-    body = [[impl] + [row[c].text(short=True) if c in row else "-" for c in columns] for impl, row in matrix.rows.items()]
+    half = any(row[c].policy for row in matrix.rows.values() for c in columns if c in row)
+    headers = [title] + [kind for kind, _, _ in columns] + ["judged by the policy"] * half
+    body = [[impl] + [row[c].text(short=True) if c in row else "-" for c in columns] + [_policies(row, columns)] * half
+            for impl, row in matrix.rows.items()]
     widths = [max(len(line[k]) for line in [headers] + body) for k in range(len(headers))]
     fmt = lambda line: "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()  # noqa: E731
     return [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(line) for line in body]
@@ -258,6 +266,11 @@ def render_markdown(matrix: Matrix) -> str:
     lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for impl, row in matrix.rows.items():
         lines.append("| " + " | ".join([f"`{impl}`"] + [row[c].text() if c in row else "-" for c in matrix.columns]) + " |")
+    policies = sorted({(impl, column[1], cell.policy) for impl, row in matrix.rows.items() for column, cell in row.items()
+                       if cell.policy})
+    if policies:
+        lines += ["", "Precision policies (a half type's answers judged by the bounds of the policy its row declares):", ""]
+        lines += [f"- `{impl}` {dtype}: `{policy}`" for impl, dtype, policy in policies]
     notes = sorted({(impl, cell.status, cell.detail) for impl, row in matrix.rows.items() for cell in row.values() if cell.detail})
     if notes:
         lines += ["", "Reasons:", ""]

@@ -121,19 +121,21 @@ def gradient_shapes(params: LayerParams, x: np.ndarray) -> dict[str, tuple[int, 
     return shapes
 
 
-def checked_gradients(answer: object, params: LayerParams, x: np.ndarray) -> Gradients:
+def checked_gradients(answer: object, params: LayerParams, x: np.ndarray, *, parameters_dtype=None) -> Gradients:
     """A backward pass's answer: a :class:`Gradients` holding exactly the gradients of these parameters (the same
-    cells and tensors), each in the parameters' dtype and shape."""
+    cells and tensors), each in the parameters' dtype and shape; the parameters' own gradients in
+    ``parameters_dtype`` where given (float32 under mixed precision, whose parameters are float32)."""
     if not isinstance(answer, Gradients):
         raise ResultError("gradients", "wrong type", "contract.answers.Gradients", described(answer))
     if not isinstance(answer.params, LayerParams):
         raise ResultError("gradients.params", "wrong type", "spec.LayerParams", described(answer.params))
-    return gradients_from_names(answer.tensors(), params, x, what="gradients")
+    return gradients_from_names(answer.tensors(), params, x, what="gradients", parameters_dtype=parameters_dtype)
 
 
-def checked_by_name(named: object, shapes: Mapping[str, tuple], dtype: np.dtype, *, what: str) -> dict[str, np.ndarray]:
-    """Exactly the gradients ``shapes`` names, each checked (its dtype, shape, finite): a dict, none missing, none
-    other, in the answer's own names."""
+def checked_by_name(named: object, shapes: Mapping[str, tuple], dtype: np.dtype, *, what: str,
+                    dtypes: Mapping[str, object] | None = None) -> dict[str, np.ndarray]:
+    """Exactly the gradients ``shapes`` names, each checked (its dtype, or its own in ``dtypes``, shape, finite): a
+    dict, none missing, none other, in the answer's own names."""
     if not isinstance(named, Mapping):
         raise ResultError(what, "wrong type", "a dict of gradients", described(named))
     expected = f"gradients {list(shapes)}"
@@ -143,17 +145,21 @@ def checked_by_name(named: object, shapes: Mapping[str, tuple], dtype: np.dtype,
     unexpected = [name for name in named if name not in shapes]
     if unexpected:
         raise ResultError(f"gradient {unexpected[0]}", "unexpected", expected, f"gradients {list(named)}")
-    return {name: check_answer(f"gradient {name}", named[name], shape, dtype) for name, shape in shapes.items()}
+    dtypes = dtypes or {}
+    return {name: check_answer(f"gradient {name}", named[name], shape, dtypes.get(name, dtype))
+            for name, shape in shapes.items()}
 
 
 def gradients_from_names(named: Mapping[str, object], params: LayerParams, x: np.ndarray, *, what: str,
-                         names: Mapping[str, str] | None = None) -> Gradients:
+                         names: Mapping[str, str] | None = None, parameters_dtype=None) -> Gradients:
     """Gradients from tensors by name, exactly those of ``params`` (each checked): how an answer keyed by names
     (a plug-in's dict, a results file, a child process's frame) becomes :class:`Gradients`. ``names`` maps the
-    suite's names (:func:`gradient_shapes`) to the names the answer uses, for its messages (default: the same)."""
+    suite's names (:func:`gradient_shapes`) to the names the answer uses, for its messages (default: the same);
+    ``parameters_dtype``: the parameters' gradients' dtype where it is not theirs (:func:`checked_gradients`)."""
     shapes = gradient_shapes(params, x)
     names = names or {name: name for name in shapes}
-    theirs = checked_by_name(named, {names[name]: shape for name, shape in shapes.items()}, params.dtype, what=what)
+    theirs = checked_by_name(named, {names[name]: shape for name, shape in shapes.items()}, params.dtype, what=what,
+                             dtypes={names[name]: parameters_dtype for name in params.tensors()} if parameters_dtype else None)
     checked = {name: theirs[names[name]] for name in shapes}
     return Gradients(checked["x"], checked["h0"], checked["c0"], params.with_tensors(checked))
 

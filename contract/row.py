@@ -291,7 +291,8 @@ class Row:
         """The gradients of <dy, y> + <dh_T, h_T> + <dc_T, c_T> by the row's own autodiff, checked."""
         self._enter(params, x, h0, c0, layer, lengths, mask, device, cotangents)
         answer = self._gradients(params, x, h0, c0, cotangents, layer=layer, lengths=lengths, mask=mask, device=device)
-        return checked_gradients(answer, params, x)
+        mixed = self.policy(params.dtype.name, device) is Policy.MIXED  # float32 parameters: float32 gradients
+        return checked_gradients(answer, params, x, parameters_dtype=np.float32 if mixed else None)
 
     def timed_pass(self, params: LayerParams, x, h0, c0, cotangents: Cotangents | None, *, layer: LayerConfig,
                    lengths=None, mask=None, timing: Timing) -> TimedPass:

@@ -69,6 +69,11 @@ def test_every_honest_evaluation_of_every_policy_passes(tmp_path):
         for dtype in ("bfloat16", "float16"):
             cell = result.cell(row.id, f"{dtype} cpu outputs")
             assert cell["status"] == "pass" and cell["covered"] == len(bound_cases()), (row.id, dtype, cell)
+            assert cell["policy"] == row.policies[dtype].value, (row.id, dtype, cell)
+    # The reports name the policy each half-type cell was judged by.
+    assert f"- `{HONEST[0].id}` bfloat16: `{HONEST[0].policies['bfloat16'].value}`" in (
+        result.report_dir / "conformance.md").read_text()
+    assert "judged by the policy" in result.stdout
     policies = {r["policy"] for r in result.report["results"] if r["dtype"] in ("bfloat16", "float16")}
     assert policies == {p.value for p in Policy if p is not Policy.TF32}
 

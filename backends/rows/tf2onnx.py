@@ -65,6 +65,7 @@ class Tf2OnnxExport(KerasRow):
     layout: object = layouts.LSTM
     api: str = "keras.layers.LSTM"
     dtypes: tuple = (Dtype.FLOAT32,)
+    policies: dict = field(default_factory=dict)
     gradients: bool = False
     reasons: dict = field(default_factory=lambda: {
         Dtype.FLOAT64: "ONNX Runtime's LSTM kernel is float32 only (it rejects double)",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from backends.layouts import torch as layouts
 from backends.runtimes.torch import TORCH, from_numpy, lstm_cpu_kernels, torch
-from contract.row import Row
-from contract.vocabulary import CONFORMANCE_DTYPES, Device, Dtype, Feature
+from contract.row import KnownFailure, Row
+from contract.vocabulary import CONFORMANCE_DTYPES, HALF_DTYPES, Device, Dtype, Feature, Kind
 from spec.precision import Policy
 
 DEVICES = (Device.CPU, Device.CUDA)
@@ -111,6 +113,65 @@ class TorchLSTM(Row):
 
     def call(self, module, x, h0, c0, lengths, mask, *, layer):
         return run_lstm(module, x, h0, c0, lengths, batch_first=self.batch_first, enforce_sorted=self.enforce_sorted)
+
+
+# ---------------------------------------------------------------------------
+# torch.nn.LSTM under torch.autocast
+# ---------------------------------------------------------------------------
+
+AUTOCAST_FLOAT16_CRASH = (
+    "torch 2.13's float16 autocast around nn.LSTM on a CPU without oneDNN float16 (no AVX-512 FP16, AVX-NE-CONVERT or "
+    "AMX-FP16) raises \"could not create a primitive descriptor for the LSTM forward propagation primitive\": oneDNN is "
+    "chosen on the float32 input, then autocast casts to float16. Reproducer: "
+    "findings/torch_autocast_cpu_float16_lstm_crashes.py; upstream: related pytorch/pytorch#88136, none for float16"
+)
+AUTOCAST_BFLOAT16_CRASH = (
+    "torch 2.13's bfloat16 autocast around nn.LSTM on a CPU without oneDNN bfloat16 (no AVX-512, no AVX-NE-CONVERT: "
+    "an AVX2-only EPYC, seen 2026-12-07) raises \"could not create a primitive descriptor for the LSTM forward "
+    "propagation primitive\" (pytorch/pytorch#88136; intel/torch-xpu-ops#4066)"
+)
+AUTOCAST_FULL = "torch.autocast computes in a half type: the float32 and float64 nn.LSTM is the row torch/nn.LSTM"
+HALF_GRADIENTS = "the half types' gradients are not judged yet (no precision policy specifies the backward pass)"
+
+
+@dataclass(eq=False)
+class TorchAutocastLSTM(TorchLSTM):
+    """A float32 torch.nn.LSTM called under ``torch.autocast(device, dtype=half)``: the mixed precision a PyTorch user
+    writes. Its parameters hold the suite's half values in float32 (exactly), so autocast's casts are exact."""
+
+    id: str = "torch/nn.LSTM(autocast)"
+    description: str = "a float32 torch.nn.LSTM under torch.autocast(dtype=bfloat16 or float16), time-major"
+    dtypes: tuple = HALF_DTYPES
+    gradients: bool = False
+    reasons: dict = field(default_factory=lambda: {
+        **TorchLSTM().reasons, Dtype.FLOAT32: AUTOCAST_FULL, Dtype.FLOAT64: AUTOCAST_FULL, "gradients": HALF_GRADIENTS})
+    known_failures: tuple = (
+        KnownFailure(AUTOCAST_FLOAT16_CRASH, kinds=(Kind.OUTPUTS,), dtype=Dtype.FLOAT16, device=Device.CPU,
+                     cpu_lacks=("avx512_fp16", "avx_ne_convert", "amx_fp16")),
+        KnownFailure(AUTOCAST_BFLOAT16_CRASH, kinds=(Kind.OUTPUTS,), dtype=Dtype.BFLOAT16, device=Device.CPU,
+                     cpu_lacks=("avx512f", "avx_ne_convert")),
+    )
+
+    def _policy(self, dtype, device):
+        """Autocast casts the float32 module's work to the half type and, where it runs at all, oneDNN's fused LSTM
+        (cuDNN on a GPU) stores each step's results in half: mixed precision whose casts are exact here, then
+        half-storage (README, Precision policies)."""
+        return Policy.HALF_STORAGE
+
+    def build(self, native, *, params, layer, device, half=None):
+        wide = {name: np.asarray(value, np.float32) for name, value in native.items()}
+        module = torch().nn.LSTM(params.input_size, params.hidden_size, num_layers=layer.num_layers,
+                                 bidirectional=layer.num_directions == 2, proj_size=params.proj_size or 0,
+                                 dtype=torch().float32, device=str(device))
+        return {"module": _load(module, wide, device), "dtype": getattr(torch(), str(half or params.dtype.name))}
+
+    def inputs(self, x, h0, c0, lengths, mask, *, layer, device):
+        wide = (np.asarray(a, np.float32) for a in (x, h0, c0))
+        return super().inputs(*wide, lengths, mask, layer=layer, device=device)
+
+    def call(self, built, x, h0, c0, lengths, mask, *, layer):
+        with torch().autocast(x.device.type, dtype=built["dtype"]):
+            return run_lstm(built["module"], x, h0, c0, lengths)
 
 
 # ---------------------------------------------------------------------------
@@ -303,4 +364,5 @@ ROWS = (
               description="torch.nn.LSTM with lengths packed sorted: the batch sorted by length, enforce_sorted=True, unsorted after"),
     TorchLSTMCell(),
     TorchPeepholeLSTM(),
+    TorchAutocastLSTM(),
 )

@@ -47,7 +47,8 @@ from backends.runtimes.torch import INSTALL_HINT as TORCH_HINT
 from contract.answers import Gradients
 from contract.row import Row
 from contract.runtime import Runtime, cpu_model, framework_problem, import_framework
-from contract.vocabulary import HALF_DTYPES, Device, Feature
+from contract.vocabulary import CONFORMANCE_DTYPES, HALF_DTYPES, Device, Dtype, Feature
+from spec.precision import Policy
 
 KERAS_HINT = "keras is not installed (pip install keras)"
 #: What each backend needs installed beside keras: the module to import, and what to say when it is missing.
@@ -71,8 +72,14 @@ BIDIRECTIONAL_ZEROES_MASKED_STEPS = (
     "keras.layers.Bidirectional forces zero_output_for_mask = return_sequences (True here) on both of its layers, "
     "so a bidirectional Keras layer outputs zeros at masked steps, never the previous output"
 )
-HALF_REASONS = {dtype: f"the Keras rows do not time {dtype}: Keras' mixed-precision policies are not verified here"
-                for dtype in HALF_DTYPES}
+#: A Keras user computes in a half type through a mixed-precision policy: float32 variables (the suite's half values,
+#: held exactly), every layer's arithmetic in the half type.
+MIXED = {dtype: Policy.MIXED for dtype in HALF_DTYPES}
+
+
+def keras_dtype(dtype: str) -> str:
+    """The dtype policy a Keras user gives a layer for ``dtype``: "mixed_bfloat16" for a half type."""
+    return f"mixed_{dtype}" if Dtype(dtype).half else dtype
 
 
 def keras():
@@ -322,7 +329,8 @@ class KerasRow(Row):
 
     features: frozenset = frozenset({Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL}) | CALL_FEATURES
     devices: tuple = (Device.CPU, Device.CUDA)
-    reasons: dict = field(default_factory=lambda: dict(HALF_REASONS))
+    dtypes: tuple = CONFORMANCE_DTYPES
+    policies: dict = field(default_factory=lambda: dict(MIXED))
     combinations: dict = field(default_factory=lambda: {
         frozenset({Feature.BIDIRECTIONAL, Feature.MASK_PREVIOUS_OUTPUT}): BIDIRECTIONAL_ZEROES_MASKED_STEPS})
     #: The Keras API the row runs, as environment() records it.
@@ -341,11 +349,18 @@ class KerasRow(Row):
         env = dict(super()._environment(device))
         return env if "unavailable" in env else {**env, "api": self.api}
 
+    def build(self, native, *, params, layer, device, half=None):
+        """The weights on the device; in a half type as float32 (exactly), the variables' dtype under a mixed policy."""
+        if params.dtype.itemsize == 2:
+            native = {path: np.asarray(value, np.float32) for path, value in native.items()}
+        return super().build(native, params=params, layer=layer, device=device, half=half)
+
     def stack(self, layer, zero_output_for_mask: bool, input_size: int, hidden_size: int, dtype: str, device: str) -> Stack:
         """The built stack of this architecture (kept per architecture, zero_output_for_mask, sizes, dtype, device)."""
         key = (layer.num_layers, layer.direction, zero_output_for_mask, input_size, hidden_size, dtype, str(device))
         if key not in self._stacks:
             k = keras()
+            dtype = keras_dtype(dtype)
             options = {"return_sequences": True, "return_state": True, "go_backwards": layer.direction == "reverse",
                        "zero_output_for_mask": zero_output_for_mask, "dtype": dtype}
             layers = []
@@ -389,7 +404,7 @@ class KerasRow(Row):
 KERAS_TENSORFLOW, KERAS_JAX, KERAS_TORCH = (KerasRuntime(backend) for backend in BACKEND_MODULES)
 
 __all__ = [
-    "AUTODIFF", "BACKEND_MODULES", "BIDIRECTIONAL_ZEROES_MASKED_STEPS", "INITIALIZERS", "CALL_FEATURES", "HALF_REASONS", "KERAS_HINT",
+    "AUTODIFF", "BACKEND_MODULES", "BIDIRECTIONAL_ZEROES_MASKED_STEPS", "INITIALIZERS", "CALL_FEATURES", "KERAS_HINT", "MIXED",
     "KERAS_JAX", "KERAS_TENSORFLOW", "KERAS_TORCH", "AssignedStack", "JaxStack", "KerasRow", "KerasRuntime", "Stack",
-    "TensorflowStack", "TorchStack", "keras", "keras_device", "keras_mask",
+    "TensorflowStack", "TorchStack", "keras", "keras_device", "keras_dtype", "keras_mask",
 ]

@@ -45,7 +45,7 @@ def held_cases(layout) -> list:
 
 def test_ids_are_unique_and_stable():
     ids = [row.id for row in ROWS]
-    assert len(ids) == len(set(ids)) == 28
+    assert len(ids) == len(set(ids)) == 29
     assert all(i.count("/") == 1 and " " not in i for i in ids), ids
 
 
@@ -120,7 +120,8 @@ def test_a_gate_swap_always_shows(row):
     computes: a layout bug of that kind cannot hide behind the data, and no build kept for one parameter set (rows keep
     them per values) answers for another."""
     needs(row)
-    dtype = Dtype.FLOAT64 if Dtype.FLOAT64 in row.dtypes else row.dtypes[0]
+    dtype = next(d for d in (Dtype.FLOAT64, Dtype.FLOAT32, Dtype.BFLOAT16, Dtype.FLOAT16)
+                 if d in row.dtypes and not row.known_failure(Kind.OUTPUTS, dtype=d, device="cpu"))
     peephole = Feature.PEEPHOLE in row.features
     d = make_case_data(case_by_name("I-ne-H-peephole" if peephole else "I-ne-H"), str(dtype))
     y = lambda params: row.forward(params, d.x, d.h0, d.c0, layer=d.layer).y  # noqa: E731
@@ -164,9 +165,11 @@ def test_the_timed_pass_runs_again_without_accumulating_and_computes_in_its_dtyp
             if timing.half:
                 # Resident where the row's float32 pass is: a row with its own hooks is timed through NumPy, its
                 # data rounded to the half type once.
+                correctness.check(second, correctness.reference(d, gradients), timing_dtype)
+                if gradients not in float32:  # a row of half types only (torch.autocast)
+                    continue
                 assert timed.resident == row.timed_pass(d.params, d.x, d.h0, d.c0, None, layer=d.layer,
                                                         timing=Timing("float32", "cpu")).resident, where
-                correctness.check(second, correctness.reference(d, gradients), timing_dtype)
                 difference = max(float(np.max(np.abs(second[k] - float32[gradients][k]))) for k in second)
                 assert difference > 100 * Dtype.FLOAT32.eps, f"{where}: the same as the float32 pass ({difference:.2g})"
                 continue

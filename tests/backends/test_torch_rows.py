@@ -47,8 +47,10 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason=str(TORCH_PROBLEM or "no CUDA d
 
 BY_ID = {row.id: row for row in rows.ROWS}
 NN, BATCH_FIRST, SORTED = (BY_ID[i] for i in ("torch/nn.LSTM", "torch/nn.LSTM(batch_first)", "torch/nn.LSTM(enforce_sorted)"))
-CELL, PEEPHOLE = BY_ID["torch/nn.LSTMCell"], BY_ID["torch/peephole"]
+CELL, PEEPHOLE, AUTOCAST = BY_ID["torch/nn.LSTMCell"], BY_ID["torch/peephole"], BY_ID["torch/nn.LSTM(autocast)"]
 NN_ROWS = (NN, BATCH_FIRST, SORTED)
+#: The rows that run float32 and float64 (every one but autocast's, which is half types only).
+FULL_ROWS = tuple(row for row in rows.ROWS if row is not AUTOCAST)
 
 LSTMP_STACK = dict(num_layers=2, direction="bidirectional", proj_size=2)
 CELL_STACK = dict(num_layers=2, direction="bidirectional")
@@ -183,8 +185,8 @@ def test_declarations():
     assert CELL.features == {Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL, Feature.LENGTHS,
                              Feature.EMPTY_SEQUENCES, Feature.MASK, Feature.MASK_PREVIOUS_OUTPUT}
     assert PEEPHOLE.features == {Feature.PEEPHOLE}
-    assert [row.layout for row in rows.ROWS] == [layouts.NN_LSTM] * 3 + [layouts.CELLS, layouts.PEEPHOLE]
-    for row in rows.ROWS:
+    assert [row.layout for row in rows.ROWS] == [layouts.NN_LSTM] * 3 + [layouts.CELLS, layouts.PEEPHOLE, layouts.NN_LSTM]
+    for row in FULL_ROWS:
         assert row.runtime is TORCH and set(HALF_DTYPES) <= set(row.dtypes) and row.gradients, row.id
         # The policy of the kernel the row's call takes: oneDNN's fused LSTM (half-storage) where the CPU has it for
         # the dtype, ATen's cell (every operation) otherwise.
@@ -194,6 +196,13 @@ def test_declarations():
         assert row.devices == (Device.CPU, Device.CUDA), row.id
         assert not row.known_failures and not row.process_environment, row.id
     assert [(row.batch_first, row.enforce_sorted) for row in NN_ROWS] == [(False, False), (True, False), (False, True)]
+    # torch.autocast: half types only, forward only, oneDNN's half-storage where it runs, its crashes narrowed to the
+    # CPUs that lack oneDNN's support for the type.
+    assert AUTOCAST.dtypes == HALF_DTYPES and not AUTOCAST.gradients and AUTOCAST.features == NN.features
+    assert {AUTOCAST.policy(half) for half in HALF_DTYPES} == {Policy.HALF_STORAGE}
+    assert [k.cpu_lacks for k in AUTOCAST.known_failures] == [("avx512_fp16", "avx_ne_convert", "amx_fp16"),
+                                                               ("avx512f", "avx_ne_convert")]
+    assert AUTOCAST.refusal(dtype="float32", device="cpu", layer=LayerConfig()) == rows.AUTOCAST_FULL
 
 
 # -- the layouts against torch's own modules ----------------------------------------------------------------------
@@ -353,12 +362,12 @@ def test_cuda_unavailable_is_a_clear_reason():
         pytest.skip("a CUDA device is visible: there is no reason to report")
     expected = (f"no CUDA: this torch ({torch.__version__}) is a CPU-only build" if torch.version.cuda is None
                 else "no CUDA device visible to torch (torch.cuda.is_available() is False)")
-    d = data()
     for row in rows.ROWS:
         assert row.availability("cuda") == expected and row.availability("cpu") is None
         assert row.environment("cuda") == {"unavailable": expected}
         with pytest.raises(Unavailable, match="CUDA"):
-            forward(row, d if row is not PEEPHOLE else data(peephole=True), device="cuda")
+            d = data("bfloat16" if row is AUTOCAST else "float64", peephole=row is PEEPHOLE)
+            forward(row, d, device="cuda")
 
 
 @needs_torch
@@ -441,7 +450,7 @@ TIMED_CASES = {NN.id: "packed", BATCH_FIRST.id: "packed", SORTED.id: "packed", C
 @needs_torch
 @pytest.mark.parametrize("gradients", [False, True], ids=["forward", "forward+backward"])
 @pytest.mark.parametrize("dtype", [Dtype.FLOAT32, *HALF_DTYPES], ids=str)
-@pytest.mark.parametrize("row", rows.ROWS, ids=lambda r: r.id)
+@pytest.mark.parametrize("row", FULL_ROWS, ids=lambda r: r.id)
 def test_the_timed_pass_is_resident_and_computes_the_layer(row, dtype, gradients):
     """The benchmarks' pass: device-resident, the inputs (and for a half type the weights) converted once. In
     float32 it computes exactly what forward()/backward() return; in a half type it passes the benchmark's own guard
