@@ -19,8 +19,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from contract.errors import NotSupported
+from contract.half_bounds import compare_half
+from contract.row import Row
 from contract.vocabulary import Dtype
-from spec.cases import CaseData, Reference
+from spec.cases import CaseData, Reference, case_by_name, make_case_data
 from spec.cases import reference as spec_reference
 
 #: The largest relative error a timed result may have, per dtype the pass ran in, and why.
@@ -99,4 +102,34 @@ def check(result: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype)
     return worst
 
 
-__all__ = ["BOUNDS", "check", "padded", "reference", "relative_error", "spec_answer"]
+#: The case a half-type row is judged on before any of its half-type passes is timed: the largest plain cell whose
+#: bounds are derived (T = 25, B = 8, I = H = 32), every statistic judged.
+HALF_CASE = "medium"
+
+
+@lru_cache(maxsize=None)
+def half_conformance(row: Row, dtype: str, device: str) -> str | None:
+    """Why ``row``'s ``dtype`` passes may not be timed (its outputs on :data:`HALF_CASE` outside the bounds of the
+    precision policy it declares there, with the failing statistics and the diagnosis's nearest policy), or None: the
+    conformance check a half-type benchmark runs first. The relative bounds of :data:`BOUNDS` stay as the guard of
+    every timed result (a stale buffer, an unsynchronised device), which no policy bound covers at the benchmarks'
+    shapes."""
+    policy = row.policy(dtype, device)
+    if policy is None:
+        return None  # timed, not judged, in this half type (half_timing): the guard alone
+    data = make_case_data(case_by_name(HALF_CASE), dtype)
+    try:
+        got = row.forward(data.params, data.x, data.h0, data.c0, layer=data.layer, device=device).tensors()
+    except NotSupported:
+        return None
+    exact = spec_reference(data).outputs
+    failing = [compare_half(name, got[name], exact[name], half=str(dtype), policy=policy, case=HALF_CASE)
+               for name in exact]
+    failing = [c for c in failing if not c.ok]
+    if not failing:
+        return None
+    return (f"its {dtype} outputs on the case {HALF_CASE} are outside the bounds of the policy it declares: "
+            + "; ".join(c.message() for c in failing))
+
+
+__all__ = ["BOUNDS", "HALF_CASE", "check", "half_conformance", "padded", "reference", "relative_error", "spec_answer"]

@@ -110,11 +110,12 @@ def bench_devices(config) -> tuple[Device, ...]:
 
 
 def bench_dtypes(config, device: str) -> tuple[Dtype, ...]:
-    """--bench-dtype if given; else float32, and on a GPU the half types too."""
+    """--bench-dtype if given; else float32 and the half types (on the CPU only the rows judged in a half type time
+    it: bench/test_matrix.py)."""
     chosen = tuple(Dtype(d) for d in config.getoption("--bench-dtype"))
     if chosen:
         return chosen
-    return (Dtype.FLOAT32, *HALF_DTYPES) if device == Device.CUDA else (Dtype.FLOAT32,)
+    return (Dtype.FLOAT32, *HALF_DTYPES)
 
 
 # ---------------------------------------------------------------------------

@@ -132,3 +132,18 @@ def test_half_types_need_a_declaration_and_a_device_resident_pass():
     with pytest.raises(ValueError, match="Timing.dtype"):
         Timing("int8", "cpu")
     assert Timing(dtype="float16").source_dtype == Dtype.FLOAT32 and Timing(dtype="float64").source_dtype == Dtype.FLOAT64
+
+
+def test_a_half_type_pass_is_timed_only_after_its_row_passes_its_policy_s_bounds():
+    """The benchmarks' half-type check first (bench/correctness.py: half_conformance): an honest evaluation of a policy
+    passes it, a half-type mistake is refused with the statistic that failed, and a row that declares no policy for
+    the type (timed, not judged) is left to the relative guard."""
+    from conformance.half_mutants import HONEST, ROWS
+
+    honest = next(row for row in HONEST if row.id.startswith("policy/half-storage-float32-accumulation/"))
+    assert correctness.half_conformance(honest, "bfloat16", "cpu") is None
+    mistaken = next(row for row in ROWS if row.id == "half-mutant/half-accumulation")
+    problem = correctness.half_conformance(mistaken, "float16", "cpu")
+    assert problem.startswith("its float16 outputs on the case medium are outside the bounds of the policy it declares")
+    assert "under half-storage-float32-accumulation: fails" in problem
+    assert correctness.half_conformance(Row(id="timed-only", half_timing=("bfloat16",)), "bfloat16", "cpu") is None

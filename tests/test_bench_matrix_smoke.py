@@ -31,7 +31,7 @@ def test_the_matrix_times_checked_results_and_records_them(tmp_path):
     pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install 'lstm-conformance[onnxruntime]'")
     pytest.importorskip("jax", reason="needs jax: pip install 'lstm-conformance[jax]'")
     _, results, machine = run_matrix(tmp_path, "--bench-impl", "onnxruntime/LSTM", "--bench-impl", "jax/lax.scan",
-                                     "-k", "mnist and not backward and not batch-major")
+                                     "-k", "mnist and not backward and not batch-major and float32")
     assert {(r["implementation"], r["variant"]) for r in results} == {
         (row, variant) for row in ("onnxruntime/LSTM", "jax/lax.scan") for variant in ("standard", "peephole")}
     for r in results:
@@ -43,6 +43,17 @@ def test_the_matrix_times_checked_results_and_records_them(tmp_path):
     assert set(machine["frameworks"]) == {"onnxruntime (cpu)", "jax (cpu)"}
     assert machine["frameworks"]["jax (cpu)"]["matmul_precision"] == "highest"
     assert isinstance(machine["cpu_isa"]["simd"], list) and machine["threads_env"].keys() >= {"LSTMC_THREADS", "OMP_NUM_THREADS"}
+
+
+def test_half_types_are_timed_on_the_cpu_after_their_policy_s_check(tmp_path):
+    """A row judged in a half type times it on the CPU too, once its outputs on the case medium passed the bounds of
+    the policy it declares (tests/test_bench_correctness.py: and not when they do not)."""
+    pytest.importorskip("jax", reason="needs jax: pip install 'lstm-conformance[jax]'")
+    done, results, _ = run_matrix(tmp_path, "--bench-impl", "jax/lax.scan", "-k", "mnist and standard and not backward")
+    assert {(r["implementation"], r["dtype"]) for r in results} == {
+        ("jax/lax.scan", dtype) for dtype in ("float32", "float16", "bfloat16")}
+    for r in results:
+        assert 0 < r["relative_error_vs_spec"] < (1e-4 if r["dtype"] == "float32" else 2e-2), r
 
 
 def test_float64_can_be_timed(tmp_path):
@@ -73,7 +84,7 @@ def test_a_known_non_conformance_is_skipped_not_timed(tmp_path):
     stack must be skipped by the features it uses (lengths), with the reason, not timed (and failed); the padded run
     of the same row is timed."""
     pytest.importorskip("flax", reason="needs flax: pip install 'lstm-conformance[jax]'")
-    done, results, _ = run_matrix(tmp_path, "--bench-impl", "flax/OptimizedLSTMCell", "-k", "braun and not backward")
+    done, results, _ = run_matrix(tmp_path, "--bench-impl", "flax/OptimizedLSTMCell", "-k", "braun and not backward and float32")
     assert [r["variant"] for r in results] == ["padded"], done.stdout[-3000:]
     assert "known non-conformance, not timed: flax 0.12.8 nn.RNN(seq_lengths=...) does not zero" in done.stdout
 
