@@ -43,6 +43,11 @@ mantissa bits (unit roundoff 2^-11 = 4.9e-4), about 4000 times eps32.
 Outputs would then be off by around 1e-3, which fails the float32 tolerance by
 two orders of magnitude: the adapters switch TF32 off and the report records
 that it is off. An implementation that must use TF32 needs its own table.
+
+Half types (bfloat16, float16) are not judged by a tolerance of this table but by the bounds of the precision policy
+a row declares, derived per case from the policy's equally valid evaluations: contract/half_bounds.py (the
+derivation and its reasoning) and contract/half_bounds.json (the table, re-derived by ``python -m
+contract.half_bounds``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ module (or every tensor of a built dict).
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from functools import cache
 
 import numpy as np
 
@@ -66,6 +69,35 @@ def from_numpy(array: np.ndarray):
     if array.dtype == check_dtype("bfloat16", storage=True):
         return t.from_numpy(array.view(np.int16)).view(t.bfloat16)
     return t.from_numpy(array)
+
+
+@cache
+def lstm_cpu_kernels_seen() -> dict[str, str]:
+    """Which kernel nn.LSTM did take on this CPU, per dtype, by evidence: a small nn.LSTM run once under oneDNN's
+    verbose mode (``torch.backends.mkldnn.verbose``, what ``ONEDNN_VERBOSE=1`` prints), the implementation of the rnn
+    primitive it executed ("oneDNN brgemm:avx512_core_bf16"), or ATen's cell where no oneDNN primitive ran. Its C
+    library prints to file descriptor 1, which is redirected to a file for the call."""
+    t = torch()
+    seen = {}
+    for dtype in ("float32", "bfloat16", "float16"):
+        lstm, x = t.nn.LSTM(4, 8).to(getattr(t, dtype)), t.zeros(3, 2, 4, dtype=getattr(t, dtype))
+        with tempfile.TemporaryFile() as printed:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            os.dup2(printed.fileno(), 1)
+            try:
+                with t.backends.mkldnn.verbose(t.backends.mkldnn.VERBOSE_ON), t.inference_mode():
+                    lstm(x)
+            except RuntimeError as error:  # a dtype the CPU cannot run at all: its own evidence
+                seen[dtype] = f"failed: {error}"
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+            printed.seek(0)
+            lines = [line.split(",") for line in printed.read().decode(errors="replace").splitlines()]
+        primitives = [fields[6] for fields in lines if len(fields) > 6 and fields[2:6] == ["primitive", "exec", "cpu", "rnn"]]
+        seen.setdefault(dtype, f"oneDNN {primitives[0]}" if primitives else "ATen (no oneDNN rnn primitive ran)")
+    return seen
 
 
 class TorchRuntime(Runtime):
@@ -125,6 +157,7 @@ class TorchRuntime(Runtime):
         else:
             env["mkldnn"] = t.backends.mkldnn.is_available() and t.backends.mkldnn.enabled
             env["lstm_cpu_kernels"] = lstm_cpu_kernels(t)
+            env["lstm_cpu_kernels_seen"] = lstm_cpu_kernels_seen()
             if (rnn := getattr(getattr(t.backends.mkldnn, "rnn", None), "fp32_precision", None)) is not None:
                 env["mkldnn_rnn_fp32_precision"] = rnn
         return env

@@ -492,3 +492,8 @@ def test_the_cpu_environment_names_the_lstm_kernel_per_dtype_and_pins_onednn_s_f
     assert kernels["bfloat16"] == ("oneDNN" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "ATen")
     with torch.backends.mkldnn.flags(enabled=False):
         assert set(TORCH.environment("cpu")["lstm_cpu_kernels"].values()) == {"ATen"}
+    # The rule agrees with the evidence: the rnn primitive oneDNN's verbose mode saw executed, or none (ATen).
+    seen = env["lstm_cpu_kernels_seen"]
+    for dtype in ("float32", "bfloat16"):
+        assert seen[dtype].startswith("oneDNN") == (kernels[dtype] == "oneDNN"), (dtype, seen[dtype], kernels[dtype])
+    assert seen["float16"].startswith("oneDNN") == kernels["float16"].startswith("oneDNN"), seen
