@@ -194,3 +194,26 @@ def test_hostile_half_type_results_are_named(tmp_path):
         in details["T1"]
     assert "unknown precision policy 'half-storage'" in details["B1"]
     assert "precision policy 'tf32-products' holds float32 data, not 'float16'" in details["medium"]
+
+
+def test_a_half_type_answer_in_another_dtype_is_named_not_cast(tmp_path):
+    """A plug-in asked for bfloat16 that answers float32 (or float16) fails naming the tensor: nothing is cast."""
+    from contract.errors import ResultError
+    from contract.loading import load_rows
+    from tests.suite import plugin
+
+    source = '''
+        import numpy as np
+        from spec.precision import forward as policy_forward
+        DTYPES = ("bfloat16",)
+        POLICY = "half-storage-float32-accumulation"
+        ANSWER = np.float32
+        def forward(params, x, h0, c0, *, forget_bias):
+            y, h, c = policy_forward(params, x, h0, c0, dtype="bfloat16", policy=POLICY, forget_bias=forget_bias)
+            return y.astype(ANSWER), h.astype(ANSWER), c.astype(ANSWER)
+    '''
+    for answer, got in (("np.float32", "float32"), ("np.float16", "float16")):
+        (row,) = load_rows(plugin(tmp_path, f"wrong_{got}", source.replace("np.float32\n", f"{answer}\n", 1)))
+        d = make_case_data(case_by_name("small"), "bfloat16")
+        with pytest.raises(ResultError, match=f"h_seq: wrong dtype: expected bfloat16, got {got}"):
+            row.forward(d.params, d.x, d.h0, d.c0, layer=d.layer)

@@ -176,3 +176,57 @@ def test_data_the_half_type_cannot_hold_is_refused_naming_the_tensor():
     with pytest.raises(ValueError, match="W: the data must be finite bfloat16 values"):
         unrounded = LSTMParams(params.W + 1e-3, params.U, params.b, params.p)
         forward(unrounded, x, h0, c0, dtype="bfloat16", policy=Policy.HALF_STORAGE)
+
+
+@pytest.mark.parametrize("half", HALF_TYPES)
+def test_half_accumulation_rounds_every_product_and_every_partial_sum(half):
+    """1 followed by 1024 terms of 2**-12 (products of 1 and 2**-12, exact in every type): float32 accumulation keeps
+    them (1.25), half arithmetic loses each one to the tie-to-even at 1 (1.0): the mistake of TensorFlow's float16
+    block kernel on CPU (findings/tensorflow_blocklstm_float16_accumulates_in_half.py)."""
+    from spec.precision import _product
+
+    v = np.concatenate([[1.0], np.full(1024, 2.0**-12)]).astype(np.float32)[None]
+    A = np.ones((1, v.shape[1]), np.float32)
+    assert _product(A, v, Accumulation.PAIRWISE, half)[0, 0] == 1.25
+    assert _product(A, v, Accumulation.HALF, half)[0, 0] == 1.0
+
+
+@pytest.mark.parametrize("form", ["rounded-once", "reciprocal", "quotient"])
+def test_the_sigmoid_forms_are_the_operations_they_name_each_rounded(form):
+    """One step with W = U = 0, x = h0 = c0 = 0 and tanh(b_g) = 1 leaves c_T = i = sigma(b_i) under every operation
+    rounded: sigma rounded once, XLA's r(1 / r(1 + r(exp(-z)))) or Eigen's r(r(exp(z)) / r(1 + r(exp(z)))), and
+    where exp(z) overflows float16 the quotient's limit, 1, as Eigen gives."""
+    z = np.append(np.linspace(-6, 6, 63).astype(np.float16), 12.0).astype(np.float64)  # float16 values
+    H = z.size
+    b = np.zeros((4, H))
+    b[0], b[2] = z, 10.0  # gates i, f, g, o: tanh(10) is 1 in float32
+    params = LSTMParams(np.zeros((4, H, 1)), np.zeros((4, H, H)), b)
+    zeros = np.zeros((1, H))
+    _, _, c_T = forward(params, np.zeros((1, 1, 1)), zeros, zeros, dtype="float16", policy=Policy.EVERY_OPERATION,
+                        evaluation=Evaluation(Accumulation.PAIRWISE, sigmoid=form))
+    r = lambda a: round_to(np.asarray(a, np.float32), "float16")  # noqa: E731
+    exp = lambda a: np.exp(np.asarray(a, np.float64)).astype(np.float32)  # noqa: E731
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = {"rounded-once": r(1 / (1 + np.exp(-z))),
+                    "reciprocal": r(np.float32(1) / r(1 + r(exp(-z)))),
+                    "quotient": np.where(np.isinf(r(exp(z))), np.float32(1), r(r(exp(z)) / r(1 + r(exp(z)))))}[form]
+    np.testing.assert_array_equal(c_T[0], expected)
+    assert np.isfinite(c_T).all() and c_T[0, -1] == 1.0
+    if form != "rounded-once":  # the forms are not the correctly rounded sigmoid: the test tells them apart
+        assert (c_T[0] != r(1 / (1 + np.exp(-z)))).any()
+
+
+@pytest.mark.parametrize("option", [{"multiply_add": True}, {"joint_product": True},
+                                    {"sigmoid": "reciprocal"}, {"sigmoid": "quotient"}], ids=str)
+def test_each_evaluation_option_changes_some_rounding_and_stays_near_the_standard_one(option):
+    """Every option of Evaluation is an equally valid way to carry out half-every-operation: it changes the result at
+    some element of a 25-step case, by roundings, not by anything larger (under 0.05 on outputs of order 1)."""
+    d = make_case_data(Case("unit", 25, 8, 16, 16, LayerConfig(peephole=True), seed=5), "bfloat16")
+    cell = d.params.cell(0, 0)
+    args = (cell, d.x, d.h0[0], d.c0[0])
+    standard = forward(*args, dtype="bfloat16", policy=Policy.EVERY_OPERATION, evaluation=Evaluation(Accumulation.PAIRWISE))
+    varied = forward(*args, dtype="bfloat16", policy=Policy.EVERY_OPERATION,
+                     evaluation=Evaluation(Accumulation.PAIRWISE, **option))
+    differences = [np.abs(a.astype(np.float64) - b) for a, b in zip(varied, standard)]
+    assert any(diff.max() > 0 for diff in differences), option
+    assert max(diff.max() for diff in differences) < 0.05, option
