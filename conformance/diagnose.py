@@ -111,7 +111,8 @@ def _explained(got, hypotheses: Iterable[tuple[str, dict]], spec: Mapping[str, n
 FOLLOWS = 0.1
 
 
-def _policy_fit(data: CaseData, got: Mapping[str, np.ndarray], dtype: str, policy: Policy) -> list[str]:
+def _policy_fit(data: CaseData, got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], dtype: str,
+                policy: Policy) -> list[str]:
     """What a failing half-type answer follows: another policy (within that policy's bounds, and the nearest), or the
     declared policy with a half-type mistake; else the nearest, with its distance."""
     wide = widened(data)
@@ -123,16 +124,11 @@ def _policy_fit(data: CaseData, got: Mapping[str, np.ndarray], dtype: str, polic
     distance = f"{nearest.mean:.2g} ulps on average, {nearest.worst:.2g} at worst"
     if nearest.mean <= FOLLOWS and nearest.mistake:
         return [f"matches its policy {nearest.name} ({distance} from it)"]
-    if nearest.mean <= FOLLOWS and nearest.policy is not policy and _within(got, data, dtype, nearest.policy):
+    if (nearest.mean <= FOLLOWS and nearest.policy is not policy
+            and _matches(got, expected, dtype, Kind.OUTPUTS, (nearest.policy, data.case.name))):
         return [f"matches {nearest.policy.value} ({distance} from it, within its bounds), not the {policy.value} policy "
                 "it declares"]
     return [f"follows none of the precision policies: the nearest is {nearest.name}, {distance} from it"]
-
-
-def _within(got, data: CaseData, dtype: str, policy: Policy) -> bool:
-    reference = widened(data).forward(dtype=np.float64)
-    exact = {"y": reference.y, "h_T": reference.h_T, "c_T": reference.c_T}
-    return _matches(got, exact, dtype, Kind.OUTPUTS, (policy, data.case.name))
 
 
 def _at_lower_precision(got, spec, dtype: str, kind: Kind) -> list[str]:
@@ -184,7 +180,7 @@ def diagnose(data: CaseData, got: Mapping[str, np.ndarray], expected: Mapping[st
     type, judged by the declared ``policy``'s bounds, and the policy the answer follows instead."""
     if policy is not None:
         explained = _explained(got, hypotheses(data, kind), expected, dtype, kind, (policy, data.case.name))
-        return explained or _policy_fit(data, got, dtype, policy)
+        return explained or _policy_fit(data, got, expected, dtype, policy)
     found = _swapped_gradient_blocks(got, expected, dtype) if kind == Kind.GRADIENTS else []
     found += _explained(got, hypotheses(data, kind), expected, dtype, kind)
     return found + _at_lower_precision(got, expected, dtype, kind) + _in_bfloat16(data, got, dtype, kind)

@@ -109,7 +109,7 @@ def test_a_row_declares_a_policy_for_each_half_type_it_runs():
         Row(id="x", dtypes=("float32", "bfloat16"))
     with pytest.raises(ValueError, match=r"x policies\['float16'\]: precision policy 'tf32-products' holds float32 data"):
         Row(id="x", dtypes=("float16",), policies={"float16": "tf32-products"})
-    with pytest.raises(ValueError, match="x policies: unknown precision policy 'half-storag'|policy: unknown precision"):
+    with pytest.raises(ValueError, match=r"x policies\['float16'\]: policy: unknown precision policy 'half-storag'"):
         Row(id="x", dtypes=("float16",), policies={"float16": "half-storag"})
     row = Row(id="x", dtypes=("bfloat16",), policies={"bfloat16": "half-every-operation"}, half_timing=("float16",))
     assert row.policy("bfloat16") is Policy.EVERY_OPERATION and row.policy("float32") is None
@@ -207,13 +207,13 @@ def test_a_half_type_answer_in_another_dtype_is_named_not_cast(tmp_path):
         from spec.precision import forward as policy_forward
         DTYPES = ("bfloat16",)
         POLICY = "half-storage-float32-accumulation"
-        ANSWER = np.float32
+        ANSWER = {answer}
         def forward(params, x, h0, c0, *, forget_bias):
             y, h, c = policy_forward(params, x, h0, c0, dtype="bfloat16", policy=POLICY, forget_bias=forget_bias)
             return y.astype(ANSWER), h.astype(ANSWER), c.astype(ANSWER)
     '''
     for answer, got in (("np.float32", "float32"), ("np.float16", "float16")):
-        (row,) = load_rows(plugin(tmp_path, f"wrong_{got}", source.replace("np.float32\n", f"{answer}\n", 1)))
+        (row,) = load_rows(plugin(tmp_path, f"wrong_{got}", source.replace("{answer}", answer)))
         d = make_case_data(case_by_name("small"), "bfloat16")
         with pytest.raises(ResultError, match=f"h_seq: wrong dtype: expected bfloat16, got {got}"):
             row.forward(d.params, d.x, d.h0, d.c0, layer=d.layer)

@@ -34,6 +34,13 @@ def _dtype(params, half):
     return getattr(torch(), str(half or params.dtype.name))
 
 
+def _module(params, layer, device: str, dtype, batch_first: bool = False):
+    """An empty torch.nn.LSTM of these parameters' sizes and this layer's architecture, in ``dtype`` on ``device``."""
+    return torch().nn.LSTM(params.input_size, params.hidden_size, num_layers=layer.num_layers,
+                           bidirectional=layer.num_directions == 2, proj_size=params.proj_size or 0,
+                           batch_first=batch_first, dtype=dtype, device=str(device))
+
+
 #: What PyTorch's own cell computes in a half type (ATen's lstm_cell, torch ops one by one: every operation's result
 #: rounded), measured: bfloat16 bit for bit, float16 within 0.013 ulps on average of half-every-operation.
 ATEN_CELL = {Dtype.BFLOAT16: Policy.EVERY_OPERATION, Dtype.FLOAT16: Policy.EVERY_OPERATION}
@@ -101,10 +108,7 @@ class TorchLSTM(Row):
         return ATEN_CELL[dtype]
 
     def build(self, native, *, params, layer, device, half=None):
-        module = torch().nn.LSTM(params.input_size, params.hidden_size, num_layers=layer.num_layers,
-                                 bidirectional=layer.num_directions == 2, proj_size=params.proj_size or 0,
-                                 batch_first=self.batch_first, dtype=_dtype(params, half), device=str(device))
-        return _load(module, native, device)
+        return _load(_module(params, layer, device, _dtype(params, half), self.batch_first), native, device)
 
     def inputs(self, x, h0, c0, lengths, mask, *, layer, device):
         """lengths stay on the CPU: pack_padded_sequence wants them there."""
@@ -160,10 +164,8 @@ class TorchAutocastLSTM(TorchLSTM):
 
     def build(self, native, *, params, layer, device, half=None):
         wide = {name: np.asarray(value, np.float32) for name, value in native.items()}
-        module = torch().nn.LSTM(params.input_size, params.hidden_size, num_layers=layer.num_layers,
-                                 bidirectional=layer.num_directions == 2, proj_size=params.proj_size or 0,
-                                 dtype=torch().float32, device=str(device))
-        return {"module": _load(module, wide, device), "dtype": getattr(torch(), str(half or params.dtype.name))}
+        module = _load(_module(params, layer, device, torch().float32), wide, device)
+        return {"module": module, "dtype": _dtype(params, half)}
 
     def inputs(self, x, h0, c0, lengths, mask, *, layer, device):
         wide = (np.asarray(a, np.float32) for a in (x, h0, c0))
