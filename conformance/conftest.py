@@ -146,12 +146,12 @@ def _case_id(case) -> str:
 
 
 def _in_column(dtype, kind: Kind, case) -> bool:
-    """Whether the matrix judges ``kind`` on ``case`` in ``dtype``. A half type's outputs are judged on the cases whose
-    bounds the committed table holds (the plain cells, each with its own seed: contract/half_bounds.py); its gradients,
-    and the layer's features, have no derived bound yet, and are not asked."""
+    """Whether the matrix judges ``kind`` on ``case`` in ``dtype``. A half type's outputs and gradients are judged on the
+    cases whose bounds the committed table holds (the plain cells, each with its own seed: contract/half_bounds.py);
+    the layer's features have no derived bound yet, and are not asked."""
     if not Dtype(dtype).half:
         return True
-    return kind == Kind.OUTPUTS and case.name in bound_cases() and case.seed == CASES_BY_NAME[case.name].seed
+    return case.name in bound_cases() and case.seed == CASES_BY_NAME[case.name].seed
 
 
 def _matrix(config, kind: Kind):

@@ -30,15 +30,16 @@ LAYOUTS = {
 
 #: What a half-type vector asks of its results (contract/half_bounds.py, backends/rows/results.py).
 HALF_RESULTS = (
-    "bfloat16 and float16 vectors (the plain-cell cases, outputs only): write y, h_T, c_T in the vector's half type "
-    "(bfloat16 as safetensors' BF16) and name the precision policy the implementation follows in the file's "
-    "metadata, {'policy': ...}, one of " + ", ".join(p.value for p in Policy if p is not Policy.TF32) + "; they "
-    "are judged by that policy's derived bounds (contract/half_bounds.json), per statistic of the error in ulps")
+    "bfloat16 and float16 vectors (the plain-cell cases): write y, h_T, c_T and optionally the gradients in the "
+    "vector's half type (bfloat16 as safetensors' BF16; under mixed-precision the weights' gradients may be float32) "
+    "and name the precision policy the implementation follows in the file's metadata, {'policy': ...}, one of "
+    + ", ".join(p.value for p in Policy if p is not Policy.TF32) + "; they are judged by that policy's derived "
+    "bounds (contract/half_bounds.json), per statistic of the error in ulps")
 
 
 def export(directory: Path, case_names, dtypes=CONFORMANCE_DTYPES) -> Path:
     """Write the vectors of the named cases in every dtype, and the manifest; in a half type, only the cases its
-    bounds are derived for, with the outputs (the half types' gradients are not judged yet)."""
+    bounds are derived for."""
     directory = Path(directory)
     (directory / "vectors").mkdir(parents=True, exist_ok=True)
     vectors = []
@@ -50,7 +51,7 @@ def export(directory: Path, case_names, dtypes=CONFORMANCE_DTYPES) -> Path:
             data = make_case_data(CASES_BY_NAME[name], str(dtype))
             expected = reference(data)
             entry = vector_entry(data)
-            save_file(vector_tensors(data, expected.outputs, {} if half else expected.gradients), str(directory / entry["file"]),
+            save_file(vector_tensors(data, expected.outputs, expected.gradients), str(directory / entry["file"]),
                       metadata={"format": FORMAT, "format_version": FORMAT_VERSION, "id": entry["id"]})
             vectors.append(entry)
     manifest = {

@@ -3,7 +3,7 @@
     pytest conformance/ --backend conformance.half_mutants                      the mutants (all must fail)
     pytest conformance/ --backend conformance.half_mutants:HONEST               the honest variants (all must pass)
 
-Each is the spec's precision-policy forward (spec/precision.py) as a row of plain functions
+Each is the spec's precision-policy forward and backward (spec/precision.py) as a row of plain functions
 (:class:`contract.loading.FunctionRow`), loaded through the same --backend path third parties use:
 
 - a mutant (``half-mutant/<name>``) declares a policy and computes one of the mistakes of
@@ -30,7 +30,7 @@ from contract.half_bounds import (
 from contract.loading import FunctionRow
 from contract.vocabulary import Feature
 from spec.params import LSTMParams
-from spec.precision import Evaluation, Policy, forward, round_to
+from spec.precision import Evaluation, Policy, backward, forward, round_to
 
 HALF = ("bfloat16", "float16")
 
@@ -43,8 +43,19 @@ def _row(row_id: str, description: str, policy: Policy, computed: Policy, evalua
                          evaluation=evaluation)
         return tuple(a.astype(x.dtype) for a in answer)  # exact: the policy's values are half values
 
+    def backward_cell(params, x, h0, c0, dy, dh_T, dc_T, *, forget_bias):
+        used = with_f_g_swapped(params) if swap_f_g else params
+        answer = backward(used, x, h0, c0, dy, dh_T, dc_T, dtype=x.dtype.name, policy=computed, forget_bias=forget_bias,
+                          evaluation=evaluation)
+        if swap_f_g:  # the gradients of the parameters it was given: the swap undone
+            answer.update({name: answer[name][[0, 2, 1, 3]] for name in ("W", "U", "b")})
+        # exact: the policy's values are half values, or, under mixed precision, the parameters' float32 gradients
+        return {name: value.astype(np.float32 if policy is Policy.MIXED and name in ("W", "U", "b", "p") else x.dtype)
+                for name, value in answer.items()}
+
     return FunctionRow(id=row_id, description=description, dtypes=HALF, policies={d: policy for d in HALF},
-                       features=frozenset({Feature.PEEPHOLE}), gradients=False, forward_function=forward_cell)
+                       features=frozenset({Feature.PEEPHOLE}), forward_function=forward_cell,
+                       backward_function=backward_cell)
 
 
 def mutant(mistake: Mistake) -> FunctionRow:
@@ -65,6 +76,10 @@ def evaluation_name(evaluation: Evaluation) -> str:
         parts.append(f"sigmoid-{evaluation.sigmoid.value}")
     if evaluation.joint_product:
         parts.append("joint-product")
+    if evaluation.input_projection:
+        parts.append("input-projection")
+    if evaluation.gate_products:
+        parts.append("gate-products")
     return "+".join(parts)
 
 

@@ -213,7 +213,8 @@ def forward_also_wrong(row: Row, dtype, device, case: Case, data: CaseData, expe
         return None
     except (Exception, SystemExit):  # NotSupported, or a failure its own outputs test reports
         return None
-    wrong = [c for c in comparisons(case, outputs, expected.outputs, Kind.OUTPUTS, dtype) if not c.ok]
+    wrong = [c for c in comparisons(case, outputs, expected.outputs, Kind.OUTPUTS, dtype, row.policy(dtype, device))
+             if not c.ok]
     if not wrong:
         return None
     worst = max(wrong, key=lambda c: c.worst_ratio)

@@ -19,13 +19,20 @@ ulps of the half type at max(|exact|, :data:`FLOOR`) (the mean and the fraction 
 Below FLOOR an LSTM's errors are absolute (h and c are sums of O(1) terms), so counting them in the ulps of tiny
 values would measure cancellation, not rounding.
 
+**Gradients.** A half-type row's gradients (x, h0, c0, W, U, b, p) are judged the same way, against the policy's
+backward pass (:func:`spec.precision.backward`: where the gradients accumulate, what is stored in half), with one
+difference: a gradient's scale is the case's (a sum over steps and rows, times the cotangents), not 1, so its errors
+count as absolute below FLOOR times its largest element (:func:`floor`), not below FLOOR.
+
 **Derivation.** For each case the suite runs as a plain cell, each half type and each policy, the policy is carried
-out each of the equally valid ways :class:`spec.precision.Evaluation` knows (three orders of float32 accumulation:
+out, forward and backward, each of the equally valid ways :class:`spec.precision.Evaluation` knows (three orders of float32 accumulation:
 exact then rounded, NumPy's pairwise, blocked in reverse; never the machine's BLAS, so that the table is the same on
 every CPU; where the policy rounds every operation, fused or op by op, the bias added after the products, inside the
 input product or split between the two (PyTorch's two linears), a multiply-add rounded once (torch's addcmul), and
-the orders XLA's scan, flax's cells and TensorFlow's kernels evaluate in, each measured to reproduce its framework
-bit for bit), and each statistic's largest value over them is measured. Its bound is that value times :data:`FACTOR`, fixed before any implementation was judged: what the
+the orders XLA's scan, flax's cells (a Dense per gate), jax.experimental.rnn's lstm_ref and TensorFlow's kernels
+evaluate in, each measured to reproduce its framework bit for bit, forward and, for JAX's and flax's, backward but for
+the bias's half-type sum (findings/jax_broadcast_gradient_reduced_in_half.py); the input product computed before the
+recurrence, its gradient one product over all steps), and each statistic's largest value over them is measured. Its bound is that value times :data:`FACTOR`, fixed before any implementation was judged: what the
 emulations cannot vary (a vectorised exp or tanh a few float32 ulps off, FMA contraction) can flip a rounding at
 some element, and a flipped rounding carries on through the recurrence; doubling the worst element and adding half
 to the mean and the fraction leaves room for that, and no more. Each bound has a minimum (:data:`MINIMUM`): on a
@@ -35,9 +42,11 @@ kernel whose float32 work rounds a tie the other way; and the fraction beyond on
 
 **Tightness.** The same run evaluates the mistakes of :data:`MISTAKES` on the same cases; the table records, for
 each, the largest ratio of a statistic to its bound, which must exceed 1, and 2 for all but one
-(tests/test_half_bounds.py). Derived 2026-12-07: half accumulation 9.1x (bfloat16) and 9.3x (float16), truncation
-8.3x and 8.8x, c stored in half 3.0x, every operation rounded where the policy rounds at the step's end 6.9x and 7.5x,
-gates f and g swapped 1542x and 12351x; half accumulation on top of every operation's rounding 1.3x and 1.5x.
+(tests/test_half_bounds.py), on the outputs and, separately, on the gradients. Derived 2026-12-07, outputs (gradients):
+half accumulation 9.1x (3.9x) in bfloat16 and 9.3x (3.8x) in float16, truncation 8.3x (10.9x) and 8.8x (6.7x), c
+stored in half 3.0x (2.3x) and 3.0x (2.1x), every operation rounded where the policy rounds at the step's end 6.9x
+(19.5x) and 7.5x (7.2x), gates f and g swapped 1542x (3404x) and 12351x (33774x); half accumulation on top of every
+operation's rounding 1.17x (1.45x) and 1.38x (1.15x).
 
 **Where it is used.** The suite's half-type columns (conformance/judge.py, :func:`compare_half`), the diagnosis of a
 failing half-type answer (:func:`fits`), the benchmarks' check before timing a half-type pass
@@ -69,6 +78,7 @@ from spec.precision import (
     Evaluation,
     Policy,
     Sigmoid,
+    backward,
     forward,
     ulp,
 )
@@ -86,6 +96,8 @@ BEYOND_ELEMENTS = 2
 #: state of B = 3, H = 4) one element moves them by a twelfth, so only the worst element is.
 SAMPLE = 64
 OUTPUTS = ("y", "h_T", "c_T")
+#: The gradients a half-type row returns for a plain cell, by their canonical names (p with peepholes).
+GRADIENTS = ("x", "h0", "c0", "W", "U", "b", "p")
 HALF_POLICIES = tuple(p for p in Policy if p is not Policy.TF32)
 
 
@@ -99,7 +111,14 @@ def evaluations(policy: Policy) -> tuple[Evaluation, ...]:
         # As XLA evaluates a scan over a precomputed input projection, as flax's cells do, as TensorFlow's block kernel
         # does (each measured bit for bit: README, Precision policies).
         {"sigmoid": Sigmoid.RECIPROCAL, "bias": Bias.INPUT_AFTER}, {"sigmoid": Sigmoid.RECIPROCAL, "bias": Bias.RECURRENT_AFTER},
-        {"sigmoid": Sigmoid.QUOTIENT, "joint_product": True}))
+        {"sigmoid": Sigmoid.QUOTIENT, "joint_product": True},
+        # The sigmoid's and tanh's forms (and their derivatives' orders) alone, and the input product computed for all
+        # steps before the recurrence (its gradient one product over all steps: PyTorch's nn.LSTM on ATen's cell).
+        {"sigmoid": Sigmoid.RECIPROCAL}, {"sigmoid": Sigmoid.QUOTIENT}, {"input_projection": True},
+        # flax's LSTMCell (a Dense per gate) and jax.experimental.rnn's lstm_ref (a product per gate, each bias after
+        # its product), in XLA's order (measured: README, Precision policies).
+        {"sigmoid": Sigmoid.RECIPROCAL, "bias": Bias.RECURRENT_AFTER, "gate_products": True},
+        {"sigmoid": Sigmoid.RECIPROCAL, "bias": Bias.SPLIT_AFTER, "gate_products": True}))
     return orders + (placements if policy.rounds_every_operation else ())
 
 
@@ -140,20 +159,30 @@ def cases():
 
 def half_data(case, half: str):
     """The case's data in ``half`` (spec.cases.make_case_data: the float32 data rounded once, to nearest even), widened
-    to float64 arrays: (params, x, h0, c0, forget_bias) of its one cell."""
+    to float64 arrays: (params, x, h0, c0, forget_bias, cotangents (dy, dh_T, dc_T)) of its one cell."""
     d = widened(make_case_data(case, half))
-    return d.params.cell(0, 0), d.x, d.h0[0], d.c0[0], case.layer.forget_bias
+    return d.params.cell(0, 0), d.x, d.h0[0], d.c0[0], case.layer.forget_bias, (d.dy, d.dh_T[0], d.dc_T[0])
 
 
-def ulps(got: np.ndarray, exact: np.ndarray, half: str) -> np.ndarray:
-    """Each element's error in ulps of ``half`` at max(|exact|, FLOOR)."""
+def floor(name: str, exact: np.ndarray) -> float:
+    """The magnitude below which tensor ``name``'s errors count as absolute: FLOOR for an output (h and c are O(1));
+    FLOOR times the tensor's largest |element| for a gradient, whose scale is the cotangents' and the case's (a sum
+    over steps and rows), so that its small elements' errors, which the large ones' sums leave, are counted at the
+    tensor's scale, not in the ulps of a cancellation."""
+    if name in OUTPUTS:
+        return FLOOR
+    return FLOOR * float(np.max(np.abs(exact), initial=0.0)) or FLOOR
+
+
+def ulps(got: np.ndarray, exact: np.ndarray, half: str, name: str = "y") -> np.ndarray:
+    """Each element's error in ulps of ``half`` at max(|exact|, floor(name, exact))."""
     exact = np.asarray(exact, np.float64)
-    return np.abs(np.asarray(got, np.float64) - exact) / ulp(np.maximum(np.abs(exact), FLOOR), half)
+    return np.abs(np.asarray(got, np.float64) - exact) / ulp(np.maximum(np.abs(exact), floor(name, exact)), half)
 
 
-def statistics(got: np.ndarray, exact: np.ndarray, half: str) -> dict[str, float]:
-    """The error's statistics in ulps of ``half`` at max(|exact|, FLOOR)."""
-    errors = ulps(got, exact, half)
+def statistics(got: np.ndarray, exact: np.ndarray, half: str, name: str = "y") -> dict[str, float]:
+    """The error's statistics in ulps of ``half`` at max(|exact|, floor(name, exact))."""
+    errors = ulps(got, exact, half, name)
     return {"max": float(errors.max()), "mean": float(errors.mean()), "beyond": float(np.mean(errors > 1.0))}
 
 
@@ -173,15 +202,32 @@ def judged(size: int) -> tuple[str, ...]:
 
 
 def _sizes(case) -> dict[str, int]:
-    return {"y": case.T * case.B * case.H, "h_T": case.B * case.H, "c_T": case.B * case.H}
+    sizes = {"y": case.T * case.B * case.H, "h_T": case.B * case.H, "c_T": case.B * case.H,
+             "x": case.T * case.B * case.I, "h0": case.B * case.H, "c0": case.B * case.H, "W": 4 * case.H * case.I,
+             "U": 4 * case.H * case.H, "b": 4 * case.H}
+    if case.layer.peephole:
+        sizes["p"] = 3 * case.H
+    return sizes
+
+
+@lru_cache(maxsize=64)
+def _exact(case, half: str) -> dict[str, np.ndarray]:
+    """The exact LSTM's outputs and gradients on the case's half data."""
+    params, x, h0, c0, forget_bias, cotangents = half_data(case, half)
+    exact = lstm.forward(params, x, h0, c0, forget_bias=forget_bias)
+    return {"y": exact.h_seq, "h_T": exact.h_T, "c_T": exact.c_T, **lstm.backward(exact, *cotangents).tensors()}
 
 
 def _measure(case, half: str, policy: Policy, evaluation: Evaluation, swap_f_g: bool = False) -> dict[str, dict]:
-    params, x, h0, c0, forget_bias = half_data(case, half)
-    exact = lstm.forward(params, x, h0, c0, forget_bias=forget_bias)
+    params, x, h0, c0, forget_bias, cotangents = half_data(case, half)
+    exact = _exact(case, half)
     used = with_f_g_swapped(params) if swap_f_g else params
-    got = forward(used, x, h0, c0, dtype=half, policy=policy, forget_bias=forget_bias, evaluation=evaluation)
-    return {name: statistics(g, e, half) for name, g, e in zip(OUTPUTS, got, (exact.h_seq, exact.h_T, exact.c_T))}
+    options = dict(dtype=half, policy=policy, forget_bias=forget_bias, evaluation=evaluation)
+    got = dict(zip(OUTPUTS, forward(used, x, h0, c0, **options)))
+    got.update(backward(used, x, h0, c0, *cotangents, **options))
+    if swap_f_g:  # the gradients of the swapped parameters, laid out as the row returns them: the swap undone
+        got.update({name: value[[0, 2, 1, 3]] for name, value in got.items() if name in ("W", "U", "b")})
+    return {name: statistics(got[name], exact[name], half, name) for name in _sizes(case)}
 
 
 def derive() -> dict:
@@ -198,13 +244,14 @@ def derive() -> dict:
                         for s in judged(size)}
             for mistake in MISTAKES:
                 run = _measure(case, half, mistake.computed, mistake.evaluation, mistake.swap_f_g)
-                worst = mistakes.setdefault(f"{half} {mistake.name}", {"ratio": 0.0, "where": ""})
-                for tensor in OUTPUTS:
-                    limits = bounds[f"{half} {mistake.declared.value} {case.name} {tensor}"]
-                    for s in limits:
-                        ratio = run[tensor][s] / limits[s]["bound"]
-                        if ratio > worst["ratio"]:
-                            worst.update(ratio=ratio, where=f"{case.name} {tensor} {s}")
+                for pass_, tensors in (("", OUTPUTS), (" gradients", tuple(t for t in _sizes(case) if t not in OUTPUTS))):
+                    worst = mistakes.setdefault(f"{half} {mistake.name}{pass_}", {"ratio": 0.0, "where": ""})
+                    for tensor in tensors:
+                        limits = bounds[f"{half} {mistake.declared.value} {case.name} {tensor}"]
+                        for s in limits:
+                            ratio = run[tensor][s] / limits[s]["bound"]
+                            if ratio > worst["ratio"]:
+                                worst.update(ratio=ratio, where=f"{case.name} {tensor} {s}")
     return {"floor": FLOOR, "factor": FACTOR, "minimum": MINIMUM, "beyond_elements": BEYOND_ELEMENTS, "sample": SAMPLE,
             "bounds": bounds, "mistakes": mistakes}
 
@@ -236,7 +283,8 @@ MISTAKEN_EVALUATIONS = {
 
 def _distance(params, x, h0, c0, outputs, half, policy, evaluation, forget_bias) -> tuple[float, float]:
     evaluated = forward(params, x, h0, c0, dtype=half, policy=policy, forget_bias=forget_bias, evaluation=evaluation)
-    distances = [statistics(got, np.asarray(want, np.float64), half) for got, want in zip(outputs, evaluated)]
+    distances = [statistics(got, np.asarray(want, np.float64), half, name)
+                 for name, got, want in zip(OUTPUTS, outputs, evaluated)]
     return float(np.mean([d["mean"] for d in distances])), float(max(d["max"] for d in distances))
 
 
@@ -253,6 +301,26 @@ def fits(params: LSTMParams, x, h0, c0, outputs, half: str, *, forget_bias: floa
         for mistake, evaluation in MISTAKEN_EVALUATIONS.items():
             found.append(Fit(declared, *_distance(params, x, h0, c0, outputs, half, declared, evaluation, forget_bias),
                              mistake))
+    return sorted(found, key=lambda fit: (fit.mean, fit.worst))
+
+
+def _gradient_distance(params, x, h0, c0, cotangents, gradients, half, policy, evaluation, forget_bias):
+    evaluated = backward(params, x, h0, c0, *cotangents, dtype=half, policy=policy, forget_bias=forget_bias,
+                         evaluation=evaluation)
+    distances = [statistics(gradients[name], np.asarray(want, np.float64), half, name)
+                 for name, want in evaluated.items() if name in gradients]
+    return float(np.mean([d["mean"] for d in distances])), float(max(d["max"] for d in distances))
+
+
+def gradient_fits(params: LSTMParams, x, h0, c0, cotangents, gradients: dict, half: str, *, forget_bias: float = 0.0,
+                  declared: Policy | None = None) -> list[Fit]:
+    """:func:`fits` for a cell's gradients (by their canonical names) under cotangents (dy, dh_T, dc_T)."""
+    found = [Fit(policy, *min(_gradient_distance(params, x, h0, c0, cotangents, gradients, half, policy, e, forget_bias)
+                              for e in evaluations(policy))) for policy in HALF_POLICIES]
+    if declared is not None:
+        found += [Fit(declared, *_gradient_distance(params, x, h0, c0, cotangents, gradients, half, declared, evaluation,
+                                                    forget_bias), mistake)
+                  for mistake, evaluation in MISTAKEN_EVALUATIONS.items()]
     return sorted(found, key=lambda fit: (fit.mean, fit.worst))
 
 
@@ -301,6 +369,7 @@ class HalfComparison:
     problem: str = ""
     shape: tuple[int, ...] | None = None
     num_directions: int = 1
+    floor: float = FLOOR  # the magnitude its errors are counted in ulps at, at least (floor())
 
     @property
     def where(self) -> str:
@@ -325,16 +394,26 @@ class HalfComparison:
         verdict = "within its bounds" if self.ok else f"fails {', '.join(self.failing)}"
         return (f"{prefix}{self.name}: {self.half} under {self.policy.value}: {verdict}: {'; '.join(parts)}; worst element "
                 f"{self.measured['max']:.3g} ulps ({self.worst_error:.3g}) at {self.where}: got {self.got:.6g}, "
-                f"expected {self.expected:.6g} (ulps of {self.half} at max(|expected|, {FLOOR:g}))")
+                f"expected {self.expected:.6g} (ulps of {self.half} at max(|expected|, {self.floor:.3g}))")
+
+
+def canonical(name: str) -> str:
+    """The bound's name of an answer's tensor: a layer's parameter gradient ("layer 0 direction 0 W") by its cell's."""
+    return name.rsplit(" ", 1)[-1]
 
 
 def compare_half(name: str, got: object, exact: np.ndarray, *, half: str, policy: Policy, case: str,
                  num_directions: int = 1) -> HalfComparison:
-    """Judge output tensor ``name`` of a half-type answer against ``exact`` (float64, on the same half data) by the
-    committed bounds of ``policy`` on ``case``."""
+    """Judge tensor ``name`` of a half-type answer (an output, or a gradient) against ``exact`` (float64, on the same
+    half data) by the committed bounds of ``policy`` on ``case``. Under mixed precision the parameters are float32,
+    and so may their gradients be."""
     policy = Policy.parse(policy)
     exact = np.asarray(exact, np.float64)
-    limits = bound(half, policy, case, name)
+    tensor = canonical(name)
+    limits = bound(half, policy, case, tensor)
+    dtypes = {check_dtype(half, storage=True)}
+    if policy is Policy.MIXED and tensor in ("W", "U", "b", "p"):
+        dtypes.add(np.dtype(np.float32))
 
     def refused(problem: str) -> HalfComparison:
         return HalfComparison(name, False, half, policy, {}, limits, np.inf, np.inf, None, None, None, problem,
@@ -344,18 +423,19 @@ def compare_half(name: str, got: object, exact: np.ndarray, *, half: str, policy
         return refused(f"not an array: got {type(got).__name__}")
     if got.shape != exact.shape:
         return refused(f"wrong shape: expected {exact.shape}, got {got.shape}")
-    if got.dtype != check_dtype(half, storage=True):  # another half type reads the same bits as other values
-        return refused(f"wrong dtype: expected {half}, got {got.dtype}")
+    if got.dtype not in dtypes:  # another half type reads the same bits as other values
+        return refused(f"wrong dtype: expected {' or '.join(sorted(map(str, dtypes)))}, got {got.dtype}")
     wide = got.astype(np.float64)
     if not np.isfinite(wide).all():
         index = tuple(int(k) for k in np.argwhere(~np.isfinite(wide))[0])
         return HalfComparison(name, False, half, policy, {}, limits, np.inf, np.inf, index, float(wide[index]),
                               float(exact[index]), "", exact.shape, num_directions)
-    measured = statistics(wide, exact, half)
+    measured = statistics(wide, exact, half, tensor)
     ratio = max(measured[s] / limit for s, limit in limits.items())
-    index = tuple(int(k) for k in np.unravel_index(np.argmax(ulps(wide, exact, half)), exact.shape))
+    index = tuple(int(k) for k in np.unravel_index(np.argmax(ulps(wide, exact, half, tensor)), exact.shape))
     return HalfComparison(name, ratio <= 1.0, half, policy, measured, limits, float(abs(wide[index] - exact[index])),
-                          float(ratio), index, float(wide[index]), float(exact[index]), "", exact.shape, num_directions)
+                          float(ratio), index, float(wide[index]), float(exact[index]), "", exact.shape, num_directions,
+                          floor(tensor, exact))
 
 
 def main(argv=None) -> int:

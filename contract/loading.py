@@ -64,6 +64,7 @@ from contract.vocabulary import (
     features_of,
 )
 from spec.params import LayerParams, LSTMParams
+from spec.precision import Policy
 
 DTYPE_NAMES = tuple(str(d) for d in CONFORMANCE_DTYPES)
 DEFAULT_DTYPES = tuple(str(d) for d in FULL_DTYPES)
@@ -281,7 +282,8 @@ class FunctionRow(Row):
             return gradients_from_names(answer, params, x, what="gradients")
         answer = self.backward_function(params.cells[0], x, h0[0], c0[0], cotangents.dy, cotangents.dh_T[0], cotangents.dc_T[0],
                                         forget_bias=layer.forget_bias)
-        return cell_gradients(answer, params, x)
+        mixed = self.policy(params.dtype.name, device) is Policy.MIXED  # float32 parameters: float32 gradients
+        return cell_gradients(answer, params, x, parameters_dtype=np.float32 if mixed else None)
 
     def _environment(self, device: str) -> Mapping[str, object]:
         source = self.environment_source() if callable(self.environment_source) else self.environment_source
@@ -292,14 +294,16 @@ class FunctionRow(Row):
         return {str(k): v for k, v in source.items()}
 
 
-def cell_gradients(answer: object, params: LayerParams, x: np.ndarray) -> Gradients:
+def cell_gradients(answer: object, params: LayerParams, x: np.ndarray, *, parameters_dtype=None) -> Gradients:
     """The cell contract's gradients (x, h0, c0 of one cell; W, U, b, p) as the layer's: checked in the cell's own names
-    and shapes ("gradient W: wrong dtype"), then h0 and c0 given their one cell axis."""
+    and shapes ("gradient W: wrong dtype"; the parameters' in ``parameters_dtype`` where given: float32 under mixed
+    precision), then h0 and c0 given their one cell axis."""
     cell = params.cells[0]
     B = x.shape[1]
     shapes = {"x": x.shape, "h0": (B, cell.output_size), "c0": (B, cell.hidden_size)}
     shapes.update({name: t.shape for name, t in cell.tensors().items()})
-    g = checked_by_name(answer, shapes, params.dtype, what="gradients")
+    dtypes = None if parameters_dtype is None else {name: parameters_dtype for name in cell.tensors()}
+    g = checked_by_name(answer, shapes, params.dtype, what="gradients", dtypes=dtypes)
     weights = LSTMParams(**{name: g[name] for name in cell.tensors()})
     return Gradients(g["x"], g["h0"][None], g["c0"][None], LayerParams((weights,), params.num_directions))
 

@@ -45,8 +45,8 @@ import numpy as np
 from spec.lstm import sigmoid
 from spec.params import LSTMParams
 
-__all__ = ["Accumulation", "Bias", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "Sigmoid", "check_policy_dtype", "forward", "round_to",
-           "round_to_tf32", "ulp"]
+__all__ = ["Accumulation", "Bias", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "Sigmoid", "Step", "backward",
+           "check_policy_dtype", "forward", "round_to", "round_to_tf32", "ulp"]
 
 
 class Policy(str, Enum):
@@ -92,13 +92,16 @@ class Bias(str, Enum):
     """Where an evaluation adds b: after the two products, r(W x) + r(U h) + b; inside the input product's
     accumulation, r(W x + b) + r(U h); half inside each, r(W x + b/2) + r(U h + b/2) (PyTorch's two biases, each in its
     linear); to the input product's result, r(r(W x) + b) + r(U h) (XLA's scan over a precomputed input projection);
-    or to the recurrent product's result, r(W x) + r(r(U h) + b) (flax's cells, the bias in the hidden Dense)."""
+    or to the recurrent product's result, r(W x) + r(r(U h) + b) (flax's cells, the bias in the hidden Dense); or half
+    after each product, r(r(r(r(W x) + b/2) + r(U h)) + b/2) (jax.experimental.rnn's lstm_ref, its two biases each
+    added after its product)."""
 
     AFTER = "after"
     INPUT = "input"
     SPLIT = "split"
     INPUT_AFTER = "input-after"
     RECURRENT_AFTER = "recurrent-after"
+    SPLIT_AFTER = "split-after"
 
 
 class Sigmoid(str, Enum):
@@ -125,7 +128,17 @@ class Evaluation:
     it is written as, each rounded.
 
     ``joint_product``: W x_t and U h_{t-1} as one product over [x_t; h_{t-1}], accumulated together and rounded
-    once (TensorFlow's block LSTM kernel: xh * w)."""
+    once (TensorFlow's block LSTM kernel: xh * w).
+
+    ``input_projection``: the input product W x_t computed for every step at once, before the recurrence (PyTorch's
+    nn.LSTM on ATen's cell, XLA's scan over a precomputed projection): in the backward pass its gradients dW (and db,
+    where the bias is added with it) are then one product over all steps and rows, rounded once, instead of a sum of
+    each step's, rounded as the policy rounds every operation. The forward is the same either way.
+
+    ``gate_products``: each gate's products computed on their own (flax's LSTMCell, a Dense per gate and input): the
+    same forward, but where the policy rounds every operation the backward's dx_t and dh_{t-1} are sums of four
+    products, one per gate, each rounded, added in the half type in the reverse of the gates' order (o, g, f, i), as
+    reverse-mode autodiff meets them."""
 
     accumulation: Accumulation = Accumulation.BLAS
     fused: bool = False
@@ -134,9 +147,28 @@ class Evaluation:
     multiply_add: bool = False
     sigmoid: Sigmoid = Sigmoid.ROUNDED_ONCE
     joint_product: bool = False
+    input_projection: bool = False
+    gate_products: bool = False
 
 
 STANDARD = Evaluation()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step's values as the forward kept them (float32 arrays holding what the policy stored), for the backward
+    pass: the step's input, the state it began from, the gates, the new cell state before the policy stored it, and
+    tanh(c_t) as computed."""
+
+    x: np.ndarray
+    h_prev: np.ndarray
+    c_prev: np.ndarray
+    i: np.ndarray
+    f: np.ndarray
+    g: np.ndarray
+    o: np.ndarray
+    c: np.ndarray
+    tanh_c: np.ndarray
 
 #: The half types, by the names the project's vocabulary gives them (contract.vocabulary.Dtype).
 HALF_TYPES = ("bfloat16", "float16")
@@ -239,19 +271,30 @@ def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *
     peepholes. ``dtype`` is the data's: a half type, or float32 for TF32. Every array given must hold values of
     that dtype (as float32, float64 or the type itself); returns h for every step (T, B, H), h_T and c_T as float32
     arrays holding what the policy stores."""
-    policy = check_policy_dtype(policy, dtype)
-    half = "bfloat16" if policy is Policy.TF32 else str(dtype)  # TF32 rounds to no half type: never used there
-    data = {"W": params.W, "U": params.U, "b": params.b, "x": x, "h0": h0, "c0": c0}
-    if params.p is not None:
-        data["p"] = params.p
+    return _forward(params, x, h0, c0, dtype=dtype, policy=policy, forget_bias=forget_bias, evaluation=evaluation)[:3]
+
+
+def _checked(policy: Policy, dtype: str, half: str, data: dict) -> dict[str, np.ndarray]:
+    """Each array as float32, when it holds finite values of ``dtype``; else a ValueError naming it."""
     arrays = {}
     for name, value in data.items():
         value = np.asarray(value).astype(np.float32)
         stored = value if policy is Policy.TF32 else round_to(value, half)
         if not np.array_equal(stored, value) or not np.all(np.isfinite(stored)):
             raise ValueError(f"{name}: the data must be finite {dtype} values (round it once, to nearest even, before "
-                             f"the policy's forward); {np.count_nonzero(stored != value)} elements are not")
+                             f"the policy's evaluation); {np.count_nonzero(stored != value)} elements are not")
         arrays[name] = value
+    return arrays
+
+
+def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forget_bias: float, evaluation: Evaluation):
+    """forward(), and each step's values as the forward kept them, for backward(): (y, h_T, c_T, steps)."""
+    policy = check_policy_dtype(policy, dtype)
+    half = "bfloat16" if policy is Policy.TF32 else str(dtype)  # TF32 rounds to no half type: never used there
+    data = {"W": params.W, "U": params.U, "b": params.b, "x": x, "h0": h0, "c0": c0}
+    if params.p is not None:
+        data["p"] = params.p
+    arrays = _checked(policy, dtype, half, data)
     H, I = params.hidden_size, params.input_size
     W, U, b = arrays["W"].reshape(4 * H, I), arrays["U"].reshape(4 * H, H), arrays["b"].reshape(4 * H)
     p = arrays.get("p")
@@ -298,8 +341,9 @@ def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *
         return gate_out(_sigmoid32(z))
 
     h, c = arrays["h0"], arrays["c0"]
-    ys = []
+    ys, steps = [], []
     for x_t in arrays["x"]:
+        h_prev, c_prev = h, c
         if multiply_add:
             recurrent = _product(U, h, evaluation.accumulation, half) if not tf32 else None
             z = r(product(W, x_t, input_bias) + recurrent)
@@ -309,6 +353,8 @@ def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *
             z = op(op(product(W, x_t) + b) + product(U, h))
         elif bias is Bias.RECURRENT_AFTER:
             z = op(product(W, x_t) + op(product(U, h) + b))
+        elif bias is Bias.SPLIT_AFTER:
+            z = op(op(op(product(W, x_t) + b / 2) + product(U, h)) + b / 2)
         else:
             z = op(product(W, x_t, input_bias) + product(U, h, recurrent_bias))
         if bias is Bias.AFTER:
@@ -325,12 +371,184 @@ def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *
         if p is not None:
             z_o = op(z_o + multiply(p[2] * c_new))
         o = sigmoid(z_o)
-        h = op(o * op(_tanh32(c_new)))
+        tanh_c = op(_tanh32(c_new))
+        h = op(o * tanh_c)
         if tf32:
             c = c_new
         else:
             h = r(h)  # every half policy stores h_t, the step's output
             c = c_new if policy is Policy.FLOAT32_CELL_STATE else r(c_new)
         ys.append(h)
+        if every or tf32:
+            steps.append(Step(x_t, h_prev, c_prev, i, f, g, o, c_new, tanh_c))
+        else:  # the workspace a fused kernel keeps for its backward: the gates in half, c_t as stored
+            steps.append(Step(x_t, h_prev, c_prev, r(i), r(f), r(g), r(o), c, _tanh32(c)))
     c_T = c if tf32 else r(c)
-    return np.stack(ys), h, c_T
+    return np.stack(ys), h, c_T, steps
+
+
+def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, dy: np.ndarray, dh_T: np.ndarray,
+             dc_T: np.ndarray, *, dtype: str, policy: Policy, forget_bias: float = 0.0,
+             evaluation: Evaluation = STANDARD) -> dict[str, np.ndarray]:
+    r"""The backward pass of :func:`forward` under ``policy``: spec.lstm's rules, with the policy's storage points.
+    The cotangents dy (T, B, H), dh_T and dc_T are data of ``dtype`` too. Returns the gradients of x, h0, c0, W, U, b
+    (and p) in the canonical layout, as float32 arrays holding what the policy stores.
+
+        HALF_STORAGE, FLOAT32_CELL_STATE   float32 arithmetic on the values the forward kept in its workspace: the
+                        gates i, f, g, o stored in half (oneDNN's and cuDNN's workspace holds them in the data type;
+                        measured: a float32 workspace leaves PyTorch's oneDNN bfloat16 gradients 1.6 times further
+                        off), c_t as stored, tanh(c_t) recomputed in float32, h_{t-1} as stored; the gate cotangents dz_t are stored in half (the operands of the
+                        half products dx_t = W^T dz_t, dh_{t-1} = U^T dz_t, dW += dz_t x_t^T, ...); the cotangents
+                        carried to the step before, dh_{t-1} and dc_{t-1}, are stored in half (dc_{t-1} in float32
+                        under float32-cell-state, as c is); the parameters' gradients accumulate in float32 over all
+                        steps and are rounded once, as are dx_t, dh_0 and dc_0.
+        EVERY_OPERATION the backward of every operation rounded (what reverse-mode autodiff of the forward's
+                        operations does in a half type): each rule of spec.lstm one operation at a time, the
+                        derivative of a sigmoid or tanh at its output, y (1 - y) or 1 - y^2, rounded once with its
+                        product (PyTorch's sigmoid_backward and tanh_backward, XLA's fused elementwise work); each
+                        step's parameter gradients (dz_t x_t^T, ...) are rounded, and accumulate over the steps in
+                        the half type (autodiff sums a parameter's gradients in the parameter's type), last step
+                        first.
+        MIXED           EVERY_OPERATION, except that each step's parameter gradients, rounded, accumulate in float32:
+                        the parameters are float32 and are cast to half where the step uses them, so the cast's
+                        gradient widens each step's share before they are summed.
+        TF32            float32 throughout, every product's operands rounded to TF32.
+    """
+    policy = check_policy_dtype(policy, dtype)
+    half = "bfloat16" if policy is Policy.TF32 else str(dtype)
+    cotangents = _checked(policy, dtype, half, {"dy": dy, "dh_T": dh_T, "dc_T": dc_T})
+    _, _, _, steps = _forward(params, x, h0, c0, dtype=dtype, policy=policy, forget_bias=forget_bias,
+                              evaluation=evaluation)
+    H, I = params.hidden_size, params.input_size
+    W = np.asarray(params.W, np.float32).reshape(4 * H, I)
+    U = np.asarray(params.U, np.float32).reshape(4 * H, H)
+    p = None if params.p is None else np.asarray(params.p, np.float32)
+    tf32 = policy is Policy.TF32
+    every = policy.rounds_every_operation
+    fused = every and evaluation.fused
+
+    def r(a):
+        return round_to(a, half, truncate=evaluation.truncate)
+
+    def op(a):  # one operation's result, where the policy rounds every operation
+        return r(a) if every and not fused else a
+
+    def gate_out(a):  # the end of a gate's elementwise work
+        return r(a) if every else a
+
+    def stored(a):  # a storage point of the half policies
+        return a if tf32 else r(a)
+
+    def product(v, A):  # v (B, N) times A (N, K): sum over N
+        if tf32:
+            return _product(round_to_tf32(A.T), round_to_tf32(v), evaluation.accumulation, half)
+        return _product(A.T, v, evaluation.accumulation, half)
+
+    def outer(d, v):  # d (B, N)^T v (B, K): sum over the batch rows (and the steps, when stacked)
+        if tf32:
+            return _product(round_to_tf32(v.T), round_to_tf32(d.T), evaluation.accumulation, half)
+        return _product(v.T, d.T, evaluation.accumulation, half)
+
+    def through(dz, A):  # dz (B, 4H) back through the product with A (4H, K)
+        if not (evaluation.gate_products and every and not fused):
+            return product(dz, A)
+        H4 = A.shape[0]
+        # autodiff adds the gates' shares in the reverse of the order the forward used them: o, g, f, i
+        shares = [r(product(dz[:, k * H4 // 4:(k + 1) * H4 // 4], A[k * H4 // 4:(k + 1) * H4 // 4])) for k in (3, 2, 1, 0)]
+        total = shares[0]
+        for share in shares[1:]:
+            total = r(total + share)
+        return total
+
+    def batch_sum(d):  # over the batch rows (and the steps, when stacked), accumulated as the products are
+        return _product(np.ones((1, d.shape[0]), np.float32), d.T, evaluation.accumulation, half)[:, 0]
+
+    # Where the sigmoid is written as operations (Sigmoid.RECIPROCAL, QUOTIENT), the derivatives of the sigmoid and
+    # tanh at their outputs are written as operations too, each rounded, in the framework's order: XLA's (jax's JVP
+    # rules for logistic and tanh, transposed) d * (y * (1 - y)) and a + a * y with a = d * (1 - y); Eigen's (TensorFlow's SigmoidGrad,
+    # TanhGrad) d * y * (1 - y) and d * (1 - y * y). Else each is rounded once (PyTorch's sigmoid_backward and
+    # tanh_backward compute in float32).
+    one = np.float32(1)
+    form = Sigmoid(evaluation.sigmoid) if every and not fused else Sigmoid.ROUNDED_ONCE
+
+    def sigmoid_backward(d, y):
+        if form is Sigmoid.RECIPROCAL:
+            return r(d * r(y * r(one - y)))
+        if form is Sigmoid.QUOTIENT:
+            return r(r(d * y) * r(one - y))
+        return gate_out(d * y * (one - y))
+
+    def tanh_backward(d, y):
+        if form is Sigmoid.RECIPROCAL:  # (g + g y)(1 - y), transposed: a = d (1 - y), then a + a y
+            a = r(d * r(one - y))
+            return r(a + r(a * y))
+        if form is Sigmoid.QUOTIENT:
+            return r(d * r(one - r(y * y)))
+        return gate_out(d * (one - y * y))
+
+    whole = evaluation.input_projection or Bias(evaluation.bias) is Bias.INPUT_AFTER
+    accumulate = {"W": [], "U": [], "b": [], "p": []}  # each step's share, last step first
+    dz_all = []
+    dx = [None] * len(steps)
+    dh_carry, dc_carry = cotangents["dh_T"], cotangents["dc_T"]
+    for t in reversed(range(len(steps))):
+        s = steps[t]
+        dh = op(cotangents["dy"][t] + dh_carry)
+        # (6) h = o * tanh(c)
+        do = op(dh * s.tanh_c)
+        dtanh = op(dh * s.o)
+        if form is Sigmoid.RECIPROCAL:  # the tanh's two shares added to the carried cotangent one by one, as XLA does
+            a = r(dtanh * r(one - s.tanh_c))
+            dc = r(r(dc_carry + a) + r(a * s.tanh_c))
+        else:
+            dc = op(dc_carry + tanh_backward(dtanh, s.tanh_c))
+        # (5) o = sigma(z_o + p_o * c)
+        dz_o = sigmoid_backward(do, s.o)
+        if p is not None:
+            dc = op(dc + op(p[2] * dz_o))
+        # (4) c = f * c_prev + i * g
+        di, df, dg = op(dc * s.g), op(dc * s.c_prev), op(dc * s.i)
+        dc_prev = op(dc * s.f)
+        # (1)-(3)
+        dz_i, dz_f, dz_g = sigmoid_backward(di, s.i), sigmoid_backward(df, s.f), tanh_backward(dg, s.g)
+        if p is not None:  # c_{t-1}'s shares: through f, then the peepholes (XLA: f's before i's)
+            first, second = (p[1] * dz_f, p[0] * dz_i) if form is Sigmoid.RECIPROCAL else (p[0] * dz_i, p[1] * dz_f)
+            dc_prev = op(op(dc_prev + op(first)) + op(second))
+            accumulate["p"].append(np.stack([gate_out(batch_sum(op(d * c))) for d, c in
+                                             ((dz_i, s.c_prev), (dz_f, s.c_prev), (dz_o, s.c))]))
+        dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)  # (B, 4H), gates i, f, g, o
+        if not every:
+            dz = stored(dz)
+        dz_all.append(dz)
+        dx[t] = stored(through(dz, W))
+        dh_carry = gate_out(through(dz, U))
+        dc_carry = dc_prev
+        if not every:
+            dh_carry = stored(dh_carry)
+            dc_carry = dc_prev if tf32 or policy is Policy.FLOAT32_CELL_STATE else r(dc_prev)
+        accumulate["U"].append(gate_out(outer(dz, s.h_prev)))
+        if not whole:
+            accumulate["W"].append(gate_out(outer(dz, s.x)))
+            accumulate["b"].append(gate_out(batch_sum(dz)))
+    if whole:  # one product over every step and row
+        dz_stack = np.concatenate(dz_all[::-1])
+        accumulate["W"] = [gate_out(outer(dz_stack, np.concatenate([s.x for s in steps])))]
+        accumulate["b"] = [gate_out(batch_sum(dz_stack))]
+
+    def total(shares):
+        if policy is Policy.EVERY_OPERATION:  # summed in the half type, as autodiff sums them
+            result = shares[0]
+            for share in shares[1:]:
+                result = r(result + share)
+            return result
+        result = np.zeros_like(shares[0])
+        for share in shares:
+            result = result + share
+        return stored(result)
+
+    grads = {"x": np.stack(dx), "h0": stored(dh_carry), "c0": stored(dc_carry),
+             "W": total(accumulate["W"]).reshape(4, H, I), "U": total(accumulate["U"]).reshape(4, H, H),
+             "b": total(accumulate["b"]).reshape(4, H)}
+    if p is not None:
+        grads["p"] = total(accumulate["p"])
+    return grads

@@ -18,7 +18,7 @@ from contract.row import Row
 from contract.tensor_files import load_file, save_file
 from spec.cases import case_by_name, make_case_data, reference
 from spec.params import LSTMParams
-from spec.precision import Policy, forward
+from spec.precision import Policy, backward, forward
 from spec.validation import LSTMInputError, check_dtype
 from tests.suite import run_suite
 
@@ -52,6 +52,8 @@ def test_a_half_type_mutant_is_caught_and_diagnosed(mutants, row_id):
     failures = [r for r in judged if r["status"] == "FAIL"]
     dtypes = {"float32"} if row_id.endswith("float32-computes-in-bfloat16") else {"bfloat16", "float16"}
     assert {r["dtype"] for r in failures} == dtypes, f"{row_id} passed every case in some of {dtypes}"
+    if dtypes != {"float32"}:  # its backward pass too, in both half types
+        assert {r["dtype"] for r in failures if r["kind"] == "gradients"} == dtypes, f"{row_id}'s gradients passed"
     phrase = DIAGNOSED[row_id.split("/", 1)[1]]
     diagnosed = [r for r in failures if any(phrase in d for d in r["diagnosis"])]
     # A gate swap's diagnosis is the catalogue's; the others name the policy or the half-type mistake. Most failing
@@ -67,9 +69,10 @@ def test_every_honest_evaluation_of_every_policy_passes(tmp_path):
     assert result.returncode == 0, result.output
     for row in HONEST:
         for dtype in ("bfloat16", "float16"):
-            cell = result.cell(row.id, f"{dtype} cpu outputs")
-            assert cell["status"] == "pass" and cell["covered"] == len(bound_cases()), (row.id, dtype, cell)
-            assert cell["policy"] == row.policies[dtype].value, (row.id, dtype, cell)
+            for kind in ("outputs", "gradients"):
+                cell = result.cell(row.id, f"{dtype} cpu {kind}")
+                assert cell["status"] == "pass" and cell["covered"] == len(bound_cases()), (row.id, dtype, kind, cell)
+                assert cell["policy"] == row.policies[dtype].value, (row.id, dtype, cell)
     # The reports name the policy each half-type cell was judged by.
     assert f"- `{HONEST[0].id}` bfloat16: `{HONEST[0].policies['bfloat16'].value}`" in (
         result.report_dir / "conformance.md").read_text()
@@ -158,25 +161,34 @@ def _export(tmp_path: Path, dtype: str) -> tuple[Path, list[dict]]:
     return directory, json.loads((directory / "manifest.json").read_text())["vectors"]
 
 
-def _write(directory: Path, vector: dict, dtype, metadata: dict | None, policy=Policy.HALF_STORAGE) -> None:
+def _write(directory: Path, vector: dict, dtype, metadata: dict | None, policy=Policy.HALF_STORAGE,
+           gradients: bool = False) -> None:
     t = load_file(directory / vector["file"])
     cell = LSTMParams(t["layer0.forward.W"], t["layer0.forward.U"], t["layer0.forward.b"], t.get("layer0.forward.p"))
-    y, h, c = forward(cell, t["x"], t["h0"][0], t["c0"][0], dtype=vector["dtype"], policy=policy,
-                      forget_bias=vector["config"]["forget_bias"])
-    save_file({"y": y.astype(dtype), "h_T": h[None].astype(dtype), "c_T": c[None].astype(dtype)},
-              directory / "results" / f"{vector['id']}.safetensors", metadata=metadata)
+    options = dict(dtype=vector["dtype"], policy=policy, forget_bias=vector["config"]["forget_bias"])
+    y, h, c = forward(cell, t["x"], t["h0"][0], t["c0"][0], **options)
+    answer = {"y": y.astype(dtype), "h_T": h[None].astype(dtype), "c_T": c[None].astype(dtype)}
+    if gradients:  # under mixed precision the weights' gradients are float32, the rest the half type
+        g = backward(cell, t["x"], t["h0"][0], t["c0"][0], t["dy"], t["dh_T"][0], t["dc_T"][0], **options)
+        weights = np.float32 if policy is Policy.MIXED else dtype
+        answer.update({"grad_x": g["x"].astype(dtype), "grad_h0": g["h0"][None].astype(dtype),
+                       "grad_c0": g["c0"][None].astype(dtype)})
+        answer.update({f"grad_layer0.forward.{name}": g[name].astype(weights) for name in ("W", "U", "b", "p") if name in g})
+    save_file(answer, directory / "results" / f"{vector['id']}.safetensors", metadata=metadata)
 
 
 def test_half_type_results_pass_under_the_policy_their_files_name(tmp_path):
     directory, vectors = _export(tmp_path, "bfloat16")
     assert [v["dtype"] for v in vectors] == ["bfloat16"] * 4
-    for vector in vectors:
-        _write(directory, vector, check_dtype("bfloat16", storage=True), {"policy": Policy.HALF_STORAGE.value})
+    for vector in vectors:  # with their gradients, the weights' in float32 as mixed precision has them
+        _write(directory, vector, check_dtype("bfloat16", storage=True), {"policy": Policy.MIXED.value}, Policy.MIXED,
+               gradients=True)
     result = run_suite(tmp_path, "--results", str(directory), "--dtype", "bfloat16", "-n", "0")
     assert result.returncode == 0, result.output
     judged = [r for r in result.judged(f"results/{directory.name}") if r["status"] != "not supported"]  # not exported
-    assert sorted(r["case"] for r in judged) == sorted(["small", "T1", "B1", "medium"])
-    assert {(r["status"], r["policy"]) for r in judged} == {("pass", Policy.HALF_STORAGE.value)}
+    assert sorted((r["case"], r["kind"]) for r in judged) == sorted(
+        (case, kind) for case in ("small", "T1", "B1", "medium") for kind in ("outputs", "gradients"))
+    assert {(r["status"], r["policy"]) for r in judged} == {("pass", Policy.MIXED.value)}
 
 
 def test_hostile_half_type_results_are_named(tmp_path):
@@ -188,7 +200,7 @@ def test_hostile_half_type_results_are_named(tmp_path):
     _write(directory, vectors[3], np.float16, {"policy": Policy.TF32.value})  # contradicts the dtype
     result = run_suite(tmp_path, "--results", str(directory), "--dtype", "float16", "-n", "0")
     assert result.returncode == 1, result.output
-    details = {r["case"]: r["detail"] for r in result.judged(f"results/{directory.name}")}
+    details = {r["case"]: r["detail"] for r in result.judged(f"results/{directory.name}") if r["kind"] == "outputs"}
     assert details["small"] == "y: wrong dtype: expected float16, got bfloat16"
     assert "no precision policy: expected metadata {'policy': ...}, the policy the implementation follows in float16" \
         in details["T1"]

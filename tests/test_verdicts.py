@@ -255,8 +255,8 @@ def test_serial_and_parallel_runs_report_the_same(tmp_path):
         assert _matrix_section(run.stdout) == _matrix_section(serial.stdout), n
     # Every test of the three rows has its result, declared "not supported" ones (torch's peepholes, the layer
     # features of these cell-only rows) included: 3 rows x 2 dtypes x 2 kinds x every case.
-    # Three rows, two kinds, two full dtypes, every case; and the half types' outputs on the cases of their bounds.
-    assert len(serial.report["results"]) == 3 * 2 * 2 * len(case_set()) + 3 * 2 * len(bound_cases())
+    # Three rows, two kinds, two full dtypes, every case; and the half types' on the cases of their bounds.
+    assert len(serial.report["results"]) == 3 * 2 * 2 * len(case_set()) + 3 * 2 * 2 * len(bound_cases())
 
 
 # ---------------------------------------------------------------------------

@@ -109,6 +109,8 @@ class ResultsDirectory(Row):
         if unexpected:
             raise ResultError(f"tensor {unexpected[0]!r}", "unexpected in the result file",
                               f"only {list(OUTPUTS)} and {sorted(gradient_names(today_data).values())}", f"tensors {sorted(result)}")
+        if Dtype(vector["dtype"]).half:
+            self._declared_policy(vector)
         return vector, today_data, result
 
     def _check_vector_file(self, vector: dict, data: CaseData) -> None:
@@ -157,9 +159,7 @@ class ResultsDirectory(Row):
                               f"{first[1]}): one implementation follows one policy in {dtype}", policy.value)
 
     def _outputs(self, params, x, h0, c0, *, layer, lengths, mask, device):
-        vector, _, result = self._result(self._data(params, x, h0, c0, layer, lengths, mask))
-        if Dtype(vector["dtype"]).half:
-            self._declared_policy(vector)
+        _, _, result = self._result(self._data(params, x, h0, c0, layer, lengths, mask))
         missing = [name for name in OUTPUTS if name not in result]
         if missing:
             raise ResultError(missing[0], "missing from the result file", f"tensors {list(OUTPUTS)}", f"tensors {sorted(result)}")
@@ -170,8 +170,9 @@ class ResultsDirectory(Row):
         names = gradient_names(data)
         if not any(name in result for name in names.values()):
             raise NotSupported(f"the result file of {vector['id']} has no gradients")
+        mixed = self.policy(params.dtype.name, device) is Policy.MIXED  # float32 weights: float32 gradients
         return gradients_from_names({name: result[name] for name in names.values() if name in result}, params, x,
-                                    what="gradients", names=names)
+                                    what="gradients", names=names, parameters_dtype=np.float32 if mixed else None)
 
 
 def _file_kind(path: Path) -> str:

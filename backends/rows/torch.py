@@ -135,7 +135,9 @@ AUTOCAST_BFLOAT16_CRASH = (
     "propagation primitive\" (pytorch/pytorch#88136; intel/torch-xpu-ops#4066)"
 )
 AUTOCAST_FULL = "torch.autocast computes in a half type: the float32 and float64 nn.LSTM is the row torch/nn.LSTM"
-HALF_GRADIENTS = "the half types' gradients are not judged yet (no precision policy specifies the backward pass)"
+HALF_GRADIENTS = ("torch/nn.LSTM(autocast) is judged forward only: its gradients would be the float32 parameters' "
+                  "through autocast's casts, which it does not compute (nn.LSTM's half-type gradients are judged on "
+                  "torch/nn.LSTM)")
 
 
 @dataclass(eq=False)
