@@ -138,7 +138,12 @@ class Evaluation:
     ``gate_products``: each gate's products computed on their own (flax's LSTMCell, a Dense per gate and input): the
     same forward, but where the policy rounds every operation the backward's dx_t and dh_{t-1} are sums of four
     products, one per gate, each rounded, added in the half type in the reverse of the gates' order (o, g, f, i), as
-    reverse-mode autodiff meets them."""
+    reverse-mode autodiff meets them.
+
+    ``float32_activations``: sigma, tanh and exp by NumPy's float32 functions (vectorised, a few float32 ulps off,
+    and differently on AVX2 and AVX-512 CPUs) instead of their exact values rounded once: a kernel's own
+    approximations. Machine-dependent, so never in the committed bounds (contract/half_bounds.py); the training
+    runs' honest variants use it, on the machine they compare on."""
 
     accumulation: Accumulation = Accumulation.BLAS
     fused: bool = False
@@ -149,6 +154,7 @@ class Evaluation:
     joint_product: bool = False
     input_projection: bool = False
     gate_products: bool = False
+    float32_activations: bool = False
 
 
 STANDARD = Evaluation()
@@ -243,6 +249,15 @@ def _tanh32(a: np.ndarray) -> np.ndarray:
     return np.tanh(a.astype(np.float64)).astype(np.float32)
 
 
+def _activations(evaluation: Evaluation):
+    """(sigma, exp, tanh) in float32, as ``evaluation`` computes them."""
+    if evaluation.float32_activations:
+        f32 = np.float32
+        return (lambda z: f32(1) / (f32(1) + np.exp(-np.asarray(z, f32))), lambda a: np.exp(np.asarray(a, f32)),
+                lambda a: np.tanh(np.asarray(a, f32)))
+    return _sigmoid32, _exp32, _tanh32
+
+
 def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str) -> np.ndarray:
     """v @ A^T for A (N, K) and v (B, K), in float32 as ``accumulation`` says."""
     if accumulation is Accumulation.BLAS:
@@ -330,6 +345,7 @@ def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forge
 
     form = Sigmoid(evaluation.sigmoid) if every and not evaluation.fused else Sigmoid.ROUNDED_ONCE
     one = np.float32(1)
+    _sigmoid32, _exp32, _tanh32 = _activations(evaluation)  # this evaluation's, under the module's names
 
     def sigmoid(z):  # float32 operations (NumPy's division and addition are correctly rounded), each rounded
         if form is Sigmoid.RECIPROCAL:
@@ -395,13 +411,13 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
     (and p) in the canonical layout, as float32 arrays holding what the policy stores.
 
         HALF_STORAGE, FLOAT32_CELL_STATE   float32 arithmetic on the values the forward kept in its workspace: the
-                        gates i, f, g, o stored in half (oneDNN's and cuDNN's workspace holds them in the data type;
-                        measured: a float32 workspace leaves PyTorch's oneDNN bfloat16 gradients 1.6 times further
-                        off), c_t as stored, tanh(c_t) recomputed in float32, h_{t-1} as stored; the gate cotangents dz_t are stored in half (the operands of the
-                        half products dx_t = W^T dz_t, dh_{t-1} = U^T dz_t, dW += dz_t x_t^T, ...); the cotangents
-                        carried to the step before, dh_{t-1} and dc_{t-1}, are stored in half (dc_{t-1} in float32
-                        under float32-cell-state, as c is); the parameters' gradients accumulate in float32 over all
-                        steps and are rounded once, as are dx_t, dh_0 and dc_0.
+                        gates i, f, g, o stored in half (oneDNN's and cuDNN's workspace holds them in the data type),
+                        c_t as stored, tanh(c_t) recomputed in float32, h_{t-1} as stored; the gate cotangents dz_t
+                        stored in half (the operands of the half products dx_t = W^T dz_t, dh_{t-1} = U^T dz_t,
+                        dW += dz_t x_t^T, ...); the cotangents carried to the step before, dh_{t-1} and dc_{t-1}, in
+                        float32; the parameters' gradients accumulated in float32 over all steps and rounded once, as
+                        are dx_t, dh_0 and dc_0. Measured: PyTorch's oneDNN bfloat16 nn.LSTM, bit for bit (with the
+                        carried cotangents rounded to half it would be 0.5 ulp off on average).
         EVERY_OPERATION the backward of every operation rounded (what reverse-mode autodiff of the forward's
                         operations does in a half type): each rule of spec.lstm one operation at a time, the
                         derivative of a sigmoid or tanh at its output, y (1 - y) or 1 - y^2, rounded once with its
@@ -521,11 +537,8 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
             dz = stored(dz)
         dz_all.append(dz)
         dx[t] = stored(through(dz, W))
-        dh_carry = gate_out(through(dz, U))
+        dh_carry = gate_out(through(dz, U))  # carried in float32 where the policy rounds only its storage points
         dc_carry = dc_prev
-        if not every:
-            dh_carry = stored(dh_carry)
-            dc_carry = dc_prev if tf32 or policy is Policy.FLOAT32_CELL_STATE else r(dc_prev)
         accumulate["U"].append(gate_out(outer(dz, s.h_prev)))
         if not whole:
             accumulate["W"].append(gate_out(outer(dz, s.x)))

@@ -34,10 +34,11 @@ def test_the_committed_table_is_the_derivation(derived):
 @pytest.mark.parametrize("mistake", half_bounds.MISTAKES, ids=lambda m: m.name)
 def test_every_half_type_mistake_exceeds_a_bound_of_the_policy_it_breaks(derived, half, mistake, pass_):
     worst = derived["mistakes"][f"{half} {mistake.name}{pass_}"]
-    # The mistakes by at least 2x; accumulating in half on top of every operation's rounding adds to errors
-    # that policy already has: caught, with the table's tightest margins (outputs 1.17x in bfloat16, 1.38x in float16;
-    # gradients 1.45x and 1.15x).
-    margin = 1.0 if mistake.name == "every-operation-half-accumulation" else 2.0
+    # The mistakes by at least 2x on the outputs and 1.5x on the gradients (c stored in half changes the
+    # backward only through the forward's values: 1.79x in bfloat16); accumulating in half on top of every
+    # operation's rounding adds to errors that policy already has: caught, with the table's tightest margins (outputs
+    # 1.17x in bfloat16, 1.38x in float16; gradients 1.45x and 1.15x).
+    margin = 1.0 if mistake.name == "every-operation-half-accumulation" else 1.5 if pass_ else 2.0
     assert worst["ratio"] > margin, f"{mistake.name} ({mistake.says}) reaches only {worst['ratio']:.2f}x a bound"
 
 

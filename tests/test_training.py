@@ -292,6 +292,48 @@ def test_the_contract_model_hands_the_row_the_heads_cotangent_and_reads_its_grad
 
 
 # ---------------------------------------------------------------------------
+# Mixed precision
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["half-storage-float32-accumulation", "half-every-operation", "mixed-precision"])
+def test_the_half_type_model_is_the_float32_gradient_to_bfloat16_rounding(policy):
+    """The spec under a policy in bfloat16 gives the model's gradient to bfloat16's rounding (not float32's: it does
+    compute in bfloat16), the forget bias in b_f: the float32 model's gradient with it added to b_f is the target."""
+    from training.frameworks.precision_model import PolicyModel, forget_bias_folded
+
+    rng = np.random.default_rng(5)
+    params = small_model(rng, I=4, H=8, dtype=np.float32)
+    x, y = rng.normal(size=(5, 16, 4)).astype(np.float32), rng.integers(0, 5, 16)
+    loss, got = PolicyModel(policy=policy).loss_and_gradients(forget_bias_folded(params), x, y)
+    expected_loss, expected = spec_loss_and_gradients(params.astype(np.float64), x.astype(np.float64), y)
+    assert loss == pytest.approx(expected_loss, rel=2e-2)
+    for name, value in expected.tensors().items():
+        error = np.linalg.norm(got.tensors()[name] - value) / np.linalg.norm(value)
+        assert 1e-4 < error < 5e-2, (name, error)  # bfloat16's rounding, not float32's, and no more
+
+
+def test_a_row_trained_in_half_through_the_contract_is_its_policy_model():
+    """Through the contract in bfloat16 (the master weights and the batch rounded, the head's dh_T rounded, the
+    gradients widened), an honest row of a policy gives exactly what the spec under that policy gives."""
+    from contract.loading import load_rows
+    from training.frameworks.contract_model import ContractModel
+    from training.frameworks.precision_model import PolicyModel, forget_bias_folded
+
+    (row,) = [r for r in load_rows("conformance.half_mutants:HONEST") if r.id == "policy/mixed-precision/exact"]
+    model = ContractModel.of(row)
+    model.half = "bfloat16"
+    rng = np.random.default_rng(6)
+    params = forget_bias_folded(small_model(rng, I=4, H=8, dtype=np.float32))
+    x, y = rng.normal(size=(5, 16, 4)).astype(np.float32), rng.integers(0, 5, 16)
+    loss, got = model.loss_and_gradients(params, x, y)
+    expected_loss, expected = PolicyModel(policy="mixed-precision", evaluation="exact").loss_and_gradients(params, x, y)
+    assert loss == expected_loss
+    for name, value in expected.tensors().items():
+        np.testing.assert_array_equal(got.tensors()[name], value, err_msg=name)
+
+
+# ---------------------------------------------------------------------------
 # The quick mode, end to end
 # ---------------------------------------------------------------------------
 
@@ -323,8 +365,9 @@ def test_quick_mode_writes_the_report_and_plots(quick_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (out / "report.md").read_text()
     for heading in ("## Every framework with the shared optimizer step", "## What a non-conformance costs",
-                    "## Each framework's own RMSProp", "## The rounding bound"):
+                    "## bfloat16 mixed precision", "## Each framework's own RMSProp", "## The rounding bound"):
         assert heading in report
+    assert (out / "half.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The inputs every framework loaded: the LSTM in the project's weight format, the dense layer beside it.
     from spec import load_weights
 
@@ -366,6 +409,27 @@ def test_quick_mode_verdicts(quick_run):
         if kind in ("reference", "own"):
             assert run.info["timing"]["median_s"] > 0
         assert 0 <= run.info["test_accuracy"] <= 1
+
+
+def test_quick_mode_mixed_precision_verdicts(quick_run):
+    """Every row trained in bfloat16 stays within the bound of the policy it declares; the gate swap leaves it at
+    once; each policy's bound is measured from at least three honest runs."""
+    from training.report import evaluate_half, load_runs
+
+    out, _ = quick_run
+    runs = load_runs(out, all_runs())
+    bounds, problems = evaluate_half(runs)
+    assert not problems, problems
+    assert set(bounds) == {"mixed-precision", "half-every-operation", "half-storage-float32-accumulation"}
+    assert all(len(b.runs) >= 4 for b in bounds.values())
+    judged = {j.spec.row: j for j in runs.values() if j.spec.kind == "half" and j.run.ok}
+    assert "half-mutant/gates-f-g-swapped" in judged and len(judged) >= 2
+    for row, j in judged.items():
+        if j.spec.expect == "conformant":
+            assert j.verdict.within, (row, j.verdict)
+        else:
+            assert not j.verdict.within and j.verdict.first_step_beyond == 1, (row, j.verdict)
+    assert judged["half-mutant/gates-f-g-swapped"].run.info["policy"] == "half-storage-float32-accumulation"
 
 
 def test_tf1_rows_are_unavailable_with_the_real_reason_when_tf_keras_cannot_be_imported(tmp_path):

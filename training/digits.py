@@ -5,10 +5,11 @@
     python3 dev.py train [--quick] [...]      the same, after dev.py's setup
 
 Options: --steps N, --out DIR, --frameworks torch,keras,flax,tf1 (default: all; the spec always
-runs), --no-non-conformance (skip the runs through the contract), --timing-repeats N (timed steps at
+runs), --no-non-conformance (skip the runs through the contract), --no-half (skip the bfloat16
+mixed-precision runs: the spec under each precision policy and the rows through the contract), --timing-repeats N (timed steps at
 the tutorials' shape per framework; 0 skips timing), --jobs N (framework processes at once).
 
-It writes OUT/report.md, OUT/loss.png, OUT/distance.png, OUT/own.png, the shared inputs in
+It writes OUT/report.md, OUT/loss.png, OUT/distance.png, OUT/own.png, OUT/half.png, the shared inputs in
 OUT/inputs/ (the digits and batch schedule, the initial weights: lstm.safetensors in the project's
 weight format and dense.safetensors) and each process's log in OUT/logs/; with --keep-runs also one
 file per run in OUT/runs/ (the loss at every step, the parameters at the kept steps).
@@ -46,6 +47,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS),
                         help="comma-separated, at least one of: " + ", ".join(FRAMEWORKS) + " (default: all)")
     parser.add_argument("--no-non-conformance", action="store_true", help="skip the runs through the contract")
+    parser.add_argument("--no-half", action="store_true", help="skip the bfloat16 mixed-precision runs")
     parser.add_argument("--timing-repeats", type=int, help="timed steps per framework (default 20; 3 with --quick; 0: none)")
     parser.add_argument("--jobs", type=int, default=1, help="framework processes at once (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the batches and the initial weights")
@@ -105,7 +107,7 @@ def run_all(args: argparse.Namespace) -> int:
 
     out = args.out.resolve()
     frameworks = tuple(f for f in args.frameworks.split(",") if f)
-    specs = all_runs(frameworks, non_conformance=not args.no_non_conformance)
+    specs = all_runs(frameworks, non_conformance=not args.no_non_conformance, half=not args.no_half)
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     prepare(out, args.steps, args.seed)
     (out / "runs").mkdir(parents=True, exist_ok=True)

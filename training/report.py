@@ -4,10 +4,12 @@
     loss.png       the loss of every run with the shared step on one axis, and its difference to the reference
     distance.png   every run's parameter distance to the reference (log), with the honest cloud and the bound
     own.png        the same for each framework's own RMSProp
+    half.png       mixed precision: each row's distance to the spec's run under its policy, with that policy's bound
 
 The status is 1 when a framework trained with the shared step leaves the bound (or failed), when the
 control trained through the contract leaves it, or when a known non-conformance stays within it (the
-bound could not see it); unavailable frameworks are reported with their reason and do not fail the run.
+bound could not see it); likewise in mixed precision, each row against the bound of the policy it declares;
+unavailable frameworks are reported with their reason and do not fail the run.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from contract.runtime import cpu_model
 from contract.tolerances import EPS32
 from training.bound import FACTOR, Bound, Verdict, distances, judge, measure
 from training.data import Digits
+from training.model import FORGET_BIAS
 from training.optimizer import DECAY, EPSILON, INITIAL_MEAN_SQUARE, LEARNING_RATE
-from training.runs import RunSpec
+from training.runs import HALF_POLICIES, RunSpec
 from training.trajectory import Trajectory
 
 
@@ -88,6 +91,8 @@ def evaluate(runs: dict[str, Judged]) -> tuple[Bound | None, list[str]]:
         return None, problems + ["fewer than two honest reorderings ran: no bound"]
     bound = measure(ref.run, honest)
     for j in runs.values():
+        if j.spec.half:  # judged against their policy's runs (evaluate_half)
+            continue
         if j.spec.kind in ("reference",) or not j.run.ok:
             if j.run.status.startswith("failed"):
                 problems.append(f"{j.spec.id}: {j.run.status}")
@@ -101,6 +106,53 @@ def evaluate(runs: dict[str, Judged]) -> tuple[Bound | None, list[str]]:
         if j.spec.kind == "contract" and j.spec.expect == "non-conformant" and v.within:
             problems.append(f"{j.spec.id} is a known non-conformance but stays within the bound: the bound cannot see it")
     return bound, problems
+
+
+def evaluate_half(runs: dict[str, Judged]) -> tuple[dict[str, Bound], list[str]]:
+    """Mixed precision: per policy, the bound from the spec's honest runs under it (training/bound.py's, the same
+    factor); every row's run judged against the bound of the policy it declares; the problems."""
+    bounds, problems = {}, []
+    for policy in HALF_POLICIES:
+        ref = next((j for j in runs.values() if j.spec.kind == "half-reference" and j.spec.policy == policy), None)
+        if ref is None:
+            continue
+        if not ref.run.ok:
+            problems.append(f"{ref.spec.id}: the spec's run under {policy} failed: {ref.run.status}")
+            continue
+        honest = [j.run for j in runs.values() if j.spec.kind == "half-variant" and j.spec.policy == policy and j.run.ok]
+        problems += [f"{j.spec.id}: the honest run failed: {j.run.status}" for j in runs.values()
+                     if j.spec.kind == "half-variant" and j.spec.policy == policy and not j.run.ok]
+        if len(honest) < 2:
+            problems.append(f"fewer than two honest runs under {policy}: no bound")
+            continue
+        bounds[policy] = measure(ref.run, honest)
+    for j in runs.values():
+        if j.spec.kind != "half" or not j.run.ok:
+            if j.spec.kind == "half" and j.run.status.startswith("failed"):
+                problems.append(f"{j.spec.id}: {j.run.status}")
+            continue
+        policy = j.run.info.get("policy")
+        if policy not in bounds:
+            problems.append(f"{j.spec.id} declares {policy!r} in {j.spec.half}: no honest runs under it to judge it by")
+            continue
+        ref = next(r for r in runs.values() if r.spec.kind == "half-reference" and r.spec.policy == policy)
+        j.verdict, j.steps, j.distance = judge(j.run, ref.run, bounds[policy])
+        v = j.verdict
+        if j.spec.expect == "conformant" and not v.within:
+            problems.append(f"{j.spec.id} leaves the {policy} bound from step {v.first_step_beyond} "
+                            f"(worst {v.worst_ratio:.3g}x the bound at step {v.worst_step})")
+        if j.spec.expect == "non-conformant" and v.within:
+            problems.append(f"{j.spec.id} is a known non-conformance but stays within the {policy} bound")
+    return bounds, problems
+
+
+def without_forget_bias(run: Trajectory) -> Trajectory:
+    """A mixed-precision run's record with the forget bias taken out of b_f again: comparable with float32 runs."""
+    params = dict(run.params)
+    b = params["b"].astype(np.float64).copy()
+    b[:, 1] -= FORGET_BIAS
+    params["b"] = b
+    return Trajectory(run.run_id, run.status, run.info, run.loss, run.steps, params)
 
 
 # ---------------------------------------------------------------------------
@@ -175,6 +227,33 @@ def plot_distance(runs, bound: Bound, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_half(runs, bounds: dict[str, Bound], path: Path) -> None:
+    """Per policy: its honest runs' spread and bound, and each row's distance to the spec's run under it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(bounds), figsize=(6.5 * len(bounds), 5), squeeze=False)
+    for ax, (policy, bound) in zip(axes[0], bounds.items()):
+        keep = bound.steps > 0
+        ax.plot(bound.steps[keep], bound.diameter[keep], color="0.6", lw=1, label="honest runs: largest pairwise distance")
+        ax.plot(bound.steps[keep], bound.bound[keep], "k--", lw=2, label=f"bound: {FACTOR:g} x its running max")
+        colors = iter(_colors() * 3)
+        for j in runs.values():
+            if j.spec.kind == "half" and j.verdict is not None and j.run.info.get("policy") == policy:
+                k = j.steps > 0
+                style = "--" if j.spec.expect == "non-conformant" else "-"
+                ax.plot(j.steps[k], j.distance[k], style, marker=".", ms=3, color=next(colors), lw=1.2, label=j.spec.row)
+        ax.set(xscale="log", yscale="log", xlabel="training step", ylabel="distance to the spec's run under the policy",
+               title=f"{next(j.spec.half for j in runs.values() if j.spec.half)}: {policy}")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_own(runs, bound: Bound, path: Path) -> None:
     import matplotlib
 
@@ -218,12 +297,75 @@ def _largest(j: Judged, bound: Bound) -> str:
     return f"{_fmt(v.largest_distance)} at step {v.largest_step} (bound there {_fmt(b)})"
 
 
+def _judged_columns(j: Judged) -> str:
+    """A judged run's table cells: beyond the bound from step, distance at the end (x bound), final loss, accuracy."""
+    if j.verdict is None:
+        return f"{j.run.status} | – | – | –"
+    v = j.verdict
+    first = f"never (within; {v.worst_ratio:.2f} of the bound at worst)" if v.within else str(v.first_step_beyond)
+    return (f"{first} | {_fmt(v.final_distance)} ({v.final_ratio:.3g}x; {v.worst_tensor}) | {_loss(j.run)} | "
+            f"{_acc(j.run.info)}")
+
+
+def _half_section(runs: dict[str, Judged], half_bounds: dict[str, Bound], bound: Bound | None, add) -> None:
+    """Mixed-precision training: the rows against their policies' bounds, and the spec's half-type runs against the
+    float32 run."""
+    rows = [j for j in runs.values() if j.spec.kind == "half"]
+    references = [j for j in runs.values() if j.spec.kind == "half-reference"]
+    if not rows and not references:
+        return
+    half = next(j.spec.half for j in runs.values() if j.spec.half)
+    add(f"## {half} mixed precision")
+    add("")
+    add(f"The same training with the LSTM in {half}: float32 master weights, rounded to {half} at every step with the "
+        f"batch; the LSTM's forward and backward in {half}, under the precision policy the implementation follows "
+        f"(spec/precision.py); the head and its loss in float32, the cotangent dh_T rounded to {half}; the gradients "
+        f"widened to float32 for the shared step (training/frameworks/precision_model.py). A half type cannot hold "
+        f"b_f + 1, so these runs train the model with the forget bias in b_f. Each row is judged against the spec's "
+        f"run under the policy it declares, by that policy's bound: {FACTOR:g} x the running maximum of the spread of "
+        f"the spec's honest runs under it (other float32 accumulations, the frameworks' placements where the policy "
+        f"rounds every operation, each batch's rows in another order), the float32 bound's derivation "
+        f"(`training/bound.py`).")
+    add("")
+    add("| implementation | its policy | expected | beyond the bound from step | distance at the end (x bound) | final loss | test accuracy |")
+    add("|---|---|---|---|---|---|---|")
+    for j in rows:
+        add(f"| {j.spec.row} | {j.run.info.get('policy', '–')} | {j.spec.expect} | {_judged_columns(j)} |")
+    add("")
+    add(f"Does {half} training stay the same? The spec's own {half} runs against its float32 run (the forget bias "
+        f"taken out of b_f again), by the float32 bound, and each policy's own spread:")
+    add("")
+    add(f"| spec in {half} under | final loss | test accuracy | distance to the float32 run at the end (x the float32 bound) | "
+        f"its honest runs' spread at the end (the policy's bound) |")
+    add("|---|---|---|---|---|")
+    ref32 = runs["spec"]
+    for j in references:
+        if not j.run.ok:
+            add(f"| {j.spec.policy} | – | – | {j.run.status} | – |")
+            continue
+        policy_bound = half_bounds.get(j.spec.policy)
+        spread = "–" if policy_bound is None else f"{_fmt(float(policy_bound.diameter[-1]))} ({_fmt(float(policy_bound.bound[-1]))})"
+        if bound is not None and ref32.run.ok:
+            v, _, _ = judge(without_forget_bias(j.run), ref32.run, bound)
+            to_float32 = f"{_fmt(v.final_distance)} ({v.final_ratio:.3g}x; {v.worst_tensor})"
+        else:
+            to_float32 = "–"
+        add(f"| {j.spec.policy} | {_loss(j.run)} | {_acc(j.run.info)} | {to_float32} | {spread} |")
+    add("")
+    add(f"For comparison, the float32 spec's final loss is {_loss(ref32.run)} and its test accuracy {_acc(ref32.run.info)}.")
+    add("")
+    add(f"![{half} rows against their policies' bounds](half.png)")
+    add("")
+
+
 def write_markdown(runs: dict[str, Judged], bound: Bound | None, problems: list[str], digits: Digits, path: Path,
-                   meta: dict) -> str:
+                   meta: dict, half_bounds: dict[str, Bound] | None = None) -> str:
     ref = runs["spec"]
     lines: list[str] = []
     add = lines.append
     shared = [j for j in runs.values() if j.spec.kind == "shared"]
+    half_rows = [j for j in runs.values() if j.spec.kind == "half" and j.spec.expect == "conformant"]
+    half_within = [j for j in half_rows if j.verdict is not None and j.verdict.within]
     own = [j for j in runs.values() if j.spec.kind == "own"]
     contract = [j for j in runs.values() if j.spec.kind == "contract"]
     available = [j for j in shared if j.run.ok]
@@ -235,7 +377,9 @@ def write_markdown(runs: dict[str, Judged], bound: Bound | None, problems: list[
     else:
         summary = (f"{len(available)} of {len(shared)} frameworks trained with the shared step, all within the rounding bound"
                    f"{'' if not unavailable else f' ({len(unavailable)} unavailable)'}; "
-                   f"{len(caught)} of {len(known)} known non-conformances leave it")
+                   f"{len(caught)} of {len(known)} known non-conformances leave it"
+                   + (f"; {len(half_within)} of {len(half_rows)} rows trained in mixed precision within their "
+                      f"policies' bounds" if half_rows else ""))
     T, I = digits.sequence_shape
     B = digits.batches.shape[1]
     H = ref.run.params["U"].shape[-1] if ref.run.ok else "?"
@@ -310,16 +454,11 @@ def write_markdown(runs: dict[str, Judged], bound: Bound | None, problems: list[
     add("| implementation | expected | beyond the bound from step | distance at the end (x bound) | final loss | test accuracy |")
     add("|---|---|---|---|---|---|")
     for j in contract:
-        if j.verdict is None:
-            add(f"| {j.spec.id} | {j.spec.expect} | {j.run.status} | – | – | – |")
-            continue
-        v = j.verdict
-        first = "never (within)" if v.within else str(v.first_step_beyond)
-        add(f"| {j.spec.id} | {j.spec.expect} | {first} | {_fmt(v.final_distance)} ({v.final_ratio:.3g}x; {v.worst_tensor}) | "
-            f"{_loss(j.run)} | {_acc(j.run.info)} |")
+        add(f"| {j.spec.id} | {j.spec.expect} | {_judged_columns(j)} |")
     add("")
     add(f"For comparison, the spec's own final loss is {_loss(ref.run)} and its test accuracy {_acc(ref.run.info)}.")
     add("")
+    _half_section(runs, half_bounds or {}, bound, add)
     add("## Each framework's own RMSProp")
     add("")
     add("The same model, data and initial weights, each framework's RMSProp asked for lr = 0.001 and decay 0.9, every "
@@ -406,13 +545,17 @@ def write_report(out: Path, specs: list[RunSpec], meta: dict) -> Outcome:
     runs = load_runs(out, specs)
     digits = Digits.load(out / "inputs" / "digits.safetensors")
     bound, problems = evaluate(runs)
+    half_bounds, half_problems = evaluate_half(runs)
+    problems += half_problems
     if bound is not None:
         plot_loss(runs, out / "loss.png")
         plot_distance(runs, bound, out / "distance.png")
         plot_own(runs, bound, out / "own.png")
+    if half_bounds:
+        plot_half(runs, half_bounds, out / "half.png")
     meta = {"machine": cpu_model(), "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **meta}
-    summary = write_markdown(runs, bound, problems, digits, out / "report.md", meta)
+    summary = write_markdown(runs, bound, problems, digits, out / "report.md", meta, half_bounds)
     return Outcome(1 if problems else 0, problems, summary)
 
 
-__all__ = ["Outcome", "distances", "evaluate", "write_report"]
+__all__ = ["Outcome", "distances", "evaluate", "evaluate_half", "write_report"]

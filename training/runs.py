@@ -53,7 +53,11 @@ class RunSpec:
     """One training run. ``kind``: reference, variant (an honest reordering of the spec), float64
     (the spec in float64), shared (a framework's gradients, the shared step), own (a framework's own
     optimizer), contract (a row of the suite, ``row``, through forward()/backward(), the shared step).
-    ``expect`` for contract runs: "conformant" (a control) or "non-conformant"."""
+    ``expect`` for contract runs: "conformant" (a control) or "non-conformant". In mixed precision
+    (``half``, training/frameworks/precision_model.py): half-reference (the spec under ``policy``),
+    half-variant (the same, one of its equally valid ``evaluation`` s, or the batch rows reordered by
+    ``seed``), half (a row of the suite through the contract, judged against the runs of the policy it
+    declares)."""
 
     id: str
     kind: str
@@ -65,6 +69,9 @@ class RunSpec:
     expect: str = ""
     timed: bool = False
     constants: str = ""  # float64 runs: the dtype the optimizer's constants are rounded to ("": the run's own)
+    half: str = ""  # mixed-precision runs: the half type the LSTM computes in
+    policy: str = ""  # half-reference and half-variant runs: the precision policy (spec.precision.Policy)
+    evaluation: str = ""  # half-variant runs: a name of precision_model.EVALUATIONS ("": the reference's)
 
     @property
     def file_name(self) -> str:
@@ -91,7 +98,44 @@ CONTRACT_RUNS = (
 )
 
 
-def all_runs(frameworks=tuple(FRAMEWORKS), non_conformance: bool = True) -> list[RunSpec]:
+#: The half type mixed-precision training runs in, and the policies whose honest runs are measured in it (every
+#: one a row below may declare: torch's nn.LSTM follows half-storage where oneDNN runs bfloat16, every-operation
+#: elsewhere).
+HALF = "bfloat16"
+HALF_POLICIES = ("mixed-precision", "half-every-operation", "half-storage-float32-accumulation")
+#: The reorderings of the honest half-type runs, beside the evaluations (precision_model.evaluations_of).
+HALF_REORDERINGS = (("batch-order", 1), ("batch-order", 2), ("unit-order", 1), ("input-order", 1))
+#: Rows trained in mixed precision through the contract, each judged against the runs of the policy it declares;
+#: a gate swap in half as the known non-conformance the bound must see.
+HALF_RUNS = (
+    ("torch/nn.LSTM", "torch", "conformant"),
+    ("jax/lax.scan", "jax", "conformant"),
+    ("flax/OptimizedLSTMCell", "jax", "conformant"),
+    ("keras-jax/LSTM", "jax", "conformant"),
+    ("keras-torch/LSTM", "torch", "conformant"),
+    ("keras-tensorflow/LSTM", "tensorflow", "conformant"),
+    ("half-mutant/gates-f-g-swapped", "numpy", "non-conformant"),
+)
+
+
+def half_runs() -> list[RunSpec]:
+    from spec.precision import Policy
+    from training.frameworks.precision_model import evaluations_of
+
+    runs = []
+    for policy in HALF_POLICIES:
+        base = f"spec/{HALF}/{policy}"
+        runs.append(RunSpec(base, "half-reference", "numpy", "precision", half=HALF, policy=policy))
+        runs += [RunSpec(f"{base}/{e}", "half-variant", "numpy", "precision", half=HALF, policy=policy, evaluation=e)
+                 for e in evaluations_of(Policy(policy))]
+        runs += [RunSpec(f"{base}/{o}-{s}", "half-variant", "numpy", "precision", o, s, half=HALF, policy=policy)
+                 for o, s in HALF_REORDERINGS]
+    runs += [RunSpec(f"contract:{row}@{HALF}", "half", group, "contract", row=row, expect=expect, half=HALF)
+             for row, group, expect in HALF_RUNS]
+    return runs
+
+
+def all_runs(frameworks=tuple(FRAMEWORKS), non_conformance: bool = True, half: bool = True) -> list[RunSpec]:
     runs = [RunSpec("spec", "reference", "numpy", "spec", timed=True)]
     runs += [RunSpec(f"spec/{o}-{s}" if o != "float64-gradient" else f"spec/{o}", "variant", "numpy", "spec", o, s)
              for o, s in REORDERINGS]
@@ -104,6 +148,8 @@ def all_runs(frameworks=tuple(FRAMEWORKS), non_conformance: bool = True) -> list
     if non_conformance:
         for row, group, expect in CONTRACT_RUNS:
             runs.append(RunSpec(f"contract:{row}", "contract", group, "contract", row=row, expect=expect))
+    if half:
+        runs += half_runs()
     return runs
 
 
@@ -161,10 +207,15 @@ def _framework(spec: RunSpec):
         from training.frameworks.spec_model import Reordered
 
         return Reordered(id=spec.id, ordering=spec.ordering, seed=spec.seed)
-    if spec.kind == "contract":
+    if spec.kind in ("contract", "half"):
         from training.frameworks.contract_model import ContractModel
 
-        return ContractModel(row_id=spec.row, group=spec.group)
+        return ContractModel(row_id=spec.row, group=spec.group, half=spec.half)
+    if spec.kind in ("half-reference", "half-variant"):
+        from training.frameworks.precision_model import PolicyModel
+
+        return PolicyModel(id=spec.id, policy=spec.policy, half=spec.half, evaluation=spec.evaluation,
+                           ordering=spec.ordering, seed=spec.seed)
     import importlib
 
     module, cls, _ = FRAMEWORKS[spec.framework]
@@ -212,12 +263,18 @@ def execute(spec: RunSpec, out: Path, timing_repeats: int, progress) -> Trajecto
     info["environment"] = framework.environment()
     dtype = np.float64 if spec.kind == "float64" else np.float32
     params = params.astype(dtype)
+    if spec.half:  # mixed precision: the model's forget bias in b_f (precision_model), float32 master weights
+        from training.frameworks.precision_model import forget_bias_folded
+
+        params = forget_bias_folded(params)
+        info["half"] = spec.half
+        info["policy"] = info["environment"].get("policy", spec.policy)
     if spec.kind == "own":
         info["optimizer"] = framework.own_optimizer
         trainer = framework.trainer(params)
     else:
         info["optimizer"] = "the shared NumPy RMSProp step (training/optimizer.py)"
-        if spec.kind != "float64":
+        if spec.kind != "float64" and not spec.half:
             info["gradient_error_step0"] = gradient_errors(framework, params, digits)
         trainer = SharedStepTrainer(params, framework.loss_and_gradients, constants=spec.constants or None)
     recorder = Recorder(recorded_steps(digits.steps))

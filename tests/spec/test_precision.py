@@ -217,8 +217,9 @@ def test_the_sigmoid_forms_are_the_operations_they_name_each_rounded(form):
         assert (c_T[0] != r(1 / (1 + np.exp(-z)))).any()
 
 
-@pytest.mark.parametrize("option", [{"multiply_add": True}, {"joint_product": True},
-                                    {"sigmoid": "reciprocal"}, {"sigmoid": "quotient"}], ids=str)
+@pytest.mark.parametrize("option", [{"multiply_add": True}, {"joint_product": True}, {"sigmoid": "reciprocal"},
+                                    {"sigmoid": "quotient"}, {"bias": "split-after"}],
+                         ids=str)
 def test_each_evaluation_option_changes_some_rounding_and_stays_near_the_standard_one(option):
     """Every option of Evaluation is an equally valid way to carry out half-every-operation: it changes the result at
     some element of a 25-step case, by roundings, not by anything larger (under 0.05 on outputs of order 1)."""
@@ -317,3 +318,38 @@ def test_cotangents_the_half_type_cannot_hold_are_refused_naming_them():
     dy, dh_T, dc_T = _cotangents(ONE_STEP, None)
     with pytest.raises(ValueError, match=r"^dy: the data must be finite float16 values"):
         backward(params, x, h0, c0, dy + 1e-4, dh_T, dc_T, dtype="float16", policy=Policy.HALF_STORAGE)
+
+
+@pytest.mark.parametrize("option", [{"input_projection": True}, {"gate_products": True}], ids=str)
+def test_the_backward_only_options_leave_the_forward_and_change_some_gradient(option):
+    """input_projection and gate_products say how the backward pass sums (dW over all steps at once; dx and dh as four
+    products): the forward is the same, and some gradient of a 25-step case rounds differently, by roundings only."""
+    case = Case("unit", 25, 8, 16, 16, LayerConfig(peephole=True), seed=5)
+    d = make_case_data(case, "bfloat16")
+    cell = d.params.cell(0, 0)
+    args = (cell, d.x, d.h0[0], d.c0[0])
+    cotangents = (d.dy, d.dh_T[0], d.dc_T[0])
+    options = dict(dtype="bfloat16", policy=Policy.EVERY_OPERATION)
+    standard, varied = Evaluation(Accumulation.PAIRWISE), Evaluation(Accumulation.PAIRWISE, **option)
+    for a, b in zip(forward(*args, **options, evaluation=standard), forward(*args, **options, evaluation=varied)):
+        np.testing.assert_array_equal(a, b)
+    before = backward(*args, *cotangents, **options, evaluation=standard)
+    after = backward(*args, *cotangents, **options, evaluation=varied)
+    assert any((before[k] != after[k]).any() for k in before), option
+    for k in before:
+        scale = np.abs(before[k]).max()
+        assert np.abs(before[k] - after[k]).max() < 0.1 * scale, (option, k)
+
+
+def test_float32_activations_are_a_float32_kernels_a_few_ulps_from_the_exact_ones():
+    """float32_activations computes sigma and tanh as a float32 kernel does (NumPy's, not correctly rounded): under
+    TF32, whose outputs are float32, one step's answer moves by float32 roundings somewhere and by nothing larger."""
+    d = make_case_data(ONE_STEP)
+    cell = d.params.cell(0, 0)
+    params = LSTMParams(*(round_to_tf32(a.astype(np.float32)) for a in (cell.W, cell.U, cell.b, cell.p)))
+    x, h0, c0 = (round_to_tf32(a.astype(np.float32)) for a in (d.x, d.h0[0], d.c0[0]))
+    exact = forward(params, x, h0, c0, dtype="float32", policy=Policy.TF32)
+    kernel = forward(params, x, h0, c0, dtype="float32", policy=Policy.TF32, evaluation=Evaluation(float32_activations=True))
+    differences = [np.abs(a.astype(np.float64) - b) for a, b in zip(kernel, exact)]
+    assert any(diff.max() > 0 for diff in differences)
+    assert max(diff.max() for diff in differences) < 1e-6

@@ -79,6 +79,10 @@ class SpecModel(Framework):
                 "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "(OpenBLAS's default)")}
 
     def loss_and_gradients(self, params, x, y):
+        return self.gradients_of(params, x, y)
+
+    def gradients_of(self, params, x, y):
+        """The loss and its gradient, computed in the model's own order (what the reorderings reorder around)."""
         return spec_loss_and_gradients(params, x, y)
 
     def logits(self, params, x):
@@ -113,7 +117,7 @@ class Reordered(SpecModel):
             return loss, grads.astype(params.dtype)
         if self.ordering == "batch-order":
             rows = self._rng.permutation(x.shape[1])
-            return spec_loss_and_gradients(params, np.ascontiguousarray(x[:, rows]), y[rows])
+            return self.gradients_of(params, np.ascontiguousarray(x[:, rows]), y[rows])
         if self.ordering == "unit-order":
             return self._unit_order(params, x, y)
         return self._input_order(params, x, y)
@@ -127,7 +131,7 @@ class Reordered(SpecModel):
         permuted = ModelParams(
             LSTMParams(p.W[:, u].copy(), p.U[:, u][:, :, u].copy(), p.b[:, u].copy()), params.Wd[:, u].copy(), params.bd
         )
-        loss, g = spec_loss_and_gradients(permuted, x, y)
+        loss, g = self.gradients_of(permuted, x, y)
         gl = g.lstm
         return loss, ModelParams(
             LSTMParams(gl.W[:, back].copy(), gl.U[:, back][:, :, back].copy(), gl.b[:, back].copy()), g.Wd[:, back].copy(), g.bd
@@ -140,5 +144,5 @@ class Reordered(SpecModel):
         s, back = self._inputs, np.argsort(self._inputs)
         p = params.lstm
         permuted = ModelParams(LSTMParams(p.W[:, :, s].copy(), p.U, p.b), params.Wd, params.bd)
-        loss, g = spec_loss_and_gradients(permuted, np.ascontiguousarray(x[:, :, s]), y)
+        loss, g = self.gradients_of(permuted, np.ascontiguousarray(x[:, :, s]), y)
         return loss, ModelParams(LSTMParams(g.lstm.W[:, :, back].copy(), g.lstm.U, g.lstm.b), g.Wd, g.bd)
