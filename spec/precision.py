@@ -32,7 +32,11 @@ suite must catch, :data:`Accumulation.HALF`).
 **Equally valid evaluations.** A policy fixes the storage points, not the order in which a float32 accumulation
 adds its terms, nor whether a gate's elementwise work is fused (one rounding at its end) or done op by op. Those
 choices move the result by amounts of the order of the rounding itself; the bounds the suite judges a policy by
-are derived from the spread of these evaluations (:class:`Evaluation`; conformance/half_bounds.py).
+are derived from the spread of these evaluations (:class:`Evaluation`; contract/half_bounds.py).
+
+**The backward pass** (:func:`backward`) follows the same policies: where the gradients are rounded and where they
+accumulate (in float32 over all steps for half-storage; each step's share rounded and summed in the half type
+where every operation is rounded; widened to float32 under mixed precision), on the values the forward kept.
 """
 
 from __future__ import annotations
