@@ -465,9 +465,7 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
         return _product(A.T, v, evaluation.accumulation, half)
 
     def outer(d, v):  # d (B, N)^T v (B, K): sum over the batch rows (and the steps, when stacked)
-        if tf32:
-            return _product(round_to_tf32(v.T), round_to_tf32(d.T), evaluation.accumulation, half)
-        return _product(v.T, d.T, evaluation.accumulation, half)
+        return product(d.T, v)
 
     def through(dz, A):  # dz (B, 4H) back through the product with A (4H, K)
         if not (evaluation.gate_products and every and not fused):
@@ -485,9 +483,9 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
 
     # Where the sigmoid is written as operations (Sigmoid.RECIPROCAL, QUOTIENT), the derivatives of the sigmoid and
     # tanh at their outputs are written as operations too, each rounded, in the framework's order: XLA's (jax's JVP
-    # rules for logistic and tanh, transposed) d * (y * (1 - y)) and a + a * y with a = d * (1 - y); Eigen's (TensorFlow's SigmoidGrad,
-    # TanhGrad) d * y * (1 - y) and d * (1 - y * y). Else each is rounded once (PyTorch's sigmoid_backward and
-    # tanh_backward compute in float32).
+    # rules for logistic and tanh, transposed) d * (y * (1 - y)) and a + a * y with a = d * (1 - y); Eigen's
+    # (TensorFlow's SigmoidGrad, TanhGrad) d * y * (1 - y) and d * (1 - y * y). Else each is rounded once (PyTorch's
+    # sigmoid_backward and tanh_backward compute in float32).
     one = np.float32(1)
     form = Sigmoid(evaluation.sigmoid) if every and not fused else Sigmoid.ROUNDED_ONCE
 
@@ -498,10 +496,14 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
             return r(r(d * y) * r(one - y))
         return gate_out(d * y * (one - y))
 
+    def tanh_shares(d, y):  # XLA's: (g + g y)(1 - y), transposed: a = d (1 - y), then a and a y, added one by one
+        a = r(d * r(one - y))
+        return a, r(a * y)
+
     def tanh_backward(d, y):
-        if form is Sigmoid.RECIPROCAL:  # (g + g y)(1 - y), transposed: a = d (1 - y), then a + a y
-            a = r(d * r(one - y))
-            return r(a + r(a * y))
+        if form is Sigmoid.RECIPROCAL:
+            a, ay = tanh_shares(d, y)
+            return r(a + ay)
         if form is Sigmoid.QUOTIENT:
             return r(d * r(one - r(y * y)))
         return gate_out(d * (one - y * y))
@@ -518,8 +520,8 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
         do = op(dh * s.tanh_c)
         dtanh = op(dh * s.o)
         if form is Sigmoid.RECIPROCAL:  # the tanh's two shares added to the carried cotangent one by one, as XLA does
-            a = r(dtanh * r(one - s.tanh_c))
-            dc = r(r(dc_carry + a) + r(a * s.tanh_c))
+            a, ay = tanh_shares(dtanh, s.tanh_c)
+            dc = r(r(dc_carry + a) + ay)
         else:
             dc = op(dc_carry + tanh_backward(dtanh, s.tanh_c))
         # (5) o = sigma(z_o + p_o * c)
