@@ -147,8 +147,8 @@ def _case_id(case) -> str:
 
 def _in_column(dtype, kind: Kind, case) -> bool:
     """Whether the matrix judges ``kind`` on ``case`` in ``dtype``. A half type's outputs and gradients are judged on the
-    cases whose bounds the committed table holds (the plain cells, each with its own seed: contract/half_bounds.py);
-    the layer's features have no derived bound yet, and are not asked."""
+    cases whose bounds the committed table holds (every case of the default set, each with its own seed:
+    contract/half_bounds.py); another seed, or the large cases, have no derived bound, and are not asked."""
     if not Dtype(dtype).half:
         return True
     return case.name in bound_cases() and case.seed == CASES_BY_NAME[case.name].seed

@@ -25,7 +25,6 @@ from contract.answers import Gradients
 from contract.compare import compare
 from contract.half_bounds import (
     bound_cases,
-    canonical,
     compare_half,
     fits,
     gradient_fits,
@@ -144,17 +143,8 @@ def _policy_fit(data: CaseData, got: Mapping[str, np.ndarray], expected: Mapping
     """What a failing half-type answer follows: another policy (within that policy's bounds, and the nearest), or the
     declared policy with a half-type mistake; else the nearest, with its distance."""
     wide = widened(data)
-    cell = wide.params.cell(0, 0)
-    if "y" in got:
-        outputs = [np.asarray(got[name]) for name in ("y", "h_T", "c_T")]
-        outputs[1:] = [state[0] for state in outputs[1:]]  # one cell's states: (B, H)
-        nearest = fits(cell, wide.x, wide.h0[0], wide.c0[0], outputs, str(dtype), forget_bias=data.layer.forget_bias,
-                       declared=policy)[0]
-    else:  # gradients, by their canonical names; the states' of one cell: (B, H)
-        gradients = {canonical(name): np.asarray(value) for name, value in got.items()}
-        gradients.update({name: gradients[name][0] for name in ("h0", "c0") if name in gradients})
-        nearest = gradient_fits(cell, wide.x, wide.h0[0], wide.c0[0], (wide.dy, wide.dh_T[0], wide.dc_T[0]), gradients,
-                                str(dtype), forget_bias=data.layer.forget_bias, declared=policy)[0]
+    answer = {name: np.asarray(value) for name, value in got.items()}
+    nearest = (fits if "y" in got else gradient_fits)(wide, answer, str(dtype), declared=policy)[0]
     distance = f"{nearest.mean:.2g} ulps on average, {nearest.worst:.2g} at worst"
     if nearest.mean <= FOLLOWS and nearest.mistake:
         return [f"matches its policy {nearest.name} ({distance} from it)"]

@@ -23,14 +23,19 @@ import numpy as np
 from contract.half_bounds import (
     HALF_POLICIES,
     MISTAKES,
+    PARAMETERS,
     Mistake,
+    canonical,
+    cells_with_f_g_swapped,
     evaluations,
+    unswapped,
     with_f_g_swapped,
 )
 from contract.loading import FunctionRow
 from contract.vocabulary import Feature
 from spec.params import LSTMParams
 from spec.precision import Evaluation, Policy, backward, forward, round_to
+from spec.precision_layer import layer_backward, layer_forward
 
 HALF = ("bfloat16", "float16")
 
@@ -47,15 +52,30 @@ def _row(row_id: str, description: str, policy: Policy, computed: Policy, evalua
         used = with_f_g_swapped(params) if swap_f_g else params
         answer = backward(used, x, h0, c0, dy, dh_T, dc_T, dtype=x.dtype.name, policy=computed, forget_bias=forget_bias,
                           evaluation=evaluation)
-        if swap_f_g:  # the gradients of the parameters it was given: the swap undone
-            answer.update({name: answer[name][[0, 2, 1, 3]] for name in ("W", "U", "b")})
-        # exact: the policy's values are half values, or, under mixed precision, the parameters' float32 gradients
-        return {name: value.astype(np.float32 if policy is Policy.MIXED and name in ("W", "U", "b", "p") else x.dtype)
-                for name, value in answer.items()}
+        return _stored(unswapped(answer) if swap_f_g else answer, x.dtype, policy)
+
+    def forward_layer(params, x, h0, c0, *, config, lengths, mask):
+        used = cells_with_f_g_swapped(params) if swap_f_g else params
+        answer = layer_forward(used, x, h0, c0, config=config, lengths=lengths, mask=mask, dtype=x.dtype.name,
+                               policy=computed, evaluation=evaluation)
+        return tuple(a.astype(x.dtype) for a in answer)
+
+    def backward_layer(params, x, h0, c0, dy, dh_T, dc_T, *, config, lengths, mask):
+        used = cells_with_f_g_swapped(params) if swap_f_g else params
+        answer = layer_backward(used, x, h0, c0, dy, dh_T, dc_T, config=config, lengths=lengths, mask=mask,
+                                dtype=x.dtype.name, policy=computed, evaluation=evaluation)
+        return _stored(unswapped(answer) if swap_f_g else answer, x.dtype, policy)
 
     return FunctionRow(id=row_id, description=description, dtypes=HALF, policies={d: policy for d in HALF},
-                       features=frozenset({Feature.PEEPHOLE}), forward_function=forward_cell,
-                       backward_function=backward_cell)
+                       features=frozenset(Feature), forward_function=forward_cell, backward_function=backward_cell,
+                       forward_layer_function=forward_layer, backward_layer_function=backward_layer)
+
+
+def _stored(gradients: dict, dtype: np.dtype, policy: Policy) -> dict[str, np.ndarray]:
+    """The gradients in the half type (exact: the policy's values are half values), or, under mixed precision, the
+    parameters' in float32."""
+    return {name: value.astype(np.float32 if policy is Policy.MIXED and canonical(name) in PARAMETERS else dtype)
+            for name, value in gradients.items()}
 
 
 def mutant(mistake: Mistake) -> FunctionRow:
@@ -80,6 +100,10 @@ def evaluation_name(evaluation: Evaluation) -> str:
         parts.append("input-projection")
     if evaluation.gate_products:
         parts.append("gate-products")
+    if evaluation.forget_bias_first:
+        parts.append("forget-bias-first")
+    if evaluation.consumer_order:
+        parts.append("consumer-order")
     return "+".join(parts)
 
 

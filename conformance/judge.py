@@ -183,7 +183,7 @@ def judge(request, row: Row, kind: Kind, dtype: str, device: str, case: Case) ->
         fail(result, context, change)
 
     want = expected.gradients if gradients else expected.outputs
-    policy = row.policy(dtype, device)
+    policy = row.policy(dtype, device, features_of(case.layer, data.lengths, data.mask))
     result.policy = None if policy is None else policy.value
     compared = comparisons(case, got, want, kind, dtype, policy)
     finite = [c for c in compared if np.isfinite(c.worst_error)]
@@ -213,8 +213,8 @@ def forward_also_wrong(row: Row, dtype, device, case: Case, data: CaseData, expe
         return None
     except (Exception, SystemExit):  # NotSupported, or a failure its own outputs test reports
         return None
-    wrong = [c for c in comparisons(case, outputs, expected.outputs, Kind.OUTPUTS, dtype, row.policy(dtype, device))
-             if not c.ok]
+    policy = row.policy(dtype, device, features_of(case.layer, data.lengths, data.mask))
+    wrong = [c for c in comparisons(case, outputs, expected.outputs, Kind.OUTPUTS, dtype, policy) if not c.ok]
     if not wrong:
         return None
     worst = max(wrong, key=lambda c: c.worst_ratio)

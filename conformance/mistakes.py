@@ -216,10 +216,10 @@ def _tanh_derivative_wrong(dg, g):
     return dg * (1.0 - g)
 
 
-def _reverse_outputs_in_processing_order(params, layer_input, h0, c0, mask, reverse, **options):
+def _reverse_outputs_in_processing_order(params, layer_input, h0, c0, mask, reverse, cell=lstm.forward, **options):
     if not reverse:
-        return _run_direction(params, layer_input, h0, c0, mask, reverse, **options)
-    run = lstm.forward(params, layer_input[::-1], h0, c0, mask=None if mask is None else mask[::-1], **options)
+        return _run_direction(params, layer_input, h0, c0, mask, reverse, cell, **options)
+    run = cell(params, layer_input[::-1], h0, c0, mask=None if mask is None else mask[::-1], **options)
     return run, run.h_seq  # the mistake: not reversed back to the original time order
 
 
@@ -248,17 +248,17 @@ def _padded_outputs_not_zeroed(lengths, T):
     return layer.mask_from_lengths(lengths, T), False
 
 
-def _reverse_mask_in_time_order(params, layer_input, h0, c0, mask, reverse, **options):
+def _reverse_mask_in_time_order(params, layer_input, h0, c0, mask, reverse, cell=lstm.forward, **options):
     """The reverse direction reads the reversed sequence with the mask not reversed: with lengths, it starts at
     x_{T-1} (and with a mask, it reads the mask in time order: reverse-mask-not-reversed)."""
     if not reverse:
-        return _run_direction(params, layer_input, h0, c0, mask, reverse, **options)
-    run = lstm.forward(params, layer_input[::-1], h0, c0, mask=mask, **options)
+        return _run_direction(params, layer_input, h0, c0, mask, reverse, cell, **options)
+    run = cell(params, layer_input[::-1], h0, c0, mask=mask, **options)
     return run, run.h_seq[::-1]
 
 
-def _reverse_dx_not_reversed(run, d_y, dh_T, dc_T, reverse):
-    g, _ = _direction_backward(run, d_y, dh_T, dc_T, reverse)
+def _reverse_dx_not_reversed(run, d_y, dh_T, dc_T, reverse, cell_backward=lstm.backward):
+    g, _ = _direction_backward(run, d_y, dh_T, dc_T, reverse, cell_backward)
     return g, g.x  # the mistake: a reverse direction's dx left in its processing order
 
 

@@ -24,13 +24,15 @@ backward pass (:func:`spec.precision.backward`: where the gradients accumulate, 
 difference: a gradient's scale is the case's (a sum over steps and rows, times the cotangents), not 1, so its errors
 count as absolute below FLOOR times its largest element (:func:`floor`), not below FLOOR.
 
-**Derivation.** For each case the suite runs as a plain cell, each half type and each policy, the policy is carried
-out, forward and backward, each of the equally valid ways :class:`spec.precision.Evaluation` knows (three orders of float32 accumulation:
+**Derivation.** For each case of the default set (the plain cells and the layer's features: directions, stacks,
+lengths, masks, projections, clips, coupled gates, through spec/precision_layer.py), each half type and each policy,
+the policy is carried out, forward and backward, each of the equally valid ways :class:`spec.precision.Evaluation` knows (three orders of float32 accumulation:
 exact then rounded, NumPy's pairwise, blocked in reverse; never the machine's BLAS, so that the table is the same on
 every CPU; where the policy rounds every operation, fused or op by op, the bias added after the products, inside the
 input product or split between the two (PyTorch's two linears), a multiply-add rounded once (torch's addcmul), and
 the orders XLA's scan, flax's cells (a Dense per gate), jax.experimental.rnn's lstm_ref and TensorFlow's kernels
-evaluate in, each measured to reproduce its framework bit for bit, forward and, for JAX's and flax's, backward but for
+evaluate in (and TF1's LSTMCell's: the forget bias before the peephole, dc_t's shares in the order of c_t's uses), each
+measured to reproduce its framework bit for bit, forward and, for JAX's and flax's, backward but for
 the bias's half-type sum (findings/jax_broadcast_gradient_reduced_in_half.py); the input product computed before the
 recurrence, its gradient one product over all steps), and each statistic's largest value over them is measured. Its bound is that value times :data:`FACTOR`, fixed before any implementation was judged: what the
 emulations cannot vary (a vectorised exp or tanh a few float32 ulps off, FMA contraction) can flip a rounding at
@@ -40,13 +42,18 @@ one-step case the policy's own error is a single rounding, and a bound below one
 kernel whose float32 work rounds a tie the other way; and the fraction beyond one ulp always allows
 :data:`BEYOND_ELEMENTS` elements, whatever the tensor's size.
 
+A case with several cells keeps its parameters' gradient bounds per cell (:func:`bound_name`): each cell's gradients
+have their own scale and their own error.
+
 **Tightness.** The same run evaluates the mistakes of :data:`MISTAKES` on the same cases; the table records, for
 each, the largest ratio of a statistic to its bound, which must exceed 1, and 2 for all but one
 (tests/test_half_bounds.py: 2 on the outputs, 1.5 on the gradients), on the outputs and, separately, on the
-gradients. Derived 2026-12-07, outputs (gradients): half accumulation 9.1x (5.8x) in bfloat16 and 9.3x (3.5x) in
-float16, truncation 8.3x (10.9x) and 8.8x (4.7x), c stored in half 3.0x (1.8x) and 3.0x (2.3x), every operation
-rounded where the policy rounds at the step's end 6.9x (9.7x) and 7.5x (4.2x), gates f and g swapped 1542x (5199x)
-and 12351x (33774x); half accumulation on top of every operation's rounding 1.17x (1.45x) and 1.38x (1.15x).
+gradients. Derived 2026-12-07 over the plain cells and the layer's features, outputs (gradients): half accumulation
+9.1x (9.1x) in bfloat16 and 9.3x (5.2x) in float16, truncation 10.3x (10.9x) and 12.0x (14.7x), c stored in half
+3.0x (2.8x) and 3.0x (2.8x), every operation rounded where the policy rounds at the step's end 7.2x (9.7x) and 7.5x
+(6.3x), gates f and g swapped 1677x (5199x) and 12351x (33774x); half accumulation on top of every operation's
+rounding 1.17x (1.45x) and 1.38x (1.15x), reached on the plain cells (the layer's cases' products have 3 to 12
+terms, over which a half sum hardly differs from a float32 one).
 
 **Where it is used.** The suite's half-type columns (conformance/judge.py, :func:`compare_half`), the diagnosis of a
 failing half-type answer (:func:`fits`), the benchmarks' check before timing a half-type pass
@@ -68,9 +75,9 @@ from pathlib import Path
 import numpy as np
 
 from contract.compare import describe_index
-from spec import lstm
-from spec.cases import case_set, is_cell, make_case_data, widened
-from spec.params import LSTMParams
+from spec import layer
+from spec.cases import CaseData, case_set, is_cell, make_case_data, widened
+from spec.params import LayerParams, LSTMParams
 from spec.precision import (
     HALF_TYPES,
     Accumulation,
@@ -78,10 +85,9 @@ from spec.precision import (
     Evaluation,
     Policy,
     Sigmoid,
-    backward,
-    forward,
     ulp,
 )
+from spec.precision_layer import layer_backward, layer_forward
 from spec.validation import check_dtype
 
 TABLE = Path(__file__).with_name("half_bounds.json")
@@ -96,8 +102,10 @@ BEYOND_ELEMENTS = 2
 #: state of B = 3, H = 4) one element moves them by a twelfth, so only the worst element is.
 SAMPLE = 64
 OUTPUTS = ("y", "h_T", "c_T")
-#: The gradients a half-type row returns for a plain cell, by their canonical names (p with peepholes).
-GRADIENTS = ("x", "h0", "c0", "W", "U", "b", "p")
+#: The gradients a half-type row returns, by their canonical names (p with peepholes, W_hr with a projection).
+GRADIENTS = ("x", "h0", "c0", "W", "U", "b", "p", "W_hr")
+#: The parameters' gradients among them: float32 under mixed precision, whose parameters are float32.
+PARAMETERS = ("W", "U", "b", "p", "W_hr")
 HALF_POLICIES = tuple(p for p in Policy if p is not Policy.TF32)
 
 
@@ -112,6 +120,9 @@ def evaluations(policy: Policy) -> tuple[Evaluation, ...]:
         # does (each measured bit for bit: README, Precision policies).
         {"sigmoid": Sigmoid.RECIPROCAL, "bias": Bias.INPUT_AFTER}, {"sigmoid": Sigmoid.RECIPROCAL, "bias": Bias.RECURRENT_AFTER},
         {"sigmoid": Sigmoid.QUOTIENT, "joint_product": True},
+        # TF1's LSTMCell: TensorFlow's kernel order, the forget bias added before the peephole's share (its forward bit
+        # for bit in float16), and dc_t's shares summed in the order of c_t's uses, as TensorFlow's gradients are.
+        {"sigmoid": Sigmoid.QUOTIENT, "joint_product": True, "forget_bias_first": True, "consumer_order": True},
         # The sigmoid's and tanh's forms (and their derivatives' orders) alone, and the input product computed for all
         # steps before the recurrence (its gradient one product over all steps: PyTorch's nn.LSTM on ATen's cell).
         {"sigmoid": Sigmoid.RECIPROCAL}, {"sigmoid": Sigmoid.QUOTIENT}, {"input_projection": True},
@@ -153,15 +164,32 @@ MISTAKES = (
 
 
 def cases():
-    """The cases a half-type row runs: the default set's plain cells."""
-    return [case for case in case_set() if is_cell(case)]
+    """The cases a half-type row runs: the default set's, the plain cells and the layer's features."""
+    return case_set()
+
+
+def cell_cases():
+    """The plain cells among them: the cases a cell's function (half_data) runs."""
+    return [case for case in cases() if is_cell(case)]
+
+
+def layer_data(case, half: str) -> CaseData:
+    """The case's data in ``half`` (spec.cases.make_case_data: the float32 data rounded once, to nearest even), widened
+    to float64 arrays (the layer's: params of every cell, states (L * D, B, .), lengths or mask, cotangents)."""
+    return widened(make_case_data(case, half))
 
 
 def half_data(case, half: str):
-    """The case's data in ``half`` (spec.cases.make_case_data: the float32 data rounded once, to nearest even), widened
-    to float64 arrays: (params, x, h0, c0, forget_bias, cotangents (dy, dh_T, dc_T)) of its one cell."""
-    d = widened(make_case_data(case, half))
+    """A plain cell's half data (:func:`layer_data`) as its one cell's: (params, x, h0, c0, forget_bias, cotangents
+    (dy, dh_T, dc_T))."""
+    d = layer_data(case, half)
     return d.params.cell(0, 0), d.x, d.h0[0], d.c0[0], case.layer.forget_bias, (d.dy, d.dh_T[0], d.dc_T[0])
+
+
+def bound_name(case, name: str) -> str:
+    """The name a tensor's bound is kept under: a parameter gradient ("layer 1 direction 0 W") by its canonical name
+    where the case has one cell, else by its cell's (each cell's gradients have their own scale and error)."""
+    return canonical(name) if case.L * case.D == 1 else name
 
 
 def floor(name: str, exact: np.ndarray) -> float:
@@ -188,7 +216,16 @@ def statistics(got: np.ndarray, exact: np.ndarray, half: str, name: str = "y") -
 
 def with_f_g_swapped(params: LSTMParams) -> LSTMParams:
     order = [0, 2, 1, 3]
-    return LSTMParams(params.W[order], params.U[order], params.b[order], params.p)
+    return LSTMParams(params.W[order], params.U[order], params.b[order], params.p, params.W_hr)
+
+
+def cells_with_f_g_swapped(params: LayerParams) -> LayerParams:
+    return LayerParams(tuple(with_f_g_swapped(cell) for cell in params.cells), params.num_directions)
+
+
+def unswapped(gradients: dict) -> dict:
+    """The gradients of f/g-swapped parameters laid out as the parameters given: the swap undone."""
+    return {name: value[[0, 2, 1, 3]] if canonical(name) in ("W", "U", "b") else value for name, value in gradients.items()}
 
 
 def minimum(statistic: str, size: int) -> float:
@@ -201,37 +238,42 @@ def judged(size: int) -> tuple[str, ...]:
     return STATISTICS if size >= SAMPLE else ("max",)
 
 
-def _sizes(case) -> dict[str, int]:
-    sizes = {"y": case.T * case.B * case.H, "h_T": case.B * case.H, "c_T": case.B * case.H,
-             "x": case.T * case.B * case.I, "h0": case.B * case.H, "c0": case.B * case.H, "W": 4 * case.H * case.I,
-             "U": 4 * case.H * case.H, "b": 4 * case.H}
-    if case.layer.peephole:
-        sizes["p"] = 3 * case.H
-    return sizes
+def _evaluate(data: CaseData, half: str, policy: Policy, evaluation: Evaluation, *, gradients: bool = True,
+              swap_f_g: bool = False) -> dict[str, np.ndarray]:
+    """The case's outputs (and gradients) under ``policy`` carried out as ``evaluation``, by the answer's names."""
+    params = cells_with_f_g_swapped(data.params) if swap_f_g else data.params
+    options = dict(config=data.layer, lengths=data.lengths, mask=data.mask, dtype=half, policy=policy,
+                   evaluation=evaluation)
+    got = dict(zip(OUTPUTS, layer_forward(params, data.x, data.h0, data.c0, **options)))
+    if gradients:
+        found = layer_backward(params, data.x, data.h0, data.c0, data.dy, data.dh_T, data.dc_T, **options)
+        got.update(unswapped(found) if swap_f_g else found)
+    return got
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=128)
 def _exact(case, half: str) -> dict[str, np.ndarray]:
-    """The exact LSTM's outputs and gradients on the case's half data."""
-    params, x, h0, c0, forget_bias, cotangents = half_data(case, half)
-    exact = lstm.forward(params, x, h0, c0, forget_bias=forget_bias)
-    return {"y": exact.h_seq, "h_T": exact.h_T, "c_T": exact.c_T, **lstm.backward(exact, *cotangents).tensors()}
+    """The exact LSTM's outputs and gradients on the case's half data, by the answer's names."""
+    d = layer_data(case, half)
+    exact = d.forward()
+    return {"y": exact.y, "h_T": exact.h_T, "c_T": exact.c_T, **layer.backward(exact, d.dy, d.dh_T, d.dc_T).tensors()}
 
 
 def _measure(case, half: str, policy: Policy, evaluation: Evaluation, swap_f_g: bool = False) -> dict[str, dict]:
-    params, x, h0, c0, forget_bias, cotangents = half_data(case, half)
+    """Each tensor's statistics, by its bound's name (:func:`bound_name`)."""
     exact = _exact(case, half)
-    used = with_f_g_swapped(params) if swap_f_g else params
-    options = dict(dtype=half, policy=policy, forget_bias=forget_bias, evaluation=evaluation)
-    got = dict(zip(OUTPUTS, forward(used, x, h0, c0, **options)))
-    got.update(backward(used, x, h0, c0, *cotangents, **options))
-    if swap_f_g:  # the gradients of the swapped parameters, laid out as the row returns them: the swap undone
-        got.update({name: value[[0, 2, 1, 3]] for name, value in got.items() if name in ("W", "U", "b")})
-    return {name: statistics(got[name], exact[name], half, name) for name in _sizes(case)}
+    got = _evaluate(layer_data(case, half), half, policy, evaluation, swap_f_g=swap_f_g)
+    return {bound_name(case, name): statistics(got[name], exact[name], half, canonical(name)) for name in exact}
+
+
+def _sizes(case) -> dict[str, int]:
+    """Each tensor's number of elements, by its bound's name."""
+    return {bound_name(case, name): value.size for name, value in _exact(case, "bfloat16").items()}
 
 
 def derive() -> dict:
-    """Every bound, with the measured value it comes from, and every mistake's largest ratio to a bound."""
+    """Every bound, with the measured value it comes from, and every mistake's largest ratio to a bound (over every case:
+    each mistake must be caught somewhere, and is caught by the suite wherever it is beyond a bound)."""
     bounds, mistakes = {}, {}
     for half in HALF_TYPES:
         for case in cases():
@@ -281,47 +323,36 @@ MISTAKEN_EVALUATIONS = {
 }
 
 
-def _distance(params, x, h0, c0, outputs, half, policy, evaluation, forget_bias) -> tuple[float, float]:
-    evaluated = forward(params, x, h0, c0, dtype=half, policy=policy, forget_bias=forget_bias, evaluation=evaluation)
-    distances = [statistics(got, np.asarray(want, np.float64), half, name)
-                 for name, got, want in zip(OUTPUTS, outputs, evaluated)]
+def _distance(data: CaseData, answer: dict, half: str, policy: Policy, evaluation: Evaluation,
+              gradients: bool) -> tuple[float, float]:
+    """The mean (over the tensors) of the mean distance, and the worst, from ``answer`` to the evaluation's."""
+    evaluated = _evaluate(data, half, policy, evaluation, gradients=gradients)
+    judged = [name for name in answer if (name in OUTPUTS) != gradients and name in evaluated]
+    distances = [statistics(np.asarray(answer[name], np.float64), np.asarray(evaluated[name], np.float64), half,
+                            canonical(name)) for name in judged]
     return float(np.mean([d["mean"] for d in distances])), float(max(d["max"] for d in distances))
 
 
-def fits(params: LSTMParams, x, h0, c0, outputs, half: str, *, forget_bias: float = 0.0,
-         declared: Policy | None = None) -> list[Fit]:
-    """Every half policy's distance to ``outputs`` (y, h_T, c_T) computed on this half data, and with ``declared`` the
-    mistaken evaluations of that policy (:data:`MISTAKEN_EVALUATIONS`), nearest first: the diagnosis that names what an
-    answer follows ("matches half-every-operation, not the half-storage policy it declares")."""
-    found = []
-    for policy in HALF_POLICIES:
-        best = min(_distance(params, x, h0, c0, outputs, half, policy, e, forget_bias) for e in evaluations(policy))
-        found.append(Fit(policy, *best))
+def _fits(data: CaseData, answer: dict, half: str, declared: Policy | None, gradients: bool) -> list[Fit]:
+    found = [Fit(policy, *min(_distance(data, answer, half, policy, e, gradients) for e in evaluations(policy)))
+             for policy in HALF_POLICIES]
     if declared is not None:
-        for mistake, evaluation in MISTAKEN_EVALUATIONS.items():
-            found.append(Fit(declared, *_distance(params, x, h0, c0, outputs, half, declared, evaluation, forget_bias),
-                             mistake))
-    return sorted(found, key=lambda fit: (fit.mean, fit.worst))
-
-
-def _gradient_distance(params, x, h0, c0, cotangents, gradients, half, policy, evaluation, forget_bias):
-    evaluated = backward(params, x, h0, c0, *cotangents, dtype=half, policy=policy, forget_bias=forget_bias,
-                         evaluation=evaluation)
-    distances = [statistics(gradients[name], np.asarray(want, np.float64), half, name)
-                 for name, want in evaluated.items() if name in gradients]
-    return float(np.mean([d["mean"] for d in distances])), float(max(d["max"] for d in distances))
-
-
-def gradient_fits(params: LSTMParams, x, h0, c0, cotangents, gradients: dict, half: str, *, forget_bias: float = 0.0,
-                  declared: Policy | None = None) -> list[Fit]:
-    """:func:`fits` for a cell's gradients (by their canonical names) under cotangents (dy, dh_T, dc_T)."""
-    found = [Fit(policy, *min(_gradient_distance(params, x, h0, c0, cotangents, gradients, half, policy, e, forget_bias)
-                              for e in evaluations(policy))) for policy in HALF_POLICIES]
-    if declared is not None:
-        found += [Fit(declared, *_gradient_distance(params, x, h0, c0, cotangents, gradients, half, declared, evaluation,
-                                                    forget_bias), mistake)
+        found += [Fit(declared, *_distance(data, answer, half, declared, evaluation, gradients), mistake)
                   for mistake, evaluation in MISTAKEN_EVALUATIONS.items()]
     return sorted(found, key=lambda fit: (fit.mean, fit.worst))
+
+
+def fits(data: CaseData, outputs: dict, half: str, *, declared: Policy | None = None) -> list[Fit]:
+    """Every half policy's distance to ``outputs`` (y, h_T, c_T by name) computed on this half data (:func:`layer_data`),
+    and with ``declared`` the mistaken evaluations of that policy (:data:`MISTAKEN_EVALUATIONS`), nearest first: the
+    diagnosis that names what an answer follows ("matches half-every-operation, not the half-storage policy it
+    declares")."""
+    return _fits(data, outputs, half, declared, gradients=False)
+
+
+def gradient_fits(data: CaseData, gradients: dict, half: str, *, declared: Policy | None = None) -> list[Fit]:
+    """:func:`fits` for gradients, by the answer's names, under the case's cotangents."""
+    return _fits(data, gradients, half, declared, gradients=True)
 
 
 @lru_cache(maxsize=1)
@@ -330,13 +361,21 @@ def _committed() -> str:
 
 
 def load() -> dict:
-    """The committed table."""
+    """The committed table (a copy of its own)."""
     return json.loads(_committed())
 
 
+@lru_cache(maxsize=1)
+def _bounds() -> dict:
+    """The committed bounds, parsed once: every tensor of every half-type result looks its bound up here."""
+    return load()["bounds"]
+
+
 def bound(half: str, policy: Policy, case: str, tensor: str) -> dict[str, float]:
-    """The committed bounds of one output tensor: statistic -> bound (the statistics judged on its size)."""
-    entry = load()["bounds"].get(f"{half} {Policy.parse(policy).value} {case} {tensor}")
+    """The committed bounds of one tensor (by the answer's name, or its canonical name): statistic -> bound (the
+    statistics judged on its size)."""
+    bounds, prefix = _bounds(), f"{half} {Policy.parse(policy).value} {case}"
+    entry = bounds.get(f"{prefix} {tensor}") or bounds.get(f"{prefix} {canonical(tensor)}")
     if entry is None:
         raise KeyError(f"no half-type bound for {half} {policy} {case} {tensor}: re-derive the table "
                        "(python -m contract.half_bounds --write)")
@@ -346,7 +385,7 @@ def bound(half: str, policy: Policy, case: str, tensor: str) -> dict[str, float]
 @lru_cache(maxsize=1)
 def bound_cases() -> frozenset[str]:
     """The names of the cases the committed table holds bounds for."""
-    return frozenset(key.split()[2] for key in load()["bounds"])
+    return frozenset(key.split()[2] for key in _bounds())  # "<half> <policy> <case> <tensor>"
 
 
 @dataclass(frozen=True)
@@ -410,9 +449,9 @@ def compare_half(name: str, got: object, exact: np.ndarray, *, half: str, policy
     policy = Policy.parse(policy)
     exact = np.asarray(exact, np.float64)
     tensor = canonical(name)
-    limits = bound(half, policy, case, tensor)
+    limits = bound(half, policy, case, name)
     dtypes = {check_dtype(half, storage=True)}
-    if policy is Policy.MIXED and tensor in ("W", "U", "b", "p"):
+    if policy is Policy.MIXED and tensor in PARAMETERS:
         dtypes.add(np.dtype(np.float32))
 
     def refused(problem: str) -> HalfComparison:

@@ -276,14 +276,15 @@ class FunctionRow(Row):
         return h_seq, h_T[None], c_T[None]
 
     def _gradients(self, params, x, h0, c0, cotangents, *, layer, lengths, mask, device) -> Gradients:
+        mixed = self.policy(params.dtype.name, device) is Policy.MIXED  # float32 parameters: float32 gradients
+        parameters_dtype = np.float32 if mixed else None
         if not self._cell(layer, lengths, mask, gradients=True):
             answer = self.backward_layer_function(params, x, h0, c0, cotangents.dy, cotangents.dh_T, cotangents.dc_T,
                                                   config=layer, lengths=lengths, mask=mask)
-            return gradients_from_names(answer, params, x, what="gradients")
+            return gradients_from_names(answer, params, x, what="gradients", parameters_dtype=parameters_dtype)
         answer = self.backward_function(params.cells[0], x, h0[0], c0[0], cotangents.dy, cotangents.dh_T[0], cotangents.dc_T[0],
                                         forget_bias=layer.forget_bias)
-        mixed = self.policy(params.dtype.name, device) is Policy.MIXED  # float32 parameters: float32 gradients
-        return cell_gradients(answer, params, x, parameters_dtype=np.float32 if mixed else None)
+        return cell_gradients(answer, params, x, parameters_dtype=parameters_dtype)
 
     def _environment(self, device: str) -> Mapping[str, object]:
         source = self.environment_source() if callable(self.environment_source) else self.environment_source

@@ -251,11 +251,11 @@ class Row:
         if reason is not None:
             raise NotSupported(reason)
 
-    def policy(self, dtype, device: str = Device.CPU) -> Policy | None:
-        """The precision policy it follows in the half type ``dtype`` on ``device`` (None for float32 and float64):
-        what the suite judges its answers by there."""
+    def policy(self, dtype, device: str = Device.CPU, features=frozenset()) -> Policy | None:
+        """The precision policy it follows in the half type ``dtype`` on ``device`` (None for float32 and float64), on a
+        case that uses ``features``: what the suite judges its answers by there."""
         dtype = Dtype.parse(dtype, "dtype")
-        return self._policy(dtype, Device.parse(device, "device")) if dtype.half else None
+        return self._policy(dtype, Device.parse(device, "device"), frozenset(features)) if dtype.half else None
 
     def known_failure(self, kind, *, dtype, device, features=frozenset(), case: str | None = None) -> str | None:
         """The upstream reason if this kind of result on this case is a documented non-conformance."""
@@ -338,8 +338,9 @@ class Row:
     def _availability(self, device: str) -> str | None:
         return self.runtime.availability(device)
 
-    def _policy(self, dtype: Dtype, device: Device) -> Policy | None:
-        """The policy declared for ``dtype``; a row whose framework picks its kernel by machine decides here."""
+    def _policy(self, dtype: Dtype, device: Device, features: frozenset = frozenset()) -> Policy | None:
+        """The policy declared for ``dtype``; a row whose framework picks its kernel by machine or by the case's
+        features decides here."""
         return self.policies.get(dtype)
 
     def _environment(self, device: str) -> Mapping[str, object]:

@@ -58,6 +58,15 @@ def threads_wanted() -> int | None:
     return int(value)
 
 
+def tf32_wanted() -> bool:
+    """LSTMC_TF32=1: float32 products on a GPU in TF32 (the frameworks' GPU default that the suite switches off), to
+    measure what TF32 does to an LSTM (tools/device_check.py); 0 or unset: off. Recorded in each environment."""
+    value = os.environ.get("LSTMC_TF32", "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"LSTMC_TF32 must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 def cpu_model() -> str:
     """The CPU's name, for the environment recorded beside results."""
     try:

@@ -137,22 +137,23 @@ def mask_from_lengths(lengths: np.ndarray, T: int) -> np.ndarray:
 # Each rule of (9)-(14) is one small function: forward() and backward() only loop over layers and directions.
 
 
-# (9), (10): one direction of one layer is the cell, on the sequence in its own time order.
-def run_direction(params, layer_input, h0, c0, mask, reverse, **options) -> tuple[lstm.Forward, np.ndarray]:
+# (9), (10): one direction of one layer is the cell, on the sequence in its own time order. ``cell`` is the cell's
+# forward (spec.lstm.forward; spec.precision's under a policy), ``cell_backward`` its backward pass.
+def run_direction(params, layer_input, h0, c0, mask, reverse, cell=lstm.forward, **options) -> tuple[lstm.Forward, np.ndarray]:
     """The cell's run (in processing order) and its outputs in the original time order."""
     if not reverse:
-        run = lstm.forward(params, layer_input, h0, c0, mask=mask, **options)
+        run = cell(params, layer_input, h0, c0, mask=mask, **options)
         return run, run.h_seq
-    run = lstm.forward(params, reverse_time(layer_input), h0, c0, mask=None if mask is None else reverse_time(mask), **options)
+    run = cell(params, reverse_time(layer_input), h0, c0, mask=None if mask is None else reverse_time(mask), **options)
     return run, reverse_time(run.h_seq)
 
 
-def direction_backward(run: lstm.Forward, d_y, dh_T, dc_T, reverse) -> tuple[lstm.Gradients, np.ndarray]:
+def direction_backward(run, d_y, dh_T, dc_T, reverse, cell_backward=lstm.backward) -> tuple[lstm.Gradients, np.ndarray]:
     """(10) backward: the cell's gradients, and its share of the layer input's cotangent in time order."""
     if not reverse:
-        g = lstm.backward(run, d_y, dh_T, dc_T)
+        g = cell_backward(run, d_y, dh_T, dc_T)
         return g, g.x
-    g = lstm.backward(run, reverse_time(d_y), dh_T, dc_T)
+    g = cell_backward(run, reverse_time(d_y), dh_T, dc_T)
     return g, reverse_time(g.x)
 
 
@@ -177,6 +178,44 @@ def final_states(runs: list[list[lstm.Forward]]) -> tuple[np.ndarray, np.ndarray
 def lengths_as_mask(lengths: np.ndarray, T: int) -> tuple[np.ndarray, bool]:
     """The mask and the zero_output_for_mask that sequence lengths stand for."""
     return mask_from_lengths(lengths, T), True
+
+
+def run_layers(params: LayerParams, x, h0, c0, mask, config: LayerConfig, cell=lstm.forward, **options):
+    """(9)-(12) with ``cell`` as every direction's cell (its ``options``): the runs, runs[l][d], and the top layer's
+    output (T, B, D * P)."""
+    L, D = config.num_layers, config.num_directions
+    runs: list[list] = []
+    layer_input = x
+    for l in range(L):
+        outputs = []
+        runs.append([])
+        for d in range(D):
+            k = l * D + d
+            run, output = run_direction(params.cells[k], layer_input, h0[k], c0[k], mask, config.reversed(d), cell,
+                                        **options)
+            runs[l].append(run)
+            outputs.append(output)
+        if l < L - 1:
+            layer_input = next_layer_input(outputs)  # (12)
+    return runs, join_directions(outputs)  # (11), (12): the top layer's output
+
+
+def backward_layers(cells, config: LayerConfig, dy, dh_T, dc_T, cell_backward=lstm.backward, add=np.add):
+    """(9)-(12) backward from the top layer down, with ``cell_backward`` as every cell's backward pass: cell k's
+    gradients, and the cotangent of x. ``add`` sums the directions' shares of a layer input's cotangent (9)."""
+    L, D = config.num_layers, config.num_directions
+    P = dy.shape[2] // D
+    grads: list = [None] * (L * D)
+    d_output = dy  # (12): the cotangent of the top layer's output
+    for l in reversed(range(L)):
+        d_input = None
+        for d in range(D):
+            k = l * D + d
+            d_y = d_output if D == 1 else d_output[:, :, d * P : (d + 1) * P]  # (11)
+            grads[k], dx = direction_backward(cells[k], d_y, dh_T[k], dc_T[k], config.reversed(d), cell_backward)
+            d_input = dx if d_input is None else add(d_input, dx)  # (9): both directions read x^l
+        d_output = d_input
+    return grads, d_output
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,26 +264,11 @@ def forward(
     """
     dtype = check_dtype(dtype)
     mask, zero_output_for_mask = check_inputs(params, x, h0, c0, config=config, lengths=lengths, mask=mask, dtype=dtype)
-    L, D = config.num_layers, config.num_directions
-
-    runs: list[list[lstm.Forward]] = []  # runs[l][d]
-    layer_input = x
-    for l in range(L):
-        outputs = []
-        runs.append([])
-        for d in range(D):
-            k = l * D + d
-            run, output = run_direction(
-                params.cells[k], layer_input, h0[k], c0[k], mask, config.reversed(d), dtype=dtype,
-                zero_output_for_mask=zero_output_for_mask, **config.cell_options(),
-            )
-            runs[l].append(run)
-            outputs.append(output)
-        if l < L - 1:
-            layer_input = next_layer_input(outputs)  # (12)
+    runs, y = run_layers(params, x, h0, c0, mask, config, dtype=dtype, zero_output_for_mask=zero_output_for_mask,
+                         **config.cell_options())
     h_T, c_T = final_states(runs)
     return LayerForward(
-        y=join_directions(outputs),  # (11), (12): the top layer's output
+        y=y,
         h_T=h_T,
         c_T=c_T,
         dtype=dtype,
@@ -268,19 +292,9 @@ def backward(fwd: LayerForward, dy: np.ndarray, dh_T: np.ndarray, dc_T: np.ndarr
     check_tensor("dh_T", dh_T, (L * D, B, P), dtype)
     check_tensor("dc_T", dc_T, (L * D, B, H), dtype)
 
-    grads: list[lstm.Gradients | None] = [None] * (L * D)
-    d_output = dy  # (12): the cotangent of the top layer's output
-    for l in reversed(range(L)):
-        d_input = None
-        for d in range(D):
-            k = l * D + d
-            d_y = d_output if D == 1 else d_output[:, :, d * P : (d + 1) * P]  # (11)
-            grads[k], dx = direction_backward(fwd.cells[k], d_y, dh_T[k], dc_T[k], config.reversed(d))
-            d_input = dx if d_input is None else d_input + dx  # (9): both directions read x^l
-        d_output = d_input
-
+    grads, dx = backward_layers(fwd.cells, config, dy, dh_T, dc_T)
     return LayerGradients(
-        x=d_output,
+        x=dx,
         h0=np.stack([g.h0 for g in grads]),
         c0=np.stack([g.c0 for g in grads]),
         params=LayerParams(tuple(g.params() for g in grads), D),

@@ -34,6 +34,11 @@ adds its terms, nor whether a gate's elementwise work is fused (one rounding at 
 choices move the result by amounts of the order of the rounding itself; the bounds the suite judges a policy by
 are derived from the spread of these evaluations (:class:`Evaluation`; contract/half_bounds.py).
 
+**The cell's features** (clips, coupled gates, a projection, a mask: spec.lstm's (1g)-(8)) are carried out under the
+policy where they sit: a clip is one more operation (its result rounded where every operation's is), f = 1 - i one
+more, a projection's operand m_t stored as h_t would be and its product accumulated as the gates' are, a mask's carry
+exact. The layer's directions and stacks over this cell are :mod:`spec.precision_layer`.
+
 **The backward pass** (:func:`backward`) follows the same policies: where the gradients are rounded and where they
 accumulate (in float32 over all steps for half-storage; each step's share rounded and summed in the half type
 where every operation is rounded; widened to float32 under mixed precision), on the values the forward kept.
@@ -46,6 +51,7 @@ from enum import Enum
 
 import numpy as np
 
+from spec import lstm
 from spec.lstm import sigmoid
 from spec.params import LSTMParams
 
@@ -147,7 +153,16 @@ class Evaluation:
     ``float32_activations``: sigma, tanh and exp by NumPy's float32 functions (vectorised, a few float32 ulps off,
     and differently on AVX2 and AVX-512 CPUs) instead of their exact values rounded once: a kernel's own
     approximations. Machine-dependent, so never in the committed bounds (contract/half_bounds.py); the training
-    runs' honest variants use it, on the machine they compare on."""
+    runs' honest variants use it, on the machine they compare on.
+
+    ``forget_bias_first``: the forget bias added to z_f before the peephole's share, not after (TF1's LSTMCell:
+    sigmoid(f + forget_bias + w_f_diag * c_prev)); the backward is the same.
+
+    ``consumer_order``: where the policy rounds every operation, the backward sums the three shares of dc_t in the
+    order of c_t's uses, as TensorFlow's graph gradients aggregate them (an AddN over the tensor's consumers, each
+    addition rounded): the output gate's peephole, then tanh(c_t), then the next step's (measured: TF1's LSTMCell
+    with peepholes, float16, 0.39 ulps from it on average where the standard order is 1.07). With peepholes only;
+    not with XLA's tanh shares."""
 
     accumulation: Accumulation = Accumulation.BLAS
     fused: bool = False
@@ -159,6 +174,8 @@ class Evaluation:
     input_projection: bool = False
     gate_products: bool = False
     float32_activations: bool = False
+    forget_bias_first: bool = False
+    consumer_order: bool = False
 
 
 STANDARD = Evaluation()
@@ -179,6 +196,11 @@ class Step:
     o: np.ndarray
     c: np.ndarray
     tanh_c: np.ndarray
+    gate_passed: tuple = (None, None, None, None)  # each gate's [|a_k| <= gamma], with a gate clip (1g)-(5g)
+    cell_passed: np.ndarray | None = None  # (4c)
+    proj_passed: np.ndarray | None = None  # (7)
+    m: np.ndarray | None = None  # m_t, the projection's operand as kept (7)
+    mu: np.ndarray | None = None  # the step's mask row (8)
 
 #: The half types, by the names the project's vocabulary gives them (contract.vocabulary.Dtype).
 HALF_TYPES = ("bfloat16", "float16")
@@ -284,13 +306,21 @@ def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str
     return total
 
 
+#: The cell's features (spec.lstm's keyword arguments) an evaluation under a policy carries out: clips and coupled gates
+#: (1g)-(5g), (2c), (4c), a projection's clip (7) and a mask (8); a projection is the parameters' W_hr.
+FEATURES = ("gate_clip", "cell_clip", "proj_clip", "coupled_input_forget", "mask", "zero_output_for_mask")
+
+
 def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, dtype: str, policy: Policy,
-            forget_bias: float = 0.0, evaluation: Evaluation = STANDARD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Equations (1)-(6) over x (T, B, I) from (h0, c0) under ``policy``, for one forward layer with or without
-    peepholes. ``dtype`` is the data's: a half type, or float32 for TF32. Every array given must hold values of
-    that dtype (as float32, float64 or the type itself); returns h for every step (T, B, H), h_T and c_T as float32
-    arrays holding what the policy stores."""
-    return _forward(params, x, h0, c0, dtype=dtype, policy=policy, forget_bias=forget_bias, evaluation=evaluation)[:3]
+            forget_bias: float = 0.0, evaluation: Evaluation = STANDARD, **features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equations (1)-(8) of spec.lstm over x (T, B, I) from (h0, c0) under ``policy``, for one direction of one layer
+    with the ``features`` spec.lstm.forward takes (:data:`FEATURES`; a projection with W_hr in ``params``). ``dtype``
+    is the data's: a half type, or float32 for TF32. Every array given must hold values of that dtype (as float32,
+    float64 or the type itself); returns the outputs y for every step (T, B, P), h_T and c_T as float32 arrays holding
+    what the policy stores."""
+    run = _forward(params, x, h0, c0, dtype=dtype, policy=policy, forget_bias=forget_bias, evaluation=evaluation,
+                   **features)
+    return run.h_seq, run.h_T, run.c_T
 
 
 def _checked(policy: Policy, dtype: str, half: str, data: dict) -> dict[str, np.ndarray]:
@@ -306,17 +336,44 @@ def _checked(policy: Policy, dtype: str, half: str, data: dict) -> dict[str, np.
     return arrays
 
 
-def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forget_bias: float, evaluation: Evaluation):
-    """forward(), and each step's values as the forward kept them, for backward(): (y, h_T, c_T, steps)."""
+def _clip(a: np.ndarray, theta: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """clip_theta(a) in float32, and where the value passed ([|a| <= theta], what the backward lets through)."""
+    if theta is None:
+        return a, None
+    theta = np.float32(theta)
+    return np.clip(a, -theta, theta), np.abs(a) <= theta
+
+
+def _passed(d: np.ndarray, passed: np.ndarray | None) -> np.ndarray:
+    """A clip's backward: the cotangent where the value passed, zero where it was clipped."""
+    return d if passed is None else np.where(passed, d, np.float32(0))
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One direction's evaluation under a policy: its outputs (as :class:`spec.lstm.Forward` names them, for
+    spec.layer's plumbing) and each step's kept values for the backward pass."""
+
+    h_seq: np.ndarray  # (T, B, P): the outputs y_t
+    h_T: np.ndarray
+    c_T: np.ndarray
+    steps: tuple[Step, ...]
+    show: np.ndarray | None  # (T, B): s in y_t = s_t * h_t (8), with a mask
+    coupled_input_forget: bool = False  # (2c)
+
+
+def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forget_bias: float, evaluation: Evaluation,
+             gate_clip=None, cell_clip=None, proj_clip=None, coupled_input_forget=False, mask=None,
+             zero_output_for_mask=False) -> Run:
+    """forward(), and each step's values as the forward kept them, for backward()."""
     policy = check_policy_dtype(policy, dtype)
     half = "bfloat16" if policy is Policy.TF32 else str(dtype)  # TF32 rounds to no half type: never used there
     data = {"W": params.W, "U": params.U, "b": params.b, "x": x, "h0": h0, "c0": c0}
-    if params.p is not None:
-        data["p"] = params.p
+    data.update({name: value for name, value in (("p", params.p), ("W_hr", params.W_hr)) if value is not None})
     arrays = _checked(policy, dtype, half, data)
-    H, I = params.hidden_size, params.input_size
-    W, U, b = arrays["W"].reshape(4 * H, I), arrays["U"].reshape(4 * H, H), arrays["b"].reshape(4 * H)
-    p = arrays.get("p")
+    H, I, P = params.hidden_size, params.input_size, params.output_size
+    W, U, b = arrays["W"].reshape(4 * H, I), arrays["U"].reshape(4 * H, P), arrays["b"].reshape(4 * H)
+    p, W_hr = arrays.get("p"), arrays.get("W_hr")
     fb = np.float32(forget_bias)
     tf32 = policy is Policy.TF32
     every = policy.rounds_every_operation
@@ -347,6 +404,10 @@ def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forge
     def multiply(a):  # a product that a multiply-add leaves unrounded
         return a if multiply_add else op(a)
 
+    def clipped(a, theta):  # a clip is one more operation: its result rounded where every operation's is
+        a, passed = _clip(a, theta)
+        return (a if theta is None else op(a)), passed
+
     form = Sigmoid(evaluation.sigmoid) if every and not evaluation.fused else Sigmoid.ROUNDED_ONCE
     one = np.float32(1)
     _sigmoid32, _exp32, _tanh32 = _activations(evaluation)  # this evaluation's, under the module's names
@@ -361,8 +422,8 @@ def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forge
         return gate_out(_sigmoid32(z))
 
     h, c = arrays["h0"], arrays["c0"]
-    ys, steps = [], []
-    for x_t in arrays["x"]:
+    states, steps = [], []
+    for t, x_t in enumerate(arrays["x"]):
         h_prev, c_prev = h, c
         if multiply_add:
             recurrent = _product(U, h, evaluation.accumulation, half) if not tf32 else None
@@ -381,38 +442,63 @@ def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forge
             z = op(z + b)
         z = z.reshape(-1, 4, H).transpose(1, 0, 2)  # (4, B, H), gates i, f, g, o
         z_i, z_f, z_g, z_o = z
-        if p is not None:
-            z_i, z_f = op(z_i + multiply(p[0] * c)), op(z_f + multiply(p[1] * c))
-        if forget_bias:
+        fb_first = evaluation.forget_bias_first and forget_bias and not coupled_input_forget
+        if fb_first:
             z_f = op(z_f + fb)
-        i, f, g = sigmoid(z_i), sigmoid(z_f), gate_out(_tanh32(z_g))
-        c_new = op(op(f * c) + multiply(i * g))
+        if p is not None:
+            z_i = op(z_i + multiply(p[0] * c))
+            if not coupled_input_forget:
+                z_f = op(z_f + multiply(p[1] * c))
+        if forget_bias and not coupled_input_forget and not fb_first:
+            z_f = op(z_f + fb)
+        (z_i, i_passed), (z_g, g_passed) = clipped(z_i, gate_clip), clipped(z_g, gate_clip)  # (1g), (3g)
+        f_passed = None
+        i, g = sigmoid(z_i), gate_out(_tanh32(z_g))
+        if coupled_input_forget:  # (2c)
+            f = gate_out(one - i)
+        else:
+            z_f, f_passed = clipped(z_f, gate_clip)  # (2g)
+            f = sigmoid(z_f)
+        c_new, cell_passed = clipped(op(op(f * c) + multiply(i * g)), cell_clip)  # (4), (4c)
         c_new = gate_out(c_new)
         if p is not None:
             z_o = op(z_o + multiply(p[2] * c_new))
+        z_o, o_passed = clipped(z_o, gate_clip)  # (5g)
         o = sigmoid(z_o)
         tanh_c = op(_tanh32(c_new))
         h = op(o * tanh_c)
+        m = proj_passed = None
+        if W_hr is not None:  # (7): m_t is the projection's operand, stored as h_t would be
+            m = h if tf32 else r(h)
+            h, proj_passed = clipped(product(W_hr, m), proj_clip)
         if tf32:
             c = c_new
         else:
             h = r(h)  # every half policy stores h_t, the step's output
             c = c_new if policy is Policy.FLOAT32_CELL_STATE else r(c_new)
-        ys.append(h)
+        c_kept = c
+        if mask is not None:  # (8): a masked row keeps its state, exactly
+            h, c = np.where(mask[t][:, None], h, h_prev), np.where(mask[t][:, None], c, c_prev)
+        states.append(h)
+        clips = {"gate_passed": (i_passed, f_passed, g_passed, o_passed), "cell_passed": cell_passed,
+                 "proj_passed": proj_passed, "m": m, "mu": None if mask is None else mask[t]}
         if every or tf32:
-            steps.append(Step(x_t, h_prev, c_prev, i, f, g, o, c_new, tanh_c))
+            steps.append(Step(x_t, h_prev, c_prev, i, f, g, o, c_new, tanh_c, **clips))
         else:  # the workspace a fused kernel keeps for its backward: the gates in half, c_t as stored
-            steps.append(Step(x_t, h_prev, c_prev, r(i), r(f), r(g), r(o), c, _tanh32(c)))
-    c_T = c if tf32 else r(c)
-    return np.stack(ys), h, c_T, steps
+            steps.append(Step(x_t, h_prev, c_prev, r(i), r(f), r(g), r(o), c_kept, _tanh32(c_kept), **clips))
+    y, show = np.stack(states), None
+    if mask is not None:  # (8): y_t = s_t * h_t
+        show = lstm.shown(np.asarray(mask, bool), zero_output_for_mask)
+        y = np.where(show[:, :, None], y, np.float32(0))
+    return Run(y, h, c if tf32 else r(c), tuple(steps), show, bool(coupled_input_forget))
 
 
 def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, dy: np.ndarray, dh_T: np.ndarray,
              dc_T: np.ndarray, *, dtype: str, policy: Policy, forget_bias: float = 0.0,
-             evaluation: Evaluation = STANDARD) -> dict[str, np.ndarray]:
+             evaluation: Evaluation = STANDARD, **features) -> dict[str, np.ndarray]:
     r"""The backward pass of :func:`forward` under ``policy``: spec.lstm's rules, with the policy's storage points.
-    The cotangents dy (T, B, H), dh_T and dc_T are data of ``dtype`` too. Returns the gradients of x, h0, c0, W, U, b
-    (and p) in the canonical layout, as float32 arrays holding what the policy stores.
+    The cotangents dy (T, B, P), dh_T and dc_T are data of ``dtype`` too. Returns the gradients of x, h0, c0, W, U, b
+    (and p, W_hr) in the canonical layout, as float32 arrays holding what the policy stores.
 
         HALF_STORAGE, FLOAT32_CELL_STATE   float32 arithmetic on the values the forward kept in its workspace: the
                         gates i, f, g, o stored in half (oneDNN's and cuDNN's workspace holds them in the data type),
@@ -433,19 +519,35 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
                         the parameters are float32 and are cast to half where the step uses them, so the cast's
                         gradient widens each step's share before they are summed.
         TF32            float32 throughout, every product's operands rounded to TF32.
+
+    The features' rules are spec.lstm's: a clip's backward lets the cotangent through where the value passed (exact);
+    coupled gates add f's share to i's, di - df, one operation; a projection's cotangent da_t is a product's operand
+    (stored in half where dz_t is), dm_t = W_hr^T da_t is carried into the step as dh_t is, and dW_hr accumulates
+    as dU does; a masked row's cotangents pass around the step unchanged.
     """
     policy = check_policy_dtype(policy, dtype)
     half = "bfloat16" if policy is Policy.TF32 else str(dtype)
     cotangents = _checked(policy, dtype, half, {"dy": dy, "dh_T": dh_T, "dc_T": dc_T})
-    _, _, _, steps = _forward(params, x, h0, c0, dtype=dtype, policy=policy, forget_bias=forget_bias,
-                              evaluation=evaluation)
-    H, I = params.hidden_size, params.input_size
+    run = _forward(params, x, h0, c0, dtype=dtype, policy=policy, forget_bias=forget_bias, evaluation=evaluation,
+                   **features)
+    return _backward(params, run, cotangents["dy"], cotangents["dh_T"], cotangents["dc_T"], dtype=dtype,
+                     policy=policy, evaluation=evaluation).tensors()
+
+
+def _backward(params: LSTMParams, run: Run, dy, dh_T, dc_T, *, dtype: str, policy: Policy,
+              evaluation: Evaluation) -> lstm.Gradients:
+    """backward() from the forward's run, the cotangents float32 arrays of half values (or float32 for TF32)."""
+    half = "bfloat16" if policy is Policy.TF32 else str(dtype)
+    steps = run.steps
+    H, I, P = params.hidden_size, params.input_size, params.output_size
     W = np.asarray(params.W, np.float32).reshape(4 * H, I)
-    U = np.asarray(params.U, np.float32).reshape(4 * H, H)
+    U = np.asarray(params.U, np.float32).reshape(4 * H, P)
     p = None if params.p is None else np.asarray(params.p, np.float32)
+    W_hr = None if params.W_hr is None else np.asarray(params.W_hr, np.float32)
     tf32 = policy is Policy.TF32
     every = policy.rounds_every_operation
     fused = every and evaluation.fused
+    coupled = run.coupled_input_forget
 
     def r(a):
         return round_to(a, half, truncate=evaluation.truncate)
@@ -486,7 +588,7 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
     # rules for logistic and tanh, transposed) d * (y * (1 - y)) and a + a * y with a = d * (1 - y); Eigen's
     # (TensorFlow's SigmoidGrad, TanhGrad) d * y * (1 - y) and d * (1 - y * y). Else each is rounded once (PyTorch's
     # sigmoid_backward and tanh_backward compute in float32).
-    one = np.float32(1)
+    one, zero = np.float32(1), np.float32(0)
     form = Sigmoid(evaluation.sigmoid) if every and not fused else Sigmoid.ROUNDED_ONCE
 
     def sigmoid_backward(d, y):
@@ -509,33 +611,60 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
         return gate_out(d * (one - y * y))
 
     whole = evaluation.input_projection or Bias(evaluation.bias) is Bias.INPUT_AFTER
-    accumulate = {"W": [], "U": [], "b": [], "p": []}  # each step's share, last step first
+    accumulate = {"W": [], "U": [], "b": [], "p": [], "W_hr": []}  # each step's share, last step first
     dz_all = []
     dx = [None] * len(steps)
-    dh_carry, dc_carry = cotangents["dh_T"], cotangents["dc_T"]
+    if run.show is not None:  # (8): y_t = s_t * h_t sends s_t * dy_t to h_t
+        dy = np.where(run.show[:, :, None], dy, zero)
+    dh_carry, dc_carry = dh_T, dc_T
     for t in reversed(range(len(steps))):
         s = steps[t]
-        dh = op(cotangents["dy"][t] + dh_carry)
+        dh = op(dy[t] + dh_carry)
+        dc = dc_carry
+        if s.mu is not None:  # (8): a masked row's cotangents go around the step, unchanged
+            kept = s.mu[:, None]
+            dh, dh_around = np.where(kept, dh, zero), np.where(kept, zero, dh)
+            dc, dc_around = np.where(kept, dc, zero), np.where(kept, zero, dc)
+        if W_hr is not None:  # (7): back through the projection (and its clip) to m_t
+            da = _passed(dh, s.proj_passed)
+            if not every:
+                da = stored(da)  # the operand of the half products dm_t = W_hr^T da_t, dW_hr += da_t m_t^T
+            accumulate["W_hr"].append(gate_out(outer(da, s.m)))
+            dh = gate_out(product(da, W_hr))
+        i_passed, f_passed, g_passed, o_passed = s.gate_passed
         # (6) h = o * tanh(c)
-        do = op(dh * s.tanh_c)
+        do = _passed(op(dh * s.tanh_c), o_passed)  # (5g)
         dtanh = op(dh * s.o)
         if form is Sigmoid.RECIPROCAL:  # the tanh's two shares added to the carried cotangent one by one, as XLA does
             a, ay = tanh_shares(dtanh, s.tanh_c)
-            dc = r(r(dc_carry + a) + ay)
+            dc = r(r(dc + a) + ay)
         else:
-            dc = op(dc_carry + tanh_backward(dtanh, s.tanh_c))
+            dc_tanh = tanh_backward(dtanh, s.tanh_c)
+            if not (evaluation.consumer_order and p is not None):
+                dc = op(dc + dc_tanh)
         # (5) o = sigma(z_o + p_o * c)
         dz_o = sigmoid_backward(do, s.o)
-        if p is not None:
+        if p is not None and evaluation.consumer_order and form is not Sigmoid.RECIPROCAL:
+            dc = op(op(op(p[2] * dz_o) + dc_tanh) + dc)  # c_t's uses in order: the peephole, tanh, the next step
+        elif p is not None:
             dc = op(dc + op(p[2] * dz_o))
+        dc = _passed(dc, s.cell_passed)  # (4c): once dc_t is complete
         # (4) c = f * c_prev + i * g
         di, df, dg = op(dc * s.g), op(dc * s.c_prev), op(dc * s.i)
         dc_prev = op(dc * s.f)
         # (1)-(3)
-        dz_i, dz_f, dz_g = sigmoid_backward(di, s.i), sigmoid_backward(df, s.f), tanh_backward(dg, s.g)
+        dz_g = tanh_backward(_passed(dg, g_passed), s.g)  # (3g)
+        if coupled:  # (2c): f = 1 - i
+            di, dz_f = op(di - df), np.zeros_like(df)
+        else:
+            dz_f = sigmoid_backward(_passed(df, f_passed), s.f)  # (2g)
+        dz_i = sigmoid_backward(_passed(di, i_passed), s.i)  # (1g)
         if p is not None:  # c_{t-1}'s shares: through f, then the peepholes (XLA: f's before i's)
             first, second = (p[1] * dz_f, p[0] * dz_i) if form is Sigmoid.RECIPROCAL else (p[0] * dz_i, p[1] * dz_f)
-            dc_prev = op(op(dc_prev + op(first)) + op(second))
+            if coupled:
+                dc_prev = op(dc_prev + op(p[0] * dz_i))
+            else:
+                dc_prev = op(op(dc_prev + op(first)) + op(second))
             accumulate["p"].append(np.stack([gate_out(batch_sum(op(d * c))) for d, c in
                                              ((dz_i, s.c_prev), (dz_f, s.c_prev), (dz_o, s.c))]))
         dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)  # (B, 4H), gates i, f, g, o
@@ -545,6 +674,8 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
         dx[t] = stored(through(dz, W))
         dh_carry = gate_out(through(dz, U))  # carried in float32 where the policy rounds only its storage points
         dc_carry = dc_prev
+        if s.mu is not None:  # the masked rows' cotangents, which went around the step (exact: the step's share is 0)
+            dh_carry, dc_carry = dh_carry + dh_around, dc_carry + dc_around
         accumulate["U"].append(gate_out(outer(dz, s.h_prev)))
         if not whole:
             accumulate["W"].append(gate_out(outer(dz, s.x)))
@@ -565,9 +696,8 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
             result = result + share
         return stored(result)
 
-    grads = {"x": np.stack(dx), "h0": stored(dh_carry), "c0": stored(dc_carry),
-             "W": total(accumulate["W"]).reshape(4, H, I), "U": total(accumulate["U"]).reshape(4, H, H),
-             "b": total(accumulate["b"]).reshape(4, H)}
-    if p is not None:
-        grads["p"] = total(accumulate["p"])
-    return grads
+    return lstm.Gradients(
+        x=np.stack(dx), h0=stored(dh_carry), c0=stored(dc_carry), W=total(accumulate["W"]).reshape(4, H, I),
+        U=total(accumulate["U"]).reshape(4, H, P), b=total(accumulate["b"]).reshape(4, H),
+        p=None if p is None else total(accumulate["p"]), dtype=np.dtype(np.float32),
+        W_hr=None if W_hr is None else total(accumulate["W_hr"]))

@@ -64,10 +64,11 @@ def external_implementation(directory: Path, corrupt=None, skip=()):
 
 def test_export_writes_vectors_of_one_kind_and_a_manifest(tmp_path):
     manifest = json.loads(export(tmp_path, ["small-peephole", "lstmp-stack"]).read_text())
-    # Both full dtypes of each case; the half types of the plain cell only (their bounds' cases).
-    assert manifest["format_version"] == "2" and manifest["gate_order"] == "i,f,g,o" and len(manifest["vectors"]) == 6
+    # Every dtype of each case: the half types too, the cell's and the layer's (the bounds' cases).
+    assert manifest["format_version"] == "2" and manifest["gate_order"] == "i,f,g,o" and len(manifest["vectors"]) == 8
     halves = [v for v in manifest["vectors"] if v["dtype"] in ("bfloat16", "float16")]
-    assert [v["id"] for v in halves] == ["small-peephole-bfloat16", "small-peephole-float16"]
+    assert [v["id"] for v in halves] == ["small-peephole-bfloat16", "small-peephole-float16", "lstmp-stack-bfloat16",
+                                        "lstmp-stack-float16"]
     half_tensors = tensor_files.load_file(str(tmp_path / halves[0]["file"]))  # BF16: safetensors.numpy cannot
     assert half_tensors["x"].dtype.name == "bfloat16" and "y" in half_tensors
     assert "grad_x" in half_tensors and half_tensors["grad_x"].dtype.name == "float64" and "policy" in manifest["half_types"]

@@ -450,8 +450,8 @@ def test_keyboard_interrupt_or_exit_inside_a_call_is_that_rows_failure_and_the_r
         raise SystemExit(3)""")
     run = run_suite(tmp_path, "--backend", raising, "-k", "test_outputs and layer")
     assert run.returncode == 1, run.output
-    # 24 cases with "layer" in their ids, in float32 and float64; and one-layer's outputs in bfloat16 and float16.
-    assert run.report["run"] == {"complete": True, "expected": 50, "judged": 50, "not_run": 0, "ended": ""}
+    # 24 cases with "layer" in their ids, in float32, float64, bfloat16 and float16 (every default case has half bounds).
+    assert run.report["run"] == {"complete": True, "expected": 96, "judged": 96, "not_run": 0, "ended": ""}
     by_case = {(r["case"], r["dtype"]): r for r in run.results("bad/raises")}
     assert by_case[("stacked-bidirectional", "float32")]["detail"] == "raised KeyboardInterrupt: "
     assert by_case[("reverse", "float64")]["detail"] == "raised SystemExit: 3"
@@ -470,15 +470,15 @@ def test_a_real_ctrl_c_ends_the_run_and_its_report_says_it_is_incomplete(tmp_pat
     run = run_suite(tmp_path, "--backend", interrupting, "-m", "layer")
     assert run.returncode == 2, run.output
     state = run.report["run"]
-    assert state["complete"] is False and state["ended"] == "interrupted" and state["expected"] == 92
-    # 23 cases with layer features (one-layer, the plain cell, is not marked layer) x 2 dtypes x outputs, gradients
-    assert state["not_run"] > 0 and state["judged"] + state["not_run"] == 92
+    assert state["complete"] is False and state["ended"] == "interrupted" and state["expected"] == 184
+    # 23 cases with layer features (one-layer, the plain cell, is not marked layer) x 4 dtypes x outputs, gradients
+    assert state["not_run"] > 0 and state["judged"] + state["not_run"] == 184
     assert "INCOMPLETE RUN (interrupted)" in run.stdout
     assert (run.report_dir / "conformance.md").read_text().count("INCOMPLETE RUN (interrupted)") == 1
     not_run = [r for r in run.results("bad/ctrl-c") if r["status"] == "not run"]
     assert len(not_run) == state["not_run"]
     # Every selected test has its result, judged or not run: no column is simply absent.
-    assert len(run.results("bad/ctrl-c")) == 92 and {r["kind"] for r in not_run} == {"outputs"}
+    assert len(run.results("bad/ctrl-c")) == 184 and {r["kind"] for r in not_run} == {"outputs"}
     assert any(cell["not_run"] for cell in run.report["matrix"]["bad/ctrl-c"].values())
 
 

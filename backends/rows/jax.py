@@ -17,6 +17,7 @@ from backends.layouts import jax_rnn as rnn_layouts
 from backends.runtimes.jax import FLAX, JAX, experimental_rnn, jax, linen
 from contract.layout import CELL_ARRAYS
 from contract.row import KnownFailure, Row
+from contract.runtime import tf32_wanted
 from contract.vocabulary import (
     CONFORMANCE_DTYPES,
     HALF_DTYPES,
@@ -54,10 +55,15 @@ def lengths32(lengths):
 # ---------------------------------------------------------------------------
 
 
+def _precision():
+    """HIGHEST: float32 products in float32; DEFAULT (TF32 on a GPU) where LSTMC_TF32=1 asks to measure it."""
+    return jax().lax.Precision.DEFAULT if tf32_wanted() else jax().lax.Precision.HIGHEST
+
+
 def scan_lstm(x, h0, c0, W, U, b, p):
     """Equations (1)-(6) over x (T, B, I), canonical parameters, b with any forget bias; (h_seq, h_T, c_T)."""
     j = jax()
-    lax, highest = j.lax, j.lax.Precision.HIGHEST
+    lax, highest = j.lax, _precision()
     T, B, I = x.shape
     H = U.shape[1]
     contract_last = (((1,), (1,)), ((), ()))
@@ -242,7 +248,7 @@ class JaxRnnLSTM(Row):
             y, h_n, c_n = rnn.lstm_ref(x, h0, c0, *weights, lengths, *sizes, 0.0, bidirectional)
         else:  # cuDNN: precision HIGHEST keeps TF32 off (rnn._lstm_cudnn_allow_tf32)
             y, h_n, c_n = rnn.lstm(x, h0, c0, built["weights"], lengths, *sizes, 0.0, bidirectional,
-                                   precision=jax().lax.Precision.HIGHEST)
+                                   precision=_precision())
         return y.transpose(1, 0, 2), h_n, c_n
 
     def _availability(self, device):

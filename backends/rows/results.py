@@ -134,7 +134,7 @@ class ResultsDirectory(Row):
         case = Case("", x.shape[0], x.shape[1], params.input_size, params.hidden_size, layer)
         return CaseData(case, params, x, h0, c0, None, None, None, lengths, mask)
 
-    def _policy(self, dtype, device):
+    def _policy(self, dtype, device, features=frozenset()):
         return self._policies[dtype][0] if dtype in self._policies else None
 
     def _declared_policy(self, vector: dict) -> None:

@@ -23,10 +23,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from contract.runtime import Runtime, framework_problem, import_framework
+from contract.runtime import Runtime, framework_problem, import_framework, tf32_wanted
 from contract.vocabulary import Device
 
 MATMUL_PRECISION = "highest"
+
+
+def matmul_precision() -> str:
+    """Every traced product's precision: "highest" (float32 products in float32), or TF32 where LSTMC_TF32=1 asks to
+    measure it (contract.runtime.tf32_wanted)."""
+    return "tensorfloat32" if tf32_wanted() else MATMUL_PRECISION
 JAX_MISSING = "jax is not installed (pip install 'lstm-conformance[jax]')"
 FLAX_MISSING = "flax is not installed (pip install 'lstm-conformance[jax]')"
 
@@ -138,7 +144,7 @@ class JaxRuntime(Runtime):
             env["device"] = f"unavailable: {reason}"
         env["default_backend"] = j.default_backend()
         env["x64"] = "on" if x64_enabled() else "off (switched on at the first float64 run)"
-        env["matmul_precision"] = MATMUL_PRECISION
+        env["matmul_precision"] = matmul_precision()
         env["compilation_cache"] = compilation_cache() or "off (LSTMC_JAX_CACHE)"
         if os.environ.get("XLA_FLAGS"):
             env["XLA_FLAGS"] = os.environ["XLA_FLAGS"]
@@ -172,7 +178,7 @@ class JaxRuntime(Runtime):
             j = jax()
 
             def traced(*arguments):
-                with j.default_matmul_precision(MATMUL_PRECISION):
+                with j.default_matmul_precision(matmul_precision()):
                     return function(*arguments)
 
             jitted = self._jitted[function] = j.jit(traced)
@@ -185,7 +191,7 @@ class JaxRuntime(Runtime):
             j = jax()
 
             def traced(built, inputs, cotangents, extra):
-                with j.default_matmul_precision(MATMUL_PRECISION):
+                with j.default_matmul_precision(matmul_precision()):
                     _, pullback = j.vjp(lambda b, *i: function(b, *i, *extra), built, *inputs)
                     return pullback(tuple(cotangents))
 
@@ -197,5 +203,5 @@ class JaxRuntime(Runtime):
 JAX = JaxRuntime("jax")
 FLAX = JaxRuntime("flax", with_flax=True)
 
-__all__ = ["FLAX", "FLAX_MISSING", "JAX", "JAX_MISSING", "MATMUL_PRECISION", "JaxRuntime", "experimental_rnn", "jax",
+__all__ = ["FLAX", "FLAX_MISSING", "JAX", "JAX_MISSING", "MATMUL_PRECISION", "JaxRuntime", "matmul_precision", "experimental_rnn", "jax",
            "linen", "x64_enabled"]

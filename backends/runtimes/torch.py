@@ -21,6 +21,7 @@ from contract.runtime import (
     cpu_model,
     framework_problem,
     import_framework,
+    tf32_wanted,
     threads_wanted,
 )
 from contract.vocabulary import Device
@@ -118,8 +119,8 @@ class TorchRuntime(Runtime):
         if threads is not None and t.get_num_threads() != threads:
             t.set_num_threads(threads)
         if device == Device.CUDA:
-            t.backends.cuda.matmul.allow_tf32 = False
-            t.backends.cudnn.allow_tf32 = False
+            t.backends.cuda.matmul.allow_tf32 = tf32_wanted()
+            t.backends.cudnn.allow_tf32 = tf32_wanted()
             if (cudnn := cudnn_wanted()) is not None:
                 t.backends.cudnn.enabled = cudnn
         else:
@@ -137,6 +138,7 @@ class TorchRuntime(Runtime):
             "device": cpu_model() if device == Device.CPU else t.cuda.get_device_name(),
             "threads": t.get_num_threads(),
             "threads_env": os.environ.get("LSTMC_THREADS"),
+            "tf32_wanted": tf32_wanted(),
             "tf32_matmul": t.backends.cuda.matmul.allow_tf32,
             "tf32_cudnn": t.backends.cudnn.allow_tf32,
         }

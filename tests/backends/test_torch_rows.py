@@ -193,6 +193,11 @@ def test_declarations():
         for half in HALF_DTYPES if torch is not None else ():
             onednn = row in NN_ROWS and lstm_cpu_kernels(torch)[half.value] == "oneDNN"
             assert row.policy(half) is (Policy.HALF_STORAGE if onednn else Policy.EVERY_OPERATION), (row.id, half)
+            # nn.LSTM: packed sequences and projections take ATen's cell on the CPU whatever oneDNN supports.
+            for feature in (Feature.LENGTHS, Feature.PROJECTION):
+                assert row.policy(half, Device.CPU, {feature, Feature.STACKED}) is Policy.EVERY_OPERATION, (row.id, feature)
+            if row in NN_ROWS:
+                assert row.policy(half, Device.CUDA, {Feature.LENGTHS}) is Policy.HALF_STORAGE, row.id
         assert row.devices == (Device.CPU, Device.CUDA), row.id
         assert not row.known_failures and not row.process_environment, row.id
     assert [(row.batch_first, row.enforce_sorted) for row in NN_ROWS] == [(False, False), (True, False), (False, True)]
@@ -200,8 +205,11 @@ def test_declarations():
     # CPUs that lack oneDNN's support for the type.
     assert AUTOCAST.dtypes == HALF_DTYPES and not AUTOCAST.gradients and AUTOCAST.features == NN.features
     assert {AUTOCAST.policy(half) for half in HALF_DTYPES} == {Policy.HALF_STORAGE}
-    assert [k.cpu_lacks for k in AUTOCAST.known_failures] == [("avx512_fp16", "avx_ne_convert", "amx_fp16"),
+    assert [k.cpu_lacks for k in AUTOCAST.known_failures] == [(), (), ("avx512_fp16", "avx_ne_convert", "amx_fp16"),
                                                                ("avx512f", "avx_ne_convert")]
+    # Autocast does not reach packed sequences or projections (they never take oneDNN's layer op): in every half type.
+    assert [set(k.features) for k in AUTOCAST.known_failures[:2]] == [{Feature.LENGTHS}, {Feature.PROJECTION}]
+    assert all(k.reason == rows.AUTOCAST_NOT_REACHED and k.dtype is None for k in AUTOCAST.known_failures[:2])
     assert AUTOCAST.refusal(dtype="float32", device="cpu", layer=LayerConfig()) == rows.AUTOCAST_FULL
 
 
