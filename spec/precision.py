@@ -359,7 +359,8 @@ class Run:
     c_T: np.ndarray
     steps: tuple[Step, ...]
     show: np.ndarray | None  # (T, B): s in y_t = s_t * h_t (8), with a mask
-    coupled_input_forget: bool = False  # (2c)
+    coupled_input_forget: bool  # (2c)
+    params: LSTMParams  # the direction's parameters, as given
 
 
 def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forget_bias: float, evaluation: Evaluation,
@@ -490,7 +491,7 @@ def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forge
     if mask is not None:  # (8): y_t = s_t * h_t
         show = lstm.shown(np.asarray(mask, bool), zero_output_for_mask)
         y = np.where(show[:, :, None], y, np.float32(0))
-    return Run(y, h, c if tf32 else r(c), tuple(steps), show, bool(coupled_input_forget))
+    return Run(y, h, c if tf32 else r(c), tuple(steps), show, bool(coupled_input_forget), params)
 
 
 def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, dy: np.ndarray, dh_T: np.ndarray,
@@ -530,15 +531,14 @@ def backward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, 
     cotangents = _checked(policy, dtype, half, {"dy": dy, "dh_T": dh_T, "dc_T": dc_T})
     run = _forward(params, x, h0, c0, dtype=dtype, policy=policy, forget_bias=forget_bias, evaluation=evaluation,
                    **features)
-    return _backward(params, run, cotangents["dy"], cotangents["dh_T"], cotangents["dc_T"], dtype=dtype,
-                     policy=policy, evaluation=evaluation).tensors()
+    return _backward(run, cotangents["dy"], cotangents["dh_T"], cotangents["dc_T"], dtype=dtype, policy=policy,
+                     evaluation=evaluation).tensors()
 
 
-def _backward(params: LSTMParams, run: Run, dy, dh_T, dc_T, *, dtype: str, policy: Policy,
-              evaluation: Evaluation) -> lstm.Gradients:
+def _backward(run: Run, dy, dh_T, dc_T, *, dtype: str, policy: Policy, evaluation: Evaluation) -> lstm.Gradients:
     """backward() from the forward's run, the cotangents float32 arrays of half values (or float32 for TF32)."""
     half = "bfloat16" if policy is Policy.TF32 else str(dtype)
-    steps = run.steps
+    params, steps = run.params, run.steps
     H, I, P = params.hidden_size, params.input_size, params.output_size
     W = np.asarray(params.W, np.float32).reshape(4 * H, I)
     U = np.asarray(params.U, np.float32).reshape(4 * H, P)

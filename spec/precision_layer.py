@@ -55,11 +55,9 @@ def layer_backward(params: LayerParams, x: np.ndarray, h0: np.ndarray, c0: np.nd
     cotangents = _checked(policy, dtype, half, {"dy": dy, "dh_T": dh_T, "dc_T": dc_T})
     runs, _ = _runs(params, x, h0, c0, config, lengths, mask, dtype, policy, evaluation)
     cells = [run for layer_runs in runs for run in layer_runs]
-    # The runs know their cell; backward_layers hands each run over with its cotangents.
-    cell_params = {id(run): params.cells[k] for k, run in enumerate(cells)}
 
     def cell_backward(run, d_y, dh, dc):
-        return _backward(cell_params[id(run)], run, d_y, dh, dc, dtype=dtype, policy=policy, evaluation=evaluation)
+        return _backward(run, d_y, dh, dc, dtype=dtype, policy=policy, evaluation=evaluation)
 
     def add(a, b):  # (9): the directions' shares of a layer input's cotangent, summed and stored
         total = a + b
