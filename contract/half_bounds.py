@@ -102,9 +102,7 @@ BEYOND_ELEMENTS = 2
 #: state of B = 3, H = 4) one element moves them by a twelfth, so only the worst element is.
 SAMPLE = 64
 OUTPUTS = ("y", "h_T", "c_T")
-#: The gradients a half-type row returns, by their canonical names (p with peepholes, W_hr with a projection).
-GRADIENTS = ("x", "h0", "c0", "W", "U", "b", "p", "W_hr")
-#: The parameters' gradients among them: float32 under mixed precision, whose parameters are float32.
+#: The parameters' gradients, by their canonical names: float32 under mixed precision, whose parameters are float32.
 PARAMETERS = ("W", "U", "b", "p", "W_hr")
 HALF_POLICIES = tuple(p for p in Policy if p is not Policy.TF32)
 

@@ -306,15 +306,11 @@ def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str
     return total
 
 
-#: The cell's features (spec.lstm's keyword arguments) an evaluation under a policy carries out: clips and coupled gates
-#: (1g)-(5g), (2c), (4c), a projection's clip (7) and a mask (8); a projection is the parameters' W_hr.
-FEATURES = ("gate_clip", "cell_clip", "proj_clip", "coupled_input_forget", "mask", "zero_output_for_mask")
-
-
 def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, dtype: str, policy: Policy,
             forget_bias: float = 0.0, evaluation: Evaluation = STANDARD, **features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Equations (1)-(8) of spec.lstm over x (T, B, I) from (h0, c0) under ``policy``, for one direction of one layer
-    with the ``features`` spec.lstm.forward takes (:data:`FEATURES`; a projection with W_hr in ``params``). ``dtype``
+    with the features spec.lstm.forward takes (gate_clip, cell_clip, proj_clip, coupled_input_forget, mask,
+    zero_output_for_mask; a projection with W_hr in ``params``). ``dtype``
     is the data's: a half type, or float32 for TF32. Every array given must hold values of that dtype (as float32,
     float64 or the type itself); returns the outputs y for every step (T, B, P), h_T and c_T as float32 arrays holding
     what the policy stores."""
@@ -481,12 +477,12 @@ def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forge
         if mask is not None:  # (8): a masked row keeps its state, exactly
             h, c = np.where(mask[t][:, None], h, h_prev), np.where(mask[t][:, None], c, c_prev)
         states.append(h)
-        clips = {"gate_passed": (i_passed, f_passed, g_passed, o_passed), "cell_passed": cell_passed,
-                 "proj_passed": proj_passed, "m": m, "mu": None if mask is None else mask[t]}
+        kept = {"gate_passed": (i_passed, f_passed, g_passed, o_passed), "cell_passed": cell_passed,
+                "proj_passed": proj_passed, "m": m, "mu": None if mask is None else mask[t]}
         if every or tf32:
-            steps.append(Step(x_t, h_prev, c_prev, i, f, g, o, c_new, tanh_c, **clips))
+            steps.append(Step(x_t, h_prev, c_prev, i, f, g, o, c_new, tanh_c, **kept))
         else:  # the workspace a fused kernel keeps for its backward: the gates in half, c_t as stored
-            steps.append(Step(x_t, h_prev, c_prev, r(i), r(f), r(g), r(o), c_kept, _tanh32(c_kept), **clips))
+            steps.append(Step(x_t, h_prev, c_prev, r(i), r(f), r(g), r(o), c_kept, _tanh32(c_kept), **kept))
     y, show = np.stack(states), None
     if mask is not None:  # (8): y_t = s_t * h_t
         show = lstm.shown(np.asarray(mask, bool), zero_output_for_mask)
