@@ -21,6 +21,9 @@ ROW_MODULES = (
     "backends.rows.onnx",
     "backends.rows.torch_onnx",
     "backends.rows.tf2onnx",
+    "backends.rows.openvino",
+    "backends.rows.litert",
+    "backends.rows.litert_keras",
 )
 
 

@@ -39,7 +39,7 @@ from conformance.mistakes import SWITCH, Misread
 from contract.answers import Gradients, Outputs
 from spec import layer, lstm
 from spec.layer import LayerConfig, reverse_time
-from spec.params import LayerParams, LSTMParams
+from spec.params import LayerParams
 
 
 def _switch(name: str) -> str:
@@ -330,7 +330,7 @@ def backward(run: Run, dy, dh_T, dc_T) -> Gradients:
         d_joined = d_input
     cells = [g.params() for g in grads]
     if BIAS_GRADIENT_WRONG_GATE in switches:  # each cell's b gradient with the blocks of f and g written to each other
-        cells = [LSTMParams(cell.W, cell.U, cell.b[[0, 2, 1, 3]], cell.p, cell.W_hr) for cell in cells]
+        cells = [replace(cell, b=cell.b[[0, 2, 1, 3]]) for cell in cells]
     return Gradients(d_joined, np.stack([g.h0 for g in grads]), np.stack([g.c0 for g in grads]), LayerParams(tuple(cells), D))
 
 
@@ -362,7 +362,10 @@ def _cell_forward(params, x, h0, c0, *, mask, switches, dtype, forget_bias, gate
     T, B, _ = x.shape
     H, P = params.hidden_size, params.output_size
     gates = np.empty((4, T, B, H), dtype)
-    np.add(np.einsum("tbi,ghi->gtbh", x, params.W), params.b[:, None, None, :], out=gates)
+    layer_norm = params.ln is not None  # (1n): b is the shift after the normalization
+    np.add(np.einsum("tbi,ghi->gtbh", x, params.W), 0.0 if layer_norm else params.b[:, None, None, :], out=gates)
+    ln_n = np.zeros((4, T, B, H), dtype) if layer_norm else None
+    ln_rstd = np.zeros((4, T, B), dtype) if layer_norm else None
     c_seq, squashed_seq = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
     h_seq = np.empty((T, B, P), dtype)
     m_seq = None if params.W_hr is None else np.empty((T, B, H), dtype)
@@ -374,11 +377,13 @@ def _cell_forward(params, x, h0, c0, *, mask, switches, dtype, forget_bias, gate
     for t in range(T):
         z = gates[:, t]
         z += np.einsum("ghp,bp->gbh", params.U, h)
-        features = lstm.step_features_of(options, gate_passed, cell_passed, t)
+        features = lstm.step_features_of(options, gate_passed, cell_passed, t, params, ln_n, ln_rstd)
         _step(z, c, params.p, forget_bias, c_seq[t], squashed_seq[t], h_seq[t] if m_seq is None else m_seq[t], features,
               switches)
         if m_seq is not None:  # (7)
             a = m_seq[t] @ params.W_hr.T
+            if params.b_hr is not None:  # (7b)
+                a += params.b_hr
             if tanh_a_seq is not None:
                 a = tanh_a_seq[t] = np.tanh(a)
             h_seq[t] = a
@@ -395,21 +400,22 @@ def _cell_forward(params, x, h0, c0, *, mask, switches, dtype, forget_bias, gate
     return _CellRun(h_seq=y, h_T=h_seq[-1].copy(), c_T=c_seq[-1].copy(), dtype=np.dtype(dtype), params=params,
                     forget_bias=forget_bias, x=x, h0=h0, c0=c0, gates=gates, c_seq=c_seq, tanh_c_seq=squashed_seq,
                     options=options, h_state_seq=h_seq, m_seq=m_seq, mask=mask, show=show, gate_passed=gate_passed,
-                    cell_passed=cell_passed, proj_passed=proj_passed, tanh_a_seq=tanh_a_seq)
+                    cell_passed=cell_passed, proj_passed=proj_passed, ln_n=ln_n, ln_rstd=ln_rstd, tanh_a_seq=tanh_a_seq)
 
 
 def _step(z, c_prev, p, forget_bias, c, squashed, m, features, switches):
     """spec.lstm.step with the cell's mistakes: fills c, what multiplies o (``squashed``) and m."""
     p_i, p_f, p_o = (None, None, None) if p is None else p
     clip_i, clip_f, clip_g, clip_o = features.gate_clips
-    i = lstm.peeking_gate(z[0], p_i, c_prev, 0.0, clip_i)  # (1)
+    norm_i, norm_f, norm_g, norm_o = features.norms
+    i = lstm.peeking_gate(z[0], p_i, c_prev, 0.0, clip_i, norm_i)  # (1)
     if features.coupled_input_forget:
         f = lstm.coupled_forget_gate(i, out=z[1])  # (2c)
     else:
-        f = lstm.peeking_gate(z[1], p_f, c_prev, forget_bias, clip_f)  # (2)
-    g = lstm.candidate(z[2], clip_g)  # (3)
+        f = lstm.peeking_gate(z[1], p_f, c_prev, forget_bias, clip_f, norm_f)  # (2)
+    g = lstm.candidate(z[2], clip_g, norm_g)  # (3)
     lstm.cell(f, c_prev, i, g, out=c, clip=features.cell_clip)  # (4)
-    o = lstm.output_gate(z[3], p_o, c_prev if O_PEEKS_C_PREV in switches else c, clip_o)  # (5)
+    o = lstm.output_gate(z[3], p_o, c_prev if O_PEEKS_C_PREV in switches else c, clip_o, norm_o)  # (5)
     if switches & {H_WITHOUT_TANH, PROJECTION_BEFORE_TANH}:
         np.copyto(squashed, c)
     else:
@@ -429,6 +435,7 @@ def _step_backward(dm, dc, gates, c_prev, c, squashed, p, dz, features, switches
     i, f, g, o = gates
     p_i, p_f, p_o = (None, None, None) if p is None else p
     clip_i, clip_f, clip_g, clip_o = features.gate_clips
+    norm_i, norm_f, norm_g, norm_o = features.norms
     if PROJECTION_OF_C in switches:  # m = c: nothing reaches o through m
         do, dc_through_m = np.zeros_like(dm), dm
     elif switches & {H_WITHOUT_TANH, PROJECTION_BEFORE_TANH}:  # m = o * c
@@ -437,7 +444,7 @@ def _step_backward(dm, dc, gates, c_prev, c, squashed, p, dz, features, switches
         do, dc_through_m = lstm.hidden_backward(dm, o, squashed)  # (6)
     do = _clip_backward(clip_o, do)  # (5g)
     peeks_back = O_PEEKS_C_PREV in switches
-    dz_o, dc_through_p_o, dp_o = lstm.output_gate_backward(do, o, p_o, c_prev if peeks_back else c)  # (5)
+    dz_o, dc_through_p_o, dp_o = lstm.output_gate_backward(do, o, p_o, c_prev if peeks_back else c, norm_o)  # (5)
     if PEEPHOLES_DROPPED_FROM_DC in switches:
         dc_through_p_o = 0.0
     if DC_IGNORES_DOWNSTREAM in switches:
@@ -446,15 +453,15 @@ def _step_backward(dm, dc, gates, c_prev, c, squashed, p, dz, features, switches
     dc = _clip_backward(features.cell_clip, dc)  # (4c)
     df, dc_prev, di, dg = lstm.cell_backward(dc, f, c_prev, i, g)  # (4)
     dg = _clip_backward(clip_g, dg)  # (3g)
-    dz_g = lstm.candidate_backward(dg, g)  # (3)
+    dz_g = lstm.candidate_backward(dg, g, norm_g)  # (3)
     if features.coupled_input_forget:
         di = lstm.coupled_forget_gate_backward(df, di)  # (2c)
         dz_f, dc_through_p_f, dp_f = 0.0, 0.0, None if p is None else np.zeros_like(dp_o)
     else:
         df = _clip_backward(clip_f, df)  # (2g)
-        dz_f, dc_through_p_f, dp_f = lstm.peeking_gate_backward(df, f, p_f, c_prev)  # (2)
+        dz_f, dc_through_p_f, dp_f = lstm.peeking_gate_backward(df, f, p_f, c_prev, norm_f)  # (2)
     di = _clip_backward(clip_i, di)  # (1g)
-    dz_i, dc_through_p_i, dp_i = lstm.peeking_gate_backward(di, i, p_i, c_prev)  # (1)
+    dz_i, dc_through_p_i, dp_i = lstm.peeking_gate_backward(di, i, p_i, c_prev, norm_i)  # (1)
     if PEEPHOLES_DROPPED_FROM_DC in switches:
         dc_through_p_i = dc_through_p_f = 0.0
     dc_prev = dc_prev + dc_through_p_i + dc_through_p_f + (dc_through_p_o if peeks_back else 0.0)
@@ -471,6 +478,7 @@ def _cell_backward(run: lstm.Forward, dh_seq, dh_T, dc_T, switches) -> lstm.Grad
     dz_seq = np.zeros((T, B, 4, H), dtype)  # a step the loop leaves out keeps zeros
     da_seq = None if params.W_hr is None else np.zeros((T, B, P), dtype)  # cotangents of W_hr m_t
     dp = None if params.p is None else np.zeros((3, H), dtype)
+    dz_norm_seq = None if params.ln is None else np.zeros((T, B, 4, H), dtype)  # (1n): cotangents of z_k
     tanh_a_seq = getattr(run, "tanh_a_seq", None)
     if run.mask is not None:
         dh_seq = np.where(run.show[:, :, None], dh_seq, 0.0)
@@ -486,7 +494,8 @@ def _cell_backward(run: lstm.Forward, dh_seq, dh_T, dc_T, switches) -> lstm.Grad
         if da_seq is not None:
             dh, da_seq[t] = lstm.project_backward(dh, params.W_hr, run.proj_clip(t))
         dc_next, dp_t = _step_backward(dh, dc, run.gates[:, t], c_prev, run.c_seq[t], run.tanh_c_seq[t], params.p,
-                                       dz_seq[t], run.step_features(t), switches)
+                                       dz_seq[t], run.step_features(t, None if dz_norm_seq is None else dz_norm_seq[t]),
+                                       switches)
         if dp is not None:
             dp += dp_t
         dh_next = dz_seq[t].reshape(B, 4 * H) @ params.U.reshape(4 * H, P)
@@ -496,16 +505,22 @@ def _cell_backward(run: lstm.Forward, dh_seq, dh_T, dc_T, switches) -> lstm.Grad
     dz_all = dz_seq.reshape(T * B, 4 * H)
     I = params.input_size
     h_prev_all = np.concatenate([run.h0[None], run.h_state_seq[:-1]]).reshape(T * B, P)
+    db, dln = dz_all.sum(axis=0).reshape(4, H), None
+    if dz_norm_seq is not None:  # (1n): b is the shift of z_k, gamma its scale
+        dz_norm = dz_norm_seq.transpose(2, 0, 1, 3).reshape(4, T * B, H)
+        db, dln = dz_norm.sum(axis=1), (dz_norm * run.ln_n.reshape(4, T * B, H)).sum(axis=1)
     return lstm.Gradients(
         x=(dz_all @ params.W.reshape(4 * H, I)).reshape(T, B, I),
         h0=dh_next,
         c0=dc_next,
         W=(dz_all.T @ run.x.reshape(T * B, I)).reshape(4, H, I),
         U=(dz_all.T @ h_prev_all).reshape(4, H, P),
-        b=dz_all.sum(axis=0).reshape(4, H),
+        b=db,
         p=dp,
         dtype=dtype,
         W_hr=None if da_seq is None else da_seq.reshape(T * B, P).T @ run.m_seq.reshape(T * B, H),
+        ln=dln,
+        b_hr=None if params.b_hr is None else da_seq.reshape(T * B, P).sum(axis=0),
     )
 
 

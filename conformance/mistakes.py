@@ -197,13 +197,13 @@ def _o_times_c(o, c, tanh_c, out):
     return np.multiply(o, c, out=out)
 
 
-def _p_o_dropped_from_dc(do, o, p_o, c):
-    dz, _, dp = _output_gate_backward(do, o, p_o, c)
+def _p_o_dropped_from_dc(do, o, p_o, c, norm=None):
+    dz, _, dp = _output_gate_backward(do, o, p_o, c, norm)
     return dz, 0.0, dp
 
 
-def _peepholes_dropped_from_dc(d_gate, gate, p_k, c_peek):
-    dz, _, dp = _peeking_gate_backward(d_gate, gate, p_k, c_peek)
+def _peepholes_dropped_from_dc(d_gate, gate, p_k, c_peek, norm=None):
+    dz, _, dp = _peeking_gate_backward(d_gate, gate, p_k, c_peek, norm)
     return dz, 0.0, dp
 
 
@@ -212,8 +212,8 @@ def _dc_prev_ignores_f(dc, f, c_prev, i, g):
     return df, dc, di, dg
 
 
-def _tanh_derivative_wrong(dg, g):
-    return dg * (1.0 - g)
+def _tanh_derivative_wrong(dg, g, norm=None):
+    return lstm._norm_backward(norm, dg * (1.0 - g))
 
 
 def _reverse_outputs_in_processing_order(params, layer_input, h0, c0, mask, reverse, cell=lstm.forward, **options):
@@ -277,8 +277,8 @@ def _masked_cotangent_not_carried(mu, d):
     return step_share, np.zeros_like(d)
 
 
-def _projection_before_tanh_project(m, W_hr, out, clip=None):
-    np.tanh(m @ W_hr.T, out=out)
+def _projection_before_tanh_project(m, W_hr, out, clip=None, b_hr=None):
+    np.tanh(m @ W_hr.T if b_hr is None else m @ W_hr.T + b_hr, out=out)
     if clip is not None:
         clip(out)
     return out
@@ -301,12 +301,13 @@ def _cell_clip_after_output(z, c_prev, p, forget_bias, c, tanh_c, h, features=ls
         features.cell_clip(c)
 
 
-def _gate_clip_before_peephole(z, p_k, c_peek, bias=0.0, clip=None):
+def _gate_clip_before_peephole(z, p_k, c_peek, bias=0.0, clip=None, norm=None):
     """ONNX's clip, misread: applied to W x + U h + b before the peephole and forget bias are added."""
     if clip is not None:
         clip(z)
     if p_k is not None:
         z += p_k * c_peek
+    lstm._norm(norm, z)
     if bias:
         z += bias
     return lstm.sigmoid(z, out=z)
@@ -331,6 +332,53 @@ def _clip_gradient_inverted(self, d):
     return np.where(self.passed, 0.0, d)
 
 
+# (1n)-(5n) and (7b), misread.
+def _layer_norm_of_the_biased_sum(self, a):
+    """The bias added before the normalization (W x + U h + b normalized) and no shift after it."""
+    a += self.b
+    np.subtract(a, a.mean(axis=1, keepdims=True), out=self.n)
+    np.divide(1.0, np.sqrt(np.mean(self.n * self.n, axis=1) + lstm.LN_EPSILON), out=self.rstd)
+    self.n *= self.rstd[:, None]
+    return np.multiply(self.gamma, self.n, out=a)
+
+
+def _layer_norm_unbiased_variance(self, a):
+    """The variance divided by H - 1 (the sample variance) instead of H."""
+    H = a.shape[1]
+    np.subtract(a, a.mean(axis=1, keepdims=True), out=self.n)
+    np.divide(1.0, np.sqrt(np.sum(self.n * self.n, axis=1) / max(H - 1, 1) + lstm.LN_EPSILON), out=self.rstd)
+    self.n *= self.rstd[:, None]
+    np.multiply(self.gamma, self.n, out=a)
+    a += self.b
+    return a
+
+
+def _layer_norm_gradient_without_mean(self, dz):
+    """da = (dn - n mean(dn n)) / sigma: the mean's share of the normalization left out of its derivative."""
+    if self.dz is not None:
+        self.dz[...] = dz
+    dn = dz * self.gamma
+    return (dn - self.n * (dn * self.n).mean(axis=1, keepdims=True)) * self.rstd[:, None]
+
+
+def _layer_norm_gradient_without_variance(self, dz):
+    """da = (dn - mean(dn)) / sigma: the variance's share of the normalization left out of its derivative."""
+    if self.dz is not None:
+        self.dz[...] = dz
+    dn = dz * self.gamma
+    return (dn - dn.mean(axis=1, keepdims=True)) * self.rstd[:, None]
+
+
+def _proj_bias_after_clip(m, W_hr, out, clip=None, b_hr=None):
+    """h_t = clip(W_hr m_t) + b_hr: the bias added after the projection's clip."""
+    np.matmul(m, W_hr.T, out=out)
+    if clip is not None:
+        clip(out)
+    if b_hr is not None:
+        out += b_hr
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Misreadings of the parameters
 # ---------------------------------------------------------------------------
@@ -340,9 +388,9 @@ ORDER_NAMES = {("i", "g", "f", "o"): "TensorFlow's BlockLSTM order", ("i", "o", 
 
 
 def gates_in_order(cell: LSTMParams, order) -> LSTMParams:
-    """The cell's W, U and b with their gate blocks in ``order`` (used[k] = given[order[k]])."""
+    """The cell's W, U and b (and ln) with their gate blocks in ``order`` (used[k] = given[order[k]])."""
     order = list(order)
-    return LSTMParams(cell.W[order], cell.U[order], cell.b[order], cell.p, cell.W_hr)
+    return replace(cell, W=cell.W[order], U=cell.U[order], b=cell.b[order], ln=None if cell.ln is None else cell.ln[order])
 
 
 def _gates_stacked(order: tuple[int, ...]) -> Mistake:
@@ -365,7 +413,7 @@ def _peepholes_swapped(a: int, b: int) -> Mistake:
     order = [0, 1, 2]
     order[a], order[b] = b, a
     # Its own inverse; a cell without peepholes has nothing to swap (a mutant runs such cases too).
-    swap = lambda c: LSTMParams(c.W, c.U, c.b, None if c.p is None else c.p[order], c.W_hr)  # noqa: E731
+    swap = lambda c: replace(c, p=None if c.p is None else c.p[order])  # noqa: E731
     first, second = PEEPHOLE_GATES[a], PEEPHOLE_GATES[b]
     i_and_f = (first, second) == ("i", "f")  # the one planted, and a mutant
     return Mistake(f"peepholes-{first}-{second}-swapped", f"the peepholes of {first} and {second} are swapped", FORWARD,
@@ -373,7 +421,7 @@ def _peepholes_swapped(a: int, b: int) -> Mistake:
                    model=Misread(cell=swap, map_back=swap), mutant=i_and_f)
 
 
-_transposed_U = lambda c: LSTMParams(c.W, c.U.transpose(0, 2, 1).copy(), c.b, c.p, c.W_hr)  # noqa: E731
+_transposed_U = lambda c: replace(c, U=c.U.transpose(0, 2, 1).copy())  # noqa: E731
 
 # ---------------------------------------------------------------------------
 # The catalogue
@@ -393,7 +441,7 @@ CATALOGUE: tuple[Mistake, ...] = (
             model=Misread(layer=lambda config: replace(config, forget_bias=config.forget_bias + 1.0))),
     # This project's layouts split b in half between a framework's two biases (PyTorch, ONNX).
     Mistake("one-of-two-biases-dropped", "only one of two biases is used (b is split in half between them)", FORWARD,
-            model=Misread(cell=lambda c: LSTMParams(c.W, c.U, c.b * 0.5, c.p, c.W_hr)), mutant=True),
+            model=Misread(cell=lambda c: replace(c, b=c.b * 0.5)), mutant=True),
     *(_peepholes_swapped(a, b) for a, b in combinations(range(3), 2)),
     # The spec without peepholes predicts no gradient for p: what such an implementation reports for the p it
     # ignores is left open; the other gradients decide.
@@ -423,6 +471,25 @@ CATALOGUE: tuple[Mistake, ...] = (
             plant=(Patch(lstm, "cell_backward", _dc_prev_ignores_f),)),
     Mistake("tanh-derivative-wrong", "the candidate's tanh derivative is taken as 1 - g instead of 1 - g^2", BACKWARD,
             plant=(Patch(lstm, "candidate_backward", _tanh_derivative_wrong),)),
+    # --- Layer normalization and the projection's bias (TFLite's fused LSTM) ------------------------------------
+    Mistake("layer-norm-coefficients-ignored", "layer normalization's coefficients are ignored (gamma taken as 1)",
+            FORWARD, needs(Feature.LAYER_NORM),
+            model=Misread(cell=lambda c: c if c.ln is None else replace(c, ln=np.ones_like(c.ln))), mutant=True),
+    Mistake("layer-norm-of-the-biased-sum", "the bias is normalized with the gate's pre-activation (W x + U h + b "
+            "normalized, no shift after it) instead of shifting it", FORWARD, needs(Feature.LAYER_NORM),
+            plant=(Patch(lstm.Norm, "__call__", _layer_norm_of_the_biased_sum),)),
+    Mistake("layer-norm-unbiased-variance", "the normalization divides by the sample variance (over H - 1) instead of "
+            "the mean of the squared deviations", FORWARD, needs(Feature.LAYER_NORM),
+            plant=(Patch(lstm.Norm, "__call__", _layer_norm_unbiased_variance),)),
+    Mistake("layer-norm-gradient-without-mean", "the normalization's gradient leaves out the mean's share", BACKWARD,
+            needs(Feature.LAYER_NORM), plant=(Patch(lstm.Norm, "backward", _layer_norm_gradient_without_mean),)),
+    Mistake("layer-norm-gradient-without-variance", "the normalization's gradient leaves out the variance's share",
+            BACKWARD, needs(Feature.LAYER_NORM),
+            plant=(Patch(lstm.Norm, "backward", _layer_norm_gradient_without_variance),)),
+    Mistake("proj-bias-ignored", "the projection's bias is ignored", FORWARD, needs(Feature.PROJ_BIAS),
+            model=Misread(cell=lambda c: c if c.b_hr is None else replace(c, b_hr=np.zeros_like(c.b_hr))), mutant=True),
+    Mistake("proj-bias-after-clip", "the projection's bias is added after its clip: h = clip(W_hr m) + b_hr", FORWARD,
+            needs(Feature.PROJ_BIAS, Feature.PROJ_CLIP), plant=(Patch(lstm, "project", _proj_bias_after_clip),)),
     # --- The layer --------------------------------------------------------------------------------------------
     Mistake("reverse-outputs-in-processing-order",
             "the reverse direction's outputs are left in processing order (not reversed back to time order)", FORWARD,

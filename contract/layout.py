@@ -57,6 +57,9 @@ class Layout:
     holds: frozenset = frozenset()
     #: Why it cannot express each of the others, in the framework's words.
     reasons: Mapping[Feature, str] = field(default_factory=dict)
+    #: Whether a coupled cell's forget-gate tensors, which take no part (spec (2c)), survive a round trip; False where
+    #: the native parameters have no place for them (TFLite's CIFG op): they come back as zeros.
+    keeps_unused_forget_gate: bool = True
 
     def __post_init__(self):
         unknown = set(self.holds) - ARCHITECTURE

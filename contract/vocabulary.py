@@ -89,6 +89,8 @@ class Feature(Word):
     CELL_CLIP = "cell_clip"
     GATE_CLIP = "gate_clip"
     COUPLED = "coupled"
+    LAYER_NORM = "layer_norm"
+    PROJ_BIAS = "proj_bias"
     LENGTHS = "lengths"
     EMPTY_SEQUENCES = "empty_sequences"
     MASK = "mask"
@@ -109,6 +111,8 @@ MEANINGS = {
     Feature.CELL_CLIP: "clipping the cell state (cell_clip)",
     Feature.GATE_CLIP: "clipping the gate pre-activations (gate_clip, ONNX's clip)",
     Feature.COUPLED: "coupled input and forget gates (f = 1 - i, ONNX's input_forget)",
+    Feature.LAYER_NORM: "layer normalization of each gate (TFLite's layer_norm_coefficients)",
+    Feature.PROJ_BIAS: "a bias on the projection (TFLite's projection_bias)",
     Feature.LENGTHS: "sequence lengths",
     Feature.EMPTY_SEQUENCES: "sequence lengths of 0",
     Feature.MASK: "a mask of steps",
@@ -119,7 +123,7 @@ MEANINGS = {
 #: others are the call's: what an implementation does with the inputs it is given.
 ARCHITECTURE = frozenset({
     Feature.PEEPHOLE, Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL, Feature.PROJECTION, Feature.PROJ_CLIP,
-    Feature.CELL_CLIP, Feature.GATE_CLIP, Feature.COUPLED,
+    Feature.CELL_CLIP, Feature.GATE_CLIP, Feature.COUPLED, Feature.LAYER_NORM, Feature.PROJ_BIAS,
 })
 CALL = frozenset(Feature) - ARCHITECTURE
 
@@ -136,6 +140,8 @@ def features_of(layer, lengths: np.ndarray | None = None, mask: np.ndarray | Non
         Feature.CELL_CLIP: layer.cell_clip is not None,
         Feature.GATE_CLIP: layer.gate_clip is not None,
         Feature.COUPLED: bool(layer.coupled_input_forget),
+        Feature.LAYER_NORM: bool(layer.layer_norm),
+        Feature.PROJ_BIAS: bool(layer.proj_bias),
         Feature.LENGTHS: lengths is not None,
         Feature.EMPTY_SEQUENCES: lengths is not None and bool((np.asarray(lengths) == 0).any()),
         Feature.MASK: mask is not None,

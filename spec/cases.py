@@ -174,6 +174,16 @@ CASES: tuple[Case, ...] = (
          lengths=(20, 13, 1, 0, 7, 20, 19, 2), seed=117, note="a realistic combination, directional checks"),
     Case("medium-torch", 20, 8, 16, 12, LayerConfig(num_layers=2, **BI, proj_size=6),
          lengths=(20, 13, 1, 3, 7, 20, 19, 2), seed=118, note="what PyTorch's nn.LSTM can run, at a larger size"),
+    Case("layer-norm", 5, 3, 3, 5, LayerConfig(layer_norm=True), seed=128,
+         note="TFLite's layer-normalized LSTM: each gate normalized over its H units, b the shift"),
+    Case("layer-norm-cifg", 5, 3, 3, 5, LayerConfig(layer_norm=True, peephole=True, coupled_input_forget=True,
+                                                    cell_clip=1.0), seed=129, weight_scale=2.0,
+         note="layer normalization over the peepholes' shares, coupled gates, a cell clip: TFLite's CIFG LSTM"),
+    Case("proj-bias", 5, 3, 3, 4, LayerConfig(proj_size=3, proj_bias=True, proj_clip=0.5), seed=130,
+         note="a projection with its bias, clipped: TFLite's projection_bias and proj_clip"),
+    Case("layer-norm-full", 6, 3, 4, 5, LayerConfig(num_layers=2, layer_norm=True, peephole=True, proj_size=3,
+                                                    proj_bias=True, cell_clip=1.0, proj_clip=0.4, forget_bias=1.0),
+         seed=132, weight_scale=2.0, note="every feature of TFLite's fused LSTM at once, two layers"),
 )
 
 CASES_BY_NAME = {case.name: case for case in CASES}
@@ -250,6 +260,9 @@ def make_case_data(case: Case, dtype: object = np.float64) -> CaseData:
             b=uniform(name("b"), (4, H), s * 0.5),
             p=uniform(name("p"), (3, H), 0.5) if case.layer.peephole else None,
             W_hr=uniform(name("W_hr"), (P, H), 1.0 / np.sqrt(H)) if case.layer.proj_size else None,
+            # gamma around 1, different for every gate and unit: a gate normalized with another's gamma is wrong.
+            ln=1.0 + uniform(name("ln"), (4, H), 0.5) if case.layer.layer_norm else None,
+            b_hr=uniform(name("b_hr"), (P,), 0.5) if case.layer.proj_bias else None,
         ).astype(dtype))
     tensors = dict(
         x=normal("x", (T, B, I)),

@@ -29,8 +29,8 @@ and LSTM(x; h0, c0, mu) the cell of :mod:`spec.lstm` ((1)-(8) there):
     (14)  a mask (Keras) applies at every layer and direction: masked steps carry the
           state, the outputs there are zero or the previous output (zero_output_for_mask).
 
-The cell's features (peepholes, forget_bias, projection, clips, coupled gates)
-apply to every cell alike (:class:`LayerConfig`). Dropout is out of scope.
+The cell's features (peepholes, forget_bias, projection and its bias, clips, coupled
+gates, layer normalization) apply to every cell alike (:class:`LayerConfig`). Dropout is out of scope.
 
 Backward: with dy (T, B, D * P), dh_T (L * D, B, P) and dc_T (L * D, B, H) the
 cotangents of y, h_T and c_T, the gradient of
@@ -88,6 +88,8 @@ class LayerConfig:
     proj_clip: float | None = None  # pi of (7): TF1's proj_clip; needs proj_size
     coupled_input_forget: bool = False  # (2c): ONNX's input_forget
     zero_output_for_mask: bool = False  # (8): zero at masked steps, or the previous output (Keras's default)
+    layer_norm: bool = False  # (1n)-(5n): TFLite's per-gate layer normalization (params.ln)
+    proj_bias: bool = False  # (7b): the projection's bias (params.b_hr); needs proj_size
 
     def __post_init__(self) -> None:
         _require(isinstance(self.num_layers, (int, np.integer)) and not isinstance(self.num_layers, bool)
@@ -96,7 +98,7 @@ class LayerConfig:
         _require(self.proj_size is None or (isinstance(self.proj_size, (int, np.integer))
                  and not isinstance(self.proj_size, bool) and self.proj_size >= 1),
                  "config.proj_size", "None or an integer >= 1", self.proj_size)
-        for flag in ("peephole", "coupled_input_forget", "zero_output_for_mask"):
+        for flag in ("peephole", "coupled_input_forget", "zero_output_for_mask", "layer_norm", "proj_bias"):
             _require(isinstance(getattr(self, flag), (bool, np.bool_)), f"config.{flag}", "True or False", getattr(self, flag))
         # The cell checks the numbers (forget bias finite, thresholds > 0) with the same messages.
         lstm._check_forget_bias(self.forget_bias)
@@ -104,6 +106,8 @@ class LayerConfig:
             lstm._check_threshold(f"config.{name}", getattr(self, name))
         _require(self.proj_clip is None or self.proj_size is not None, "config.proj_clip",
                  "None without a projection (proj_size)", self.proj_clip)
+        _require(not self.proj_bias or self.proj_size is not None, "config.proj_bias",
+                 "False without a projection (proj_size)", self.proj_bias)
 
     @property
     def num_directions(self) -> int:
@@ -348,6 +352,8 @@ def _check_params(params: object, config: LayerConfig, dtype: np.dtype) -> None:
         ("number of directions", params.num_directions, config.num_directions),
         ("projection size", params.proj_size, config.proj_size),
         ("peephole variant", params.peephole, config.peephole),
+        ("layer normalization (ln)", params.layer_norm, config.layer_norm),
+        ("projection bias (b_hr)", params.proj_bias, config.proj_bias),
     ):
         if got != want:
             hint = "the spec never casts" if what == "dtype" else "params and config must describe one LSTM"

@@ -53,11 +53,21 @@ selectable alone or with any other; clip_theta(a) = min(max(a, -theta), theta):
          the first one). h_T, c_T are the state after the last unmasked step.
          Without a mask y_t = h_t. A sequence length L_b is the mask t < L_b with
          zero outputs (:mod:`spec.layer`).
+    (1n)-(3n), (5n)  layer normalization (Ba, Kiros & Hinton 2016, per gate, as TFLite's
+         fused LSTM applies it: tensorflow/lite/kernels/lstm_eval.cc), with the
+         coefficients gamma (params.ln): each gate's pre-activation without its bias,
+         a_k = W_k x_t + U_k h_{t-1} (+ p_k * c for i, f, o), is normalized over the H
+         units of each row,  n_k = (a_k - mean(a_k)) / sqrt(var(a_k) + epsilon),  with
+         var the mean of the squared deviations and epsilon = 1e-8 (LN_EPSILON); then
+         z_k = gamma_k * n_k + b_k takes the pre-activation's place: the bias is the
+         shift, the forget bias and the gate clip come after, the activation last.
+    (7b) the projection's bias (params.b_hr, TFLite's projection_bias):
+         h_t = clip_pi(W_hr m_t + b_hr).
 
 The backward pass is backpropagation through time, derived by hand. Given
 the cotangents of every output (dh_seq[t] for each output y_t, dh_T and dc_T),
 it returns the gradient of L = sum_t <dh_seq[t], y_t> + <dh_T, h_T> + <dc_T, c_T>
-with respect to x, h_0, c_0, W, U, b, p (and W_hr). Going back from t = T, with
+with respect to x, h_0, c_0, W, U, b, p (and W_hr, ln, b_hr). Going back from t = T, with
 dh_t = dh_seq[t] + (dh_T at t = T) + U^T dz_{t+1}:
 
     (6)  do_t  = dh_t * tanh(c_t)          dc_t += dh_t * o_t * (1 - tanh^2(c_t))
@@ -85,6 +95,12 @@ takes the same convention at |a| = theta, a point the tests keep away from):
     (2c) di_t -= df_t  and dz_f = 0, before (1).
     (1g)-(3g), (5g)  each gate's cotangent is multiplied by [|a_k| <= gamma] before its
          rule above; the peephole shares then carry the clipped cotangent.
+    (1n)-(3n), (5n)  with dz_k the cotangent of z_k = gamma_k n_k + b_k (the gate's rule
+         above, before its peephole share):  db_k += sum_b dz_k,  dgamma_k += sum_b dz_k * n_k,
+         dn = gamma_k * dz_k,  da_k = (dn - mean(dn) - n_k * mean(dn * n_k)) / sqrt(var(a_k) + epsilon)
+         (means over the H units); da_k then takes dz_k's place in the peephole's share and
+         in the products' rules (dW, dU, dx, dh_{t-1}).
+    (7b) db_hr += sum_b da_t.
 
 Computation: float64 unless asked for float32; every input must already be
 in that dtype (nothing is cast), and the result says which it computed in.
@@ -101,7 +117,10 @@ import numpy as np
 from spec.params import GATES, LSTMParams, require_params
 from spec.validation import LSTMInputError, check_dtype, check_tensor
 
-__all__ = ["GATES", "Forward", "Gradients", "forward", "backward", "sigmoid", "loss"]
+__all__ = ["GATES", "LN_EPSILON", "Forward", "Gradients", "forward", "backward", "sigmoid", "loss"]
+
+#: epsilon of (1n)-(3n), (5n): TFLite's kNormalizationConstant.
+LN_EPSILON = 1e-8
 
 
 def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -156,12 +175,51 @@ def _clip_backward(clip: Clip | None, d):
     return d if clip is None else clip.backward(d)
 
 
+# (1n)-(3n), (5n): z_k = gamma_k * n_k + b_k,  n_k = (a_k - mean(a_k)) / sqrt(var(a_k) + epsilon).
+class Norm:
+    """One gate's layer normalization at one step: gamma and b of the gate, and the buffers of what backward needs
+    (n_k and 1 / sqrt(var + epsilon) per row), filled by the forward rule; ``dz`` (B, H), when given, receives the
+    cotangent of z_k in the backward rule (db and dgamma are summed from it at the end, as db is without it).
+    """
+
+    __slots__ = ("gamma", "b", "n", "rstd", "dz")
+
+    def __init__(self, gamma, b, n, rstd, dz=None):
+        self.gamma, self.b, self.n, self.rstd, self.dz = gamma, b, n, rstd, dz
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        np.subtract(a, a.mean(axis=1, keepdims=True), out=self.n)
+        variance = np.mean(self.n * self.n, axis=1)
+        np.divide(1.0, np.sqrt(variance + LN_EPSILON), out=self.rstd)
+        self.n *= self.rstd[:, None]
+        np.multiply(self.gamma, self.n, out=a)
+        a += self.b
+        return a
+
+    def backward(self, dz: np.ndarray) -> np.ndarray:
+        """da_k from dz_k."""
+        if self.dz is not None:
+            self.dz[...] = dz
+        dn = dz * self.gamma
+        centred = dn - dn.mean(axis=1, keepdims=True) - self.n * (dn * self.n).mean(axis=1, keepdims=True)
+        return centred * self.rstd[:, None]
+
+
+def _norm(norm: Norm | None, a):
+    return a if norm is None else norm(a)
+
+
+def _norm_backward(norm: Norm | None, dz):
+    return dz if norm is None else norm.backward(dz)
+
+
 # (1) i_t = sigma(z_i + p_i * c_{t-1})  and  (2) f_t = sigma(z_f + p_f * c_{t-1} + forget_bias)
-# (1g), (2g): the whole pre-activation clipped before sigma.
-def peeking_gate(z, p_k, c_peek, bias=0.0, clip=None):
-    """sigma(clip(z + p_k * c_peek + bias)), computed over z's buffer; p_k is None without peepholes."""
+# (1g), (2g): the whole pre-activation clipped before sigma; (1n), (2n): normalized before the forget bias.
+def peeking_gate(z, p_k, c_peek, bias=0.0, clip=None, norm=None):
+    """sigma(clip(norm(z + p_k * c_peek) + bias)), computed over z's buffer; p_k is None without peepholes."""
     if p_k is not None:
         z += p_k * c_peek
+    _norm(norm, z)
     if bias:
         z += bias
     if clip is not None:
@@ -169,12 +227,12 @@ def peeking_gate(z, p_k, c_peek, bias=0.0, clip=None):
     return sigmoid(z, out=z)
 
 
-def peeking_gate_backward(d_gate, gate, p_k, c_peek):
-    """Returns dz, the share of dc that flows back through the peephole, and dp_k.
+def peeking_gate_backward(d_gate, gate, p_k, c_peek, norm=None):
+    """Returns dz (da_k with layer normalization), the share of dc that flows back through the peephole, and dp_k.
 
     With a gate clip, d_gate arrives already multiplied by the clip's [|a| <= gamma] (step_backward).
     """
-    dz = d_gate * gate * (1.0 - gate)
+    dz = _norm_backward(norm, d_gate * gate * (1.0 - gate))
     if p_k is None:
         return dz, 0.0, None
     return dz, p_k * dz, (dz * c_peek).sum(axis=0)
@@ -190,15 +248,16 @@ def coupled_forget_gate_backward(df, di):
     return di - df
 
 
-# (3) g_t = tanh(z_g); (3g) tanh(clip(z_g))
-def candidate(z_g, clip=None):
+# (3) g_t = tanh(z_g); (3g) tanh(clip(z_g)); (3n) tanh(norm(z_g))
+def candidate(z_g, clip=None, norm=None):
+    _norm(norm, z_g)
     if clip is not None:
         clip(z_g)
     return np.tanh(z_g, out=z_g)
 
 
-def candidate_backward(dg, g):
-    return dg * (1.0 - g * g)
+def candidate_backward(dg, g, norm=None):
+    return _norm_backward(norm, dg * (1.0 - g * g))
 
 
 # (4) c_t = f_t * c_{t-1} + i_t * g_t; (4c) clipped to [-theta, theta] right after the update.
@@ -219,13 +278,13 @@ def cell_backward(dc, f, c_prev, i, g):
 
 
 # (5) o_t = sigma(z_o + p_o * c_t): the output gate peeks at the NEW cell state; (5g) clipped before sigma.
-def output_gate(z_o, p_o, c, clip=None):
-    return peeking_gate(z_o, p_o, c, 0.0, clip)
+def output_gate(z_o, p_o, c, clip=None, norm=None):
+    return peeking_gate(z_o, p_o, c, 0.0, clip, norm)
 
 
-def output_gate_backward(do, o, p_o, c):
+def output_gate_backward(do, o, p_o, c, norm=None):
     """Returns dz_o, the share of dc_t through the peephole, and dp_o."""
-    return peeking_gate_backward(do, o, p_o, c)
+    return peeking_gate_backward(do, o, p_o, c, norm)
 
 
 # (6) h_t = o_t * tanh(c_t)  (m_t with a projection)
@@ -241,18 +300,20 @@ def hidden_backward(dh, o, tanh_c):
 
 @dataclass(frozen=True)
 class StepFeatures:
-    """The optional features of one step: each gate's clip (i, f, g, o), the cell clip, coupled gates."""
+    """The optional features of one step: each gate's clip (i, f, g, o), the cell clip, coupled gates, each gate's
+    layer normalization."""
 
     gate_clips: tuple = (None, None, None, None)
     cell_clip: Clip | None = None
     coupled_input_forget: bool = False
+    norms: tuple = (None, None, None, None)
 
 
 PLAIN_STEP = StepFeatures()
 
 
 def step(z, c_prev, p, forget_bias, c, tanh_c, h, features=PLAIN_STEP):
-    """Equations (1)-(6) for one step, with the features of (1g)-(5g), (2c), (4c).
+    """Equations (1)-(6) for one step, with the features of (1g)-(5g), (2c), (4c), (1n)-(5n).
 
     ``z`` (4, B, H) holds the pre-activations of gates i, f, g, o on entry and
     their activations on return; ``c``, ``tanh_c`` and ``h`` (B, H) are filled
@@ -260,14 +321,15 @@ def step(z, c_prev, p, forget_bias, c, tanh_c, h, features=PLAIN_STEP):
     """
     p_i, p_f, p_o = (None, None, None) if p is None else p
     clip_i, clip_f, clip_g, clip_o = features.gate_clips
-    i = peeking_gate(z[0], p_i, c_prev, 0.0, clip_i)  # (1)
+    norm_i, norm_f, norm_g, norm_o = features.norms
+    i = peeking_gate(z[0], p_i, c_prev, 0.0, clip_i, norm_i)  # (1)
     if features.coupled_input_forget:
         f = coupled_forget_gate(i, out=z[1])  # (2c)
     else:
-        f = peeking_gate(z[1], p_f, c_prev, forget_bias, clip_f)  # (2)
-    g = candidate(z[2], clip_g)  # (3)
+        f = peeking_gate(z[1], p_f, c_prev, forget_bias, clip_f, norm_f)  # (2)
+    g = candidate(z[2], clip_g, norm_g)  # (3)
     cell(f, c_prev, i, g, out=c, clip=features.cell_clip)  # (4)
-    o = output_gate(z[3], p_o, c, clip_o)  # (5)
+    o = output_gate(z[3], p_o, c, clip_o, norm_o)  # (5)
     hidden(o, c, tanh_c, out=h)  # (6)
 
 
@@ -282,38 +344,43 @@ def step_backward(dh, dc, gates, c_prev, c, tanh_c, p, dz, features=PLAIN_STEP):
     i, f, g, o = gates
     p_i, p_f, p_o = (None, None, None) if p is None else p
     clip_i, clip_f, clip_g, clip_o = features.gate_clips
+    norm_i, norm_f, norm_g, norm_o = features.norms
     do, dc_through_tanh = hidden_backward(dh, o, tanh_c)  # (6)
     do = _clip_backward(clip_o, do)  # (5g)
-    dz_o, dc_through_p_o, dp_o = output_gate_backward(do, o, p_o, c)  # (5)
+    dz_o, dc_through_p_o, dp_o = output_gate_backward(do, o, p_o, c, norm_o)  # (5), (5n)
     dc = dc + dc_through_tanh + dc_through_p_o
     dc = _clip_backward(features.cell_clip, dc)  # (4c)
     df, dc_prev, di, dg = cell_backward(dc, f, c_prev, i, g)  # (4)
     dg = _clip_backward(clip_g, dg)  # (3g)
-    dz_g = candidate_backward(dg, g)  # (3)
+    dz_g = candidate_backward(dg, g, norm_g)  # (3), (3n)
     if features.coupled_input_forget:
         di = coupled_forget_gate_backward(df, di)  # (2c)
         dz_f, dc_through_p_f, dp_f = 0.0, 0.0, None if p is None else np.zeros_like(dp_o)
     else:
         df = _clip_backward(clip_f, df)  # (2g)
-        dz_f, dc_through_p_f, dp_f = peeking_gate_backward(df, f, p_f, c_prev)  # (2)
+        dz_f, dc_through_p_f, dp_f = peeking_gate_backward(df, f, p_f, c_prev, norm_f)  # (2), (2n)
     di = _clip_backward(clip_i, di)  # (1g)
-    dz_i, dc_through_p_i, dp_i = peeking_gate_backward(di, i, p_i, c_prev)  # (1)
+    dz_i, dc_through_p_i, dp_i = peeking_gate_backward(di, i, p_i, c_prev, norm_i)  # (1), (1n)
     dc_prev = dc_prev + dc_through_p_i + dc_through_p_f
     dz[:, 0], dz[:, 1], dz[:, 2], dz[:, 3] = dz_i, dz_f, dz_g, dz_o
     dp = None if p is None else np.stack([dp_i, dp_f, dp_o])
     return dc_prev, dp
 
 
-# (7) h_t = clip_pi(W_hr m_t): the projection, after the step (like U h_{t-1}, before it, a product).
-def project(m, W_hr, out, clip=None):
+# (7) h_t = clip_pi(W_hr m_t): the projection, after the step (like U h_{t-1}, before it, a product);
+# (7b) with its bias, clip_pi(W_hr m_t + b_hr).
+def project(m, W_hr, out, clip=None, b_hr=None):
     np.matmul(m, W_hr.T, out=out)
+    if b_hr is not None:
+        out += b_hr
     if clip is not None:
         clip(out)
     return out
 
 
 def project_backward(dh, W_hr, clip=None):
-    """Returns dm_t and da_t, the cotangent of W_hr m_t (backward() sums dW_hr = sum_t da_t m_t^T at the end)."""
+    """Returns dm_t and da_t, the cotangent of W_hr m_t (+ b_hr): backward() sums dW_hr = sum_t da_t m_t^T and
+    db_hr = sum_t sum_b da_t at the end."""
     da = _clip_backward(clip, dh)
     return da @ W_hr, da
 
@@ -382,25 +449,37 @@ class Forward:
     gate_passed: np.ndarray | None = None  # (4, T, B, H): [|a_k| <= gamma], with a gate clip
     cell_passed: np.ndarray | None = None  # (T, B, H): with a cell clip
     proj_passed: np.ndarray | None = None  # (T, B, P): with a projection clip
+    ln_n: np.ndarray | None = None  # (4, T, B, H): n_k of (1n)-(5n), with layer normalization
+    ln_rstd: np.ndarray | None = None  # (4, T, B): 1 / sqrt(var(a_k) + epsilon)
 
-    def step_features(self, t: int) -> StepFeatures:
-        """The features of step t, over the booleans saved by the forward pass."""
-        return step_features_of(self.options, self.gate_passed, self.cell_passed, t)
+    def step_features(self, t: int, dz_norm: np.ndarray | None = None) -> StepFeatures:
+        """The features of step t, over the booleans and normalizations saved by the forward pass; ``dz_norm``
+        (B, 4, H) receives the cotangents of the normalized pre-activations z_k."""
+        return step_features_of(self.options, self.gate_passed, self.cell_passed, t, self.params, self.ln_n,
+                                self.ln_rstd, dz_norm)
 
     def proj_clip(self, t: int) -> Clip | None:
         return None if self.options.proj_clip is None else Clip(self.options.proj_clip, self.proj_passed[t])
 
 
-def step_features_of(options: Options, gate_passed, cell_passed, t: int) -> StepFeatures:
-    if options.plain_step:
+def step_features_of(options: Options, gate_passed, cell_passed, t: int, params: LSTMParams | None = None,
+                     ln_n=None, ln_rstd=None, dz_norm=None) -> StepFeatures:
+    layer_norm = params is not None and params.ln is not None
+    if options.plain_step and not layer_norm:
         return PLAIN_STEP
+    norms = (None,) * 4
+    if layer_norm:
+        norms = tuple(Norm(params.ln[k], params.b[k], ln_n[k, t], ln_rstd[k, t],
+                           None if dz_norm is None else dz_norm[:, k]) for k in range(4))
+        if options.coupled_input_forget:  # f = 1 - i: f's own pre-activation is not computed
+            norms = (norms[0], None, *norms[2:])
     gate_clips = (None,) * 4
     if options.gate_clip is not None:
         gate_clips = tuple(Clip(options.gate_clip, gate_passed[k, t]) for k in range(4))
         if options.coupled_input_forget:  # f = 1 - i: f's own pre-activation is neither used nor clipped
             gate_clips = (gate_clips[0], None, *gate_clips[2:])
     cell_clip = None if options.cell_clip is None else Clip(options.cell_clip, cell_passed[t])
-    return StepFeatures(gate_clips, cell_clip, options.coupled_input_forget)
+    return StepFeatures(gate_clips, cell_clip, options.coupled_input_forget, norms)
 
 
 @dataclass(frozen=True, eq=False)
@@ -416,18 +495,15 @@ class Gradients:
     p: np.ndarray | None  # (3, H), gates i, f, o; None without peepholes
     dtype: np.dtype
     W_hr: np.ndarray | None = None  # (P, H); None without a projection
+    ln: np.ndarray | None = None  # (4, H); None without layer normalization
+    b_hr: np.ndarray | None = None  # (P,); None without a projection bias
 
     def tensors(self) -> dict[str, np.ndarray]:
-        named = {"x": self.x, "h0": self.h0, "c0": self.c0, "W": self.W, "U": self.U, "b": self.b}
-        if self.p is not None:
-            named["p"] = self.p
-        if self.W_hr is not None:
-            named["W_hr"] = self.W_hr
-        return named
+        return {"x": self.x, "h0": self.h0, "c0": self.c0, **self.params().tensors()}
 
     def params(self) -> LSTMParams:
         """The parameters' gradients, laid out as the parameters."""
-        return LSTMParams(self.W, self.U, self.b, self.p, self.W_hr)
+        return LSTMParams(self.W, self.U, self.b, self.p, self.W_hr, self.ln, self.b_hr)
 
 
 def forward(
@@ -475,9 +551,12 @@ def forward(
     # W x_t + b for all steps in one product. The result is laid out gate-major (4, T, B, H), in
     # the same pass that adds b, so that each gate's (B, H) block is contiguous for the elementwise
     # work; each step then adds U h_{t-1} and overwrites the pre-activations with the activations.
+    # With layer normalization b is the shift after the normalization (1n): not added here.
     gates = np.empty((4, T, B, H), dtype)
     Wx = np.ascontiguousarray(x).reshape(T * B, I) @ params.W.reshape(4 * H, I).T
-    np.add(Wx.reshape(T, B, 4, H).transpose(2, 0, 1, 3), params.b[:, None, None, :], out=gates)
+    layer_norm = params.ln is not None
+    b = np.zeros_like(params.b) if layer_norm else params.b
+    np.add(Wx.reshape(T, B, 4, H).transpose(2, 0, 1, 3), b[:, None, None, :], out=gates)
     U_T = params.U.reshape(4 * H, P).T
     Uh = np.empty((B, 4 * H), dtype)
     c_seq = np.empty((T, B, H), dtype)
@@ -489,6 +568,10 @@ def forward(
     gate_passed = None if options.gate_clip is None else np.ones((4, T, B, H), bool)  # f's stays 1 under (2c)
     cell_passed = None if options.cell_clip is None else np.empty((T, B, H), bool)
     proj_passed = None if options.proj_clip is None else np.empty((T, B, P), bool)
+    # Each gate's n_k and 1 / sqrt(var + epsilon), for the backward pass (f's stay 0 under (2c)).
+    ln_n = np.zeros((4, T, B, H), dtype) if layer_norm else None
+    ln_rstd = np.zeros((4, T, B), dtype) if layer_norm else None
+    plain = options.plain_step and not layer_norm
 
     h, c = h0, c0
     for t in range(T):
@@ -496,14 +579,14 @@ def forward(
         np.matmul(h, U_T, out=Uh)
         z += Uh.reshape(B, 4, H).transpose(1, 0, 2)  # z_t = W x_t + U h_{t-1} + b
         out = h_seq[t] if m_seq is None else m_seq[t]
-        if options.plain_step:  # (1)-(6) as they stand
+        if plain:  # (1)-(6) as they stand
             step(z, c, params.p, forget_bias, c_seq[t], tanh_c_seq[t], out)
         else:
-            features = step_features_of(options, gate_passed, cell_passed, t)
+            features = step_features_of(options, gate_passed, cell_passed, t, params, ln_n, ln_rstd)
             step(z, c, params.p, forget_bias, c_seq[t], tanh_c_seq[t], out, features)
-        if m_seq is not None:  # (7)
+        if m_seq is not None:  # (7), (7b)
             proj = None if proj_passed is None else Clip(options.proj_clip, proj_passed[t])
-            project(m_seq[t], params.W_hr, out=h_seq[t], clip=proj)
+            project(m_seq[t], params.W_hr, out=h_seq[t], clip=proj, b_hr=params.b_hr)
         if mask is not None:  # (8): masked rows keep (h_{t-1}, c_{t-1})
             carry(mask[t], h, out=h_seq[t])
             carry(mask[t], c, out=c_seq[t])
@@ -535,6 +618,8 @@ def forward(
         gate_passed=gate_passed,
         cell_passed=cell_passed,
         proj_passed=proj_passed,
+        ln_n=ln_n,
+        ln_rstd=ln_rstd,
     )
 
 
@@ -559,6 +644,7 @@ def backward(
     dz_seq = np.empty((T, B, 4, H), dtype)
     dp = None if p is None else np.zeros((3, H), dtype)
     da_seq = None if params.W_hr is None else np.empty((T, B, P), dtype)  # (7): cotangents of W_hr m_t
+    dz_norm_seq = None if params.ln is None else np.zeros((T, B, 4, H), dtype)  # (1n): cotangents of z_k
     mask = fwd.mask
     if mask is not None:  # (8): y_t = s_t * h_t sends s_t * dy_t to h_t
         dh_seq = np.where(fwd.show[:, :, None], dh_seq, 0.0)
@@ -574,9 +660,9 @@ def backward(
             dc, dc_carried = carry_backward(mask[t], dc)
         if da_seq is not None:  # (7): back through the projection to m_t
             dh, da_seq[t] = project_backward(dh, params.W_hr, fwd.proj_clip(t))
-        dc_next, dp_t = step_backward(
-            dh, dc, fwd.gates[:, t], c_prev, fwd.c_seq[t], fwd.tanh_c_seq[t], p, dz_seq[t], fwd.step_features(t)
-        )
+        features = fwd.step_features(t, None if dz_norm_seq is None else dz_norm_seq[t])
+        dc_next, dp_t = step_backward(dh, dc, fwd.gates[:, t], c_prev, fwd.c_seq[t], fwd.tanh_c_seq[t], p, dz_seq[t],
+                                      features)
         if dp is not None:
             dp += dp_t
         # z_t = W x_t + U h_{t-1} + b: h_{t-1} receives U^T dz_t.
@@ -589,19 +675,28 @@ def backward(
     dz_all = dz_seq.reshape(T * B, 4 * H)
     x_all = np.ascontiguousarray(fwd.x).reshape(T * B, I)
     h_prev_all = np.concatenate([fwd.h0[None], fwd.h_state_seq[:-1]]).reshape(T * B, P)
-    dW_hr = None
+    dW_hr = db_hr = None
     if da_seq is not None:
         dW_hr = da_seq.reshape(T * B, P).T @ fwd.m_seq.reshape(T * B, H)
+        if params.b_hr is not None:  # (7b)
+            db_hr = da_seq.reshape(T * B, P).sum(axis=0)
+    db, dln = dz_all.sum(axis=0).reshape(4, H), None
+    if dz_norm_seq is not None:  # (1n)-(5n): b is the shift of z_k, gamma its scale
+        dz_norm = dz_norm_seq.transpose(2, 0, 1, 3).reshape(4, T * B, H)
+        db = dz_norm.sum(axis=1)
+        dln = (dz_norm * fwd.ln_n.reshape(4, T * B, H)).sum(axis=1)
     return Gradients(
         x=(dz_all @ W).reshape(T, B, I),
         h0=dh_next,
         c0=dc_next,
         W=(dz_all.T @ x_all).reshape(4, H, I),
         U=(dz_all.T @ h_prev_all).reshape(4, H, P),
-        b=dz_all.sum(axis=0).reshape(4, H),
+        b=db,
         p=dp,
         dtype=dtype,
         W_hr=dW_hr,
+        ln=dln,
+        b_hr=db_hr,
     )
 
 

@@ -6,6 +6,10 @@
     p     (3, H)      peephole weights for gates i, f, o; absent without peepholes
     W_hr  (P, H)      the projection of LSTMP (Sak, Senior & Beaufays 2014): h_t = W_hr m_t;
                       absent without one (then h_t = m_t and P = H)
+    ln    (4, H)      layer normalization's coefficients gamma, one per gate i, f, g, o (TFLite's
+                      *_layer_norm_coefficients); absent without layer normalization
+    b_hr  (P,)        the projection's bias (TFLite's projection_bias): h_t = W_hr m_t + b_hr;
+                      with a projection only, absent without one
 
 The gate order is :data:`spec.lstm.GATES`. The parameters of a stack of
 layers and directions are :class:`spec.layer.LayerParams`, one LSTMParams
@@ -14,7 +18,7 @@ per layer and direction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,6 +26,8 @@ from spec.validation import LSTMInputError, cast, check_dtype, check_tensor
 
 GATES = ("i", "f", "g", "o")
 PEEPHOLE_GATES = ("i", "f", "o")
+#: The tensors a cell has only with the feature that needs them, in the order of :meth:`LSTMParams.tensors`.
+OPTIONAL_TENSORS = ("p", "W_hr", "ln", "b_hr")
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +37,8 @@ class LSTMParams:
     b: np.ndarray
     p: np.ndarray | None = None
     W_hr: np.ndarray | None = None
+    ln: np.ndarray | None = None
+    b_hr: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.W, np.ndarray):
@@ -48,6 +56,13 @@ class LSTMParams:
         check_tensor("b", self.b, (4, H), dtype)
         if self.p is not None:
             check_tensor("p", self.p, (3, H), dtype)
+        if self.ln is not None:
+            check_tensor("ln", self.ln, (4, H), dtype)
+        if self.b_hr is not None:
+            if self.W_hr is None:
+                raise LSTMInputError("b_hr", "a projection bias without a projection", "None (no W_hr)",
+                                     f"an array of shape {self.b_hr.shape}")
+            check_tensor("b_hr", self.b_hr, (P,), dtype)
 
     @property
     def input_size(self) -> int:
@@ -76,16 +91,23 @@ class LSTMParams:
         return self.W.dtype
 
     @property
+    def layer_norm(self) -> bool:
+        return self.ln is not None
+
+    @property
+    def proj_bias(self) -> bool:
+        return self.b_hr is not None
+
+    @property
     def variant(self) -> str:
         return "peephole" if self.peephole else "standard"
 
     def tensors(self) -> dict[str, np.ndarray]:
-        """The parameters by name; p and W_hr included only when present."""
+        """The parameters by name; p, W_hr, ln and b_hr included only when present."""
         named = {"W": self.W, "U": self.U, "b": self.b}
-        if self.p is not None:
-            named["p"] = self.p
-        if self.W_hr is not None:
-            named["W_hr"] = self.W_hr
+        for name in OPTIONAL_TENSORS:
+            if getattr(self, name) is not None:
+                named[name] = getattr(self, name)
         return named
 
     def astype(self, dtype: object) -> LSTMParams:
@@ -95,7 +117,7 @@ class LSTMParams:
         return LSTMParams(**{k: cast(v, dtype, k) for k, v in self.tensors().items()})
 
     def without_peepholes(self) -> LSTMParams:
-        return LSTMParams(self.W, self.U, self.b, None, self.W_hr)
+        return replace(self, p=None)
 
 
 def require_params(params: object) -> LSTMParams:
@@ -139,6 +161,8 @@ class LayerParams:
                 ("hidden size H", cell.hidden_size, H),
                 ("projection size P", cell.proj_size, first.proj_size),
                 ("variant", cell.variant, first.variant),
+                ("layer normalization", cell.layer_norm, first.layer_norm),
+                ("projection bias", cell.proj_bias, first.proj_bias),
             ):
                 if got != want:
                     raise LSTMInputError(name, f"wrong {what}", f"{want} (as {self.cell_name(0)})", got)
@@ -182,6 +206,14 @@ class LayerParams:
     @property
     def peephole(self) -> bool:
         return self.cells[0].peephole
+
+    @property
+    def layer_norm(self) -> bool:
+        return self.cells[0].layer_norm
+
+    @property
+    def proj_bias(self) -> bool:
+        return self.cells[0].proj_bias
 
     @property
     def dtype(self) -> np.dtype:

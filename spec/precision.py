@@ -54,6 +54,7 @@ import numpy as np
 from spec import lstm
 from spec.lstm import sigmoid
 from spec.params import LSTMParams
+from spec.validation import LSTMInputError
 
 __all__ = ["Accumulation", "Bias", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "Sigmoid", "Step", "backward",
            "check_policy_dtype", "forward", "round_to", "round_to_tf32", "ulp"]
@@ -306,6 +307,13 @@ def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str
     return total
 
 
+def defines(config) -> bool:
+    """Whether the policies define a layer of this :class:`spec.layer.LayerConfig`: every feature but layer
+    normalization and the projection's bias, which no row computes in a half type (TFLite's fused LSTM, the one that
+    has them, runs them in float32 or in integers); a policy is written for a row to judge."""
+    return not (config.layer_norm or config.proj_bias)
+
+
 def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, dtype: str, policy: Policy,
             forget_bias: float = 0.0, evaluation: Evaluation = STANDARD, **features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Equations (1)-(8) of spec.lstm over x (T, B, I) from (h0, c0) under ``policy``, for one direction of one layer
@@ -364,6 +372,12 @@ def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forge
              zero_output_for_mask=False) -> Run:
     """forward(), and each step's values as the forward kept them, for backward()."""
     policy = check_policy_dtype(policy, dtype)
+    for name in ("ln", "b_hr"):
+        if getattr(params, name) is not None:
+            # No row computes layer normalization or the projection's bias in a half type (TFLite's fused LSTM, which
+            # has them, is float32 or integer): the spec writes no policy for what nothing runs.
+            raise LSTMInputError(f"params.{name}", "not under a precision policy", "None (spec.lstm computes it in "
+                                 "float32 or float64)", f"an array of shape {getattr(params, name).shape}")
     half = "bfloat16" if policy is Policy.TF32 else str(dtype)  # TF32 rounds to no half type: never used there
     data = {"W": params.W, "U": params.U, "b": params.b, "x": x, "h0": h0, "c0": c0}
     data.update({name: value for name, value in (("p", params.p), ("W_hr", params.W_hr)) if value is not None})

@@ -5,8 +5,9 @@ Version 1 holds one cell, :class:`spec.params.LSTMParams`, under the names
 stack of layers and directions, :class:`spec.params.LayerParams`: every cell's
 tensors under ``layer<l>.<forward|reverse>.<tensor>``, where l counts from 0
 (decimal, no leading zero), the middle word says which way that cell runs in
-time, and the tensor is ``W``, ``U``, ``b``, ``p`` (peephole variant) or
-``W_hr`` (projection). A bidirectional layer l has ``layer<l>.forward.*``
+time, and the tensor is ``W``, ``U``, ``b``, ``p`` (peephole variant),
+``W_hr`` (projection), ``b_hr`` (the projection's bias) or ``ln`` (layer
+normalization's coefficients). A bidirectional layer l has ``layer<l>.forward.*``
 (direction 0 of :class:`LayerParams`) and ``layer<l>.reverse.*`` (direction 1);
 a reverse-only stack has only ``layer<l>.reverse.*``, so the names say what
 the metadata say. Shapes, with P = proj_size (P = H without a projection) and
@@ -17,8 +18,10 @@ D the number of directions:
     b     (4, H)
     p     (3, H)      peephole variant only
     W_hr  (P, H)      with a projection only
+    b_hr  (P,)        with proj_bias "1" only
+    ln    (4, H)      with layer_norm "1" only (gates i, f, g, o)
 
-The metadata, all strings, as safetensors requires (version 2 adds the last five):
+The metadata, all strings, as safetensors requires (version 2 adds the last seven):
 
     format               "lstm-conformance-weights"
     format_version       "1" or "2"
@@ -32,6 +35,9 @@ The metadata, all strings, as safetensors requires (version 2 adds the last five
     direction            "forward", "reverse" or "bidirectional"
     num_directions       D: "2" for "bidirectional", else "1" (redundant, so that a port can size its arrays)
     coupled_input_forget "1" with coupled input and forget gates (f = 1 - i, ONNX's input_forget), else "0"
+    layer_norm           "1" with layer normalization of the gates (ln), else "0"; absent reads as "0"
+    proj_bias            "1" with a projection bias (b_hr; needs a projection), else "0"; absent reads as "0"
+                         (the last two came after the first version-2 files, which hold neither)
 
 With coupled gates the forget gate's own weights (index 1 on axis 0 of W, U,
 b and p) take no part in the computation; the file holds them as they were
@@ -89,8 +95,8 @@ VARIANTS = ("standard", "peephole")
 #: The cells of a layer by the way they run, in the order of LayerParams' directions d = 0, 1.
 DIRECTION_WORDS = {"forward": ("forward",), "reverse": ("reverse",), "bidirectional": ("forward", "reverse")}
 # A version-2 tensor name; the layer index is strict like the sizes, so that one cell has one name.
-_CELL_TENSOR = re.compile(r"layer(0|[1-9][0-9]{0,8})\.(forward|reverse)\.(W|U|b|p|W_hr)")
-_NAME_RULE = "names layer<l>.<forward|reverse>.<W|U|b|p|W_hr>"
+_CELL_TENSOR = re.compile(r"layer(0|[1-9][0-9]{0,8})\.(forward|reverse)\.(W|U|b|p|W_hr|b_hr|ln)")
+_NAME_RULE = "names layer<l>.<forward|reverse>.<W|U|b|p|W_hr|b_hr|ln>"
 # safetensors' names for the dtypes the spec computes in; the file stores them little-endian.
 _DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4")}
 # safetensors' own limit: JSON parsed into Python objects takes many times its size in memory.
@@ -149,6 +155,8 @@ class LayerWeights:
             proj_size=self.params.proj_size,
             peephole=self.params.peephole,
             coupled_input_forget=self.coupled_input_forget,
+            layer_norm=self.params.layer_norm,
+            proj_bias=self.params.proj_bias,
             **settings,
         )
 
@@ -182,6 +190,8 @@ def layer_metadata_for(params: LayerParams, direction: str, coupled_input_forget
         "direction": direction,
         "num_directions": str(params.num_directions),
         "coupled_input_forget": "1" if coupled_input_forget else "0",
+        "layer_norm": "1" if params.layer_norm else "0",
+        "proj_bias": "1" if params.proj_bias else "0",
     }
     if params.peephole:
         meta["peephole_gate_order"] = ",".join(PEEPHOLE_GATES)
@@ -197,6 +207,11 @@ def save_weights(path: str | os.PathLike, params: LSTMParams) -> None:
     """Write one cell, ``params``, to ``path`` as a version-1 file."""
     if not isinstance(params, LSTMParams):
         raise LSTMInputError("params", "wrong type", "spec.LSTMParams", type(params).__name__)
+    if params.ln is not None:
+        raise LSTMInputError(
+            "params.ln", "no layer normalization in a version-1 file", "None", f"an array of shape {format_shape(params.ln.shape)}",
+            "write a one-layer stack: spec.save_layer_weights(path, spec.LayerParams((params,)), direction='forward')",
+        )
     if params.W_hr is not None:
         # Version 1 has no projection: refuse here rather than write a file that load_weights refuses.
         raise LSTMInputError(
@@ -438,6 +453,8 @@ class _Stack:
     L: int
     direction: str
     coupled: bool
+    layer_norm: bool = False
+    proj_bias: bool = False
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -445,14 +462,16 @@ class _Stack:
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return ("W", "U", "b") + (("p",) if self.peephole else ()) + (("W_hr",) if self.P is not None else ())
+        return (("W", "U", "b") + (("p",) if self.peephole else ()) + (("W_hr",) if self.P is not None else ())
+                + (("ln",) if self.layer_norm else ()) + (("b_hr",) if self.proj_bias else ()))
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor's name and shape, cell by cell; W_hr before U, as it fixes U's width P."""
         H, D, P = self.H, len(self.words), self.P or self.H
         shapes = {}
         for l in range(self.L):
-            cell = {"W": (4, H, self.I if l == 0 else D * P), "W_hr": (P, H), "U": (4, H, P), "b": (4, H), "p": (3, H)}
+            cell = {"W": (4, H, self.I if l == 0 else D * P), "W_hr": (P, H), "U": (4, H, P), "b": (4, H), "p": (3, H),
+                    "ln": (4, H), "b_hr": (P,)}
             for word in self.words:
                 shapes.update({cell_tensor_name(l, word, kind): shape for kind, shape in cell.items() if kind in self.kinds})
         return shapes
@@ -463,7 +482,8 @@ class _Stack:
         proj_size = "none" if self.P is None else str(self.P)
         return (
             f"{', '.join(self.kinds)} of each cell, layers 0 to {self.L - 1}, {' and '.join(self.words)}, as the metadata say "
-            f"(variant {variant!r}, proj_size {proj_size!r}, num_layers '{self.L}', direction {self.direction!r})"
+            f"(variant {variant!r}, proj_size {proj_size!r}, num_layers '{self.L}', direction {self.direction!r}, "
+            f"layer_norm '{int(self.layer_norm)}', proj_bias '{int(self.proj_bias)}')"
         )
 
     def sizes(self) -> str:
@@ -516,7 +536,13 @@ def _check_stack_metadata(where: str, meta: Mapping[str, str], common: _Common) 
     D = len(DIRECTION_WORDS[direction])
     _choice(where, meta, "num_directions", (str(D),), f"as metadata 'direction' is {direction!r}")
     coupled = _choice(where, meta, "coupled_input_forget", ("0", "1")) == "1"
-    return _Stack(common.I, common.H, P, common.peephole, L, direction, coupled)
+    # Absent in the files written before the two features: "0".
+    layer_norm = _choice(where, {"layer_norm": "0", **meta}, "layer_norm", ("0", "1")) == "1"
+    proj_bias = _choice(where, {"proj_bias": "0", **meta}, "proj_bias", ("0", "1")) == "1"
+    if proj_bias and P is None:
+        raise WeightFileError(where, "metadata 'proj_bias'", "a projection bias without a projection",
+                              "'0' (proj_size is 'none')", repr("1"))
+    return _Stack(common.I, common.H, P, common.peephole, L, direction, coupled, layer_norm, proj_bias)
 
 
 def _choice(where: str, meta: Mapping[str, str], key: str, allowed: tuple[str, ...], hint: str = "") -> str:

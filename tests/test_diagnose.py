@@ -221,7 +221,7 @@ def test_the_layers_mistakes_are_told_apart_by_the_cases(case, kind):
         outputs, grads = _answers(case)[mistake.name]
         got = grads if kind == Kind.GRADIENTS else outputs
         if differs(got, want):
-            assert diagnose(data, got, want, "float64", kind) == [phrase(mistake)], mistake.name
+            assert diagnose(data, got, want, "float64", kind) == [phrase(mistake, data)], mistake.name
 
 
 def test_a_rearrangements_mapped_back_gradients_are_autodiff_through_the_misreading():

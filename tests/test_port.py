@@ -299,7 +299,7 @@ def test_a_keras_file_of_other_layers_is_named_as_such(tmp_path, capsys, layer, 
             str(path), holds, "not a stack of Keras LSTM layers")
 
 
-@pytest.mark.parametrize("suffix", [".safetensors", ".weights.h5", ".msgpack", ".onnx", ".lstm.safetensors"])
+@pytest.mark.parametrize("suffix", [".safetensors", ".weights.h5", ".msgpack", ".onnx", ".lstm.safetensors", ".tflite", ".xml"])
 def test_a_target_in_a_missing_directory_is_one_sentence(tmp_path, capsys, suffix):
     source = written(tmp_path, "spec", "a.lstm.safetensors", case="one-layer")
     for folder, why in ((tmp_path / "missing", "does not exist"), (source, "is not a directory")):
@@ -524,3 +524,348 @@ def test_a_keras_file_of_another_architecture_is_named(tmp_path, capsys):
     source = written(tmp_path, "keras", "lstm.weights.h5")  # 2 bidirectional layers
     refused(capsys, ["convert", str(source), str(tmp_path / "b.lstm.safetensors"), "--layers", "1", "--direction", "forward"],
             str(source), "holds 2 bidirectional LSTM layer(s)", "--layers 1 --direction forward")
+
+
+# ---------------------------------------------------------------------------
+# Deployment formats: LiteRT's fused LSTM (.tflite) and OpenVINO's IR (.xml + .bin)
+# ---------------------------------------------------------------------------
+
+
+def layer_norm_params() -> LayerParams:
+    """One forward layer with layer normalization and nothing else: every other format's refusal is its LN reason."""
+    params, _ = case_params("one-layer")
+    rng = np.random.default_rng(5)
+    cells = tuple(dataclasses.replace(c, ln=rng.uniform(0.5, 1.5, c.b.shape).astype(c.b.dtype)) for c in params.cells)
+    return LayerParams(cells, params.num_directions)
+
+
+def spec_file(tmp_path, name: str, params: LayerParams, direction: str = "forward"):
+    path = tmp_path / name
+    save_layer_weights(path, params, direction=direction)
+    return path
+
+
+def tflite_bytes(params: LayerParams, direction: str, **config) -> bytes:
+    """A LiteRT model of ``params`` as the port builds it, with options (cell_clip=...) the port never writes."""
+    from backends.layouts.tflite import FUSED_OPS
+    from backends.runtimes.litert import layer_model
+
+    layer = dataclasses.replace(port.Architecture.of(params, direction).config(), **config)
+    return layer_model(FUSED_OPS.to_native(params, layer), layer, input_size=params.input_size, hidden_size=params.hidden_size,
+                       output_size=params.output_size, T=7, B=3)
+
+
+@needs("ai_edge_litert", "flatbuffers")
+@pytest.mark.parametrize("case", ["layer-norm-full", "stacked-bidirectional"])
+def test_spec_to_tflite_and_back_is_bit_for_bit(tmp_path, capsys, case):
+    """layer-norm-full: two layers of projection with its bias, layer normalization and peepholes, which only TFLite holds."""
+    params, direction = case_params(case)  # the weights alone: a case's clips are run-time settings, in no file
+    source = spec_file(tmp_path, f"{case}.lstm.safetensors", params, direction)
+    assert port.main(["roundtrip", str(source), "--via", "tflite", "--workdir", str(tmp_path / "hops")]) == port.EXIT_AGREES
+    out = capsys.readouterr().out
+    assert out.count("read back: the same parameters, bit for bit") == 2 and out.count(": agrees") == 6, out
+    assert "round trip spec -> tflite -> spec: the same parameters as the start, bit for bit" in out
+    if case == "layer-norm-full":
+        assert "projection 3 with its bias, peepholes, layer normalization" in out, out
+    assert "for batch size 3" in out
+    assert sorted(p.name for p in (tmp_path / "hops").iterdir()) == ["hop1-tflite.tflite", "hop2-spec.lstm.safetensors"]
+
+
+@needs("torch", "ai_edge_litert", "flatbuffers")
+def test_torch_to_tflite_is_proven_and_keeps_its_batch_size(tmp_path, capsys):
+    source, _ = torch_file(tmp_path, "stacked-bidirectional")
+    capsys.readouterr()
+    target = tmp_path / "lstm.tflite"
+    assert port.main(["convert", str(source), str(target), "--batch", "2"]) == port.EXIT_AGREES
+    out = capsys.readouterr().out
+    assert "for batch size 2" in out and out.count(": agrees") == 3, out
+    assert port.FORMATS["tflite"].batch_size(target) == 2
+    # a tflite source's batch size is the proof's, and a --batch that contradicts it is refused
+    assert port.main(["convert", str(target), str(tmp_path / "again.tflite")]) == port.EXIT_AGREES
+    assert port.FORMATS["tflite"].batch_size(tmp_path / "again.tflite") == 2
+    refused(capsys, ["convert", str(target), str(tmp_path / "b.lstm.safetensors"), "--batch", "4"], "batch size 2", "--batch says 4")
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.onnx"), "--batch", "4"], "--batch", "leave --batch out")
+
+
+@needs("ai_edge_litert", "flatbuffers")
+def test_a_single_fused_op_from_elsewhere_reads_as_one_forward_layer(tmp_path, capsys):
+    """Tensors named as another tool names them: the op's inputs by position."""
+    import flatbuffers
+
+    from backends.runtimes.litert import read_model
+
+    params, direction = case_params("one-layer")
+    model = read_model(tflite_bytes(params, direction))
+    for k, tensor in enumerate(model.subgraphs[0].tensors):
+        tensor.name = f"StatefulPartitionedCall:{k}".encode()
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "other.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    assert port.main(["convert", str(path), str(tmp_path / "b.lstm.safetensors")]) == port.EXIT_AGREES
+    out = capsys.readouterr().out
+    assert "1 layer(s), forward" in out and "read back: the same parameters, bit for bit" in out, out
+    assert not port._same(params, port.FORMATS["spec"].read(tmp_path / "b.lstm.safetensors", None)[0])
+
+
+@needs("openvino", "onnx")
+def test_spec_to_openvino_and_back_is_bit_for_bit(tmp_path, capsys):
+    params, direction = case_params("stacked-bidirectional")
+    source = spec_file(tmp_path, "a.lstm.safetensors", params, direction)
+    assert port.main(["roundtrip", str(source), "--via", "openvino", "--workdir", str(tmp_path / "hops")]) == port.EXIT_AGREES
+    out = capsys.readouterr().out
+    assert out.count("read back: the same parameters, bit for bit") == 2 and out.count(": agrees") == 6, out
+    assert "compress_to_fp16=False" in out
+    assert sorted(p.name for p in (tmp_path / "hops").iterdir()) == ["hop1-openvino.bin", "hop1-openvino.xml", "hop2-spec.lstm.safetensors"]
+
+
+@needs("torch", "openvino", "onnx", "ai_edge_litert", "flatbuffers")
+def test_torch_through_openvino_and_tflite_and_back(tmp_path):
+    source, _ = torch_file(tmp_path, "stacked-bidirectional")
+    done = run_command("roundtrip", str(source), "--via", "openvino,tflite", "--workdir", str(tmp_path / "hops"))
+    output = done.stdout + done.stderr[-3000:]
+    assert done.returncode == port.EXIT_AGREES, output
+    assert done.stdout.count(": agrees") == 9 and "DISAGREES" not in done.stdout, output
+    assert "round trip torch -> openvino -> tflite -> torch: the same parameters as the start, bit for bit" in done.stdout
+
+
+def test_float64_is_refused_before_a_tflite_or_openvino_file_is_written(tmp_path, capsys):
+    source = written(tmp_path, "spec", "f64.lstm.safetensors", dtype=np.float64)
+    for target, says in (("out.tflite", "refused: tflite"), ("out.xml", "refused: openvino")):
+        assert port.main(["convert", str(source), str(tmp_path / target)]) == port.EXIT_REFUSED
+        out = capsys.readouterr().out
+        assert says in out and "float64" in out and "casts nothing" in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f64.lstm.safetensors"]
+
+
+@pytest.mark.parametrize("case, says", [("bidirectional", "no peepholes"), ("coupled", "coupled")])
+def test_peepholes_or_coupled_gates_into_openvino_are_refused(tmp_path, capsys, case, says):
+    """OpenVINO's ONNX frontend drops P and input_forget without a word: the IR would compute another LSTM."""
+    params, direction = case_params(case)
+    if case == "coupled":  # the port reads no coupled file (spec, ONNX, TFLite refuse it): the layout's own refusal
+        params = LayerParams(tuple(dataclasses.replace(c, p=None) for c in params.cells), params.num_directions)
+        config = dataclasses.replace(port.Architecture.of(params, direction).config(), coupled_input_forget=True)
+        with pytest.raises(port.NotSupported, match="no coupled gates .* without a word"):
+            port.FORMATS["openvino"].layout.to_native(params, config)
+        return
+    source = spec_file(tmp_path, "a.lstm.safetensors", params, direction)
+    assert port.main(["convert", str(source), str(tmp_path / "out.xml")]) == port.EXIT_REFUSED
+    out = capsys.readouterr().out
+    assert "refused: openvino cannot hold this LSTM" in out and says in out and "without a word" in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lstm.safetensors"]
+
+
+@pytest.mark.parametrize("target, says", [("out.safetensors", "torch.nn.LSTM has no layer normalization"),
+                                          ("out.weights.h5", "Keras' LSTM has no layer normalization"),
+                                          ("out.onnx", "ONNX's LSTM operator has no layer normalization"),
+                                          ("out.msgpack", "flax's LSTM cells have no layer normalization"),
+                                          ("out.xml", "OpenVINO's LSTMSequence has no layer normalization")])
+def test_layer_norm_is_refused_by_every_format_but_tflite_with_its_layouts_reason(tmp_path, capsys, target, says):
+    source = spec_file(tmp_path, "ln.lstm.safetensors", layer_norm_params())
+    assert port.main(["convert", str(source), str(tmp_path / target)]) == port.EXIT_REFUSED
+    out = capsys.readouterr().out
+    assert "layer normalization" in out.splitlines()[0] and f"cannot hold this LSTM: {says}" in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ln.lstm.safetensors"]
+
+
+def test_a_projection_bias_is_refused_by_torch_with_its_layouts_reason(tmp_path, capsys):
+    params, direction = case_params("proj-bias")
+    source = spec_file(tmp_path, "pb.lstm.safetensors", params, direction)
+    assert port.main(["convert", str(source), str(tmp_path / "out.safetensors")]) == port.EXIT_REFUSED
+    assert "torch.nn.LSTM projects without a bias" in capsys.readouterr().out
+
+
+def _tflite_of(tmp_path, name="a.tflite", case="stacked-bidirectional", **config):
+    params, direction = case_params(case)
+    path = tmp_path / name
+    path.write_bytes(tflite_bytes(params, direction, **config))
+    return path
+
+
+def _repacked(content: bytes, change) -> bytes:
+    import flatbuffers
+
+    from backends.runtimes.litert import read_model
+
+    model = read_model(content)
+    change(model)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _op_version_2(model):
+    from backends.runtimes.litert import schema
+
+    for code in model.operatorCodes:
+        if code.builtinCode == schema().BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
+            code.version = 2
+
+
+def _int8_weights(model):
+    from backends.runtimes.litert import schema
+
+    graph = model.subgraphs[0]
+    tensor = next(t for t in graph.tensors if t.name.endswith(b"input_to_forget_weights"))
+    tensor.type = schema().TensorType.INT8
+    model.buffers[tensor.buffer].data = np.zeros(int(np.prod(tensor.shape)), np.uint8)
+
+
+def _write_truncated(path):
+    path.write_bytes(tflite_bytes(*case_params("stacked-bidirectional"))[:-4000])
+
+
+def _write_onnx_as_tflite(path):
+    port.FORMATS["onnx"].write(path, *_stack())
+
+
+def _write_safetensors_as_tflite(path):
+    port.FORMATS["torch"].write(path, *_stack())
+
+
+def _write_version_2(path):
+    path.write_bytes(_repacked(tflite_bytes(*case_params("stacked-bidirectional")), _op_version_2))
+
+
+def _write_int8(path):
+    path.write_bytes(_repacked(tflite_bytes(*case_params("stacked-bidirectional")), _int8_weights))
+
+
+def _write_clipped(path):
+    params, direction = case_params("proj-bias")
+    path.write_bytes(tflite_bytes(params, direction, cell_clip=1.0, proj_clip=0.5))
+
+
+def _write_cifg(path):
+    from backends.layouts.tflite import FUSED_OPS
+    from backends.runtimes.litert import layer_model
+
+    params, direction = case_params("coupled")
+    layer = dataclasses.replace(port.Architecture.of(params, direction).config(), coupled_input_forget=True)
+    path.write_bytes(layer_model(FUSED_OPS.to_native(params, layer), layer, input_size=params.input_size,
+                                 hidden_size=params.hidden_size, output_size=params.output_size, T=7, B=3))
+
+
+@needs("ai_edge_litert", "flatbuffers")
+@pytest.mark.parametrize(
+    "make, fragments",
+    [
+        (_write_truncated, ("a truncated or corrupt TFLite flatbuffer",)),
+        pytest.param(_write_onnx_as_tflite, ("is an ONNX model", "not a LiteRT (TFLite) model", "--from onnx"), marks=needs("onnx")),
+        (_write_safetensors_as_tflite, ("is a safetensors file", "not a LiteRT (TFLite) model", "--from torch")),
+        (_write_version_2, ("UNIDIRECTIONAL_SEQUENCE_LSTM version 2", "knows version 1 (float32)")),
+        (_write_int8, ("input_to_forget_weights", "INT8", "quantized model")),
+        (_write_clipped, ("cell_clip=1", "proj_clip=0.5", "run-time settings")),
+        (_write_cifg, ("CIFG", "coupled", "only ONNX (input_forget) and TFLite")),
+    ],
+    ids=["truncated", "onnx-named-tflite", "safetensors-named-tflite", "op-version-2", "int8-weights", "clipped", "cifg"],
+)
+def test_a_tflite_source_that_cannot_be_ported_is_named(tmp_path, capsys, make, fragments):
+    path = tmp_path / "lstm.tflite"
+    make(path)
+    refused(capsys, ["convert", str(path), str(tmp_path / "b.lstm.safetensors")], str(path), *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm.tflite"]
+
+
+@needs("ai_edge_litert", "flatbuffers", "tensorflow", "keras")
+def test_a_keras_3_lstm_converted_to_tflite_is_named_by_its_while_loop(tmp_path, capsys):
+    """TFLiteConverter makes a WHILE loop of Keras 3's LSTM, not the fused op: its operators are named."""
+    keras = port.FORMATS["keras"].keras()
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((5, 3), batch_size=1), keras.layers.LSTM(4)])
+    path = tmp_path / "keras.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    refused(capsys, ["convert", str(path), str(tmp_path / "b.lstm.safetensors")], str(path),
+            "no UNIDIRECTIONAL_SEQUENCE_LSTM operator", "WHILE", "Keras 3's LSTM")
+
+
+def _ir(tmp_path, name="a.xml"):
+    """An IR the port wrote (spec -> openvino), proven."""
+    source = written(tmp_path, "spec", "ir-source.lstm.safetensors")
+    assert port.main(["convert", str(source), str(tmp_path / name)]) == port.EXIT_AGREES
+    return tmp_path / name
+
+
+@needs("openvino", "onnx")
+@pytest.mark.parametrize("damage, fragments", [
+    ("truncated-bin", ("(with a.bin)", "OpenVINO cannot read it as an IR", "Incorrect weights in bin file")),
+    ("missing-bin", ("its weights file", "a.bin is missing")),
+    ("not-ir-xml", ("OpenVINO cannot read it as an IR", "Unable to read the model")),
+    ("onnx-named-xml", ("is an ONNX model", "not an OpenVINO IR", "--from onnx")),
+    ("tflite-named-xml", ("not an XML file", "TFL3")),
+])
+def test_an_ir_that_cannot_be_read_is_named(tmp_path, capsys, damage, fragments):
+    xml = _ir(tmp_path)
+    capsys.readouterr()
+    weights = xml.with_suffix(".bin")
+    if damage == "truncated-bin":
+        weights.write_bytes(weights.read_bytes()[:-40])
+    elif damage == "missing-bin":
+        weights.unlink()
+    elif damage == "not-ir-xml":
+        xml.write_text("<?xml version='1.0'?>\n<html><body>not a network</body></html>\n")
+    elif damage == "onnx-named-xml":
+        port.FORMATS["onnx"].write(xml, *_stack())
+    else:
+        xml.write_bytes(tflite_bytes(*case_params("one-layer")))
+    line = refused(capsys, ["convert", str(xml), str(tmp_path / "b.lstm.safetensors")], str(xml), *fragments)
+    assert "Exception from" not in line and ".cpp:" not in line, line
+
+
+@pytest.mark.parametrize("target", ["b.tflite", "b.xml"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new-target", "forced-over-a-file"])
+def test_a_deployment_port_that_fails_leaves_no_file_behind(tmp_path, capsys, monkeypatch, target, existing):
+    fmt = port.named_format(tmp_path / target)
+    missing = [m for m in fmt.modules if port.framework_problem(m, "") is not None]
+    if missing:
+        pytest.skip(f"needs {missing}")
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    kept = [tmp_path / target, *fmt.companions(tmp_path / target)] if existing else []
+    for path in kept:
+        path.write_bytes(b"the user's own file")
+
+    def failing_proof(*args, **kwargs):
+        raise RuntimeError("the proof broke")
+
+    monkeypatch.setattr(port, "prove", failing_proof)
+    with pytest.raises(RuntimeError, match="the proof broke"):
+        port.main(["convert", str(source), str(tmp_path / target), "--force"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + [p.name for p in kept])
+    for path in kept:
+        assert path.read_bytes() == b"the user's own file"
+
+
+@needs("openvino", "onnx")
+def test_an_ir_whose_bin_exists_is_written_over_only_with_force(tmp_path, capsys):
+    source = written(tmp_path, "spec", "a.lstm.safetensors")
+    (tmp_path / "b.bin").write_bytes(b"the user's own weights")
+    refused(capsys, ["convert", str(source), str(tmp_path / "b.xml")], "b.bin", "exists", "--force")
+    assert (tmp_path / "b.bin").read_bytes() == b"the user's own weights" and not (tmp_path / "b.xml").exists()
+    weights_named_bin = tmp_path / "lstm.bin"
+    weights_named_bin.write_bytes(source.read_bytes())
+    for force in ([], ["--force"]):  # the IR's .bin would be written over the source
+        refused(capsys, ["convert", str(weights_named_bin), str(tmp_path / "lstm.xml"), "--from", "spec", *force],
+                "lstm.bin", "is the source")
+    assert weights_named_bin.read_bytes() == source.read_bytes()
+
+
+def test_the_openvino_layout_round_trips_every_case_it_holds_exactly():
+    """backends/layouts/openvino.py (NumPy only, no row runs it): to_native then from_native gives the parameters back,
+    the forget bias folded into b_f; what it cannot hold is refused in OpenVINO's words."""
+    from contract.layout import fold_forget_bias
+    from spec.cases import CASES
+
+    layout = port.FORMATS["openvino"].layout
+    held = [case for case in CASES if layout.refusal(case.layer) is None]
+    assert {"stacked-bidirectional", "reverse-standard", "forget-bias"} <= {case.name for case in held}
+    for case in held:
+        for dtype in (np.float32, np.float64):
+            params = make_case_data(case, dtype).params
+            back = layout.from_native(layout.to_native(params, case.layer), case.layer).tensors()
+            for name, value in params.tensors().items():
+                want = fold_forget_bias(value, case.layer.forget_bias) if name.endswith(" b") else value
+                assert back[name].dtype == want.dtype and np.array_equal(back[name], want), f"{case.name} {dtype}: {name}"
+    refused_cases = {case.name: layout.refusal(case.layer) for case in CASES if layout.refusal(case.layer)}
+    assert any("no peepholes" in reason for reason in refused_cases.values())

@@ -133,8 +133,8 @@ def test_denominators_leave_out_what_an_implementation_declares_it_does_not_do(t
     assert run.returncode == 1
     cell = run.cell("bad/swapped-standard-only", "float64 cpu outputs")
     # The 9 standard cell cases and the layer's plain "one-layer" run; the peephole cases and every layer feature are
-    # declared not supported: asked 42, FAIL 10/10 (not "FAIL 10/42", which would read as mostly passing).
-    assert (cell["status"], cell["failed"], cell["denominator"], cell["asked"]) == ("FAIL", 10, 10, 42)
+    # declared not supported: asked 46, FAIL 10/10 (not "FAIL 10/46", which would read as mostly passing).
+    assert (cell["status"], cell["failed"], cell["denominator"], cell["asked"]) == ("FAIL", 10, 10, 46)
     assert "FAIL 10/10" in run.stdout
 
 
@@ -450,8 +450,9 @@ def test_keyboard_interrupt_or_exit_inside_a_call_is_that_rows_failure_and_the_r
         raise SystemExit(3)""")
     run = run_suite(tmp_path, "--backend", raising, "-k", "test_outputs and layer")
     assert run.returncode == 1, run.output
-    # 24 cases with "layer" in their ids, in float32, float64, bfloat16 and float16 (every default case has half bounds).
-    assert run.report["run"] == {"complete": True, "expected": 96, "judged": 96, "not_run": 0, "ended": ""}
+    # 28 cases with "layer" in their ids in float32 and float64, and the 24 of them with half bounds in bfloat16 and
+    # float16 (no policy defines layer normalization or the projection's bias: spec.precision.defines).
+    assert run.report["run"] == {"complete": True, "expected": 104, "judged": 104, "not_run": 0, "ended": ""}
     by_case = {(r["case"], r["dtype"]): r for r in run.results("bad/raises")}
     assert by_case[("stacked-bidirectional", "float32")]["detail"] == "raised KeyboardInterrupt: "
     assert by_case[("reverse", "float64")]["detail"] == "raised SystemExit: 3"
@@ -470,15 +471,16 @@ def test_a_real_ctrl_c_ends_the_run_and_its_report_says_it_is_incomplete(tmp_pat
     run = run_suite(tmp_path, "--backend", interrupting, "-m", "layer")
     assert run.returncode == 2, run.output
     state = run.report["run"]
-    assert state["complete"] is False and state["ended"] == "interrupted" and state["expected"] == 184
-    # 23 cases with layer features (one-layer, the plain cell, is not marked layer) x 4 dtypes x outputs, gradients
-    assert state["not_run"] > 0 and state["judged"] + state["not_run"] == 184
+    assert state["complete"] is False and state["ended"] == "interrupted" and state["expected"] == 200
+    # 27 cases with layer features (one-layer, the plain cell, is not marked layer) x outputs, gradients, in float32 and
+    # float64, and the 23 of them with half bounds in the two half types: (27 x 2 + 23 x 2) x 2
+    assert state["not_run"] > 0 and state["judged"] + state["not_run"] == 200
     assert "INCOMPLETE RUN (interrupted)" in run.stdout
     assert (run.report_dir / "conformance.md").read_text().count("INCOMPLETE RUN (interrupted)") == 1
     not_run = [r for r in run.results("bad/ctrl-c") if r["status"] == "not run"]
     assert len(not_run) == state["not_run"]
     # Every selected test has its result, judged or not run: no column is simply absent.
-    assert len(run.results("bad/ctrl-c")) == 184 and {r["kind"] for r in not_run} == {"outputs"}
+    assert len(run.results("bad/ctrl-c")) == 200 and {r["kind"] for r in not_run} == {"outputs"}
     assert any(cell["not_run"] for cell in run.report["matrix"]["bad/ctrl-c"].values())
 
 

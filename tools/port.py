@@ -3,6 +3,8 @@
     python -m tools.port convert lstm.safetensors lstm.weights.h5             PyTorch state_dict -> Keras
     python -m tools.port convert lstm.weights.h5 lstm.msgpack --layers 2 --direction bidirectional
     python -m tools.port roundtrip lstm.safetensors --via keras,flax,onnx     and back, hop by hop
+    python -m tools.port convert lstm.lstm.safetensors lstm.tflite --batch 1  a LiteRT model for one sequence at a time
+    python -m tools.port convert lstm.safetensors lstm.xml                    an OpenVINO IR: lstm.xml and lstm.bin
 
 A file's format is read off its suffix (or --from / --to):
 
@@ -13,6 +15,17 @@ A file's format is read off its suffix (or --from / --to):
                            nn.Bidirectional layers that the flax rows build
     onnx    .onnx          an ONNX model, one LSTM node per layer, the weights as initializers
     spec    .lstm.safetensors   this project's weight file, version 2 (spec/weights_file.py)
+    tflite  .tflite        a LiteRT (TFLite) model, one fused UNIDIRECTIONAL_SEQUENCE_LSTM (version 1, float32) per
+                           layer and direction, the weights constant buffers (backends/runtimes/litert.py builds it)
+    openvino .xml          an OpenVINO IR, the .xml and its .bin beside it: the onnx format's model converted by
+                           openvino.convert_model, one LSTMSequence-5 op per layer, the weights f32 constants
+
+What each holds beyond a plain stack of layers and directions: torch a projection; onnx peepholes; spec and tflite
+peepholes, a projection, its bias and layer normalization of the gates (the only formats that hold the last two);
+keras, flax and openvino nothing more. Coupled gates (f = 1 - i) only ONNX (input_forget) and TFLite (CIFG) hold,
+and a coupled file of any format is refused: no other format would compute the same with its weights. Clips are
+run-time settings, in no file the port writes: a LiteRT op that sets cell_clip or proj_clip, or an LSTMSequence
+that sets clip, is refused rather than ported without them.
 
 Every conversion goes through the canonical parameters with the frameworks' layouts (backends/layouts/:
 the source format's ``from_native``, the target's ``to_native``): the one copy of each framework's layout, the
@@ -20,12 +33,14 @@ one the conformance rows use and the suite checks. What the target cannot expres
 ONNX, peepholes into PyTorch) is refused with the layout's reason, nothing dropped. Then the port is proven in
 the suite's terms: the target file is read back and must give the same canonical parameters, bit for bit; and
 each file is run as its users run it, loaded by its own framework's loader (``load_state_dict``,
-``load_weights``, the flax rows' module's ``apply``, an ONNX Runtime session), through that framework's runtime
-(backends/runtimes/: threads, x64 for a float64 flax file), and called on one seeded random input, compared
-with the spec (float64, on the source's parameters) and with the other file: worst error in eps of the dtype,
-against the suite's tolerance for outputs (contract/compare.py, contract/tolerances.py). Running the files
-themselves, not the rows on the parameters read back, is what catches a layout that is wrong both ways (its
-files read back bit for bit, and compute something else). The exit status is 0 when everything agrees, 1 when
+``load_weights``, the flax rows' module's ``apply``, an ONNX Runtime session, LiteRT's interpreter on the
+file's bytes, OpenVINO's ``Core.read_model`` and its CPU plugin at an explicit f32 inference precision), through
+that framework's runtime (backends/runtimes/: threads, x64 for a float64 flax file), and called on one seeded
+random input, compared with the spec (float64, on the source's parameters) and with the other file: worst error in
+eps of the dtype, against the suite's tolerance for outputs (contract/compare.py, contract/tolerances.py); the
+input is x of (T, B) = (7, 3), or of the batch size that a LiteRT file fixes. Running the files themselves, not
+the rows on the parameters read back, is what catches a layout that is wrong both ways (its files read back bit for
+bit, and compute something else). The exit status is 0 when everything agrees, 1 when
 something does not, 2 when the port is refused.
 
 Keras fixes its backend at its first import: where the port is the first to import it, it asks for the
@@ -42,13 +57,33 @@ the direction of a lone reverse layer or its sizes, --layers and --direction say
 weights). Given with a file that says its own architecture, they may only repeat it: one that contradicts the
 file is refused (the file is not read as something else, and the flags are not silently ignored).
 
+LiteRT: a model's state variables are (B, .), so a .tflite is built for one batch size: --batch's, else a LiteRT
+source's, else the proof's 3; its input x is (7, B, I), time-major, and its T resizable (the interpreter's
+resize_tensor_input). The proof runs the file at that batch size. This project's models say each op's layer and
+direction by their tensors' names (layer<l>.<forward|reverse>.<input>); a model from elsewhere is read when it is
+one fused op alone (its input and output the model's), as one forward layer. Refused, named: a file that is not a
+LiteRT model or is cut short, a model without the fused op (TFLite's converter makes a WHILE loop of Keras 3's
+LSTM: its operators are named), an op version the spec does not know (2 and above: hybrid and integer kernels),
+weights that are not constant float32 tensors (quantized, or dequantized from float16 as the model runs), clips,
+CIFG.
+
+OpenVINO: the IR is written with compress_to_fp16=False (openvino.save_model's default stores float32 weights in
+f16, silently: never here), and an IR whose weights are stored in f16 is refused (nothing is cast). Peepholes and
+coupled gates are refused before anything is written: LSTMSequence-5 has neither, and OpenVINO's ONNX frontend
+drops an ONNX LSTM's P and input_forget without a word (findings/openvino_onnx_lstm_peepholes_input_forget_ignored.py),
+so the IR would compute another LSTM. An .xml that is not XML (an ONNX or a LiteRT model under that name), an IR
+OpenVINO cannot read (a truncated .bin, an XML file that is not an IR: OpenVINO's message without its C++ frames)
+and a missing .bin are refused, named.
+
 Files: the command never writes over its source (the same path, or the same file through another path, a
 symbolic or a hard link: a file compared with itself proves nothing) and never over an existing file unless
 --force says so; a round trip checks every hop's file in --workdir before it writes the first. The target is
 written to a temporary file beside it and renamed into place once read back and proven (a file that disagrees
 is kept, and the exit status says so); when writing or the proof fails, the temporary file is removed, and a
-file that was there before is left as it was. What the target's runtime cannot run is refused before anything
-is written (ONNX Runtime's LSTM runs float32 only; nothing is cast). A source is checked before its reader
+file that was there before is left as it was. An OpenVINO IR's .bin goes with its .xml through all of this: checked
+(never the source, new unless --force), written under a partial name, renamed into place before the .xml, removed
+with it. What the target's runtime cannot run is refused before anything is written (ONNX Runtime's and LiteRT's
+LSTMs run float32 only, and the port runs OpenVINO's in f32; nothing is cast). A source is checked before its reader
 opens it: a file of another kind (a pickle or a zip archive as torch.save writes, a NumPy, HDF5 or safetensors
 file under another format's name) is named by its first bytes, nothing unpickled, and an ONNX model under
 another name by ONNX's parser once the format's own reader refused it; a GRU or a plain RNN is named by its
@@ -75,9 +110,13 @@ from safetensors import SafetensorError
 from backends.layouts import flax as flax_layouts
 from backends.layouts import keras as keras_layouts
 from backends.layouts import onnx as onnx_layouts
+from backends.layouts import openvino as openvino_layouts
+from backends.layouts import tflite as tflite_layouts
 from backends.layouts import torch as torch_layouts
 from backends.rows import jax as jax_rows
 from backends.rows import keras as keras_rows
+from backends.runtimes import litert
+from backends.runtimes import openvino as openvino_runtime
 from backends.runtimes.jax import FLAX
 from backends.runtimes.keras import keras as import_keras
 from backends.runtimes.onnx import layer_model
@@ -96,6 +135,8 @@ from spec.validation import LSTMInputError, format_shape
 from spec.weights_file import WeightFileError, foreign_format
 
 EXIT_AGREES, EXIT_DISAGREES, EXIT_REFUSED = 0, 1, 2
+#: The proof's input: x (T, B, I). A LiteRT model is built for it (T resizable, B fixed: --batch changes it).
+PROOF_T, PROOF_B = 7, 3
 
 
 @dataclass(frozen=True)
@@ -106,13 +147,21 @@ class Architecture:
     direction: str
     proj_size: int | None = None
     peephole: bool = False
+    layer_norm: bool = False  # per-gate layer normalization (LSTMParams.ln): TFLite's alone
+    proj_bias: bool = False  # the projection's bias (LSTMParams.b_hr): TFLite's alone
 
     def config(self) -> LayerConfig:
-        return LayerConfig(num_layers=self.num_layers, direction=self.direction, proj_size=self.proj_size, peephole=self.peephole)
+        return LayerConfig(num_layers=self.num_layers, direction=self.direction, proj_size=self.proj_size, peephole=self.peephole,
+                           layer_norm=self.layer_norm, proj_bias=self.proj_bias)
 
     @staticmethod
     def of(params: LayerParams, direction: str) -> "Architecture":
-        return Architecture(params.num_layers, direction, params.proj_size, params.peephole)
+        return Architecture(params.num_layers, direction, params.proj_size, params.peephole, params.layer_norm, params.proj_bias)
+
+    def describe(self) -> str:
+        """The features beyond layers and direction, for the source's line: ", projection 3, peepholes"."""
+        return ((f", projection {self.proj_size}" if self.proj_size else "") + (" with its bias" if self.proj_bias else "")
+                + (", peepholes" if self.peephole else "") + (", layer normalization" if self.layer_norm else ""))
 
 
 class PortError(Exception):
@@ -186,6 +235,7 @@ class Format:
     read_modules: tuple[str, ...] = ()  # what must import to read a file of this format
     modules: tuple[str, ...] = ()  # and to run it (the proof)
     says_architecture = True  # whether a file says its layers and direction (else --layers and --direction do)
+    fixes_batch = False  # whether a file is built for one batch size (its write takes batch=)
 
     def prepare(self) -> None:
         """What this format's framework needs set in this process before it is first imported (nothing, mostly)."""
@@ -217,6 +267,19 @@ class Format:
     def suffix_of(self, path: Path) -> str:
         """The suffix of this format that ``path`` ends with, else its first."""
         return next((s for s in self.suffixes if str(path).endswith(s)), self.suffixes[0])
+
+    def companions(self, path: Path) -> tuple[Path, ...]:
+        """The files that go with a file of this format, beside it (an OpenVINO IR's .bin): written, checked, placed
+        and removed with it."""
+        return ()
+
+    def batch_size(self, path: Path) -> int | None:
+        """The batch size a file of this format fixes (a LiteRT model's state variables are (B, .)); None: any."""
+        return None
+
+    def written(self, path: Path) -> str:
+        """What the port chose in writing a file of this format, said after its name ("" when nothing)."""
+        return ""
 
 
 class TorchFormat(Format):
@@ -616,7 +679,290 @@ class SpecFormat(Format):
         return {"y": fwd.y, "h_T": fwd.h_T, "c_T": fwd.c_T}
 
 
-FORMATS = {f.name: f for f in (TorchFormat(), KerasFormat(), FlaxFormat(), OnnxFormat(), SpecFormat())}
+class TfliteFormat(Format):
+    """LiteRT's (TFLite's) fused LSTM: one UNIDIRECTIONAL_SEQUENCE_LSTM (version 1, float32) per layer and direction,
+    in the model backends/runtimes/litert.py builds (layout backends/layouts/tflite.py)."""
+
+    name, layout, suffixes = "tflite", tflite_layouts.FUSED_OPS, (".tflite",)
+    framework = "ai_edge_litert Interpreter"
+    what, kind = "a LiteRT (TFLite) model", None
+    read_modules = modules = ("flatbuffers", "ai_edge_litert")
+    fixes_batch = True
+    _OWN = re.compile(r"layer(0|[1-9][0-9]{0,8})\.(forward|reverse)\.([a-z_]+)")
+
+    def cannot_run(self, params):
+        if params.dtype != np.float32:
+            return (f"LiteRT's {litert.FUSED_LSTM} runs float32 only (its version 1 is the float32 kernel, the others are "
+                    f"integer ones), and these weights are {params.dtype.name}: the port casts nothing (cast the source "
+                    "yourself if a float32 model is what you want)")
+        return None
+
+    def write(self, path, params, arch, batch: int | None = None):
+        layer = arch.config()
+        content = litert.layer_model(self.layout.to_native(params, layer), layer, input_size=params.input_size,
+                                     hidden_size=params.hidden_size, output_size=params.output_size, T=PROOF_T,
+                                     B=batch or PROOF_B, description="lstm-conformance: python -m tools.port")
+        Path(path).write_bytes(content)
+
+    def _model(self, path: Path):
+        """The checked model and its fused ops; a file LiteRT's schema cannot parse is _Unparsable."""
+        content = Path(path).read_bytes()
+        try:
+            model = litert.read_model(content, str(path))
+        except litert.ModelError as error:
+            raise _Unparsable(str(error)) from None
+        try:
+            return content, model, litert.fused_lstm_ops(model, str(path))
+        except litert.ModelError as error:
+            names = {name for name, _ in litert.operator_names(model)}
+            loop = "WHILE" in names and litert.FUSED_LSTM not in names
+            raise PortError(str(error) + ("; a WHILE loop is what TFLite's converter makes of Keras 3's LSTM: the port "
+                                          "reads the fused op only (write the model from the weights with this command)"
+                                          if loop else "")) from None
+
+    def _op_tensors(self, path: Path, content: bytes, model, op) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """One op's parameter inputs by their TFLite input names, as float32 arrays, and the names of their tensors:
+        each a constant float32 tensor, its options the plain LSTM's (no clip in the file)."""
+        S = litert.schema()
+        tensors, ops = model.subgraphs[0].tensors, model.subgraphs[0].operators
+        options = op.builtinOptions
+        if options is not None:
+            if options.fusedActivationFunction != S.ActivationFunctionType.TANH:
+                raise PortError(f"{path}: a {litert.FUSED_LSTM} whose cell activation is not tanh "
+                                f"(fused_activation_function {options.fusedActivationFunction}); only the standard LSTM is ported")
+            clips = {name: value for name, value in (("cell_clip", options.cellClip), ("proj_clip", options.projClip)) if value}
+            if clips:
+                raise PortError(f"{path}: the op sets {', '.join(f'{k}={v:g}' for k, v in clips.items())}; the other formats keep "
+                                "clips as run-time settings, not in the file (the spec's weight file among them), so "
+                                "the port would drop them: it ports unclipped models only")
+        types = {value: name for name, value in vars(S.TensorType).items() if not name.startswith("_")}
+        op_names = litert.operator_names(model)
+        producers = {out: op_names[k][0] for k, o in enumerate(ops) for out in (o.outputs or ())}
+        found, names = {}, {}
+        for position, input_name in enumerate(tflite_layouts.INPUTS):
+            index = op.inputs[position] if position < len(op.inputs) else -1
+            if input_name not in tflite_layouts.PARAMETERS or index < 0:
+                continue
+            tensor = tensors[index]
+            name = tensor.name.decode(errors="replace") if isinstance(tensor.name, bytes) else str(tensor.name)
+            if tensor.type != S.TensorType.FLOAT32 or tensor.quantization is not None and tensor.quantization.scale is not None \
+                    and len(tensor.quantization.scale):
+                raise PortError(f"{path}: {input_name} ({name!r}) is a {types.get(tensor.type, tensor.type)} tensor"
+                                f"{' with quantization parameters' if tensor.type == S.TensorType.FLOAT32 else ''}: a "
+                                "quantized model; the port reads float32 models only (the op's version 1 kernel)")
+            raw = self._data(content, model, tensor)
+            if raw is None:
+                what = f"computed by a {producers[index]} op" if index in producers else "not a constant"
+                raise PortError(f"{path}: {input_name} ({name!r}) is {what}, not a constant float32 tensor (a float16 model "
+                                "dequantizes its weights when it runs); the port reads float32 weights only")
+            shape = tuple(int(n) for n in tensor.shape)
+            if len(raw) != 4 * int(np.prod(shape)):
+                raise PortError(f"{path}: {input_name} ({name!r}) holds {len(raw)} bytes, not the {4 * int(np.prod(shape))} "
+                                f"of float32 values of its shape {format_shape(shape)}")
+            found[input_name], names[input_name] = np.frombuffer(raw, "<f4").astype(np.float32).reshape(shape), name
+        return found, names
+
+    @staticmethod
+    def _data(content: bytes, model, tensor) -> bytes | None:
+        """A constant tensor's bytes (little-endian, as TFLite stores them), or None for one without data."""
+        buffer = model.buffers[tensor.buffer] if 0 < tensor.buffer < len(model.buffers or ()) else None
+        if buffer is None:
+            return None
+        if (getattr(buffer, "offset", 0) or 0) > 1:  # stored after the flatbuffer (models over 2 GB)
+            return content[buffer.offset: buffer.offset + buffer.size]
+        if buffer.data is not None and len(buffer.data):
+            return np.asarray(buffer.data, np.uint8).tobytes()
+        return None
+
+    def _layers(self, path: Path, content: bytes, model, ops) -> tuple[list[tuple[int, str, object]], bool]:
+        """Which layer and direction each op is: (layer, word, op) in the stack's order, and whether the model is this
+        project's own (its tensors named layer<l>.<forward|reverse>.<input>) or one op from elsewhere."""
+        placed, own = [], True
+        for op in ops:
+            _, names = self._op_tensors(path, content, model, op)
+            matches = {self._OWN.fullmatch(n) for n in names.values()}
+            keys = {(m.group(1), m.group(2)) if m else None for m in matches}
+            if None in keys or len(keys) != 1 or any(self._OWN.fullmatch(n).group(3) != k for k, n in names.items()):
+                own = False
+                break
+            (l, word), = keys
+            placed.append((int(l), word, op))
+        if own:
+            layers = {l: sorted(w for k, w, _ in placed if k == l) for l, _, _ in placed}
+            words = {tuple(w) for w in layers.values()}
+            if sorted(layers) == list(range(len(layers))) and len(words) == 1 and len(placed) == sum(map(len, layers.values())) \
+                    and next(iter(words)) in (("forward",), ("reverse",), ("forward", "reverse")):
+                order = {w: k for k, w in enumerate(tflite_layouts.DIRECTION_WORDS)}
+                return sorted(placed, key=lambda p: (p[0], order[p[1]])), True
+            raise PortError(f"{path}: {len(ops)} {litert.FUSED_LSTM} op(s) named as layers and directions "
+                            f"{sorted((l, w) for l, w, _ in placed)}: not a stack (layers 0 .. L-1, each of the same directions)")
+        graph = model.subgraphs[0]
+        if len(ops) == 1 and len(graph.operators) == 1 and list(graph.inputs) == [ops[0].inputs[0]] \
+                and list(graph.outputs) == [ops[0].outputs[0]]:
+            return [(0, "forward", ops[0])], False
+        listed = ", ".join(name for name, _ in litert.operator_names(model))
+        raise PortError(f"{path}: a model from elsewhere ({listed}); the port reads one {litert.FUSED_LSTM} alone (the "
+                        "model's input and output its own) as one forward layer, or this project's models, whose tensor "
+                        "names say each op's layer and direction: it cannot tell how these ops make a stack")
+
+    def read(self, path, hint):
+        content, model, ops = self._model(path)
+        layers, _ = self._layers(path, content, model, ops)
+        native = {}
+        for l, word, op in layers:
+            tensors, _ = self._op_tensors(path, content, model, op)
+            if "input_to_input_weights" not in tensors:
+                raise PortError(f"{path}: a CIFG {litert.FUSED_LSTM} (coupled input and forget gates: no input-gate weights); "
+                                "only ONNX (input_forget) and TFLite hold coupled gates, and the port ports neither's "
+                                "coupled gates: no other format would compute the same with these weights")
+            native.update({tflite_layouts.weight_name(l, word, name): tensor for name, tensor in tensors.items()})
+        L, words = max(l for l, _, _ in layers) + 1, {w for _, w, _ in layers}
+        direction = "bidirectional" if len(words) == 2 else next(iter(words))
+        first = native.get(tflite_layouts.weight_name(0, layers[0][1], "recurrent_to_forget_weights"))
+        has = lambda name: tflite_layouts.weight_name(0, layers[0][1], name) in native  # noqa: E731
+        arch = Architecture(L, direction, first.shape[1] if has("projection_weights") and first is not None else None,
+                            has("cell_to_forget_weights"), has("forget_layer_norm_coefficients"), has("projection_bias"))
+        return self.layout.from_native(native, arch.config()), arch
+
+    def batch_size(self, path):
+        """The batch size of its state variables (B, .), which LiteRT cannot resize."""
+        _, model, ops = self._model(path)
+        shape = model.subgraphs[0].tensors[ops[0].inputs[tflite_layouts.INPUTS.index("cell_state")]].shape
+        return int(shape[0])
+
+    def written(self, path):
+        B = self.batch_size(path)
+        return f" for batch size {B} (its state variables are ({B}, .)); x ({PROOF_T}, {B}, I), time-major, T resizable"
+
+    def run(self, path, arch, x, h0, c0):
+        content, model, ops = self._model(path)
+        layers, own = self._layers(path, content, model, ops)
+        try:
+            if own:
+                fused = litert.LITERT.fused(content, arch.config(), str(path))
+                y, h_T, c_T = fused.run(x, h0, c0)
+            else:  # one op from elsewhere: its input, output and state variables by position
+                op = layers[0][2]
+                interpreter = litert.LITERT.interpreter(content, str(path))
+                states = ((op.inputs[tflite_layouts.INPUTS.index("output_state")],
+                           op.inputs[tflite_layouts.INPUTS.index("cell_state")]),)
+                fused = litert.FusedModel(content, interpreter, op.inputs[0], op.outputs[0], states)
+                batch_major = op.builtinOptions is not None and not op.builtinOptions.timeMajor
+                y, h_T, c_T = fused.run(x.transpose(1, 0, 2) if batch_major else x, h0, c0)
+                y = y.transpose(1, 0, 2) if batch_major else y
+        except KeyError as error:  # a tensor this project's models have (x, the state variables) is not there
+            raise PortError(f"{path}: its ops' tensors are named as this project's models name them, but it has no tensor "
+                            f"{error}: the port cannot run it") from None
+        except (litert.ModelError, ValueError, RuntimeError) as error:  # LiteRT's refusals (allocation, resizing)
+            raise PortError(f"{path}: LiteRT cannot run it: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        return {"y": y, "h_T": h_T, "c_T": c_T}
+
+
+class OpenVinoFormat(Format):
+    """An OpenVINO IR: the .xml (the graph) and the .bin beside it (the weights), of the port's ONNX model converted by
+    openvino.convert_model; its LSTMs are LSTMSequence-5 ops (layout backends/layouts/openvino.py)."""
+
+    name, layout, suffixes = "openvino", openvino_layouts.LSTM_SEQUENCES, (".xml",)
+    framework = "openvino CPU plugin, f32"
+    what, kind = "an OpenVINO IR (.xml, its weights in the .bin beside it)", None
+    read_modules, modules = ("openvino",), ("onnx", "openvino")
+    _ACTIVATIONS = ["sigmoid", "tanh", "tanh"]
+
+    def companions(self, path):
+        return (Path(path).with_suffix(".bin"),)
+
+    def cannot_run(self, params):
+        if params.dtype != np.float32:
+            return (f"the port runs OpenVINO's CPU plugin in f32 (an explicit inference precision; it has no f64 LSTM), "
+                    f"and these weights are {params.dtype.name}: the port casts nothing (cast the source yourself if a "
+                    "float32 model is what you want)")
+        return None
+
+    def write(self, path, params, arch):
+        ov = openvino_runtime.openvino()
+        self.layout.to_native(params, arch.config())  # what LSTMSequence-5 cannot hold, refused in its words
+        with tempfile.TemporaryDirectory(prefix="port-onnx-") as folder:
+            onnx_path = Path(folder) / "lstm.onnx"
+            FORMATS["onnx"].write(onnx_path, params, arch)
+            model = ov.convert_model(str(onnx_path))
+        # save_model compresses float32 weights to f16 by default (compress_to_fp16=True): never here
+        ov.save_model(model, str(path), compress_to_fp16=False)
+
+    def written(self, path):
+        return " with its .bin, weights in f32 (compress_to_fp16=False: save_model's default would store them in f16)"
+
+    def _read(self, path: Path):
+        """OpenVINO's model of an IR, checked first for what the IR frontend would not say."""
+        path = Path(path)
+        weights = path.with_suffix(".bin")
+        with open(path, "rb") as stream:
+            head = stream.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if not head.startswith(b"<"):
+            raise _Unparsable(f"{path}: not an XML file (it starts {head[:16]!r}), so not an OpenVINO IR's .xml")
+        if not weights.is_file():
+            raise PortError(f"{path}: its weights file {weights} is missing: an OpenVINO IR is the .xml and the .bin beside it")
+        try:
+            return openvino_runtime.OPENVINO.core().read_model(str(path), str(weights))
+        except Exception as error:  # noqa: BLE001 - OpenVINO raises RuntimeError for everything
+            raise _Unparsable(f"{path} (with {weights.name}): OpenVINO cannot read it as an IR: "
+                              f"{openvino_runtime._first_line(error)}") from None
+
+    def _constant(self, path: Path, op, position: int, tensor: str) -> np.ndarray:
+        node = op.input_value(position).get_node()
+        kind = node.get_type_name()
+        if kind == "Convert" and node.input_value(0).get_node().get_type_name() == "Constant":
+            stored = node.input_value(0).get_node().get_element_type().get_type_name()
+            raise PortError(f"{path}: {op.get_friendly_name()}'s {tensor} is stored in {stored} and converted when the model "
+                            "runs (openvino.save_model compresses weights to f16 unless compress_to_fp16=False); the port "
+                            "reads f32 weights only and casts nothing")
+        if kind != "Constant":
+            raise PortError(f"{path}: {op.get_friendly_name()}'s {tensor} is computed by a {kind} op, not a constant")
+        element = node.get_element_type().get_type_name()
+        if element != "f32":
+            raise PortError(f"{path}: {op.get_friendly_name()}'s {tensor} is {element}; the port reads f32 weights only")
+        return np.array(node.get_data(), dtype=np.float32)
+
+    def read(self, path, hint):
+        model = self._read(path)
+        ops = [op for op in model.get_ordered_ops() if op.get_type_name() == "LSTMSequence"]
+        if not ops:
+            kinds = sorted({op.get_type_name() for op in model.get_ordered_ops()} - {"Parameter", "Result", "Constant"})
+            raise PortError(f"{path}: no LSTMSequence op in this IR; its ops are: {', '.join(kinds) or 'none'}")
+        native, directions = {}, set()
+        for l, op in enumerate(ops):
+            version = op.get_type_info().version_id
+            attributes = op.get_attributes()
+            if version != "opset5":
+                raise PortError(f"{path}: {op.get_friendly_name()} is LSTMSequence of {version}; the port reads opset5's")
+            if list(attributes.get("activations", self._ACTIVATIONS)) != self._ACTIVATIONS or attributes.get("activations_alpha") \
+                    or attributes.get("activations_beta"):
+                raise PortError(f"{path}: {op.get_friendly_name()} sets activations {list(attributes.get('activations'))}; only "
+                                "the standard sigmoid/tanh LSTM is ported")
+            if attributes.get("clip"):
+                raise PortError(f"{path}: {op.get_friendly_name()} sets clip={attributes['clip']:g}; the other formats keep clips "
+                                "as run-time settings, not in the file, so the port would drop it: it ports unclipped models only")
+            directions.add(attributes["direction"])
+            for position, tensor in ((4, "W"), (5, "R"), (6, "B")):
+                native[openvino_layouts.weight_name(l, tensor)] = self._constant(path, op, position, tensor)
+        if len(directions) != 1:
+            raise PortError(f"{path}: its LSTMSequence ops run {sorted(directions)}; the port reads a stack of one direction")
+        arch = Architecture(len(ops), directions.pop())
+        return self.layout.from_native(native, arch.config()), arch
+
+    def run(self, path, arch, x, h0, c0):
+        try:
+            session = openvino_runtime.OPENVINO.session(self._read(path), Device.CPU, str(path))
+        except RuntimeError as error:  # the CPU plugin's refusal to compile it
+            raise PortError(f"{path}: OpenVINO cannot compile it: {openvino_runtime._first_line(error)}") from None
+        inputs, outputs = session.compiled.inputs, session.compiled.outputs
+        if len(inputs) != 3 or len(outputs) != 3:
+            raise PortError(f"{path}: the proof runs a model of inputs (x, h0, c0) and outputs (y, h_T, c_T), time-major; "
+                            f"this one takes {[i.get_any_name() for i in inputs]} and gives {[o.get_any_name() for o in outputs]}")
+        y, h_T, c_T = session.run(None, {k: a for k, a in enumerate((x, h0, c0))})[:3]
+        return {"y": y, "h_T": h_T, "c_T": c_T}
+
+
+FORMATS = {f.name: f for f in (TorchFormat(), KerasFormat(), FlaxFormat(), OnnxFormat(), SpecFormat(), TfliteFormat(), OpenVinoFormat())}
 
 
 def named_format(path: Path) -> Format | None:
@@ -710,9 +1056,19 @@ def _same_file(a: Path, b: Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def _check_target(target: Path, source: Path, force: bool, where: str = "") -> None:
+def _check_target(target: Path, source: Path, force: bool, where: str = "", fmt: Format | None = None) -> None:
     """Before anything is read or written: the target is not the source, it can be written, and it is new
-    unless --force. ``where`` says where a target's name came from (a round trip's hops)."""
+    unless --force; so are the files its format writes beside it (an OpenVINO IR's .bin). ``where`` says where a
+    target's name came from (a round trip's hops)."""
+    for companion in fmt.companions(target) if fmt is not None else ():
+        if _same_file(source, companion):
+            raise PortError(f"{target}{where}: its {companion.suffix} file {companion} is the source {source} itself: a port "
+                            "never writes over its input; name another target")
+        if companion.is_dir():
+            raise PortError(f"{target}{where}: {companion}, which the {fmt.name} target is written with, is a directory")
+        if os.path.lexists(companion) and not force:
+            raise PortError(f"{target}{where}: {companion}, which the {fmt.name} target is written with, exists; give --force "
+                            "to write over it")
     if _same_file(source, target):
         raise PortError(f"{target}{where} is the source {source} itself: a port never writes over its input, and a "
                         "file compared with itself proves nothing; name another target")
@@ -778,9 +1134,14 @@ class Agreement:
 
 
 def prove(source: Format, source_path: Path, source_params: LayerParams, target: Format, target_path: Path,
-          arch: Architecture, seed: int = 0, T: int = 7, B: int = 3) -> list[Agreement]:
+          arch: Architecture, seed: int = 0, T: int = PROOF_T, B: int | None = None) -> list[Agreement]:
     """Both files run by their frameworks on one seeded random input, against the spec in float64 (on the
-    source's canonical parameters) and against each other."""
+    source's canonical parameters) and against each other. The batch size is the one a file fixes (a LiteRT
+    model's), else ``B``, else the proof's."""
+    fixed = {size for size in (source.batch_size(source_path), target.batch_size(target_path)) if size is not None}
+    if len(fixed) > 1:
+        raise PortError(f"{source_path} and {target_path} are built for batch sizes {sorted(fixed)}: one input cannot run both")
+    B = fixed.pop() if fixed else B or PROOF_B
     rng = np.random.default_rng(seed)
     L, D = arch.num_layers, arch.config().num_directions
     dtype = source_params.dtype
@@ -817,15 +1178,14 @@ def _same(a: LayerParams, b: LayerParams) -> list[str]:
 
 
 def convert(source_path: Path, target_path: Path, source: Format, target: Format, hint: Architecture | None,
-            out=print, force: bool = False) -> int:
+            out=print, force: bool = False, batch: int | None = None) -> int:
     """source -> target, proven. Everything that can be refused is refused before a byte is written (the target's
     path, the source, what the target can hold and run, the frameworks), and the target takes its name only
     once written, read back and proven: a failure leaves no file, nor touches one that was there."""
-    _check_target(target_path, source_path, force)
+    _check_target(target_path, source_path, force, fmt=target)
     params, arch = read_source(source, source_path, hint)
     out(f"{source_path} ({source.name}): {arch.num_layers} layer(s), {arch.direction}, input {params.input_size}, "
-        f"hidden {params.hidden_size}" + (f", projection {arch.proj_size}" if arch.proj_size else "")
-        + (", peepholes" if arch.peephole else "") + f", {params.dtype.name}")
+        f"hidden {params.hidden_size}" + arch.describe() + f", {params.dtype.name}")
     for fmt, path in ((target, target_path), (source, source_path)):
         reason = fmt.cannot_run(params)
         if reason:
@@ -838,10 +1198,20 @@ def convert(source_path: Path, target_path: Path, source: Format, target: Format
         return EXIT_REFUSED
     _check_frameworks(source, source_path)
     _check_frameworks(target, target_path)
-    partial, placed = _partial(target_path, target), False
-    try:  # written, read back and proven under the partial name; renamed into place only then
+    held = source.batch_size(source_path)
+    if batch is not None and held is not None and batch != held:
+        raise PortError(f"{source_path} is built for batch size {held}, and --batch says {batch}: the proof runs both "
+                        f"files on one input; leave --batch out (the target gets the source's {held})")
+    if batch is not None and not target.fixes_batch:
+        raise PortError(f"--batch is the batch size a LiteRT model is built for; {target_path} is {target.what}, which "
+                        "fixes none: leave --batch out")
+    options = {"batch": batch or held} if target.fixes_batch else {}
+    partial = _partial(target_path, target)
+    beside = [(p, t) for p, t in zip(target.companions(partial), target.companions(target_path), strict=True)]
+    placed = False
+    try:  # written, read back and proven under the partial names; renamed into place only then
         try:
-            target.write(partial, params, arch)
+            target.write(partial, params, arch, **options)
         except NotSupported as error:
             out(f"refused: {target.name} cannot hold this LSTM: {error}")
             return EXIT_REFUSED
@@ -850,35 +1220,41 @@ def convert(source_path: Path, target_path: Path, source: Format, target: Format
             raise PortError(f"cannot write {target_path}: {re.sub(r' at path .*$', '', reason)}") from None
         back, _ = target.read(partial, arch)
         differ = _same(params, back)
-        out(f"{target_path} ({target.name}) written; read back: " + ("the same parameters, bit for bit" if not differ
-                                                                     else f"DIFFERENT in {', '.join(differ)}"))
+        out(f"{target_path} ({target.name}) written{target.written(partial)}; read back: "
+            + ("the same parameters, bit for bit" if not differ else f"DIFFERENT in {', '.join(differ)}"))
         agreements = prove(source, source_path, params, target, partial, arch)
         out("both files, each run by its framework on one seeded random input (tolerance: the suite's, outputs):")
         for agreement in agreements:
             out(agreement.line())
-        os.chmod(partial, 0o666 & ~_umask())  # as a new file would be (mkstemp made it the owner's alone)
-        os.replace(partial, target_path)
+        for written_path, _ in [(partial, target_path), *beside]:
+            os.chmod(written_path, 0o666 & ~_umask())  # as a new file would be (mkstemp made it the owner's alone)
+        for written_path, final in [*beside, (partial, target_path)]:  # the companions first: the file that names them last
+            os.replace(written_path, final)
         placed = True
     finally:
         if not placed:
-            partial.unlink(missing_ok=True)
+            for written_path, _ in [(partial, target_path), *beside]:
+                written_path.unlink(missing_ok=True)
     return EXIT_AGREES if not differ and all(a.ratio <= 1 for a in agreements) else EXIT_DISAGREES
 
 
 def roundtrip(source_path: Path, source: Format, via: list[Format], workdir: Path, hint: Architecture | None, out=print,
-              force: bool = False) -> int:
+              force: bool = False, batch: int | None = None) -> int:
     """source -> via[0] -> via[1] -> ... -> source's format again: every hop proven, and the end bit for bit the start.
     Every hop's file is checked before the first is written: none may be the source, none may exist without --force."""
     hops = [(workdir / f"hop{k + 1}-{hop.name}{hop.suffixes[0]}", hop) for k, hop in enumerate([*via, source])]
-    for target_path, _ in hops:
-        _check_target(target_path, source_path, force, f" (a hop's file in --workdir {workdir})")
+    if batch is not None and not any(hop.fixes_batch for _, hop in hops):
+        raise PortError("--batch is the batch size a LiteRT model is built for, and no hop is tflite: leave it out")
+    for target_path, hop in hops:
+        _check_target(target_path, source_path, force, f" (a hop's file in --workdir {workdir})", hop)
     start, arch = read_source(source, source_path, hint)
     for target_path, hop in hops:
         _check_frameworks(hop, target_path)
     path, fmt, status = source_path, source, EXIT_AGREES
     for target_path, hop in hops:
         out(f"\n== {fmt.name} -> {hop.name}")
-        status = max(status, convert(path, target_path, fmt, hop, arch, out, force))
+        hop_batch = batch if hop.fixes_batch and not fmt.fixes_batch else None  # else the hop's source's own
+        status = max(status, convert(path, target_path, fmt, hop, arch, out, force, hop_batch))
         if status == EXIT_REFUSED:
             return status
         path, fmt = target_path, hop
@@ -927,6 +1303,8 @@ def main(argv=None) -> int:
                              "other files say it, and a contradiction is refused)")
         command.add_argument("--direction", choices=spec_layer.DIRECTIONS, help="forward, reverse or bidirectional (Keras and flax sources)")
         command.add_argument("--force", action="store_true", help="write over existing files (never over the source)")
+        command.add_argument("--batch", type=_at_least_one, help=f"the batch size a tflite target is built for (its state "
+                             f"variables are (B, .)); default: a tflite source's, else {PROOF_B}, the proof's")
     args = parser.parse_args(argv)
     hint = None
     if args.layers is not None or args.direction is not None:
@@ -938,7 +1316,7 @@ def main(argv=None) -> int:
         if args.command == "convert":
             target = format_of(args.target, args.target_format)
             _check_target_name(args.target, target)
-            return convert(args.source, args.target, source, target, hint, force=args.force)
+            return convert(args.source, args.target, source, target, hint, force=args.force, batch=args.batch)
         via = _via(args.via)
         if args.workdir.exists() and not args.workdir.is_dir():
             raise PortError(f"--workdir {args.workdir} is a file, not a directory")
@@ -946,7 +1324,7 @@ def main(argv=None) -> int:
             args.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise PortError(f"cannot make --workdir {args.workdir}: {error.strerror or error}") from None
-        return roundtrip(args.source, source, via, args.workdir, hint, force=args.force)
+        return roundtrip(args.source, source, via, args.workdir, hint, force=args.force, batch=args.batch)
     except (PortError, Unavailable, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_REFUSED

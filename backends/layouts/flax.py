@@ -41,6 +41,8 @@ REASONS = {
     Feature.CELL_CLIP: "flax's LSTM cells have no cell clip",
     Feature.GATE_CLIP: "flax's LSTM cells have no gate clip",
     Feature.COUPLED: "flax's LSTM cells have no coupled input and forget gates",
+    Feature.LAYER_NORM: "flax's LSTM cells have no layer normalization of the gates",
+    Feature.PROJ_BIAS: "flax's LSTM cells have no projection, so no projection bias",
 }
 _ONE_CELL = "a flax cell tree is one cell: layers and directions are the stack's (nn.RNN, nn.Bidirectional)"
 

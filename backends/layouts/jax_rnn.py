@@ -32,6 +32,8 @@ REASONS = {
     Feature.CELL_CLIP: "jax.experimental.rnn's LSTM has no cell clip",
     Feature.GATE_CLIP: "jax.experimental.rnn's LSTM has no gate clip",
     Feature.COUPLED: "jax.experimental.rnn's LSTM has no coupled input and forget gates",
+    Feature.LAYER_NORM: "jax.experimental.rnn's LSTM has no layer normalization of the gates",
+    Feature.PROJ_BIAS: "jax.experimental.rnn's LSTM has no projection, so no projection bias",
 }
 
 

@@ -43,6 +43,8 @@ NOT_IN_KERAS = {
     Feature.CELL_CLIP: "Keras' LSTM does not clip the cell state (no cell_clip)",
     Feature.GATE_CLIP: "Keras' LSTM does not clip gate pre-activations (no clip)",
     Feature.COUPLED: "Keras' LSTM has no coupled input and forget gates (no input_forget)",
+    Feature.LAYER_NORM: "Keras' LSTM has no layer normalization of the gates",
+    Feature.PROJ_BIAS: "Keras' LSTM has no projection, so no projection bias",
 }
 
 

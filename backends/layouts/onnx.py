@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from contract.layout import Layout
+from contract.layout import Layout, fold_forget_bias
 from contract.vocabulary import Feature
 from spec.layer import LayerConfig
 from spec.params import GATES, PEEPHOLE_GATES, LayerParams, LSTMParams
@@ -61,8 +61,7 @@ def to_onnx(cell: LSTMParams, forget_bias: float = 0.0) -> dict[str, np.ndarray]
     """One direction's W (1, 4H, in), R (1, 4H, H), B (1, 8H) (and P (1, 3H)); the forget bias folded into Wb."""
     H, I = cell.hidden_size, cell.input_size
     Rb = cell.b * 0.5
-    Wb = Rb.copy()
-    Wb[GATES.index("f")] += forget_bias
+    Wb = fold_forget_bias(Rb, forget_bias)  # refused where b_f / 2 + forget_bias is not a value of a half type
     tensors = {
         "W": cell.W[_TO_ONNX].reshape(1, 4 * H, I),
         "R": cell.U[_TO_ONNX].reshape(1, 4 * H, H),
@@ -133,6 +132,8 @@ LSTM_NODES = _Nodes(
         Feature.PROJECTION: NO_PROJECTION,
         Feature.PROJ_CLIP: "ONNX's LSTM operator has no projection, so no proj_clip",
         Feature.CELL_CLIP: "ONNX's LSTM operator has no cell clip (its clip is the spec's gate_clip)",
+        Feature.LAYER_NORM: "ONNX's LSTM operator has no layer normalization of the gates",
+        Feature.PROJ_BIAS: "ONNX's LSTM operator has no projection, so no projection bias",
     },
 )
 

@@ -109,6 +109,8 @@ _COMMON_REASONS = {
     Feature.REVERSE: _REVERSE,
     Feature.GATE_CLIP: "TF1's cells clip the cell state (LSTMCell(cell_clip)), not the gate pre-activations",
     Feature.COUPLED: "TF1's nn.rnn_cell has no coupled input and forget gates (CoupledInputForgetGateLSTMCell left with tf.contrib)",
+    Feature.LAYER_NORM: "TF1's nn.rnn_cell LSTM cells have no layer normalization (LayerNormBasicLSTMCell left with tf.contrib)",
+    Feature.PROJ_BIAS: "TF1's LSTMCell projects without a bias (num_proj: a kernel only)",
 }
 _STACKS = frozenset({Feature.STACKED, Feature.BIDIRECTIONAL})
 

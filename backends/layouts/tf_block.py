@@ -88,6 +88,8 @@ REASONS = {
     Feature.PROJ_CLIP: "BlockLSTM has no projection to clip",
     Feature.GATE_CLIP: "BlockLSTM clips the cell state (cell_clip), not the gate pre-activations",
     Feature.COUPLED: "BlockLSTM has no coupled input and forget gates",
+    Feature.LAYER_NORM: "BlockLSTM has no layer normalization of the gates",
+    Feature.PROJ_BIAS: "BlockLSTM has no projection, so no projection bias",
 }
 
 

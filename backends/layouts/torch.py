@@ -126,6 +126,8 @@ NN_LSTM = _StateDict(
         Feature.CELL_CLIP: "torch.nn.LSTM has no cell clip",
         Feature.GATE_CLIP: "torch.nn.LSTM has no gate clip",
         Feature.COUPLED: "torch.nn.LSTM has no coupled input and forget gates",
+        Feature.LAYER_NORM: "torch.nn.LSTM has no layer normalization of the gates",
+        Feature.PROJ_BIAS: "torch.nn.LSTM projects without a bias (weight_hr only)",
     },
     names=lambda k, l, d: lstm_names(l, d),
 )
@@ -140,6 +142,8 @@ CELLS = _StateDict(
         Feature.CELL_CLIP: "torch.nn.LSTMCell has no cell clip",
         Feature.GATE_CLIP: "torch.nn.LSTMCell has no gate clip",
         Feature.COUPLED: "torch.nn.LSTMCell has no coupled input and forget gates",
+        Feature.LAYER_NORM: "torch.nn.LSTMCell has no layer normalization of the gates",
+        Feature.PROJ_BIAS: "torch.nn.LSTMCell has no projection (proj_size is torch.nn.LSTM's only)",
     },
     names=lambda k, l, d: cell_list_names(k),
 )
@@ -180,7 +184,7 @@ PEEPHOLE = _Peephole(
     holds=frozenset({Feature.PEEPHOLE}),
     reasons={feature: _ONE_CELL for feature in (
         Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL, Feature.PROJECTION, Feature.PROJ_CLIP, Feature.CELL_CLIP,
-        Feature.GATE_CLIP, Feature.COUPLED)},
+        Feature.GATE_CLIP, Feature.COUPLED, Feature.LAYER_NORM, Feature.PROJ_BIAS)},
 )
 
 __all__ = ["CELLS", "NN_LSTM", "PEEPHOLE", "PEEPHOLE_ORDER", "cell_from_state", "cell_gradient", "cell_list_names", "cell_state",

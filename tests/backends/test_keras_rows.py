@@ -108,6 +108,8 @@ CANNOT_HOLD = {
     Feature.CELL_CLIP: (LayerConfig(cell_clip=1.0), layouts.NOT_IN_KERAS[Feature.CELL_CLIP]),
     Feature.GATE_CLIP: (LayerConfig(gate_clip=1.0), layouts.NOT_IN_KERAS[Feature.GATE_CLIP]),
     Feature.COUPLED: (LayerConfig(coupled_input_forget=True), layouts.NOT_IN_KERAS[Feature.COUPLED]),
+    Feature.LAYER_NORM: (LayerConfig(layer_norm=True), layouts.NOT_IN_KERAS[Feature.LAYER_NORM]),
+    Feature.PROJ_BIAS: (LayerConfig(proj_size=2, proj_bias=True), layouts.NOT_IN_KERAS[Feature.PROJECTION]),
 }
 
 

@@ -154,7 +154,8 @@ def test_layout_gradients_are_the_transpose_with_b_the_mean_of_wb_and_rb():
 @pytest.mark.parametrize("feature", sorted(ARCHITECTURE - layouts.LSTM_NODES.holds), ids=str)
 def test_the_layout_refuses_what_the_operator_cannot_express_with_its_own_words(feature):
     layer = {Feature.PROJECTION: dict(proj_size=1), Feature.PROJ_CLIP: dict(proj_size=1, proj_clip=0.5),
-             Feature.CELL_CLIP: dict(cell_clip=1.0)}[feature]
+             Feature.CELL_CLIP: dict(cell_clip=1.0), Feature.LAYER_NORM: dict(layer_norm=True),
+             Feature.PROJ_BIAS: dict(proj_size=1, proj_bias=True)}[feature]
     d = data(H=3, **layer)
     with pytest.raises(NotSupported) as refused:
         layouts.LSTM_NODES.to_native(d.params, d.layer)

@@ -26,6 +26,9 @@ from spec.cases import case_by_name, case_set, make_case_data, reference
 from spec.layer import LayerConfig
 from spec.params import GATES, PEEPHOLE_GATES, LayerParams, LSTMParams
 
+#: A cell's tensors with a gate axis first (f at index 1): W, U, b, p (i, f, o), ln.
+GATE_AXIS = ("W", "U", "b", "p", "ln")
+
 ROWS = builtin_rows()
 LAYOUTS: dict[str, list] = defaultdict(list)  # layout name -> the rows that use it
 for _row in ROWS:
@@ -45,7 +48,7 @@ def held_cases(layout) -> list:
 
 def test_ids_are_unique_and_stable():
     ids = [row.id for row in ROWS]
-    assert len(ids) == len(set(ids)) == 29
+    assert len(ids) == len(set(ids)) == 34
     assert all(i.count("/") == 1 and " " not in i for i in ids), ids
 
 
@@ -67,6 +70,9 @@ def test_layout_round_trip_is_exact_on_every_case_it_holds_with_the_forget_bias_
             for tensor, value in params.tensors().items():
                 if tensor.endswith(" b"):
                     value = fold_forget_bias(value, case.layer.forget_bias)
+                if case.layer.coupled_input_forget and not layout.keeps_unused_forget_gate and tensor.split()[-1] in GATE_AXIS:
+                    value = value.copy()  # the spec's unused f tensors (index 1 on axis 0) come back as zeros
+                    value[1] = 0
                 assert back.tensors()[tensor].dtype == value.dtype, f"{case.name} {dtype}: {tensor}"
                 np.testing.assert_allclose(back.tensors()[tensor], value, rtol=0, atol=4 * np.finfo(dtype).eps,
                                            err_msg=f"{case.name} {dtype}: {tensor} changed in the round trip")
@@ -122,7 +128,9 @@ def test_a_gate_swap_always_shows(row):
     needs(row)
     dtype = next(d for d in (Dtype.FLOAT64, Dtype.FLOAT32, Dtype.BFLOAT16, Dtype.FLOAT16)
                  if d in row.dtypes and not row.known_failure(Kind.OUTPUTS, dtype=d, device="cpu"))
-    peephole = Feature.PEEPHOLE in row.features
+    # Peepholes a row drops (a known failure) cannot show a swap.
+    peephole = Feature.PEEPHOLE in row.features and not row.known_failure(Kind.OUTPUTS, dtype=dtype, device="cpu",
+                                                                          features={Feature.PEEPHOLE})
     d = make_case_data(case_by_name("I-ne-H-peephole" if peephole else "I-ne-H"), str(dtype))
     y = lambda params: row.forward(params, d.x, d.h0, d.c0, layer=d.layer).y  # noqa: E731
     base = y(d.params)

@@ -168,7 +168,8 @@ FEATURE_LAYERS = {
     Feature.STACKED: dict(num_layers=2), Feature.REVERSE: dict(direction="reverse"),
     Feature.BIDIRECTIONAL: dict(direction="bidirectional"), Feature.PROJECTION: dict(proj_size=2),
     Feature.PROJ_CLIP: dict(proj_size=2, proj_clip=0.5), Feature.GATE_CLIP: dict(gate_clip=1.0),
-    Feature.COUPLED: dict(coupled_input_forget=True),
+    Feature.COUPLED: dict(coupled_input_forget=True), Feature.LAYER_NORM: dict(layer_norm=True),
+    Feature.PROJ_BIAS: dict(proj_size=2, proj_bias=True),
 }
 
 
@@ -176,7 +177,7 @@ FEATURE_LAYERS = {
 def test_the_layouts_refuse_what_the_op_cannot_express_with_its_own_words(feature):
     assert layouts.BLOCK_V1.holds == layouts.BLOCK_V2.holds == {Feature.PEEPHOLE, Feature.CELL_CLIP}
     d = data(**FEATURE_LAYERS[feature])
-    expected = layouts.REASONS[Feature.PROJECTION if feature == Feature.PROJ_CLIP else feature]
+    expected = layouts.REASONS[Feature.PROJECTION if feature in (Feature.PROJ_CLIP, Feature.PROJ_BIAS) else feature]
     for layout in LAYOUTS:
         with pytest.raises(NotSupported) as refused:
             layout.to_native(d.params, d.layer)

@@ -162,6 +162,7 @@ FEATURE_LAYERS = {
     Feature.BIDIRECTIONAL: dict(direction="bidirectional"), Feature.PROJECTION: dict(proj_size=2),
     Feature.PROJ_CLIP: dict(proj_size=2, proj_clip=0.5), Feature.CELL_CLIP: dict(cell_clip=1.0),
     Feature.GATE_CLIP: dict(gate_clip=1.0), Feature.COUPLED: dict(coupled_input_forget=True),
+    Feature.LAYER_NORM: dict(layer_norm=True), Feature.PROJ_BIAS: dict(proj_size=2, proj_bias=True),
 }
 REFUSED = [(layout, feature) for layout in (layouts.NN_LSTM, layouts.CELLS, layouts.PEEPHOLE)
            for feature in sorted(ARCHITECTURE - layout.holds)]

@@ -201,6 +201,10 @@ def test_data_has_the_case_shapes(case):
             expected["p"] = (3, H)
         if case.layer.proj_size:
             expected["W_hr"] = (P, H)
+        if case.layer.layer_norm:
+            expected["ln"] = (4, H)
+        if case.layer.proj_bias:
+            expected["b_hr"] = (P,)
         assert {name: t.shape for name, t in cell.tensors().items()} == expected, f"cell {k}"
     assert (d.lengths is None) == (case.lengths is None) and (d.mask is None) == (case.mask is None)
 

@@ -62,6 +62,9 @@ PROPERTY_CASES = (
     Case("forward-lengths-padded", T=4, B=3, I=2, H=2, seed=105, layer=LayerConfig(), lengths=(4, 2, 0)),
     Case("stack-forward-gate-clip-coupled", T=3, B=2, I=2, H=2, seed=106, weight_scale=2.0,
          layer=LayerConfig(num_layers=2, gate_clip=1.0, coupled_input_forget=True)),
+    Case("layer-norm-projection-bias-lengths", T=4, B=3, I=2, H=3, seed=107, weight_scale=2.0,
+         layer=LayerConfig(layer_norm=True, peephole=True, proj_size=2, proj_bias=True, proj_clip=0.2),
+         lengths=(4, 1, 3)),
 )
 
 
@@ -70,8 +73,10 @@ def _property(body):
 
 
 # The small cases that together exercise every feature (full finite differences on them take about a second).
-FD_CASES = ("coupled-stack", "mask-previous", "proj-clip", "cell-clip", "stacked-bidirectional")
-DIRECTIONAL_CASES = ("medium-combined", "lstmp-stack", "clips-stack", "coupled-stack", "mask-previous", "mask-zero")
+FD_CASES = ("coupled-stack", "mask-previous", "proj-clip", "cell-clip", "stacked-bidirectional", "layer-norm-cifg",
+            "layer-norm-full")
+DIRECTIONAL_CASES = ("medium-combined", "lstmp-stack", "clips-stack", "coupled-stack", "mask-previous", "mask-zero",
+                     "layer-norm-full")
 
 CHECKS: dict[str, Callable[[], None]] = {
     "finite-differences": _data_check(check_layer_gradients_by_finite_differences, FD_CASES),
@@ -82,18 +87,22 @@ CHECKS: dict[str, Callable[[], None]] = {
     "tensorflow-blocklstm": _on_cases(references.check_against_blocklstm, references.TF_CASES),
     "keras-masks": _on_cases(references.check_against_keras, references.KERAS_CASES),
     "tf1-lstmcell": _on_cases(tf1.check_against_tf1, tf1.TF1_CASES),
+    "litert": _on_cases(references.check_against_litert, references.LITERT_CASES),
     **{f"property-{name}": _property(body) for name, body in properties.PROPERTIES.items()},
 }
 
 #: What each check needs installed (it is skipped, with the hint, where that is missing).
 NEEDS = {"torch": ("torch", references.TORCH_HINT), "onnx-reference": ("onnx", "pip install onnx"),
          "onnxruntime": ("onnxruntime", references.ORT_HINT), "tensorflow-blocklstm": ("tensorflow", references.TF_HINT),
-         "keras-masks": ("keras", references.KERAS_HINT)}
+         "keras-masks": ("keras", references.KERAS_HINT), "litert": ("ai_edge_litert", references.LITERT_HINT)}
 
 #: Which mutants each check must catch (and, by omission, which it is documented not to).
 LENGTHS_AS_ANOTHER_MASK = {"padded-outputs-not-zeroed", "reverse-starts-at-T-1"}
 CLIPS_AND_COUPLING = {"cell-clip-after-output", "gate-clip-before-peephole", "coupled-forget-from-forget-weights"}
 CLIP_AND_COUPLING_GRADIENTS = {"clip-gradient-straight-through", "clip-gradient-inverted", "coupled-backward-ignores-f"}
+# Layer normalization and the projection's bias: only TFLite's fused LSTM has them (no reference check here does).
+TFLITE_FEATURES = {"layer-norm-of-the-biased-sum", "layer-norm-unbiased-variance", "layer-norm-gradient-without-mean",
+                   "layer-norm-gradient-without-variance", "proj-bias-after-clip"}
 # hidden() is shared by the projected and the plain cell: the two projection mutants change every cell.
 HIDDEN = {"projection-before-tanh", "projection-of-c"}
 CATCHES = {
@@ -104,19 +113,24 @@ CATCHES = {
     "directional": ALL - LENGTHS_AS_ANOTHER_MASK,
     "property-gradients": ALL - LENGTHS_AS_ANOTHER_MASK,
     # nn.LSTM has no clips and no coupled gates; it checks gradients (lengths, directions, projection) too.
-    "torch": ALL - CLIPS_AND_COUPLING - CLIP_AND_COUPLING_GRADIENTS,
+    "torch": ALL - CLIPS_AND_COUPLING - CLIP_AND_COUPLING_GRADIENTS - TFLITE_FEATURES,
     # onnx.reference: directions and stacking only (no lengths, masks, clips, coupling), forward only.
     "onnx-reference": {"reverse-outputs-in-processing-order", "directions-swapped", "layer-above-reads-forward-only",
                        "final-states-direction-major"} | HIDDEN,
     # ONNX Runtime: clip, input_forget, lengths and directions, forward only, and no cell clip.
-    "onnxruntime": FORWARD - {"cell-clip-after-output"},
+    "onnxruntime": FORWARD - {"cell-clip-after-output"} - TFLITE_FEATURES,
     # BlockLSTMV2: one forward layer with a cell clip.
     "tensorflow-blocklstm": {"cell-clip-after-output"} | HIDDEN,
     # Keras: masks in one layer, each direction run alone (so no stacking, no joined final states).
     "keras-masks": {"reverse-outputs-in-processing-order", "directions-swapped", "final-h-at-T-1", "mask-inverted",
                     "reverse-starts-at-T-1", "masked-step-updates-state"} | HIDDEN,
     # TF1's LSTMCell: everything but the gate clip and coupled gates, which it does not have; gradients too.
-    "tf1-lstmcell": ALL - {"gate-clip-before-peephole", "coupled-forget-from-forget-weights", "coupled-backward-ignores-f"},
+    "tf1-lstmcell": ALL - {"gate-clip-before-peephole", "coupled-forget-from-forget-weights", "coupled-backward-ignores-f"}
+                    - TFLITE_FEATURES,
+    # LiteRT's fused op: one forward layer or two, peepholes, CIFG, the clips, layer normalization, the projection
+    # and its bias; forward only, so the backward mistakes pass it.
+    "litert": {"layer-norm-of-the-biased-sum", "layer-norm-unbiased-variance", "proj-bias-after-clip",
+               "cell-clip-after-output", "coupled-forget-from-forget-weights"} | HIDDEN,
     # Each property sees the bugs in the rule it states; elsewhere both of its runs share the bug.
     "property-reverse": {"reverse-outputs-in-processing-order", "reverse-starts-at-T-1"},
     "property-bidirectional": {"reverse-outputs-in-processing-order", "reverse-starts-at-T-1", "directions-swapped",
@@ -157,5 +171,5 @@ def test_property_checks_run_exactly_the_fixed_cases():
     seen = []
     _property(lambda case: seen.append(case))()
     assert seen == list(PROPERTY_CASES)
-    with pytest.raises(RuntimeError, match="none of the 6 cases meets its assumptions"):
+    with pytest.raises(RuntimeError, match="none of the 7 cases meets its assumptions"):
         _property(lambda case: properties.assume(False))()

@@ -45,6 +45,8 @@ def layer_cases(draw, clips=True, masks=True, sequence=None):
         proj_clip=draw(threshold(), label="proj_clip") if proj else None,
         coupled_input_forget=draw(st.booleans(), label="coupled"),
         zero_output_for_mask=draw(st.booleans(), label="zero_output_for_mask"),
+        layer_norm=draw(st.booleans(), label="layer_norm"),
+        proj_bias=draw(st.booleans(), label="proj_bias") if proj else False,
     )
     lengths = mask = None
     kind = sequence or draw(st.sampled_from(["none", "lengths", "mask"] if masks else ["none"]), label="sequence")
@@ -209,10 +211,10 @@ def property_clip_above_every_value_is_no_clip(case: Case) -> None:
 
 def property_identity_projection_is_no_projection(case: Case) -> None:
     """(7): with P = H and W_hr = I (and no proj_clip), the projected LSTM is the LSTM."""
-    config = dataclasses.replace(case.layer, proj_size=None, proj_clip=None)
+    config = dataclasses.replace(case.layer, proj_size=None, proj_clip=None, proj_bias=False)
     data = make_case_data(dataclasses.replace(case, layer=config))
     H = case.H
-    projected_cells = tuple(LSTMParams(c.W, c.U, c.b, c.p, np.eye(H)) for c in data.params.cells)
+    projected_cells = tuple(dataclasses.replace(c, W_hr=np.eye(H)) for c in data.params.cells)
     projected = data.forward(params=LayerParams(projected_cells, case.D), config=dataclasses.replace(config, proj_size=H))
     plain = data.forward()
     context = "P = H, W_hr = identity vs no projection"

@@ -9,6 +9,9 @@
     gate clip, coupled gates        ONNX Runtime's LSTM clip and input_forget, float32, forward
     cell clip                       TensorFlow's BlockLSTMV2 cell_clip, float32, forward
     masks                           Keras 3's LSTM (TensorFlow backend) with a mask, float64, forward
+    layer normalization, projection LiteRT's fused UNIDIRECTIONAL_SEQUENCE_LSTM (TFLite's lstm_eval.cc), float32,
+    bias (and with them peepholes,  forward, in models built from TFLite's schema (backends/runtimes/litert.py)
+    CIFG, cell and projection clips)
     cell clip, projection, proj_clip, TF1's LSTMCell under (bidirectional_)dynamic_rnn, float64, forward and
     lengths (0 included), stacks    gradients: test_layer_tf1.py (it needs tf-keras, and skips without it)
 
@@ -54,6 +57,7 @@ TORCH_HINT = "PyTorch's nn.LSTM is the reference for projection, stacking and pa
 ORT_HINT = "ONNX Runtime is the reference for clip, input_forget and sequence_lens; pip install onnxruntime"
 TF_HINT = "TensorFlow's BlockLSTMV2 is the reference for cell_clip; pip install tensorflow-cpu"
 KERAS_HINT = "Keras' LSTM (TensorFlow backend) is the reference for masks; pip install tensorflow-cpu"
+LITERT_HINT = "LiteRT's fused LSTM is the reference for layer normalization and the projection bias; pip install ai-edge-litert"
 
 #: Which cases each reference can run (what the framework implements).
 TORCH_CASES = ("one-layer", "stacked", "stacked-bidirectional", "lstmp-torch", "medium-torch")
@@ -61,6 +65,7 @@ ONNX_REFERENCE_CASES = ("one-layer", "reverse", "bidirectional", "stacked", "sta
 ORT_CASES = ("bidirectional", "stacked-bidirectional", "gate-clip", "coupled", "lengths", "coupled-stack")
 TF_CASES = ("cell-clip",)
 KERAS_CASES = ("mask-zero", "mask-previous")
+LITERT_CASES = ("layer-norm", "layer-norm-cifg", "proj-bias", "layer-norm-full")
 
 
 def layer_data(name: str, dtype=np.float64) -> CaseData:
@@ -253,6 +258,30 @@ def blocklstm_outputs(name: str) -> dict[str, np.ndarray]:
                                  h_prev=data.h0[0], **native)
     cs, h = out[1].numpy(), out[6].numpy()
     return {"y": h, "h_T": h[-1:], "c_T": cs[-1:]}
+
+
+@functools.cache
+def litert_outputs(name: str) -> dict[str, np.ndarray]:
+    from backends.layouts.tflite import FUSED_OPS
+    from backends.runtimes.litert import LITERT, layer_model
+
+    data = layer_data(name, np.float32)
+    params, case = data.params, data.case
+    content = layer_model(FUSED_OPS.to_native(params, data.layer), data.layer, input_size=params.input_size,
+                          hidden_size=params.hidden_size, output_size=params.output_size, T=case.T, B=case.B)
+    y, h_T, c_T = LITERT.fused(content, data.layer).run(data.x, data.h0, data.c0)
+    return {"y": y, "h_T": h_T, "c_T": c_T}
+
+
+def check_against_litert(name: str) -> None:
+    compare(litert_outputs(name), rounded_to_float32(layer_data(name)), atol=FLOAT32_ATOL, rtol=FLOAT32_RTOL,
+            source="LiteRT UNIDIRECTIONAL_SEQUENCE_LSTM (float32)")
+
+
+@pytest.mark.parametrize("name", LITERT_CASES)
+def test_layer_matches_litert(name):
+    pytest.importorskip("ai_edge_litert", reason=LITERT_HINT)
+    check_against_litert(name)
 
 
 def check_against_blocklstm(name: str) -> None:

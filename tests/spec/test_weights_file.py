@@ -452,7 +452,57 @@ def test_layer_metadata_describes_the_file(tmp_path):
         "direction": "bidirectional",
         "num_directions": "2",
         "coupled_input_forget": "0",
+        "layer_norm": "0",
+        "proj_bias": "0",
     }
+
+
+def assert_params_equal(loaded, expected):
+    assert loaded.tensors().keys() == expected.tensors().keys()
+    for name, tensor in expected.tensors().items():
+        assert np.array_equal(loaded.tensors()[name], tensor), name
+
+
+def test_a_version_2_file_without_the_layer_norm_and_proj_bias_keys_reads_as_neither(tmp_path):
+    """The files written before the two features hold neither key: they load as they did."""
+    case = case_by_name("lstmp-stack")
+    tensors, meta = good_file(case.name)
+    del meta["layer_norm"], meta["proj_bias"]
+    path = tmp_path / "old.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    loaded = load_layer_weights(path)
+    assert not loaded.params.layer_norm and not loaded.params.proj_bias
+    assert_params_equal(loaded.params, make_case_data(case).params)
+
+
+@pytest.mark.parametrize("name", ["layer-norm-full", "layer-norm-cifg", "proj-bias"])
+def test_layer_norm_and_proj_bias_round_trip_with_their_metadata(name, tmp_path):
+    case = case_by_name(name)
+    path = tmp_path / "w.safetensors"
+    save_case(path, case)
+    loaded = load_layer_weights(path)
+    assert loaded.config().layer_norm == case.layer.layer_norm and loaded.config().proj_bias == case.layer.proj_bias
+    assert_params_equal(loaded.params, make_case_data(case).params)
+
+
+def test_proj_bias_without_a_projection_is_refused(tmp_path):
+    tensors, meta = good_file("one-layer")
+    meta["proj_bias"] = "1"
+    path = tmp_path / "bad.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(WeightFileError, match="a projection bias without a projection") as info:
+        load_layer_weights(path)
+    assert info.value.tensor == "metadata 'proj_bias'"
+
+
+def test_a_layer_norm_file_missing_ln_names_the_tensor(tmp_path):
+    tensors, meta = good_file("layer-norm")
+    del tensors["layer0.forward.ln"]
+    path = tmp_path / "bad.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(WeightFileError, match="missing tensor") as info:
+        load_layer_weights(path)
+    assert info.value.tensor == "layer0.forward.ln"
 
 
 def test_layer_metadata_without_projection_or_peepholes(tmp_path):
@@ -553,7 +603,7 @@ def with_nan_in_forget_row(t):
         # Tensors of a cell: missing, unexpected, badly named.
         (without(LSTMP, "layer1.reverse.U"), LSTMP_META, "layer1.reverse.U", ("missing tensor", "layers 0 to 1, forward and reverse")),
         ({**LSTMP, "layer0.forward.bias_hh": LSTMP["layer0.forward.b"]}, LSTMP_META, "layer0.forward.bias_hh",
-         ("unexpected tensor", "names layer<l>.<forward|reverse>.<W|U|b|p|W_hr>")),
+         ("unexpected tensor", "names layer<l>.<forward|reverse>.<W|U|b|p|W_hr|b_hr|ln>")),
         ({**PLAIN, "l0.d1.W": PLAIN["layer0.reverse.W"]}, PLAIN_META, "l0.d1.W", ("unexpected tensor", "names layer<l>")),
         ({**PLAIN, "layer01.forward.b": PLAIN["layer0.forward.b"]}, PLAIN_META, "layer01.forward.b", ("unexpected tensor",)),
         ({**PLAIN, "W": PLAIN["layer0.forward.W"]}, PLAIN_META, "W", ("unexpected tensor", "names layer<l>")),

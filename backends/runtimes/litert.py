@@ -1,0 +1,334 @@
+"""LiteRT (TFLite) as a runtime: the fused-LSTM models this project builds with TFLite's flatbuffer schema, and
+LiteRT's interpreter to run any ``.tflite`` model. ``ai_edge_litert`` (its Interpreter and the schema's generated
+code, ``ai_edge_litert.schema_py_generated``, with ``flatbuffers``) is imported only when a model is built or run.
+
+The model of a stack (:func:`layer_model`), one per parameter set and shape (T, B): the weights are constant
+buffers, as in every model a user deploys, and each layer and direction is one ``UNIDIRECTIONAL_SEQUENCE_LSTM``
+(version 1: float32), time-major:
+
+    x (T, B, I) -> [REVERSE_V2 on time, for a reverse direction] -> the op -> [REVERSE_V2 back]
+                -> CONCATENATION of the directions on the last axis (forward first) -> the next layer, or y
+
+The op's states are *variable* tensors (the kernel refuses others): h_0 and c_0 are written into them before each
+run (:meth:`FusedModel.run`), and after it they hold the final states h_T, c_T, read back from them (a reverse
+direction's hold the state after x_0, as the spec's (10) says). The op has no sequence lengths and no mask.
+
+Hostile input: :func:`read_model` checks what it is given before LiteRT sees it: bytes, TFLite's file identifier
+("TFL3" at offset 4), a flatbuffer that parses, and names other formats (ONNX, OpenVINO IR, safetensors, a pickle)
+that are passed for one; LiteRT's own refusals are re-raised naming the model. :func:`fused_lstm_ops` finds the
+fused LSTM ops of any model and refuses an op version the spec does not know.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from backends.layouts.tflite import INPUTS, direction_words, weight_name
+from contract.runtime import NumpyRuntime, framework_problem, import_framework, threads_wanted
+from contract.vocabulary import Device
+from spec.layer import LayerConfig
+from spec.weights_file import foreign_format
+
+INSTALL_HINT = "ai-edge-litert is not installed (pip install 'lstm-conformance[litert]')"
+FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+#: The op versions whose computation the spec knows: version 1 is the float32 kernel; 2 and above are LiteRT's hybrid
+#: and integer kernels (int8 weights, quantized activations), which the quantized runtimes' issue judges.
+KNOWN_VERSIONS = {1: "float32"}
+IDENTIFIER = b"TFL3"
+NO_CUDA = ("LiteRT runs on the CPU here: its GPU delegates are OpenCL/WebGPU ones for mobile and desktop GPUs, and "
+           "its fused LSTM runs on the CPU kernels (XNNPACK does not take it)")
+
+
+class ModelError(ValueError):
+    """A model that is not a LiteRT model, or not one this project can run or read, with what was read."""
+
+
+def schema():
+    import_framework("flatbuffers", INSTALL_HINT)
+    return import_framework("ai_edge_litert.schema_py_generated", INSTALL_HINT)
+
+
+def interpreter_module():
+    return import_framework("ai_edge_litert.interpreter", INSTALL_HINT)
+
+
+def threads() -> int:
+    """The interpreter's threads: LSTMC_THREADS, else one per CPU."""
+    return threads_wanted() or os.cpu_count() or 1
+
+
+def _describe(content: bytes) -> str:
+    return f"{len(content)} bytes starting {content[:16]!r}"
+
+
+def read_model(content: object, where: str = "model"):
+    """The parsed model (the schema's object API, ``ModelT``) of ``content``, a ``.tflite`` file's bytes, checked:
+    ModelError naming ``where``, what was expected and what was read otherwise."""
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise ModelError(f"{where}: expected the bytes of a .tflite file, got {type(content).__name__}")
+    content = bytes(content)
+    if len(content) < 8 or content[4:8] != IDENTIFIER:
+        known = foreign_format(content[:9]) or _other_format(content)
+        what = f"a {known}" if known else _describe(content)
+        raise ModelError(f"{where}: not a LiteRT (TFLite) model: expected the file identifier {IDENTIFIER!r} at byte 4, "
+                         f"got {what}")
+    S = schema()
+    try:
+        if not S.Model.ModelBufferHasIdentifier(content, 0):
+            raise ValueError("no TFL3 identifier")
+        model = S.ModelT.InitFromPackedBuf(content, 0)
+        _check_buffers(model, len(content))
+    except ModelError:
+        raise
+    except Exception as error:  # a flatbuffer cut short reads out of range (struct.error, IndexError, ...)
+        raise ModelError(f"{where}: a truncated or corrupt TFLite flatbuffer ({_describe(content)}): "
+                         f"{type(error).__name__}: {error}") from None
+    if not model.subgraphs:
+        raise ModelError(f"{where}: a TFLite model without a subgraph ({_describe(content)})")
+    return model
+
+
+def _other_format(content: bytes) -> str | None:
+    """The model formats people pass for a .tflite, by their first bytes."""
+    head = content.lstrip()[:64]
+    if head.startswith(b"<?xml") or head.startswith(b"<net"):
+        return "an XML file (an OpenVINO IR's .xml?)"
+    if content[:1] == b"\x08" and b"\x12" in content[:16]:
+        return "protobuf data (an ONNX model?)"
+    return None
+
+
+def _check_buffers(model, size: int) -> None:
+    """Every buffer stored outside the flatbuffer (models over 2 GB) lies inside the file."""
+    for k, buffer in enumerate(model.buffers or ()):
+        offset, length = getattr(buffer, "offset", 0) or 0, getattr(buffer, "size", 0) or 0
+        if offset and offset + length > size:
+            raise ModelError(f"buffer {k} lies at bytes {offset} .. {offset + length}, beyond the file's {size} bytes")
+
+
+def operator_names(model) -> list[tuple[str, int]]:
+    """Every operator of the first subgraph as (builtin name, version), in the model's order."""
+    S = schema()
+    names = {value: name for name, value in vars(S.BuiltinOperator).items() if not name.startswith("_")}
+    codes = model.operatorCodes or []
+    found = []
+    for op in model.subgraphs[0].operators or ():
+        code = codes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        found.append((names.get(builtin, f"builtin {builtin}"), code.version))
+    return found
+
+
+def fused_lstm_ops(model, where: str = "model") -> list:
+    """The model's UNIDIRECTIONAL_SEQUENCE_LSTM operators (the schema's OperatorT), each of a version the spec knows;
+    ModelError where there is none (an LSTM converted to a loop of other ops) or one of another version."""
+    ops = model.subgraphs[0].operators or ()
+    names = operator_names(model)
+    fused = [op for op, (name, _) in zip(ops, names) if name == FUSED_LSTM]
+    if not fused:
+        listed = ", ".join(sorted({name for name, _ in names})) or "no operators"
+        raise ModelError(f"{where}: no {FUSED_LSTM} operator (the fused LSTM); the model's operators are: {listed}")
+    for name, version in names:
+        if name == FUSED_LSTM and version not in KNOWN_VERSIONS:
+            raise ModelError(f"{where}: {FUSED_LSTM} version {version}, which the spec does not know: it knows version "
+                             f"{', '.join(f'{v} ({kind})' for v, kind in KNOWN_VERSIONS.items())}; versions 2 and above "
+                             "are LiteRT's hybrid and integer kernels")
+    return fused
+
+
+class _Graph:
+    """The tensors, buffers and operators of one subgraph under construction."""
+
+    def __init__(self, S):
+        self.S = S
+        self.buffers = [S.BufferT()]  # buffer 0: empty, the convention for tensors without data
+        self.tensors, self.operators, self.codes, self.index = [], [], [], {}
+
+    def tensor(self, name: str, shape, data: np.ndarray | None = None, *, variable: bool = False,
+               dtype=np.float32) -> int:
+        S = self.S
+        t = S.TensorT()
+        t.name, t.shape, t.isVariable = name, [int(n) for n in shape], variable
+        t.type = S.TensorType.INT32 if np.dtype(dtype) == np.int32 else S.TensorType.FLOAT32
+        t.buffer = 0
+        if data is not None:
+            buffer = S.BufferT()
+            # A NumPy vector of bytes: the schema's Pack writes it in one piece (a bytes object, byte by byte).
+            buffer.data = np.frombuffer(np.ascontiguousarray(data, dtype).tobytes(), np.uint8)
+            self.buffers.append(buffer)
+            t.buffer = len(self.buffers) - 1
+        self.tensors.append(t)
+        self.index[name] = len(self.tensors) - 1
+        return self.index[name]
+
+    def op(self, builtin: str, inputs, outputs, options_type: str | None = None, options=None) -> None:
+        S = self.S
+        code_value = getattr(S.BuiltinOperator, builtin)
+        if code_value not in self.codes:
+            self.codes.append(code_value)
+        op = S.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = self.codes.index(code_value), list(inputs), list(outputs)
+        if options_type is not None:
+            op.builtinOptionsType, op.builtinOptions = getattr(S.BuiltinOptions, options_type), options
+        self.operators.append(op)
+
+    def reverse_time(self, source: int, name: str, shape) -> int:
+        axis = self.index.get("time axis")
+        if axis is None:
+            axis = self.tensor("time axis", (1,), np.array([0], np.int32), dtype=np.int32)
+        out = self.tensor(name, shape)
+        self.op("REVERSE_V2", [source, axis], [out])
+        return out
+
+    def model(self, inputs, outputs, description: str) -> bytes:
+        S = self.S
+        flatbuffers = import_framework("flatbuffers", INSTALL_HINT)
+        graph = S.SubGraphT()
+        graph.tensors, graph.operators, graph.inputs, graph.outputs = self.tensors, self.operators, inputs, outputs
+        graph.name = "main"
+        model = S.ModelT()
+        model.version, model.description, model.subgraphs, model.buffers = 3, description, [graph], self.buffers
+        model.operatorCodes = []
+        for value in self.codes:
+            code = S.OperatorCodeT()
+            # deprecated_builtin_code is an int8: codes above 127 keep the placeholder there (the schema's rule).
+            code.builtinCode, code.deprecatedBuiltinCode, code.version = value, min(value, 127), 1
+            model.operatorCodes.append(code)
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=IDENTIFIER)
+        return bytes(builder.Output())
+
+
+def layer_model(native: Mapping[str, np.ndarray], layer: LayerConfig, *, input_size: int, hidden_size: int,
+                output_size: int, T: int, B: int, description: str = "lstm-conformance fused LSTM") -> bytes:
+    """The .tflite bytes of the stack whose op inputs ``native`` holds (backends/layouts/tflite.py's names, float32),
+    configured as ``layer`` (cell_clip and proj_clip as the ops' options), for x of shape (T, B, I)."""
+    S = schema()
+    graph = _Graph(S)
+    I, H, P, D = input_size, hidden_size, output_size, layer.num_directions
+    x = graph.tensor("x", (T, B, I))
+    layer_input, width = x, I
+    for l in range(layer.num_layers):
+        outputs = []
+        for word in direction_words(layer):
+            reverse = layer.reversed(direction_words(layer).index(word))
+            prefix = weight_name(l, word, "")
+            source = graph.reverse_time(layer_input, f"{prefix}input reversed", (T, B, width)) if reverse else layer_input
+            inputs = []
+            for name in INPUTS:
+                if name == "input":
+                    inputs.append(source)
+                elif name == "output_state":
+                    inputs.append(graph.tensor(prefix + name, (B, P), variable=True))
+                elif name == "cell_state":
+                    inputs.append(graph.tensor(prefix + name, (B, H), variable=True))
+                elif prefix + name in native:
+                    value = np.asarray(native[prefix + name], np.float32)
+                    inputs.append(graph.tensor(prefix + name, value.shape, value))
+                else:
+                    inputs.append(-1)  # an absent optional input
+            out = graph.tensor(f"{prefix}output", (T, B, P))
+            options = S.UnidirectionalSequenceLSTMOptionsT()
+            options.fusedActivationFunction = S.ActivationFunctionType.TANH
+            options.cellClip = float(layer.cell_clip or 0.0)  # 0: no clip (TFLite's convention)
+            options.projClip = float(layer.proj_clip or 0.0)
+            options.timeMajor = True
+            graph.op(FUSED_LSTM, inputs, [out], "UnidirectionalSequenceLSTMOptions", options)
+            outputs.append(graph.reverse_time(out, f"{prefix}output in time order", (T, B, P)) if reverse else out)
+        width = D * P
+        if D == 1:
+            layer_input = outputs[0]
+        else:
+            joined = graph.tensor(f"layer{l}.output", (T, B, width))
+            options = S.ConcatenationOptionsT()
+            options.axis = 2
+            graph.op("CONCATENATION", outputs, [joined], "ConcatenationOptions", options)
+            layer_input = joined
+    return graph.model([x], [layer_input], description)
+
+
+@dataclass(eq=False)
+class FusedModel:
+    """A fused-LSTM model in an interpreter, and where its input, output and state variables are."""
+
+    content: bytes
+    interpreter: object
+    x: int
+    y: int
+    states: tuple[tuple[int, int], ...]  # (h, c) variable tensors per cell, cell k = l * D + d
+
+    def ops_run(self) -> list[str]:
+        """The operators of the interpreter's execution plan: what runs, by name."""
+        return [op["op_name"] for op in self.interpreter._get_ops_details()]
+
+    def run(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """y (T, B, D * P), h_T (L * D, B, P), c_T (L * D, B, H) from float32 inputs."""
+        it = self.interpreter
+        shape = tuple(it.get_input_details()[0]["shape"])
+        if tuple(x.shape) != shape:  # another T (the model's B is fixed: its state variables are (B, .))
+            it.resize_tensor_input(self.x, list(x.shape))
+            it.allocate_tensors()
+        for (h, c), h_k, c_k in zip(self.states, h0, c0):
+            it.set_tensor(h, np.ascontiguousarray(h_k, np.float32))
+            it.set_tensor(c, np.ascontiguousarray(c_k, np.float32))
+        it.set_tensor(self.x, np.ascontiguousarray(x, np.float32))
+        it.invoke()
+        y = it.get_tensor(self.y).copy()
+        h_T = np.stack([it.get_tensor(h).copy() for h, _ in self.states])
+        c_T = np.stack([it.get_tensor(c).copy() for _, c in self.states])
+        return y, h_T, c_T
+
+
+class LiteRt(NumpyRuntime):
+    name = "litert"
+
+    def availability(self, device: str) -> str | None:
+        if (problem := framework_problem("ai_edge_litert.interpreter", INSTALL_HINT)) is not None:
+            return problem
+        return None if device == Device.CPU else NO_CUDA
+
+    def environment(self, device: str) -> dict[str, object]:
+        from importlib.metadata import version
+
+        return {"ai-edge-litert": version("ai-edge-litert"), "flatbuffers": version("flatbuffers"),
+                "num_threads": threads(), "op": f"{FUSED_LSTM} version 1 (float32 kernel)"}
+
+    def interpreter(self, content: bytes, where: str = "model"):
+        """LiteRT's Interpreter of a checked model, its tensors allocated; its refusal re-raised naming the model."""
+        read_model(content, where)
+        try:
+            interpreter = interpreter_module().Interpreter(model_content=bytes(content), num_threads=threads())
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{where}: LiteRT refused the model: {error}") from None
+        return interpreter
+
+    def fused(self, content: bytes, layer: LayerConfig, where: str = "model") -> FusedModel:
+        """A :func:`layer_model` in an interpreter, its fused LSTM ops checked to be in the plan that runs."""
+        interpreter = self.interpreter(content, where)
+        index = {detail["name"]: detail["index"] for detail in interpreter.get_tensor_details()}
+        names = [weight_name(l, word, state) for l in range(layer.num_layers) for word in direction_words(layer)
+                 for state in ("output_state", "cell_state")]
+        missing = [name for name in ["x", *names] if name not in index]
+        if missing:
+            raise ModelError(f"{where}: no tensor {missing[0]!r}: a model of this project's fused LSTM names its input x "
+                             f"and each op's state variables layer<l>.<forward|reverse>.output_state / .cell_state, "
+                             f"{layer.num_layers} layer(s) {layer.direction}")
+        states = tuple((index[weight_name(l, word, "output_state")], index[weight_name(l, word, "cell_state")])
+                       for l in range(layer.num_layers) for word in direction_words(layer))
+        model = FusedModel(bytes(content), interpreter, index["x"], interpreter.get_output_details()[0]["index"], states)
+        ran = model.ops_run().count(FUSED_LSTM)
+        if ran != len(states):
+            raise ModelError(f"{where}: {ran} {FUSED_LSTM} op(s) in LiteRT's execution plan, expected {len(states)} "
+                             f"(one per layer and direction): {model.ops_run()}")
+        return model
+
+
+LITERT = LiteRt()
+
+__all__ = ["FUSED_LSTM", "INSTALL_HINT", "KNOWN_VERSIONS", "LITERT", "FusedModel", "LiteRt", "ModelError",
+           "fused_lstm_ops", "layer_model", "operator_names", "read_model", "schema"]
