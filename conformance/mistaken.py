@@ -506,9 +506,8 @@ def _cell_backward(run: lstm.Forward, dh_seq, dh_T, dc_T, switches) -> lstm.Grad
     I = params.input_size
     h_prev_all = np.concatenate([run.h0[None], run.h_state_seq[:-1]]).reshape(T * B, P)
     db, dln = dz_all.sum(axis=0).reshape(4, H), None
-    if dz_norm_seq is not None:  # (1n): b is the shift of z_k, gamma its scale
-        dz_norm = dz_norm_seq.transpose(2, 0, 1, 3).reshape(4, T * B, H)
-        db, dln = dz_norm.sum(axis=1), (dz_norm * run.ln_n.reshape(4, T * B, H)).sum(axis=1)
+    if dz_norm_seq is not None:  # (1n)
+        db, dln = lstm.norm_gradients(dz_norm_seq, run.ln_n)
     return lstm.Gradients(
         x=(dz_all @ params.W.reshape(4 * H, I)).reshape(T, B, I),
         h0=dh_next,

@@ -68,7 +68,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -216,7 +216,7 @@ def statistics(got: np.ndarray, exact: np.ndarray, half: str, name: str = "y") -
 
 def with_f_g_swapped(params: LSTMParams) -> LSTMParams:
     order = [0, 2, 1, 3]
-    return LSTMParams(params.W[order], params.U[order], params.b[order], params.p, params.W_hr)
+    return replace(params, W=params.W[order], U=params.U[order], b=params.b[order])
 
 
 def cells_with_f_g_swapped(params: LayerParams) -> LayerParams:

@@ -205,6 +205,14 @@ class Norm:
         return centred * self.rstd[:, None]
 
 
+def norm_gradients(dz_norm_seq: np.ndarray, ln_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """db and dgamma of (1n)-(5n) from every step's cotangents of z_k (T, B, 4, H) and n_k (4, T, B, H): b is the shift
+    of z_k, gamma its scale, summed over the steps and rows."""
+    T, B, _, H = dz_norm_seq.shape
+    dz = dz_norm_seq.transpose(2, 0, 1, 3).reshape(4, T * B, H)
+    return dz.sum(axis=1), (dz * ln_n.reshape(4, T * B, H)).sum(axis=1)
+
+
 def _norm(norm: Norm | None, a):
     return a if norm is None else norm(a)
 
@@ -681,10 +689,8 @@ def backward(
         if params.b_hr is not None:  # (7b)
             db_hr = da_seq.reshape(T * B, P).sum(axis=0)
     db, dln = dz_all.sum(axis=0).reshape(4, H), None
-    if dz_norm_seq is not None:  # (1n)-(5n): b is the shift of z_k, gamma its scale
-        dz_norm = dz_norm_seq.transpose(2, 0, 1, 3).reshape(4, T * B, H)
-        db = dz_norm.sum(axis=1)
-        dln = (dz_norm * fwd.ln_n.reshape(4, T * B, H)).sum(axis=1)
+    if dz_norm_seq is not None:  # (1n)-(5n)
+        db, dln = norm_gradients(dz_norm_seq, fwd.ln_n)
     return Gradients(
         x=(dz_all @ W).reshape(T, B, I),
         h0=dh_next,

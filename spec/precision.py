@@ -56,8 +56,8 @@ from spec.lstm import sigmoid
 from spec.params import LSTMParams
 from spec.validation import LSTMInputError
 
-__all__ = ["Accumulation", "Bias", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "Sigmoid", "Step", "backward",
-           "check_policy_dtype", "forward", "round_to", "round_to_tf32", "ulp"]
+__all__ = ["Accumulation", "Bias", "Evaluation", "HALF_TYPES", "Policy", "STANDARD", "Sigmoid", "Step", "UNDEFINED",
+           "backward", "check_policy_dtype", "defines", "forward", "round_to", "round_to_tf32", "ulp"]
 
 
 class Policy(str, Enum):
@@ -307,11 +307,15 @@ def _product(A: np.ndarray, v: np.ndarray, accumulation: Accumulation, half: str
     return total
 
 
+#: The parameters of the features no policy defines, by the configuration's flag for them: layer normalization and
+#: the projection's bias, which no row computes in a half type (TFLite's fused LSTM, the one that has them, runs them
+#: in float32 or in integers); a policy is written for a row to judge.
+UNDEFINED = {"ln": "layer_norm", "b_hr": "proj_bias"}
+
+
 def defines(config) -> bool:
-    """Whether the policies define a layer of this :class:`spec.layer.LayerConfig`: every feature but layer
-    normalization and the projection's bias, which no row computes in a half type (TFLite's fused LSTM, the one that
-    has them, runs them in float32 or in integers); a policy is written for a row to judge."""
-    return not (config.layer_norm or config.proj_bias)
+    """Whether the policies define a layer of this :class:`spec.layer.LayerConfig` (:data:`UNDEFINED`)."""
+    return not any(getattr(config, flag) for flag in UNDEFINED.values())
 
 
 def forward(params: LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, dtype: str, policy: Policy,
@@ -372,10 +376,8 @@ def _forward(params: LSTMParams, x, h0, c0, *, dtype: str, policy: Policy, forge
              zero_output_for_mask=False) -> Run:
     """forward(), and each step's values as the forward kept them, for backward()."""
     policy = check_policy_dtype(policy, dtype)
-    for name in ("ln", "b_hr"):
+    for name in UNDEFINED:
         if getattr(params, name) is not None:
-            # No row computes layer normalization or the projection's bias in a half type (TFLite's fused LSTM, which
-            # has them, is float32 or integer): the spec writes no policy for what nothing runs.
             raise LSTMInputError(f"params.{name}", "not under a precision policy", "None (spec.lstm computes it in "
                                  "float32 or float64)", f"an array of shape {getattr(params, name).shape}")
     half = "bfloat16" if policy is Policy.TF32 else str(dtype)  # TF32 rounds to no half type: never used there

@@ -711,6 +711,17 @@ def _int8_weights(model):
     model.buffers[tensor.buffer].data = np.zeros(int(np.prod(tensor.shape)), np.uint8)
 
 
+def _input_out_of_range(model):
+    op = model.subgraphs[0].operators[0]
+    inputs = np.array(op.inputs)  # the object API's arrays are read-only views of the buffer
+    inputs[1] = 10**6
+    op.inputs = inputs
+
+
+def _write_input_out_of_range(path):
+    path.write_bytes(_repacked(tflite_bytes(*case_params("stacked-bidirectional")), _input_out_of_range))
+
+
 def _write_truncated(path):
     path.write_bytes(tflite_bytes(*case_params("stacked-bidirectional"))[:-4000])
 
@@ -757,8 +768,10 @@ def _write_cifg(path):
         (_write_int8, ("input_to_forget_weights", "INT8", "quantized model")),
         (_write_clipped, ("cell_clip=1", "proj_clip=0.5", "run-time settings")),
         (_write_cifg, ("CIFG", "coupled", "only ONNX (input_forget) and TFLite")),
+        (_write_input_out_of_range, ("names input tensor 1000000, of",)),
     ],
-    ids=["truncated", "onnx-named-tflite", "safetensors-named-tflite", "op-version-2", "int8-weights", "clipped", "cifg"],
+    ids=["truncated", "onnx-named-tflite", "safetensors-named-tflite", "op-version-2", "int8-weights", "clipped", "cifg",
+         "tensor-index-out-of-range"],
 )
 def test_a_tflite_source_that_cannot_be_ported_is_named(tmp_path, capsys, make, fragments):
     path = tmp_path / "lstm.tflite"

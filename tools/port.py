@@ -119,7 +119,7 @@ from backends.runtimes import litert
 from backends.runtimes import openvino as openvino_runtime
 from backends.runtimes.jax import FLAX
 from backends.runtimes.keras import keras as import_keras
-from backends.runtimes.onnx import layer_model
+from backends.runtimes.onnx import layer_model, with_initializers
 from backends.runtimes.onnxruntime import ONNXRUNTIME
 from backends.runtimes.torch import TORCH, torch
 from contract.compare import compare
@@ -626,16 +626,10 @@ class OnnxFormat(Format):
 
     def write(self, path, params, arch):
         import onnx
-        from onnx import numpy_helper
 
         native = self.layout.to_native(params, arch.config())
-        model = layer_model(params.input_size, params.hidden_size, arch.config(), params.dtype, lengths=False,
-                            weight_name=onnx_layouts.weight_name)
-        graph = model.graph
-        weights = [inp for inp in graph.input if inp.name in native]
-        for inp in weights:  # the weights become the model's own initializers
-            graph.input.remove(inp)
-        graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(native[inp.name]), inp.name) for inp in weights)
+        model = with_initializers(layer_model(params.input_size, params.hidden_size, arch.config(), params.dtype,
+                                              lengths=False, weight_name=onnx_layouts.weight_name), native)
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
 
@@ -715,7 +709,7 @@ class TfliteFormat(Format):
             return content, model, litert.fused_lstm_ops(model, str(path))
         except litert.ModelError as error:
             names = {name for name, _ in litert.operator_names(model)}
-            loop = "WHILE" in names and litert.FUSED_LSTM not in names
+            loop = litert.LOOP in names and litert.FUSED_LSTM not in names
             raise PortError(str(error) + ("; a WHILE loop is what TFLite's converter makes of Keras 3's LSTM: the port "
                                           "reads the fused op only (write the model from the weights with this command)"
                                           if loop else "")) from None
@@ -905,7 +899,7 @@ class OpenVinoFormat(Format):
             return openvino_runtime.OPENVINO.core().read_model(str(path), str(weights))
         except Exception as error:  # noqa: BLE001 - OpenVINO raises RuntimeError for everything
             raise _Unparsable(f"{path} (with {weights.name}): OpenVINO cannot read it as an IR: "
-                              f"{openvino_runtime._first_line(error)}") from None
+                              f"{openvino_runtime.first_line(error)}") from None
 
     def _constant(self, path: Path, op, position: int, tensor: str) -> np.ndarray:
         node = op.input_value(position).get_node()
@@ -952,8 +946,8 @@ class OpenVinoFormat(Format):
     def run(self, path, arch, x, h0, c0):
         try:
             session = openvino_runtime.OPENVINO.session(self._read(path), Device.CPU, str(path))
-        except RuntimeError as error:  # the CPU plugin's refusal to compile it
-            raise PortError(f"{path}: OpenVINO cannot compile it: {openvino_runtime._first_line(error)}") from None
+        except openvino_runtime.ModelError as error:  # the CPU plugin's refusal to compile it
+            raise PortError(f"{path}: {error}") from None
         inputs, outputs = session.compiled.inputs, session.compiled.outputs
         if len(inputs) != 3 or len(outputs) != 3:
             raise PortError(f"{path}: the proof runs a model of inputs (x, h0, c0) and outputs (y, h_T, c_T), time-major; "

@@ -109,6 +109,8 @@ def from_tflite(tensors: Mapping[str, np.ndarray], coupled: bool) -> LSTMParams:
     """The canonical cell from one op's parameter inputs (:func:`to_tflite`'s names; absent optional ones left out).
     ``coupled``: the op is CIFG (no input-gate tensors); the spec's f tensors come back as zeros."""
     first = tensors.get("input_to_forget_weights")
+    if first is None:
+        raise LSTMInputError("input_to_forget_weights", "missing", "a tensor of shape (H, I)", "absent")
     if not isinstance(first, np.ndarray) or first.ndim != 2:
         raise LSTMInputError("input_to_forget_weights", "wrong shape", "(H, I)", getattr(first, "shape", first))
     dtype, (H, I) = first.dtype, first.shape

@@ -51,11 +51,13 @@ from backends.runtimes.keras import (
 from backends.runtimes.litert import (
     FUSED_LSTM,
     LITERT,
+    LOOP,
     NO_CUDA,
     ModelError,
+    check_recurrences,
     operator_names,
+    plan,
     read_model,
-    schema,
     threads,
 )
 from backends.runtimes.litert import INSTALL_HINT as LITERT_HINT
@@ -64,7 +66,6 @@ from contract.vocabulary import Device, Dtype
 from spec.layer import LayerConfig
 from spec.params import LayerParams, LSTMParams
 
-LOOP = "WHILE"
 #: The operators a converted Keras LSTM recurs with: Keras 3's loop, or the fused op (Keras 2's conversion).
 RECURRENCES = (LOOP, FUSED_LSTM)
 CONVERTER = "tf.lite.TFLiteConverter.from_keras_model (defaults)"
@@ -109,18 +110,10 @@ def every_operator(content: bytes, where: str = "model") -> dict[str, list[str]]
     """The operators of every subgraph of a model (name: operators in order), read from its flatbuffer: the WHILE
     loops' bodies are subgraphs that LiteRT's execution plan (the first subgraph's) does not list."""
     model = read_model(content, where)
-    S = schema()
-    names = {value: name for name, value in vars(S.BuiltinOperator).items() if not name.startswith("_")}
-    codes = model.operatorCodes or []
     found = {}
     for k, graph in enumerate(model.subgraphs):
-        ops = []
-        for op in graph.operators or ():
-            code = codes[op.opcodeIndex]
-            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-            ops.append(names.get(builtin, f"builtin {builtin}"))
         name = graph.name.decode() if isinstance(graph.name, bytes) else graph.name
-        found[name or f"subgraph {k}"] = ops
+        found[name or f"subgraph {k}"] = [op for op, _ in operator_names(model, k)]
     return found
 
 
@@ -247,24 +240,16 @@ class LiteRtKerasLSTM(KerasRow):
         """A converted model in LiteRT's interpreter (its bytes checked: ModelError naming ``where``), its execution plan
         checked to recur with one WHILE (or fused op) per layer and direction."""
         interpreter = LITERT.interpreter(content, where)
-        plan = [op["op_name"] for op in interpreter._get_ops_details()]
-        found = {name: plan.count(name) for name in RECURRENCES if name in plan}
-        expected = layer.num_layers * layer.num_directions
-        if not found:
-            listed = ", ".join(sorted({name for name, _ in operator_names(read_model(content, where))}))
-            raise ModelError(f"{where}: neither {LOOP} nor {FUSED_LSTM} in LiteRT's execution plan ({plan}); the model's "
-                             f"operators are: {listed}")
-        if sum(found.values()) != expected:
-            raise ModelError(f"{where}: {found} in LiteRT's execution plan, expected {expected} (one {LOOP} or "
-                             f"{FUSED_LSTM} per layer and direction): {plan}")
+        check_recurrences(interpreter, content, layer, RECURRENCES, where)
         signatures = interpreter.get_signature_list()
         signature = signatures.get(SIGNATURE, {})
         if not {"x", "h0", "c0"} <= set(signature.get("inputs", ())) or \
                 not {f"output_{k}" for k in range(3)} <= set(signature.get("outputs", ())):
             raise ModelError(f"{where}: no signature {SIGNATURE!r} with inputs x, h0, c0 and outputs output_0 .. output_2 "
                              f"(y, h_T, c_T); its signatures are {signatures}")
-        converted = ConvertedModel(bytes(content), interpreter, interpreter.get_signature_runner(SIGNATURE), plan, seconds)
-        self._ran.update(plan)
+        ran = plan(interpreter)
+        converted = ConvertedModel(bytes(content), interpreter, interpreter.get_signature_runner(SIGNATURE), ran, seconds)
+        self._ran.update(ran)
         for graph, ops in list(every_operator(content, where).items())[1:]:
             self._bodies.update(ops)
         return converted

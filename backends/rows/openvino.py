@@ -114,18 +114,6 @@ NOT_MASKED = "torch.nn.LSTM, the converted module, takes no mask of steps"
 NO_REVERSE = "torch.nn.LSTM, the converted module, has no reverse-only direction"
 
 
-def _initializers(model, weights: dict[str, np.ndarray]):
-    """``model`` (a ModelProto of :func:`graphs.layer_model`) with its weight inputs made initializers: the constants a
-    deployed model holds."""
-    numpy_helper = import_framework("onnx.numpy_helper", graphs.GRAPH_HINT)
-    graph = model.graph
-    kept = [value for value in graph.input if value.name not in weights]
-    del graph.input[:]
-    graph.input.extend(kept)
-    graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(value), name) for name, value in weights.items())
-    return model
-
-
 @dataclass(eq=False)
 class Compiled:
     """One parameter set in float32 and its compiled models, one with and one without sequence_lens (made on first
@@ -183,7 +171,7 @@ class OpenVinoLSTMSequence(Row):
         if with_lengths not in compiled.sessions:
             model = graphs.layer_model(compiled.input_size, compiled.hidden_size, replace(layer, forget_bias=0.0),
                                        np.float32, lengths=with_lengths, weight_name=onnx_layouts.weight_name)
-            compiled.sessions[with_lengths] = self.runtime.session(_initializers(model, compiled.weights), Device.CPU,
+            compiled.sessions[with_lengths] = self.runtime.session(graphs.with_initializers(model, compiled.weights), Device.CPU,
                                                                    "ONNX LSTM graph")
         return compiled.sessions[with_lengths]
 

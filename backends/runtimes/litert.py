@@ -35,6 +35,8 @@ from spec.weights_file import foreign_format
 
 INSTALL_HINT = "ai-edge-litert is not installed (pip install 'lstm-conformance[litert]')"
 FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
+#: What TFLite's converter makes of Keras 3's LSTM: a loop whose body is the cell's ops.
+LOOP = "WHILE"
 #: The op versions whose computation the spec knows: version 1 is the float32 kernel; 2 and above are LiteRT's hybrid
 #: and integer kernels (int8 weights, quantized activations), which the quantized runtimes' issue judges.
 KNOWN_VERSIONS = {1: "float32"}
@@ -81,15 +83,40 @@ def read_model(content: object, where: str = "model"):
         if not S.Model.ModelBufferHasIdentifier(content, 0):
             raise ValueError("no TFL3 identifier")
         model = S.ModelT.InitFromPackedBuf(content, 0)
-        _check_buffers(model, len(content))
-    except ModelError:
-        raise
     except Exception as error:  # a flatbuffer cut short reads out of range (struct.error, IndexError, ...)
         raise ModelError(f"{where}: a truncated or corrupt TFLite flatbuffer ({_describe(content)}): "
                          f"{type(error).__name__}: {error}") from None
     if not model.subgraphs:
         raise ModelError(f"{where}: a TFLite model without a subgraph ({_describe(content)})")
+    _check_references(model, len(content), where)
     return model
+
+
+def _check_references(model, size: int, where: str) -> None:
+    """Every index the model's operators and tensors hold points at something it has (a flatbuffer can be complete
+    and still name tensor 10**6), and every buffer stored outside the flatbuffer (models over 2 GB) lies in the file."""
+    buffers, codes = model.buffers or [], model.operatorCodes or []
+    for k, buffer in enumerate(buffers):
+        offset, length = getattr(buffer, "offset", 0) or 0, getattr(buffer, "size", 0) or 0
+        if offset and offset + length > size:
+            raise ModelError(f"{where}: buffer {k} lies at bytes {offset} .. {offset + length}, beyond the file's "
+                             f"{size} bytes")
+    for g, graph in enumerate(model.subgraphs):
+        tensors = graph.tensors or []
+        for t, tensor in enumerate(tensors):
+            if tensor.shape is None and tensor.buffer and buffers[tensor.buffer].data is not None:
+                raise ModelError(f"{where}: subgraph {g} tensor {t} holds data but has no shape")
+            if not 0 <= tensor.buffer < max(len(buffers), 1):
+                raise ModelError(f"{where}: subgraph {g} tensor {t} names buffer {tensor.buffer}, of {len(buffers)}")
+        for o, op in enumerate(graph.operators or ()):
+            if not 0 <= op.opcodeIndex < len(codes):
+                raise ModelError(f"{where}: subgraph {g} operator {o} names operator code {op.opcodeIndex}, of "
+                                 f"{len(codes)}")
+            for role, indices in (("input", op.inputs), ("output", op.outputs)):
+                bad = [int(i) for i in (indices if indices is not None else ()) if not -1 <= int(i) < len(tensors)]
+                if bad:
+                    raise ModelError(f"{where}: subgraph {g} operator {o} names {role} tensor {bad[0]}, of "
+                                     f"{len(tensors)}")
 
 
 def _other_format(content: bytes) -> str | None:
@@ -102,21 +129,14 @@ def _other_format(content: bytes) -> str | None:
     return None
 
 
-def _check_buffers(model, size: int) -> None:
-    """Every buffer stored outside the flatbuffer (models over 2 GB) lies inside the file."""
-    for k, buffer in enumerate(model.buffers or ()):
-        offset, length = getattr(buffer, "offset", 0) or 0, getattr(buffer, "size", 0) or 0
-        if offset and offset + length > size:
-            raise ModelError(f"buffer {k} lies at bytes {offset} .. {offset + length}, beyond the file's {size} bytes")
-
-
-def operator_names(model) -> list[tuple[str, int]]:
-    """Every operator of the first subgraph as (builtin name, version), in the model's order."""
+def operator_names(model, subgraph: int = 0) -> list[tuple[str, int]]:
+    """Every operator of a subgraph (the first: the model's main graph) as (builtin name, version), in the model's
+    order; a loop's body is a subgraph of its own."""
     S = schema()
     names = {value: name for name, value in vars(S.BuiltinOperator).items() if not name.startswith("_")}
     codes = model.operatorCodes or []
     found = []
-    for op in model.subgraphs[0].operators or ():
+    for op in model.subgraphs[subgraph].operators or ():
         code = codes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         found.append((names.get(builtin, f"builtin {builtin}"), code.version))
@@ -137,6 +157,17 @@ def fused_lstm_ops(model, where: str = "model") -> list:
             raise ModelError(f"{where}: {FUSED_LSTM} version {version}, which the spec does not know: it knows version "
                              f"{', '.join(f'{v} ({kind})' for v, kind in KNOWN_VERSIONS.items())}; versions 2 and above "
                              "are LiteRT's hybrid and integer kernels")
+    tensors = model.subgraphs[0].tensors or []
+    for k, op in enumerate(fused):
+        inputs = [int(i) for i in (op.inputs if op.inputs is not None else ())]
+        if len(inputs) != len(INPUTS):
+            raise ModelError(f"{where}: {FUSED_LSTM} #{k} has {len(inputs)} inputs, expected the op's {len(INPUTS)}")
+        for name in ("input", "output_state", "cell_state"):
+            index = inputs[INPUTS.index(name)]
+            if index < 0:
+                raise ModelError(f"{where}: {FUSED_LSTM} #{k} has no {name} (input {INPUTS.index(name)} is absent)")
+            if name != "input" and not tensors[index].isVariable:
+                raise ModelError(f"{where}: {FUSED_LSTM} #{k}'s {name} is not a variable tensor, as the op requires")
     return fused
 
 
@@ -263,16 +294,21 @@ class FusedModel:
 
     def ops_run(self) -> list[str]:
         """The operators of the interpreter's execution plan: what runs, by name."""
-        return [op["op_name"] for op in self.interpreter._get_ops_details()]
+        return plan(self.interpreter)
 
     def run(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """y (T, B, D * P), h_T (L * D, B, P), c_T (L * D, B, H) from float32 inputs."""
         it = self.interpreter
         shape = tuple(it.get_input_details()[0]["shape"])
-        if tuple(x.shape) != shape:  # another T (the model's B is fixed: its state variables are (B, .))
+        if x.ndim != 3 or x.shape[1:] != shape[1:]:  # the model's B is fixed: its state variables are (B, .)
+            raise ModelError(f"x: this model runs x of shape (T, {shape[1]}, {shape[2]}) (its batch size is fixed by "
+                             f"its state variables), got {tuple(x.shape)}")
+        if x.shape[0] != shape[0]:  # another T
             it.resize_tensor_input(self.x, list(x.shape))
             it.allocate_tensors()
-        for (h, c), h_k, c_k in zip(self.states, h0, c0):
+        if len(h0) != len(self.states) or len(c0) != len(self.states):
+            raise ModelError(f"h0, c0: one state per layer and direction, {len(self.states)}, got {len(h0)} and {len(c0)}")
+        for (h, c), h_k, c_k in zip(self.states, h0, c0, strict=True):
             it.set_tensor(h, np.ascontiguousarray(h_k, np.float32))
             it.set_tensor(c, np.ascontiguousarray(c_k, np.float32))
         it.set_tensor(self.x, np.ascontiguousarray(x, np.float32))
@@ -281,6 +317,28 @@ class FusedModel:
         h_T = np.stack([it.get_tensor(h).copy() for h, _ in self.states])
         c_T = np.stack([it.get_tensor(c).copy() for _, c in self.states])
         return y, h_T, c_T
+
+
+def plan(interpreter) -> list[str]:
+    """The operators of an interpreter's execution plan, by name: what runs (LiteRT's only account of it is the
+    interpreter's private _get_ops_details)."""
+    return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+def check_recurrences(interpreter, content: bytes, layer: LayerConfig, kinds: tuple[str, ...], where: str) -> dict:
+    """That the execution plan recurs once per layer and direction with the ops ``kinds`` (the fused op, a WHILE
+    loop): their counts; ModelError naming ``where`` and what ran otherwise."""
+    ran = plan(interpreter)
+    found = {name: ran.count(name) for name in kinds if name in ran}
+    expected = layer.num_layers * layer.num_directions
+    if not found:
+        listed = ", ".join(sorted({name for name, _ in operator_names(read_model(content, where))}))
+        raise ModelError(f"{where}: no {' or '.join(kinds)} in LiteRT's execution plan ({ran}); the model's operators "
+                         f"are: {listed}")
+    if sum(found.values()) != expected:
+        raise ModelError(f"{where}: {found} in LiteRT's execution plan, expected {expected} (one per layer and "
+                         f"direction): {ran}")
+    return found
 
 
 class LiteRt(NumpyRuntime):
@@ -320,15 +378,11 @@ class LiteRt(NumpyRuntime):
                              f"{layer.num_layers} layer(s) {layer.direction}")
         states = tuple((index[weight_name(l, word, "output_state")], index[weight_name(l, word, "cell_state")])
                        for l in range(layer.num_layers) for word in direction_words(layer))
-        model = FusedModel(bytes(content), interpreter, index["x"], interpreter.get_output_details()[0]["index"], states)
-        ran = model.ops_run().count(FUSED_LSTM)
-        if ran != len(states):
-            raise ModelError(f"{where}: {ran} {FUSED_LSTM} op(s) in LiteRT's execution plan, expected {len(states)} "
-                             f"(one per layer and direction): {model.ops_run()}")
-        return model
+        check_recurrences(interpreter, content, layer, (FUSED_LSTM,), where)
+        return FusedModel(bytes(content), interpreter, index["x"], interpreter.get_output_details()[0]["index"], states)
 
 
 LITERT = LiteRt()
 
-__all__ = ["FUSED_LSTM", "INSTALL_HINT", "KNOWN_VERSIONS", "LITERT", "FusedModel", "LiteRt", "ModelError",
-           "fused_lstm_ops", "layer_model", "operator_names", "read_model", "schema"]
+__all__ = ["FUSED_LSTM", "INSTALL_HINT", "KNOWN_VERSIONS", "LITERT", "LOOP", "FusedModel", "LiteRt", "ModelError",
+           "check_recurrences", "fused_lstm_ops", "layer_model", "operator_names", "plan", "read_model", "schema"]

@@ -102,6 +102,19 @@ def layer_model(input_size: int, hidden_size: int, layer: LayerConfig, dtype: ob
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
+def with_initializers(model, weights: dict[str, np.ndarray]):
+    """``model`` (a :func:`layer_model`) with the weight inputs named in ``weights`` made its initializers, holding
+    those arrays: the constants of a deployed model (a file the porting command writes; OpenVINO's rows, whose
+    plugin takes a fused kernel only for constant weights)."""
+    numpy_helper = import_framework("onnx.numpy_helper", INSTALL_HINT)
+    graph = model.graph
+    kept = [value for value in graph.input if value.name not in weights]
+    del graph.input[:]
+    graph.input.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(value), name) for name, value in weights.items())
+    return model
+
+
 def layer_feeds(weights, x, h0, c0, lengths, *, layout: int = 0) -> dict[str, np.ndarray]:
     """The inputs of :func:`layer_model` from the spec's time-major x (T, B, I) and states (L * D, B, .), and the
     weights by graph input name; lengths as int32 (ONNX's sequence_lens type), or None."""
@@ -152,4 +165,4 @@ class OnnxReference(Runtime):
 ONNX_REFERENCE = OnnxReference()
 
 __all__ = ["GRAPH_HINT", "INSTALL_HINT", "NO_MASK", "ONNX_REFERENCE", "OPSET", "OnnxReference", "layer_feeds",
-           "layer_model", "layer_outputs", "onnx"]
+           "layer_model", "layer_outputs", "onnx", "with_initializers"]

@@ -116,12 +116,17 @@ class OpenVinoRuntime(NumpyRuntime):
             return self.core().read_model(model=bytes(data), weights=b"")
         except Exception as error:
             raise ModelError(f"OpenVINO {ov.__version__} cannot read the {what} ({len(data)} bytes, starting "
-                             f"{bytes(data[:16])!r}): {type(error).__name__}: {_first_line(error)}") from error
+                             f"{bytes(data[:16])!r}): {type(error).__name__}: {first_line(error)}") from error
 
     def compile(self, model, what: str = "model"):
-        """``model`` compiled for the CPU plugin with this runtime's precision set explicitly."""
+        """``model`` compiled for the CPU plugin with this runtime's precision set explicitly; ModelError naming
+        ``what`` when the plugin refuses it."""
         model = self.read(model, what)
-        return self.core().compile_model(model, CPU_PLUGIN, self.config())
+        try:
+            return self.core().compile_model(model, CPU_PLUGIN, self.config())
+        except RuntimeError as error:
+            raise ModelError(f"OpenVINO {openvino().__version__}'s CPU plugin cannot compile the {what}: "
+                             f"{first_line(error)}") from error
 
     def session(self, model, device: str, what: str = "model") -> Session:
         """A compiled model called like an ONNX Runtime session; ``device`` must be the CPU (availability says so)."""
@@ -165,7 +170,7 @@ class OpenVinoRuntime(NumpyRuntime):
 _FRAME = re.compile(r"(Exception from \S+:\d+:|Check '.*?' failed at \S+:\d+:)\s*")
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     """OpenVINO's message without the C++ frames around it, on one line."""
     return " ".join(_FRAME.sub("", str(error)).split()) or type(error).__name__
 
@@ -174,4 +179,4 @@ OPENVINO = OpenVinoRuntime(F32)
 OPENVINO_BF16 = OpenVinoRuntime(BF16)
 
 __all__ = ["BF16", "CPU_PLUGIN", "F32", "INSTALL_HINT", "NO_CUDA", "OPENVINO", "OPENVINO_BF16", "ModelError",
-           "OpenVinoRuntime", "Session", "openvino"]
+           "OpenVinoRuntime", "Session", "first_line", "openvino"]

@@ -253,7 +253,7 @@ def test_model_bytes_cut_short_are_refused_naming_the_model(converted):
 
 def test_a_model_without_one_loop_or_fused_op_per_cell_is_refused(converted):
     error = converted["no loop"]
-    assert error is not None and error.startswith("a tanh model: neither WHILE nor UNIDIRECTIONAL_SEQUENCE_LSTM"), error
+    assert error is not None and error.startswith("a tanh model: no WHILE or UNIDIRECTIONAL_SEQUENCE_LSTM"), error
     assert "TANH" in error
     error = converted["fused, one op"]
     assert error is not None and error.startswith("a fused model: {'UNIDIRECTIONAL_SEQUENCE_LSTM': 1} in LiteRT's "

@@ -226,3 +226,66 @@ def test_the_row_is_unavailable_with_the_install_hint_without_litert(monkeypatch
 
     monkeypatch.setattr(runtime.importlib, "import_module", missing)
     assert LiteRt().availability("cpu") == INSTALL_HINT
+
+
+def _first_lstm(S, model):
+    graph = model.subgraphs[0]
+    return next(op for op in graph.operators
+                if model.operatorCodes[op.opcodeIndex].builtinCode == S.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM)
+
+
+def _set_input(op, position, index):
+    inputs = np.array(op.inputs)  # the object API's arrays are read-only views of the buffer
+    inputs[position] = index
+    op.inputs = inputs
+
+
+def _input_out_of_range(S, model):
+    _set_input(_first_lstm(S, model), 1, 10**6)
+
+
+def _opcode_out_of_range(S, model):
+    model.subgraphs[0].operators[0].opcodeIndex = 99
+
+
+def _weights_without_shape(S, model):
+    graph = model.subgraphs[0]
+    graph.tensors[_first_lstm(S, model).inputs[1]].shape = None
+
+
+def _state_absent(S, model):
+    _set_input(_first_lstm(S, model), 19, -1)
+
+
+def _state_not_variable(S, model):
+    graph = model.subgraphs[0]
+    graph.tensors[_first_lstm(S, model).inputs[18]].isVariable = False
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (_input_out_of_range, "names input tensor 1000000, of"),
+    (_opcode_out_of_range, "names operator code 99, of"),
+    (_weights_without_shape, "holds data but has no shape"),
+], ids=["input-index", "opcode-index", "no-shape"])
+def test_a_model_whose_indices_point_nowhere_is_refused_naming_it(litert, change, fragment):
+    _, content = model_of(litert, "layer-norm")
+    with pytest.raises(litert.ModelError, match=f"bad.tflite: subgraph 0 .*{fragment}"):
+        litert.read_model(_repacked(litert, content, change), "bad.tflite")
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (_state_absent, "has no cell_state"),
+    (_state_not_variable, "'s output_state is not a variable tensor"),
+], ids=["state-absent", "state-not-variable"])
+def test_a_fused_op_without_its_state_variables_is_refused(litert, change, fragment):
+    _, content = model_of(litert, "layer-norm")
+    model = litert.read_model(_repacked(litert, content, change), "bad.tflite")
+    with pytest.raises(litert.ModelError, match=f"bad.tflite: UNIDIRECTIONAL_SEQUENCE_LSTM #0 ?{fragment}"):
+        litert.fused_lstm_ops(model, "bad.tflite")
+
+
+def test_a_model_refuses_another_batch_size_naming_what_it_runs(litert):
+    d, content = model_of(litert, "layer-norm")
+    model = litert.LITERT.fused(content, d.layer)
+    with pytest.raises(litert.ModelError, match=r"x: this model runs x of shape \(T, 3, 3\)"):
+        model.run(d.x[:, :2], d.h0[:, :2], d.c0[:, :2])
