@@ -30,6 +30,7 @@ from contract.errors import NotSupported
 from contract.vocabulary import ARCHITECTURE, Feature, features_of, in_order
 from spec.layer import LayerConfig
 from spec.params import GATES, LayerParams, LSTMParams
+from spec.validation import LSTMInputError
 
 
 def fold_forget_bias(b: np.ndarray, forget_bias: float) -> np.ndarray:
@@ -45,6 +46,38 @@ def fold_forget_bias(b: np.ndarray, forget_bias: float) -> np.ndarray:
                            f"is not a {b.dtype.name} value at {lost} of {exact.size} units: it cannot hold this "
                            f"{b.dtype.name} data exactly")
     return out
+
+
+def stack_directions(params: LayerParams, layer: LayerConfig, cell_to_native, name) -> dict[str, np.ndarray]:
+    """The native arrays of a stack held as one op per layer with both directions on each tensor's leading axis,
+    forward first (ONNX's LSTM node, OpenVINO's LSTMSequence): ``cell_to_native(cell)`` gives one cell's tensors,
+    each (1, ...), ``name(l, tensor)`` their native names."""
+    native = {}
+    for l in range(layer.num_layers):
+        directions = [cell_to_native(params.cell(l, d)) for d in range(layer.num_directions)]
+        for tensor in directions[0]:
+            native[name(l, tensor)] = np.concatenate([cell[tensor] for cell in directions])
+    return native
+
+
+def split_directions(native: Mapping[str, object], layer: LayerConfig, tensors: tuple[str, ...],
+                     required: tuple[str, ...], name, op: str) -> list[dict]:
+    """The transpose of :func:`stack_directions`: each cell's tensors (each (1, ...), None where absent), cell l * D + d,
+    checked: the ``required`` tensors of every op present, each present tensor one row per direction."""
+    D, cells = layer.num_directions, []
+    for l in range(layer.num_layers):
+        held = {t: native.get(name(l, t)) for t in tensors}
+        for t in required:
+            if held[t] is None:
+                raise LSTMInputError(name(l, t), "missing", f"{' and '.join(required)} of each of the {layer.num_layers} "
+                                     f"{op}(s)", sorted(native))
+        for t, tensor in held.items():
+            if tensor is not None and (not isinstance(tensor, np.ndarray) or tensor.ndim < 1 or tensor.shape[0] != D):
+                raise LSTMInputError(name(l, t), "wrong shape", f"({D}, ...): one row per direction",
+                                     getattr(tensor, "shape", type(tensor).__name__))
+        for d in range(D):
+            cells.append({t: None if tensor is None else np.asarray(tensor[d: d + 1]) for t, tensor in held.items()})
+    return cells
 
 
 @dataclass(frozen=True)
@@ -149,4 +182,5 @@ class CellArrays(Layout):
 
 CELL_ARRAYS = CellArrays()
 
-__all__ = ["CANONICAL", "CELL_ARRAYS", "Canonical", "CellArrays", "Layout", "fold_forget_bias"]
+__all__ = ["CANONICAL", "CELL_ARRAYS", "Canonical", "CellArrays", "Layout", "fold_forget_bias", "split_directions",
+           "stack_directions"]

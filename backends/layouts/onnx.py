@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from contract.layout import Layout, fold_forget_bias
+from contract.layout import Layout, fold_forget_bias, split_directions, stack_directions
 from contract.vocabulary import Feature
 from spec.layer import LayerConfig
 from spec.params import GATES, PEEPHOLE_GATES, LayerParams, LSTMParams
@@ -95,28 +95,11 @@ class _Nodes(Layout):
     """A stack as one LSTM node per layer, both directions on each tensor's leading axis (:func:`to_onnx` per cell)."""
 
     def _to_native(self, params: LayerParams, layer: LayerConfig) -> dict[str, np.ndarray]:
-        native = {}
-        for l in range(layer.num_layers):
-            directions = [to_onnx(params.cell(l, d), layer.forget_bias) for d in range(layer.num_directions)]
-            for tensor in directions[0]:
-                native[weight_name(l, tensor)] = np.concatenate([cell[tensor] for cell in directions])
-        return native
+        return stack_directions(params, layer, lambda cell: to_onnx(cell, layer.forget_bias), weight_name)
 
     def _from_native(self, native: Mapping[str, object], layer: LayerConfig) -> LayerParams:
-        D, cells = layer.num_directions, []
-        for l in range(layer.num_layers):
-            node = {t: native.get(weight_name(l, t)) for t in TENSORS}
-            for name in (weight_name(l, "W"), weight_name(l, "R")):
-                if native.get(name) is None:
-                    raise LSTMInputError(name, "missing", f"W and R of each of the {layer.num_layers} node(s)", sorted(native))
-            for t, tensor in node.items():
-                if tensor is not None and (not isinstance(tensor, np.ndarray) or tensor.ndim < 1 or tensor.shape[0] != D):
-                    raise LSTMInputError(weight_name(l, t), "wrong shape", f"({D}, ...): one row per direction",
-                                         getattr(tensor, "shape", type(tensor).__name__))
-            for d in range(D):
-                one = {t: None if tensor is None else np.asarray(tensor[d: d + 1]) for t, tensor in node.items()}
-                cells.append(from_onnx(one["W"], one["R"], one["B"], one["P"]))
-        return LayerParams(tuple(cells), D)
+        cells = split_directions(native, layer, TENSORS, ("W", "R"), weight_name, "node")
+        return LayerParams(tuple(from_onnx(c["W"], c["R"], c["B"], c["P"]) for c in cells), layer.num_directions)
 
     def _gradient(self, native_gradients, params: LayerParams, layer: LayerConfig) -> LayerParams:
         """The transpose of :meth:`_to_native`: b fed half to Wb and half to Rb, so its gradient is their mean."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contract.layout import Layout, fold_forget_bias
+from contract.layout import Layout, fold_forget_bias, split_directions, stack_directions
 from contract.vocabulary import Feature
 from spec.layer import LayerConfig
 from spec.params import GATES, LayerParams, LSTMParams
@@ -76,27 +76,12 @@ class _Sequences(Layout):
     """A stack as one LSTMSequence per layer, both directions on each tensor's leading axis."""
 
     def _to_native(self, params: LayerParams, layer: LayerConfig) -> dict[str, np.ndarray]:
-        native = {}
-        for l in range(layer.num_layers):
-            directions = [to_openvino(params.cell(l, d), layer.forget_bias) for d in range(layer.num_directions)]
-            for tensor in TENSORS:
-                native[weight_name(l, tensor)] = np.concatenate([cell[tensor] for cell in directions])
-        return native
+        return stack_directions(params, layer, lambda cell: to_openvino(cell, layer.forget_bias), weight_name)
 
     def _from_native(self, native: Mapping[str, object], layer: LayerConfig) -> LayerParams:
-        D, cells = layer.num_directions, []
-        for l in range(layer.num_layers):
-            op = {t: native.get(weight_name(l, t)) for t in TENSORS}
-            for t, tensor in op.items():
-                if tensor is None:
-                    raise LSTMInputError(weight_name(l, t), "missing", f"W, R and B of each of the {layer.num_layers} op(s)",
-                                         sorted(native))
-                if not isinstance(tensor, np.ndarray) or tensor.ndim < 1 or tensor.shape[0] != D:
-                    raise LSTMInputError(weight_name(l, t), "wrong shape", f"({D}, ...): one row per direction",
-                                         getattr(tensor, "shape", type(tensor).__name__))
-            for d in range(D):  # a forget bias stays folded into b_f, as in every layout without an attribute for it
-                cells.append(from_openvino(*(np.asarray(op[t][d: d + 1]) for t in TENSORS)))
-        return LayerParams(tuple(cells), D)
+        # A forget bias stays folded into b_f, as in every layout without an attribute for it.
+        cells = split_directions(native, layer, TENSORS, TENSORS, weight_name, "op")
+        return LayerParams(tuple(from_openvino(c["W"], c["R"], c["B"]) for c in cells), layer.num_directions)
 
 
 LSTM_SEQUENCES = _Sequences(

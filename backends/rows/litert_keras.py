@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.layouts import keras as layouts
+from backends.rows.keras import KerasLSTM
 from backends.runtimes.keras import (
     BACKEND_MODULES,
-    INITIALIZERS,
     KERAS_HINT,
     KERAS_TENSORFLOW,
-    KerasRow,
     keras,
     keras_mask,
 )
@@ -147,7 +146,7 @@ class KerasWeights:
 
 
 @dataclass(eq=False)
-class LiteRtKerasLSTM(KerasRow):
+class LiteRtKerasLSTM(KerasLSTM):  # keras-tensorflow/LSTM's layers, converted
     """keras-tensorflow/LSTM's stack converted by TFLiteConverter and run by LiteRT: the Keras row's layout, features
     and refusals; only the call differs."""
 
@@ -170,9 +169,6 @@ class LiteRtKerasLSTM(KerasRow):
         super().__post_init__()
         self._ran: set[str] = set()  # every operator of the execution plans of the models run in this process
         self._bodies: set[str] = set()  # the operators of their other subgraphs (the loops' conditions and bodies)
-
-    def recurrent(self, keras, name, units, options):
-        return keras.layers.LSTM(units, name=name, **options, **INITIALIZERS)  # keras-tensorflow/LSTM's layer
 
     def _availability(self, device: str) -> str | None:
         if absent := missing():  # the first, in the order of NEEDED; environment() names them all
