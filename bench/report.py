@@ -115,8 +115,10 @@ def describe_machine(info: dict) -> str:
         if not isinstance(env, dict):
             parts.append(f"{framework}: {env}")
             continue
-        keys = ("torch", "tensorflow", "keras", "jax", "flax", "onnxruntime", "onnx", "threads", "intra_op_threads",
-                "tf32", "tf32_matmul", "tf32_cudnn", "matmul_precision", "mkldnn_rnn_fp32_precision", "lstm_cpu_kernels")
+        keys = ("torch", "tensorflow", "keras", "jax", "flax", "onnxruntime", "onnx", "openvino", "ai-edge-litert",
+                "threads", "intra_op_threads", "inference_num_threads", "num_threads", "inference_precision",
+                "execution_mode", "tf32", "tf32_matmul", "tf32_cudnn", "matmul_precision", "mkldnn_rnn_fp32_precision",
+                "lstm_cpu_kernels")
         parts.append(f"{framework}: " + ", ".join(f"{k} {env[k]}" for k in keys if k in env))
     return "; ".join(parts)
 

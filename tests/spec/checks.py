@@ -394,6 +394,27 @@ def clip_passed(fwd) -> dict[tuple[int, str], np.ndarray]:
     return found
 
 
+#: The smallest standard deviation of a normalized pre-activation (1n) at which finite differences hold: n_k =
+#: (a - mean a) / sqrt(var a + 1e-8) bends sharply where the deviation nears sqrt(1e-8) = 1e-4 (its third derivative
+#: grows as 1e-8 / sigma^5), so a step of 1e-6 there errs by more than the checks' tolerance (seen: sigma 1.25e-4,
+#: a directional derivative off by 1.03x its tolerance); at 3e-3 that error is below 1e-7 of it.
+NORM_SIGMA_MARGIN = 3e-3
+
+
+def norm_margin_holds(data: CaseData, sigma: float = NORM_SIGMA_MARGIN) -> bool:
+    """Every gate's normalization (1n)-(5n), at every step and row that ran, has a standard deviation of at least
+    ``sigma``, or none at all (H = 1: a - mean a is 0 whatever the parameters, and so is its derivative)."""
+    if not data.layer.layer_norm or data.case.H == 1:
+        return True
+    for run in data.forward().cells:
+        rstd = run.ln_rstd[[0, 2, 3]] if run.options.coupled_input_forget else run.ln_rstd  # f = 1 - i: no normalization
+        if run.mask is not None:
+            rstd = rstd[:, run.mask]
+        if rstd.size and float(rstd.max()) > 1.0 / sigma:
+            return False
+    return True
+
+
 def clip_margin_holds(data: CaseData, relative: float = 1e-3) -> bool:
     """No clipped quantity lies within ``relative`` of its threshold: moving every threshold by that
     fraction either way clips exactly the same elements. Finite differences (steps of 1e-6) and float32

@@ -18,7 +18,7 @@ from spec import layer, lstm
 from spec.layer import LayerConfig
 from spec.cases import Case, make_case_data
 from spec.params import LayerParams, LSTMParams
-from tests.spec.checks import check_layer_directional_derivative, clip_margin_holds
+from tests.spec.checks import check_layer_directional_derivative, clip_margin_holds, norm_margin_holds
 
 # Two runs of one computation whose matrix products have different shapes (a row alone, a prefix):
 # BLAS may sum in another order, a few ulps (as test_properties.py's splitting and row properties).
@@ -79,6 +79,7 @@ def same(name, got, want, context, tol=0.0):
 def property_gradients(case: Case) -> None:
     data = make_case_data(case)
     assume(clip_margin_holds(data))  # finite differences must not straddle a clip's boundary
+    assume(norm_margin_holds(data))  # nor a normalization's sharp bend (checks.NORM_SIGMA_MARGIN)
     check_layer_directional_derivative(data, directions=1)
 
 
