@@ -806,7 +806,7 @@ def _ir(tmp_path, name="a.xml"):
     ("missing-bin", ("its weights file", "a.bin is missing")),
     ("not-ir-xml", ("OpenVINO cannot read it as an IR", "Unable to read the model")),
     ("onnx-named-xml", ("is an ONNX model", "not an OpenVINO IR", "--from onnx")),
-    ("tflite-named-xml", ("not an XML file", "TFL3")),
+    pytest.param("tflite-named-xml", ("not an XML file", "TFL3"), marks=needs("ai_edge_litert", "flatbuffers")),
 ])
 def test_an_ir_that_cannot_be_read_is_named(tmp_path, capsys, damage, fragments):
     xml = _ir(tmp_path)
