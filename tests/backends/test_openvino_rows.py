@@ -118,7 +118,7 @@ def test_cuda_is_refused_with_the_reason():
 
 @needs_openvino
 def test_the_precision_hint_is_explicit_and_read_back():
-    ov = pytest.importorskip("openvino")
+    import openvino as ov  # needs_openvino skips, with the install hint, where it is missing
     for runtime, precision, mode in ((OPENVINO, "f32", "ACCURACY"), (OPENVINO_BF16, "bf16", "PERFORMANCE")):
         config = runtime.config()
         assert config[ov.properties.hint.inference_precision] == getattr(ov.Type, precision)
