@@ -14,11 +14,13 @@ from contract.row import Row
 #: The row modules, each defining ROWS; the order is the matrix's row order.
 ROW_MODULES = (
     "backends.rows.torch",
+    "backends.rows.torch_quantized",
     "backends.rows.tensorflow",
     "backends.rows.tf1",
     "backends.rows.keras",
     "backends.rows.jax",
     "backends.rows.onnx",
+    "backends.rows.onnxruntime_quantized",
     "backends.rows.torch_onnx",
     "backends.rows.tf2onnx",
     "backends.rows.openvino",

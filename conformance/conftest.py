@@ -31,7 +31,7 @@ import pytest
 
 from backends.registry import builtin_rows
 from backends.rows.results import GoldenError, ResultsDirectory
-from conformance import isolation
+from conformance import isolation, quantization_report
 from conformance.judge import KNOWN, RESULT, UNFINISHED, Verdict, case_id, new_result
 from conformance.report import (
     Result,
@@ -452,9 +452,12 @@ class Controller:
         width = max(80, shutil.get_terminal_size((120, 24)).columns)
         for line in render_text(matrix, width).splitlines():
             terminalreporter.write_line(line)
-        paths = write_reports(matrix, results, Path(self.config.getoption("--report-dir")))
+        directory = Path(self.config.getoption("--report-dir"))
+        paths = write_reports(matrix, results, directory)
+        quantized = quantization_report.write(results, directory)
         terminalreporter.write_line("")
-        terminalreporter.write_line(f"{summary_line(matrix)}; report: {paths[1]} (and {paths[0].name}); skip reasons: -rs")
+        also = f"; the quantized rows: {quantized[0]}" if quantized else ""
+        terminalreporter.write_line(f"{summary_line(matrix)}; report: {paths[1]} (and {paths[0].name}){also}; skip reasons: -rs")
 
     def pytest_unconfigure(self, config):
         shutil.rmtree(self.crash_dir, ignore_errors=True)

@@ -32,10 +32,12 @@ from contract.compare import Comparison, compare, describe_index
 from contract.errors import Crashed, NotSupported, ResultError, TimedOut, Unavailable
 from contract.half_bounds import HalfComparison, compare_half
 from contract.row import Row
-from contract.tolerances import tolerance
+from contract.tolerances import quantized_tolerance, tolerance
 from contract.vocabulary import Dtype, Kind, features_of
 from spec.cases import Case, CaseData, Reference, make_case_data, reference
 from spec.precision import Policy
+from spec.quantized import layer_forward as quantized_layer_forward
+from spec.validation import LSTMInputError
 
 RESULT = pytest.StashKey[Result]()
 KNOWN = pytest.StashKey[str]()  # the upstream reason of a known non-conformance, for its "known" verdict
@@ -182,6 +184,8 @@ def judge(request, row: Row, kind: Kind, dtype: str, device: str, case: Case) ->
     if (change := modified_inputs(given, data)) is not None:
         fail(result, context, change)
 
+    if row.quantization is not None:
+        return judge_quantized(result, row, context, case, data, expected, got, device)
     want = expected.gradients if gradients else expected.outputs
     policy = row.policy(dtype, device, features_of(case.layer, data.lengths, data.mask))
     result.policy = None if policy is None else policy.value
@@ -200,6 +204,57 @@ def judge(request, row: Row, kind: Kind, dtype: str, device: str, case: Case) ->
     if gradients and (note := forward_also_wrong(row, dtype, device, case, data, expected, timeout)):
         lines.append(note)
     fail(result, context, "\n".join(lines))
+
+
+def judge_quantized(result: Result, row: Row, context: str, case: Case, data: CaseData, expected: Reference,
+                    got: dict[str, np.ndarray], device: str) -> None:
+    """A quantized row's verdict: its outputs against the integer reference of its scheme (spec/quantized.py) on the
+    integers, scales and zero points its own model holds, which must quantize the case's weights; the distance from
+    the float spec (the quantization error) recorded beside."""
+    scheme = row.quantization
+    result.policy = scheme.name
+    try:
+        quantized = row.quantized_parameters(data.params, layer=data.layer, device=device)
+        quantized.check_quantizes(data.params, coupled=data.layer.coupled_input_forget)
+    except LSTMInputError as error:
+        fail(result, context, f"its model's quantized weights: {error}")
+    except Exception as error:
+        fail(result, context, f"reading its model's quantized weights {raised(error)}")
+    run = quantized_reference(quantized, data, scheme, observed_y=got["y"])
+    result.step = run.step
+    result.forced_steps = len(run.forced)
+    result.quantization_error = max(float(np.abs(got[name].astype(np.float64) - expected.outputs[name]).max())
+                                    for name in expected.outputs)
+    tol = quantized_tolerance(run.step)
+    compared = [compare(name, got[name], want, atol=tol.atol, rtol=tol.rtol, num_directions=case.D)
+                for name, want in run.outputs().items()]
+    result.worst_error = max(c.worst_error for c in compared)
+    result.worst_ratio = max(c.worst_ratio for c in compared)
+    failures = [c for c in compared if not c.ok]
+    if not failures:
+        result.status, result.detail = Status.PASS.value, forced_note(run)
+        return
+    lines = [f"against the integer reference of {scheme.name} (dequantization step {run.step:.3g}): {c.message()}"
+             for c in failures]
+    if run.forced:
+        lines.append(forced_note(run))
+    fail(result, context, "\n".join(lines))
+
+
+def quantized_reference(quantized, data: CaseData, scheme, observed_y=None):
+    return quantized_layer_forward(quantized, data.x, data.h0, data.c0, config=data.layer, scheme=scheme,
+                                   lengths=data.lengths, mask=data.mask, observed_y=observed_y)
+
+
+def forced_note(run) -> str:
+    """What the reference took from the implementation (spec.quantized's forcing), or nothing."""
+    if not run.forced:
+        return ""
+    worst = max(run.forced, key=lambda f: f.difference / f.step_size)
+    return (f"the integer reference took the implementation's own h at {len(run.forced)} step(s) where float32 noise "
+            f"quantized it apart ({sum(f.levels for f in run.forced)} activation(s) one level apart; at most "
+            f"{worst.difference:.3g}, {worst.difference / worst.step_size:.2g} of the quantization step, cell "
+            f"{worst.cell} step {worst.step})")
 
 
 def forward_also_wrong(row: Row, dtype, device, case: Case, data: CaseData, expected: Reference, timeout) -> str | None:

@@ -72,6 +72,11 @@ class Result:
     diagnosis: list[str] = field(default_factory=list)  # known mistakes that reproduce a failing result
     declared: bool = False  # "not supported" because the implementation declares it (not raised at run time)
     policy: str | None = None  # the precision policy a half-type answer was judged by (spec.precision.Policy)
+    # A quantized row (spec/quantized.py): its dequantization step (the unit of its verdict), how many steps the
+    # integer reference took the implementation's own activations at, and its distance from the float spec.
+    step: float | None = None
+    forced_steps: int = 0
+    quantization_error: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +95,7 @@ class Cell:
     margin: float | None = None  # tolerance over the worst error (> 1 passes)
     detail: str = ""
     policy: str = ""  # in a half type: the precision policy its answers were judged by
+    worst_steps: float | None = None  # a quantized row's worst error in dequantization steps (instead of eps)
 
     def text(self, short: bool = False) -> str:
         """The cell as a matrix shows it; ``short``: the margin without its word (the terminal's tables)."""
@@ -102,7 +108,9 @@ class Cell:
         text = f"{self.status} {self.covered}/{self.denominator}"
         if self.status == CellStatus.KNOWN and self.known < self.covered:  # "known 11/11" would read as 11 known failures
             text = f"known {self.known} + pass {self.covered - self.known}/{self.denominator}"
-        if self.status in (CellStatus.PASS, CellStatus.PARTIAL, CellStatus.KNOWN) and self.worst_error_eps is not None:
+        if self.status in (CellStatus.PASS, CellStatus.PARTIAL, CellStatus.KNOWN) and self.worst_steps is not None:
+            text += f" ({self.worst_steps:.3g} steps, {'' if short else 'margin '}{self.margin:.3g}x)"
+        elif self.status in (CellStatus.PASS, CellStatus.PARTIAL, CellStatus.KNOWN) and self.worst_error_eps is not None:
             text += f" ({self.worst_error_eps:.3g} eps, {'' if short else 'margin '}{self.margin:.3g}x)"
         return text
 
@@ -177,6 +185,9 @@ def summarise(results: list[Result]) -> Cell:
         eps = Dtype(results[0].dtype).eps
         worst = max(measured, key=lambda r: r.worst_ratio)
         cell.worst_error_eps = max(r.worst_error for r in measured) / eps
+        stepped = [r for r in measured if r.step]
+        if stepped:  # a quantized row: its errors in its own dequantization steps
+            cell.worst_steps = max(r.worst_error / r.step for r in stepped)
         cell.margin = (1.0 / worst.worst_ratio) if worst.worst_ratio > 0 else float("inf")
     if failed:
         diagnoses = sorted({d for r in failed for d in r.diagnosis})

@@ -108,7 +108,8 @@ class KnownFailure:
 
 
 #: The entry points, which only Row defines.
-_ENTRY_POINTS = ("refusal", "check", "policy", "availability", "environment", "forward", "backward", "timed_pass")
+_ENTRY_POINTS = ("refusal", "check", "policy", "availability", "environment", "forward", "backward", "timed_pass",
+                 "quantized_parameters")
 #: Converted and built parameters kept per row (the suite's cases are small; benchmarks reuse one set).
 _BUILDS_KEPT = 16
 
@@ -157,6 +158,10 @@ class Row:
     process_environment: Mapping[str, str] = field(default_factory=dict)
     #: Where it comes from (a module, module:object or a .py path): how a process of its own loads it again.
     origin: str = ""
+    #: A dynamically quantized row's scheme (spec.quantized.Scheme): its float32 answers are judged against the
+    #: integer reference of that scheme on the integers, scales and zero points its own model holds (``quantized``),
+    #: and their distance from the float spec is reported beside (the quantization error).
+    quantization: object = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -174,6 +179,9 @@ class Row:
         self.policies = self._checked_policies(self.policies)
         self.combinations = {frozenset(Feature.parse(f, f"{self.id} combinations") for f in combination): reason
                              for combination, reason in self.combinations.items()}
+        if self.quantization is not None and (self.dtypes != (Dtype.FLOAT32,) or self.gradients):
+            raise ValueError(f"{self.id} declares a quantization scheme: its answers are float32 outputs judged against "
+                             "the integer reference, so it declares dtypes=('float32',) and gradients=False")
         beyond = (self.features & ARCHITECTURE) - self.layout.holds
         if beyond:
             raise ValueError(f"{self.id} declares {in_order(beyond)}, which its layout {self.layout.name} cannot hold")
@@ -297,6 +305,17 @@ class Row:
         answer = self._gradients(params, x, h0, c0, cotangents, layer=layer, lengths=lengths, mask=mask, device=device)
         mixed = self.policy(params.dtype.name, device) is Policy.MIXED  # float32 parameters: float32 gradients
         return checked_gradients(answer, params, x, parameters_dtype=np.float32 if mixed else None)
+
+    def quantized_parameters(self, params: LayerParams, *, layer: LayerConfig, device: str = Device.CPU):
+        """A quantized row's weights as its model holds them (spec.quantized.QuantizedLayer: integers, scales, zero
+        points, read back from what ``build`` made of ``params``), for the integer reference."""
+        if self.quantization is None:
+            raise NotSupported(f"{self.id} is not a quantized row: it declares no quantization scheme")
+        if (reason := self.availability(device)) is not None:
+            raise Unavailable(reason)
+        with self.runtime.on(device):
+            self.runtime.prepare(device)
+            return self.quantized(self.built_for(params, layer, device), params=params, layer=layer)
 
     def timed_pass(self, params: LayerParams, x, h0, c0, cotangents: Cotangents | None, *, layer: LayerConfig,
                    lengths=None, mask=None, timing: Timing) -> TimedPass:
@@ -438,6 +457,10 @@ class Row:
 
     def input_gradients_to_numpy(self, dx, dh0, dc0, *, layer: LayerConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return tuple(self.runtime.to_numpy(t) for t in (dx, dh0, dc0))
+
+    def quantized(self, built, *, params: LayerParams, layer: LayerConfig):
+        """A quantized row's hook: spec.quantized.QuantizedLayer read from ``built`` (its model), never re-derived."""
+        raise NotImplementedError(f"{type(self).__name__} declares a quantization scheme but supplies no quantized()")
 
     def call(self, built, x, h0, c0, lengths, mask, *, layer: LayerConfig):
         """The framework's own call: (y, h_T, c_T) as framework tensors."""

@@ -83,7 +83,7 @@ def cpu_model() -> str:
 
 #: The CPU's instruction-set extensions that decide which kernels a framework takes (and so its rounding): recorded
 #: beside every result, since machines of one kind differ (an AVX2-only EPYC one day, AVX-512 with BF16 the next).
-ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_ne_convert", "amx_tile",
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "avx_ne_convert", "amx_tile",
              "amx_bf16", "amx_fp16")
 
 

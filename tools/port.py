@@ -63,7 +63,7 @@ resize_tensor_input). The proof runs the file at that batch size. This project's
 direction by their tensors' names (layer<l>.<forward|reverse>.<input>); a model from elsewhere is read when it is
 one fused op alone (its input and output the model's), as one forward layer. Refused, named: a file that is not a
 LiteRT model or is cut short, a model without the fused op (TFLite's converter makes a WHILE loop of Keras 3's
-LSTM: its operators are named), an op version the spec does not know (2 and above: hybrid and integer kernels),
+LSTM: its operators are named), an op version other than 1 (hybrid and integer kernels),
 weights that are not constant float32 tensors (quantized, or dequantized from float16 as the model runs), clips,
 CIFG.
 
@@ -706,7 +706,7 @@ class TfliteFormat(Format):
         except litert.ModelError as error:
             raise _Unparsable(str(error)) from None
         try:
-            return content, model, litert.fused_lstm_ops(model, str(path))
+            return content, model, litert.fused_lstm_ops(model, str(path), {1: litert.KNOWN_VERSIONS[1]})
         except litert.ModelError as error:
             names = {name for name, _ in litert.operator_names(model)}
             loop = litert.LOOP in names and litert.FUSED_LSTM not in names

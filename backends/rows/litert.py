@@ -19,10 +19,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.layouts.tflite import FUSED_OPS
-from backends.runtimes.litert import FUSED_LSTM, LITERT, layer_model
+from backends.layouts.tflite import FUSED_OPS, direction_words, weight_name
+from backends.runtimes.litert import (
+    FUSED_LSTM,
+    HYBRID_INT8,
+    KNOWN_VERSIONS,
+    LITERT,
+    ModelError,
+    int8_tensors,
+    layer_model,
+)
+from contract.quantization import quantized_layer
 from contract.row import Row
 from contract.vocabulary import Dtype, Feature
+from spec.quantized import ActivationScheme, Group, Rounding, Scaling, Scheme
 
 OP_FEATURES = frozenset({Feature.PEEPHOLE, Feature.STACKED, Feature.REVERSE, Feature.BIDIRECTIONAL, Feature.PROJECTION,
                          Feature.PROJ_CLIP, Feature.CELL_CLIP, Feature.COUPLED, Feature.LAYER_NORM, Feature.PROJ_BIAS})
@@ -81,6 +91,58 @@ class LiteRtFusedLSTM(Row):
         return self.model(stack, layer, x.shape[0], x.shape[1]).run(x, h0, c0)
 
 
-ROWS = (LiteRtFusedLSTM(),)
+#: LiteRT's hybrid kernel (tensorflow/lite/kernels/lstm_eval.cc, LstmStepHybrid; portable_tensor_utils.cc,
+#: PortableSymmetricQuantizeFloats): each batch row of x_t, h_{t-1} and m_t quantized on its own every step,
+#: symmetric, r = max|a|, s = r / 127, q = round(a * (127 / r)) ties away from zero within -127..127, r = 0 giving
+#: q = 0 and s = 1; int8 x int8 products summed exactly in int32 (|q|, |w| <= 127 keep every int16 pair of the SSE/AVX2
+#: kernel below 32767); each gate's float32 sum = bias + sum * (s_x s_W) + sum * (s_h s_U) (+ the dequantized peephole
+#: times c).
+_ROW = ActivationScheme(Group.ROW, -127, 127, symmetric=True, rounding=Rounding.HALF_AWAY, scaling=Scaling.RANGE_RATIO,
+                        zero_range_scale=1.0)
+HYBRID = Scheme("litert-hybrid", input=_ROW, recurrent=_ROW, projection=_ROW,
+                source="tensorflow/lite/kernels/lstm_eval.cc (LstmStepHybrid), portable_tensor_utils.cc")
 
-__all__ = ["NO_LENGTHS", "OP_FEATURES", "REASONS", "ROWS", "LiteRtFusedLSTM"]
+PER_CHANNEL = (f"LiteRT's hybrid {FUSED_LSTM} reads one scale per weight tensor (lstm_eval.cc GetTensorScale): it runs "
+               "a per-channel tensor as if its scale were 0 (findings/litert_hybrid_lstm_per_channel_weights_scale_zero.py)")
+
+
+@dataclass(eq=False)
+class LiteRtHybridLSTM(LiteRtFusedLSTM):
+    """The same models with every weight int8 (TFLite's converter's dynamic-range scheme, per tensor) and the op's
+    version 2: LiteRT's hybrid kernel, judged against the integer reference (spec/quantized.py)."""
+
+    id: str = "litert/UNIDIRECTIONAL_SEQUENCE_LSTM(hybrid)"
+    description: str = ("LiteRT's hybrid fused UNIDIRECTIONAL_SEQUENCE_LSTM (version 2): int8 weights per tensor, "
+                        "float32 activations quantized per batch row as it runs")
+    quantization: object = HYBRID
+
+    def model(self, stack: FusedStack, layer, T: int, B: int):
+        if (T, B) not in stack.models:
+            content = layer_model(stack.native, layer, input_size=stack.input_size, hidden_size=stack.hidden_size,
+                                  output_size=stack.output_size, T=T, B=B, hybrid=True)
+            stack.models[T, B] = self.runtime.fused(content, layer, where=f"{self.id} model")
+        return stack.models[T, B]
+
+    def quantized(self, stack: FusedStack, *, params, layer):
+        """The int8 weights, scales and zero points of the stack's model, read from LiteRT's tensors."""
+        model = next(iter(stack.models.values()), None) or self.model(stack, layer, 1, 1)
+        int8_names = {weight_name(l, word, name) for l in range(layer.num_layers) for word in direction_words(layer)
+                      for name in HYBRID_INT8}
+        held = int8_tensors(model.interpreter, int8_names)
+        for name, (_, scales, _) in held.items():
+            if scales.size > 1:
+                raise ModelError(f"{self.id} model: {name} is quantized per channel ({scales.size} scales): {PER_CHANNEL}")
+        floats = {name: value for name, value in stack.native.items() if name not in held}
+        return quantized_layer(self.layout, layer, integers={n: q for n, (q, _, _) in held.items()},
+                               scales={n: s for n, (_, s, _) in held.items()},
+                               zero_points={n: z for n, (_, _, z) in held.items()}, floats=floats)
+
+    def _environment(self, device):
+        environment = dict(super()._environment(device))
+        environment["op"] = f"{FUSED_LSTM} version 2 ({KNOWN_VERSIONS[2]})"
+        return {**environment, "quantization": HYBRID.describe()}
+
+
+ROWS = (LiteRtFusedLSTM(), LiteRtHybridLSTM())
+
+__all__ = ["HYBRID", "NO_LENGTHS", "OP_FEATURES", "PER_CHANNEL", "REASONS", "ROWS", "LiteRtFusedLSTM", "LiteRtHybridLSTM"]

@@ -37,9 +37,10 @@ INSTALL_HINT = "ai-edge-litert is not installed (pip install 'lstm-conformance[l
 FUSED_LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
 #: What TFLite's converter makes of Keras 3's LSTM: a loop whose body is the cell's ops.
 LOOP = "WHILE"
-#: The op versions whose computation the spec knows: version 1 is the float32 kernel; 2 and above are LiteRT's hybrid
-#: and integer kernels (int8 weights, quantized activations), which the quantized runtimes' issue judges.
-KNOWN_VERSIONS = {1: "float32"}
+#: The op versions whose computation the spec knows: version 1 is the float32 kernel; version 2 its hybrid kernel (int8
+#: weights, activations quantized per batch row as it runs: spec/quantized.py); 3 and above are the hybrid kernel
+#: with asymmetric activations and the integer kernels, which nothing here judges.
+KNOWN_VERSIONS = {1: "float32", 2: "hybrid: int8 weights, float32 activations quantized per batch row"}
 IDENTIFIER = b"TFL3"
 NO_CUDA = ("LiteRT runs on the CPU here: its GPU delegates are OpenCL/WebGPU ones for mobile and desktop GPUs, and "
            "its fused LSTM runs on the CPU kernels (XNNPACK does not take it)")
@@ -143,8 +144,8 @@ def operator_names(model, subgraph: int = 0) -> list[tuple[str, int]]:
     return found
 
 
-def fused_lstm_ops(model, where: str = "model") -> list:
-    """The model's UNIDIRECTIONAL_SEQUENCE_LSTM operators (the schema's OperatorT), each of a version the spec knows;
+def fused_lstm_ops(model, where: str = "model", versions: Mapping[int, str] = KNOWN_VERSIONS) -> list:
+    """The model's UNIDIRECTIONAL_SEQUENCE_LSTM operators (the schema's OperatorT), each of one of ``versions``;
     ModelError where there is none (an LSTM converted to a loop of other ops) or one of another version."""
     ops = model.subgraphs[0].operators or ()
     names = operator_names(model)
@@ -153,9 +154,9 @@ def fused_lstm_ops(model, where: str = "model") -> list:
         listed = ", ".join(sorted({name for name, _ in names})) or "no operators"
         raise ModelError(f"{where}: no {FUSED_LSTM} operator (the fused LSTM); the model's operators are: {listed}")
     for name, version in names:
-        if name == FUSED_LSTM and version not in KNOWN_VERSIONS:
+        if name == FUSED_LSTM and version not in versions:
             raise ModelError(f"{where}: {FUSED_LSTM} version {version}, which the spec does not know: it knows version "
-                             f"{', '.join(f'{v} ({kind})' for v, kind in KNOWN_VERSIONS.items())}; versions 2 and above "
+                             f"{', '.join(f'{v} ({kind})' for v, kind in versions.items())}; the op's other versions "
                              "are LiteRT's hybrid and integer kernels")
     tensors = model.subgraphs[0].tensors or []
     for k, op in enumerate(fused):
@@ -180,11 +181,16 @@ class _Graph:
         self.tensors, self.operators, self.codes, self.index = [], [], [], {}
 
     def tensor(self, name: str, shape, data: np.ndarray | None = None, *, variable: bool = False,
-               dtype=np.float32) -> int:
+               dtype=np.float32, scale: float | None = None) -> int:
+        """A tensor (float32, int32, or int8 with its per-tensor ``scale`` and zero point 0), its data a buffer."""
         S = self.S
         t = S.TensorT()
         t.name, t.shape, t.isVariable = name, [int(n) for n in shape], variable
-        t.type = S.TensorType.INT32 if np.dtype(dtype) == np.int32 else S.TensorType.FLOAT32
+        t.type = {np.dtype(np.int32): S.TensorType.INT32, np.dtype(np.int8): S.TensorType.INT8}.get(
+            np.dtype(dtype), S.TensorType.FLOAT32)
+        if scale is not None:
+            t.quantization = S.QuantizationParametersT()
+            t.quantization.scale, t.quantization.zeroPoint = [float(scale)], [0]
         t.buffer = 0
         if data is not None:
             buffer = S.BufferT()
@@ -215,7 +221,8 @@ class _Graph:
         self.op("REVERSE_V2", [source, axis], [out])
         return out
 
-    def model(self, inputs, outputs, description: str) -> bytes:
+    def model(self, inputs, outputs, description: str, versions: Mapping[int, int] | None = None) -> bytes:
+        """The model's bytes; ``versions``: an operator's version by its builtin code (1 otherwise)."""
         S = self.S
         flatbuffers = import_framework("flatbuffers", INSTALL_HINT)
         graph = S.SubGraphT()
@@ -227,17 +234,29 @@ class _Graph:
         for value in self.codes:
             code = S.OperatorCodeT()
             # deprecated_builtin_code is an int8: codes above 127 keep the placeholder there (the schema's rule).
-            code.builtinCode, code.deprecatedBuiltinCode, code.version = value, min(value, 127), 1
+            code.builtinCode, code.deprecatedBuiltinCode = value, min(value, 127)
+            code.version = (versions or {}).get(value, 1)
             model.operatorCodes.append(code)
         builder = flatbuffers.Builder(1024)
         builder.Finish(model.Pack(builder), file_identifier=IDENTIFIER)
         return bytes(builder.Output())
 
 
+def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, float]:
+    """TFLite's converter's dynamic-range weights: symmetric, per tensor, s = max|w| / 127, q = round(w / s) within
+    -127..127 (never -128: the hybrid kernel's SIMD products get -128 wrong, findings/litert_hybrid_lstm_int8_minus_128_sign_wrap.py)."""
+    w = np.asarray(w, np.float32)
+    top = float(np.max(np.abs(w), initial=0.0))
+    scale = top / 127.0 if top > 0 else 1.0
+    return np.clip(np.round(w / np.float32(scale)), -127, 127).astype(np.int8), scale
+
+
 def layer_model(native: Mapping[str, np.ndarray], layer: LayerConfig, *, input_size: int, hidden_size: int,
-                output_size: int, T: int, B: int, description: str = "lstm-conformance fused LSTM") -> bytes:
+                output_size: int, T: int, B: int, description: str = "lstm-conformance fused LSTM",
+                hybrid: bool = False) -> bytes:
     """The .tflite bytes of the stack whose op inputs ``native`` holds (backends/layouts/tflite.py's names, float32),
-    configured as ``layer`` (cell_clip and proj_clip as the ops' options), for x of shape (T, B, I)."""
+    configured as ``layer`` (cell_clip and proj_clip as the ops' options), for x of shape (T, B, I). ``hybrid``: every
+    weight matrix and peephole int8 (:func:`quantize_weights`), the op's version 2 (LiteRT's hybrid kernel)."""
     S = schema()
     graph = _Graph(S)
     I, H, P, D = input_size, hidden_size, output_size, layer.num_directions
@@ -257,6 +276,9 @@ def layer_model(native: Mapping[str, np.ndarray], layer: LayerConfig, *, input_s
                     inputs.append(graph.tensor(prefix + name, (B, P), variable=True))
                 elif name == "cell_state":
                     inputs.append(graph.tensor(prefix + name, (B, H), variable=True))
+                elif prefix + name in native and hybrid and name in HYBRID_INT8:
+                    q, scale = quantize_weights(native[prefix + name])
+                    inputs.append(graph.tensor(prefix + name, q.shape, q, dtype=np.int8, scale=scale))
                 elif prefix + name in native:
                     value = np.asarray(native[prefix + name], np.float32)
                     inputs.append(graph.tensor(prefix + name, value.shape, value))
@@ -279,7 +301,24 @@ def layer_model(native: Mapping[str, np.ndarray], layer: LayerConfig, *, input_s
             options.axis = 2
             graph.op("CONCATENATION", outputs, [joined], "ConcatenationOptions", options)
             layer_input = joined
-    return graph.model([x], [layer_input], description)
+    versions = {getattr(S.BuiltinOperator, FUSED_LSTM): 2} if hybrid else None
+    return graph.model([x], [layer_input], description, versions)
+
+
+#: The op inputs a hybrid fused LSTM holds in int8 (the kernel reads them as int8 when the weights are): every weight
+#: matrix, the peepholes and the projection; biases and layer normalization stay float32.
+HYBRID_INT8 = tuple(name for name in INPUTS if name.endswith("_weights"))
+
+
+def int8_tensors(interpreter, names) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The int8 tensors of a model among ``names``: (integers, scales, zero points) as its flatbuffer holds them."""
+    found = {}
+    for detail in interpreter.get_tensor_details():
+        if detail["name"] in names and detail["dtype"] == np.int8:
+            parameters = detail["quantization_parameters"]
+            found[detail["name"]] = (interpreter.get_tensor(detail["index"]).copy(), np.asarray(parameters["scales"]),
+                                     np.asarray(parameters["zero_points"]))
+    return found
 
 
 @dataclass(eq=False)
@@ -384,5 +423,5 @@ class LiteRt(NumpyRuntime):
 
 LITERT = LiteRt()
 
-__all__ = ["FUSED_LSTM", "INSTALL_HINT", "KNOWN_VERSIONS", "LITERT", "LOOP", "FusedModel", "LiteRt", "ModelError",
+__all__ = ["FUSED_LSTM", "HYBRID_INT8", "INSTALL_HINT", "KNOWN_VERSIONS", "int8_tensors", "quantize_weights", "LITERT", "LOOP", "FusedModel", "LiteRt", "ModelError",
            "check_recurrences", "fused_lstm_ops", "layer_model", "operator_names", "plan", "read_model", "schema"]

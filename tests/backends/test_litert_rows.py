@@ -189,13 +189,13 @@ def _repacked(litert, content, change):
 def test_an_op_version_the_spec_does_not_know_is_refused(litert):
     _, content = model_of(litert, "layer-norm")
 
-    def version_2(S, model):
+    def version_3(S, model):
         for code in model.operatorCodes:
-            code.version = 2
+            code.version = 3
 
-    model = litert.read_model(_repacked(litert, content, version_2), "hybrid.tflite")
-    with pytest.raises(litert.ModelError, match="version 2, which the spec does not know"):
-        litert.fused_lstm_ops(model, "hybrid.tflite")
+    model = litert.read_model(_repacked(litert, content, version_3), "asymmetric.tflite")
+    with pytest.raises(litert.ModelError, match="version 3, which the spec does not know"):
+        litert.fused_lstm_ops(model, "asymmetric.tflite")
 
 
 def test_a_model_whose_lstm_is_not_the_fused_op_is_refused_naming_its_operators(litert):
