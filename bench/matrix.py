@@ -221,6 +221,11 @@ def unrolled_too_long(shape: Shape) -> str | None:
             f"compilation, minutes and gigabytes, are what would be measured)")
 
 
+def float_source(row) -> str | None:
+    """The id of the float row a quantized row is made from (``Row.float_source``), or None."""
+    return (row.float_source or None) if row.quantization is not None else None
+
+
 def shapes_in(which: str) -> list[Shape]:
     if which not in ("quick", "full"):
         raise ValueError(f"benchmark set {which!r}: expected quick or full")
@@ -228,7 +233,7 @@ def shapes_in(which: str) -> list[Shape]:
 
 
 __all__ = [
-    "BENCH_CASE", "BRAUN", "CELL_VARIANTS", "DEEPBENCH_1080TI_INFERENCE_MS", "DEEPBENCH_V100_TRAIN_MS", "FORWARD",
-    "FORWARD_BACKWARD", "ITEMSIZE", "LENGTH_VARIANTS", "PASSES", "SHAPES", "SHAPES_BY_NAME", "VARIANTS_BY_NAME", "Shape",
-    "Variant", "bytes_moved", "deepbench_ms", "flop", "roofline_fraction", "shapes_in", "UNROLLED_CELLS", "unrolled_too_long",
+    "BENCH_CASE", "BRAUN", "CELL_VARIANTS", "DEEPBENCH_1080TI_INFERENCE_MS", "DEEPBENCH_V100_TRAIN_MS",
+    "FORWARD", "FORWARD_BACKWARD", "ITEMSIZE", "LENGTH_VARIANTS", "PASSES", "SHAPES", "SHAPES_BY_NAME", "VARIANTS_BY_NAME", "Shape",
+    "Variant", "bytes_moved", "deepbench_ms", "flop", "float_source", "roofline_fraction", "shapes_in", "UNROLLED_CELLS", "unrolled_too_long",
 ]

@@ -19,6 +19,12 @@ device, the padded run beside the variable-length run on the same data (packed, 
 implementation takes them), each with its useful GFLOP/s (the steps inside each row's length only), and their
 ratio: what variable lengths cost (> 1) or save (< 1) in that framework.
 
+A quantized row (its result names its scheme and its float source: ``Row.float_source``) is left out of
+those tables (it is checked against its integer reference, not the spec, and a float roofline says little of int8
+products): its own table sets each of its results beside its float source's in the same run, shape, variant and
+device: both times, their ratio, the quantization error (max |y - spec| on the benchmark's data, the float source's
+beside) and its worst error against the integer reference in dequantization steps.
+
 With --baseline, every configuration that is slower than in the baseline by more than the threshold is flagged,
 and the command exits with status 1.
 """
@@ -32,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.correctness import BOUNDS
-from bench.matrix import LENGTH_VARIANTS, PASSES, SHAPES
+from bench.matrix import LENGTH_VARIANTS, PASSES, SHAPES, VARIANTS_BY_NAME
 from contract.vocabulary import Dtype
 
 #: The variants of a shape with variable lengths: their results go to the padded-beside-variable tables.
@@ -58,10 +64,22 @@ class Result:
     device_resident: bool | None = None  # False: timed through NumPy, transfers included
     how: str | None = None  # how the lengths went in: padded, lengths or mask
     useful_gflops: float | None = None  # of the steps inside each row's length only
+    max_abs_error: float | None = None  # max |y - spec| (forward passes)
+    quantization: str | None = None  # a quantized row's scheme
+    float_source: str | None = None  # the float row it is made from
+    steps: float | None = None  # its worst |y - integer reference|, in dequantization steps
+    dequantization_step: float | None = None
+    forced_steps: int | None = None
+    unverified: int = 0  # a quantized result the integer reference could not decide (bench/correctness.py)
+    threads: object = None  # the threads the row ran on (quantized rows and their sources)
 
     @property
     def key(self) -> tuple:
         return (self.implementation, self.variant, self.dtype, self.device, self.shape, self.pass_)
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization is not None
 
     @property
     def with_lengths(self) -> bool:
@@ -74,7 +92,11 @@ def _result(bench: dict) -> Result | None:
     info, median = bench.get("extra_info", {}), bench["stats"]["median"]
     common = dict(implementation=info.get("implementation"), device=info.get("device"), shape=info.get("shape"),
                   pass_=info.get("pass_"), median_s=median, relative_error=info.get("relative_error_vs_spec"),
-                  device_resident=info.get("device_resident"))
+                  device_resident=info.get("device_resident"), max_abs_error=info.get("max_abs_error_vs_spec"),
+                  quantization=info.get("quantization"), float_source=info.get("float_source"),
+                  steps=info.get("worst_steps_vs_integer_reference"), dequantization_step=info.get("dequantization_step"),
+                  forced_steps=info.get("forced_steps"), threads=info.get("row_threads"),
+                  unverified=info.get("unverified") or 0)
     if info.get("matrix"):
         return Result(**common, variant=info["variant"], dtype=info["dtype"], gflops=info["gflops"],
                       roofline_fraction=info.get("roofline_fraction"), deepbench_ms=info.get("deepbench_ms"),
@@ -129,7 +151,7 @@ def _duration(seconds: float) -> str:
 
 def table(results: dict[tuple, Result], pass_: str, dtype: str = "float32") -> str:
     """The cell's shapes in one pass and dtype: a row per implementation and variant, a column per shape and device."""
-    selected = [r for r in results.values() if r.pass_ == pass_ and r.dtype == dtype and not r.with_lengths]
+    selected = [r for r in results.values() if r.pass_ == pass_ and r.dtype == dtype and not r.with_lengths and not r.quantized]
     if not selected:
         return ""
     order = {shape.name: k for k, shape in enumerate(SHAPES)}  # bench/matrix.py's order; CPU before GPU
@@ -171,7 +193,8 @@ def table(results: dict[tuple, Result], pass_: str, dtype: str = "float32") -> s
 
 def layer_table(results: dict[tuple, Result], shape: str, pass_: str, dtype: str = "float32") -> str:
     """Padded beside variable lengths, per implementation and device, fastest padded first."""
-    selected = [r for r in results.values() if r.shape == shape and r.pass_ == pass_ and r.dtype == dtype and r.with_lengths]
+    selected = [r for r in results.values()
+                if r.shape == shape and r.pass_ == pass_ and r.dtype == dtype and r.with_lengths and not r.quantized]
     if not selected:
         return ""
     by_key = {(r.implementation, r.device, r.variant): r for r in selected}
@@ -194,6 +217,63 @@ def layer_table(results: dict[tuple, Result], shape: str, pass_: str, dtype: str
     if errors:
         lines += ["", "Every result above was checked against the spec before it was timed (the padded runs against the spec "
                   f"with every length T): worst relative error {max(errors):.2g} (bound {BOUNDS[Dtype(dtype)][0]:g})."]
+    if any(r.device_resident is False for r in selected):
+        lines += ["", "† timed through NumPy (inputs converted and transferred on every call)."]
+    return "\n".join(lines)
+
+
+def quantized_table(results: dict[tuple, Result]) -> str:
+    """Each quantized result beside its float source's (same shape, variant, pass, dtype and device, same run): their
+    times and ratio, the quantization error and the agreement with the integer reference."""
+    selected = [r for r in results.values() if r.quantized]
+    if not selected:
+        return ""
+    order = {shape.name: k for k, shape in enumerate(SHAPES)}
+    variants = {name: k for k, name in enumerate(VARIANTS_BY_NAME)}
+    selected.sort(key=lambda r: (order.get(r.shape, len(order)), r.shape, r.pass_, r.dtype, r.device != "cpu", r.device,
+                                 variants.get(r.variant, len(variants)), r.implementation))
+    lines = ["| shape | variant | quantized row (scheme) | time | float source | its time | quantized / float | "
+             "quantization error: max \\|y - spec\\| (float source's) | vs integer reference: worst error in steps (step) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    threads_differ = False
+
+    def cell(r: Result) -> str:
+        mark = " †" if r.device_resident is False else ""
+        how = "" if r.how in (None, "padded") else f" ({r.how})"
+        return f"{_duration(r.median_s)}{mark}{how}"
+
+    for r in selected:
+        source = results.get((r.float_source, r.variant, r.dtype, r.device, r.shape, r.pass_)) if r.float_source else None
+        differ = source is not None and None not in (r.threads, source.threads) and r.threads != source.threads
+        threads_differ |= differ
+        mark = f" ‡ ({r.threads} vs {source.threads} threads)" if differ else ""
+        ratio = f"{r.median_s / source.median_s:.2f}x{mark}" if source else "-"
+        error = "-" if r.max_abs_error is None else f"{r.max_abs_error:.3g}"
+        if source is not None and source.max_abs_error is not None:
+            error += f" ({source.max_abs_error:.2g})"
+        steps = "-" if r.steps is None else f"{r.steps:.3g} ({r.dequantization_step:.2g})"
+        if r.forced_steps:
+            steps += f", took the row's h at {r.forced_steps} step(s)"
+        if r.unverified:
+            steps = (f"**unverified**: {r.steps:.3g} steps off, with {r.unverified} activations below the top layer "
+                     "within float32 noise of a rounding boundary (their rounding not observable)")
+        shape = r.shape if r.device == "cpu" and len({x.device for x in selected}) == 1 else f"{r.shape} {r.device}"
+        if r.pass_ != "forward" or r.dtype != "float32":
+            shape += f", {r.pass_}, {r.dtype}"
+        lines.append(f"| {shape} | {r.variant} | `{r.implementation}` ({r.quantization}) | {cell(r)} | "
+                     + (f"`{r.float_source}` | {cell(source)}" if source else f"`{r.float_source or '?'}` | -")
+                     + f" | {ratio} | {error} | {steps} |")
+    lines += ["", "Every quantized result above was checked against the integer reference of its scheme before it was "
+              "timed (bench/correctness.py: the float32 outputs tolerance plus half a dequantization step, "
+              "contract/tolerances.py), its float source's against the spec (as in the tables above)."]
+    if any(r.unverified for r in selected):
+        lines += ["", "**unverified**: outside that tolerance, but only where activations of a layer below the top, "
+                  "within float32 noise of a rounding boundary, can reach (their rounding cannot be observed: only the "
+                  "top layer's outputs are), and by no more than the quantization error itself; kept, not verified. "
+                  "The conformance suite judges the same rows strictly on its (small) stacked cases."]
+    if threads_differ:
+        lines += ["", "‡ the two ran on different thread counts (as each row declares them): the ratio is not the "
+                  "quantization's alone."]
     if any(r.device_resident is False for r in selected):
         lines += ["", "† timed through NumPy (inputs converted and transferred on every call)."]
     return "\n".join(lines)
@@ -227,7 +307,8 @@ def plot(results: dict[tuple, Result], directory: Path, columns: int = 4) -> lis
     order = {shape.name: k for k, shape in enumerate(SHAPES)}
     written = []
     for pass_, dtype in ((p, d) for p in PASSES for d in Dtype):
-        selected = [r for r in results.values() if r.pass_ == pass_ and r.dtype == dtype and not r.with_lengths]
+        selected = [r for r in results.values() if r.pass_ == pass_ and r.dtype == dtype and not r.with_lengths
+                    and not r.quantized]
         if not selected:
             continue
         shapes = sorted({r.shape for r in selected}, key=lambda name: (order.get(name, len(order)), name))
@@ -299,6 +380,16 @@ def render(results: dict[tuple, Result], machines: list[dict]) -> str:
                     if text:
                         suffix = "" if dtype == Dtype.FLOAT32 else f", {dtype}"
                         parts += ["", f"## {shape}, {pass_}{suffix}", "", text]
+    text = quantized_table(results)
+    if text:
+        parts += ["", "# Quantized rows beside their float sources", "",
+                  "Each dynamically quantized row (int8 weights, activations quantized as it runs) beside the float row "
+                  "it is made from, timed in the same run on the same data: the ratio of their median times (< 1: the "
+                  "quantized row is faster), the quantization error (the largest |y - spec| over every step's output, "
+                  "what the scheme costs at that shape; the float source's own in brackets) and the worst error "
+                  "against the integer reference of its scheme (spec/quantized.py) in dequantization steps (the "
+                  "median s_a s_W of its products, in brackets; the check's tolerance is half a step above the "
+                  "float32 tolerance).", "", text]
     return "\n".join(parts) + "\n"
 
 

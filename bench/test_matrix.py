@@ -19,10 +19,13 @@ finished (CUDA synchronised, jax blocked until ready, TensorFlow's results mater
 inputs on the device (its own hooks, its own process) is timed through NumPy, and the report says so. The first call
 compiles, traces, builds and autotunes (its time is recorded as ``first_call_s``); the second, timed, sizes the
 rounds (``--bench-seconds`` of them, within their bounds), and its result is checked against the spec before
-anything is kept (bench/correctness.py). A known non-conformance (declared with its row) is not timed: it is skipped
-with its reason (the conformance suite is where it is judged, as a strict xfail). Every result carries, in
-pytest-benchmark's extra_info: GFLOP/s (of the steps computed, and of the useful ones, inside the lengths) and time
-steps per second at the median, the fraction of the roofline measured in the same run for that device and dtype,
+anything is kept (bench/correctness.py); a quantized row's (``Row.quantization``) against the integer reference of
+its scheme instead, its distance from the spec (the quantization error) recorded beside, with its float source's id
+(``Row.float_source``) for the report to set the two side by side. A known non-conformance (declared with
+its row) is not timed: it is skipped with its reason (the conformance suite is where it is judged, as a strict
+xfail). Every result carries, in pytest-benchmark's extra_info: GFLOP/s (of the steps computed, and of the useful
+ones, inside the lengths) and time steps per second at the median, the fraction of the roofline measured in the same
+run for that device and dtype,
 the error against the spec, whether the inputs stayed on the device, and DeepBench's published time for the shape
 where there is one (see bench/matrix.py for the conventions).
 """
@@ -44,6 +47,7 @@ from bench.matrix import (
     Variant,
     bytes_moved,
     deepbench_ms,
+    float_source,
     flop,
     roofline_fraction,
     shapes_in,
@@ -181,7 +185,13 @@ def test_lstm(benchmark, request, row, device, shape, pass_, variant, dtype):
         pytest.skip(f"not supported: {error}")
     # A padded run computes every row all T steps: its reference is the spec with every length T.
     checked = correctness.padded(data) if how == "padded" else data
-    error = correctness.check(timed.result(), correctness.reference(checked, timing.gradients), dtype)
+    result, error, quantized = timed.result(), None, None
+    if row.quantization is None:
+        error = correctness.check(result, correctness.reference(checked, timing.gradients), dtype)
+    else:  # its integer reference, not the spec (bench/correctness.py)
+        quantized = correctness.check_quantized(row, result, checked, layer=layer, lengths=lengths, mask=mask,
+                                                device=device)
+    absolute = None if timing.gradients else correctness.max_abs_error(result["y"], correctness.reference(checked, False)["y"])
     rounds = Rounds(request.config.getoption("--bench-seconds"), LEAST_ROUNDS, MOST_ROUNDS)
     median = time_rounds(benchmark, timed.run, rounds, once)
     measured = roofline(device, dtype)
@@ -198,5 +208,19 @@ def test_lstm(benchmark, request, row, device, shape, pass_, variant, dtype):
         matmul_gflops=matmul_rate / 1e9 if measured else None, bandwidth_gbs=bandwidth / 1e9 if measured else None,
         relative_error_vs_spec=error, device_resident=timed.resident, first_call_s=first,
         deepbench_ms=reference[0] if reference else None, deepbench_source=reference[1] if reference else None,
-        threads=os.environ.get("LSTMC_THREADS", "framework default"),
+        threads=os.environ.get("LSTMC_THREADS", "framework default"), max_abs_error_vs_spec=absolute,
     )
+    if quantized is not None:
+        benchmark.extra_info.update(
+            quantization=row.quantization.name, float_source=float_source(row), row_threads=row_threads(row, device),
+            quantization_error=quantized.quantization_error, dequantization_step=quantized.step,
+            worst_steps_vs_integer_reference=quantized.worst_steps, forced_steps=quantized.forced,
+            unverified=quantized.unverified)
+    else:  # every row's threads: a quantized row's float source is set beside it with them
+        benchmark.extra_info.update(row_threads=row_threads(row, device))
+
+
+def row_threads(row: Row, device: str):
+    """The threads the row runs on, as its runtime's environment records them (None where it records none)."""
+    environment = row.environment(device)
+    return next((environment[k] for k in ("intra_op_threads", "num_threads", "threads") if k in environment), None)

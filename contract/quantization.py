@@ -14,13 +14,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from contract.compare import Comparison, compare
 from contract.layout import Layout
+from contract.tolerances import quantized_tolerance
 from spec.layer import LayerConfig
-from spec.params import GATES
-from spec.quantized import QuantizedCell, QuantizedLayer, QuantizedMatrix
+from spec.params import GATES, LayerParams
+from spec.quantized import LayerRun, QuantizedCell, QuantizedLayer, QuantizedMatrix, layer_forward
 from spec.validation import LSTMInputError
 
-__all__ = ["quantized_layer"]
+__all__ = ["against_integer_reference", "integer_reference", "quantized_layer"]
 
 
 def _checked_scale(name: str, scale: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -118,3 +120,23 @@ def quantized_layer(layout: Layout, layer: LayerConfig, *, integers: Mapping[str
             ln=None if value.ln is None else np.asarray(value.ln, np.float32),
             b_hr=None if value.b_hr is None else np.asarray(value.b_hr, np.float32)))
     return QuantizedLayer(tuple(cells))
+
+
+def integer_reference(row, params: LayerParams, x, h0, c0, *, layer: LayerConfig, lengths=None, mask=None,
+                      device: str = "cpu", observed_y=None) -> LayerRun:
+    """The integer reference of a quantized row's scheme (``row.quantization``) on these inputs, with the weights its
+    own model holds, which must quantize ``params`` (LSTMInputError naming the tensor otherwise); ``observed_y``: the
+    row's outputs, whose top layer the reference may follow at float32 noise (spec.quantized's forcing). The one path
+    the suite, the benchmarks and the training view judge a quantized row by."""
+    quantized = row.quantized_parameters(params, layer=layer, device=device)
+    quantized.check_quantizes(params, coupled=layer.coupled_input_forget)
+    return layer_forward(quantized, x, h0, c0, config=layer, scheme=row.quantization, lengths=lengths, mask=mask,
+                         observed_y=observed_y)
+
+
+def against_integer_reference(got: Mapping[str, np.ndarray], run: LayerRun, num_directions: int = 1) -> list[Comparison]:
+    """Each of the row's outputs in ``got`` (y, h_T, c_T) against the reference's, within the quantized tolerance of the
+    run's dequantization step (contract.tolerances.quantized_tolerance)."""
+    tol = quantized_tolerance(run.step)
+    return [compare(name, got[name], want, atol=tol.atol, rtol=tol.rtol, num_directions=num_directions)
+            for name, want in run.outputs().items() if name in got]

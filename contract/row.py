@@ -162,6 +162,8 @@ class Row:
     #: integer reference of that scheme on the integers, scales and zero points its own model holds (``quantized``),
     #: and their distance from the float spec is reported beside (the quantization error).
     quantization: object = None
+    #: A quantized row's float row (its id): the model it quantizes, which the benchmarks time beside it.
+    float_source: str = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -56,7 +56,7 @@ from spec.params import LayerParams, LSTMParams
 from spec.validation import LSTMInputError
 
 __all__ = ["Accumulation", "ActivationScheme", "EndedRows", "FORCE_WITHIN", "Forced", "Group", "Padding", "QuantizedCell", "QuantizedLayer",
-           "QuantizedMatrix", "Rounding", "Scaling", "Scheme", "ZeroPoint", "activation_quantization", "layer_forward",
+           "QuantizedMatrix", "Rounding", "Scaling", "Scheme", "ZeroPoint", "activation_quantization", "layer_forward", "near_ties",
            "quantize_activations", "quantized_product", "saturated_pairs"]
 
 #: An implementation's activations replace the reference's at a step only where the two differ by less than this
@@ -371,6 +371,21 @@ def quantize_activations(a: np.ndarray, scheme: ActivationScheme) -> tuple[np.nd
     return q, scale, zero
 
 
+def near_ties(a: np.ndarray, scheme: ActivationScheme) -> np.ndarray:
+    """Which activations of ``a`` lie within :data:`FORCE_WITHIN` of a level of a rounding boundary of ``scheme``:
+    where float32 noise upstream (a kernel's own sigmoid, its order of additions) may round them either way."""
+    a = np.asarray(a, np.float32)
+    scale, zero = activation_quantization(a, scheme)
+    if scheme.scaling is Scaling.RANGE_RATIO:
+        top = np.max(np.abs(a), axis=_axes(a, scheme.group), keepdims=True).astype(np.float64)
+        scaled = a * np.where(top > 0, scheme.q_max / np.where(top > 0, top, 1), 0.0)
+    else:
+        scaled = a.astype(np.float64) / scale.astype(np.float64)
+    level = scaled + zero
+    inside = (level > scheme.q_min - 0.5) & (level < scheme.q_max + 0.5)
+    return inside & (np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < FORCE_WITHIN)
+
+
 def saturated_pairs(a_q: np.ndarray, W_q: np.ndarray) -> np.ndarray:
     """sum_j sat16(a_q[2j] W_q[2j] + a_q[2j+1] W_q[2j+1]) for a_q (B, K) and W_q (N, K): vpmaddubsw, then exact sums."""
     K = a_q.shape[1]
@@ -435,13 +450,19 @@ class Run:
     c_T: np.ndarray
     steps: list[float] = field(default_factory=list)  # each product's dequantization steps s_a s_W, per group and row
     forced: list[Forced] = field(default_factory=list)
+    #: activations the reference could not follow the implementation on: within float32 noise of a rounding boundary
+    #: where the implementation's own values are not observed (a lower layer's outputs, the projection's operand)
+    ambiguous: int = 0
+    ambiguous_steps: set = field(default_factory=set)  # the steps (processing order) where they were
 
 
 def cell_forward(cell: QuantizedCell, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, scheme: Scheme,
                  forget_bias: float = 0.0, gate_clip=None, cell_clip=None, proj_clip=None, coupled_input_forget=False,
-                 mask=None, zero_output_for_mask=False, observed: np.ndarray | None = None, index: int = 0) -> Run:
+                 mask=None, zero_output_for_mask=False, observed: np.ndarray | None = None, index: int = 0,
+                 given_input: bool = True) -> Run:
     """(Q1)-(Q4) and spec.lstm's (1)-(8) over x (T, B, I), in float32, in processing order; ``observed`` (T, B, P): the
-    implementation's own h_t for every step, where known (module docstring)."""
+    implementation's own h_t for every step, where known (module docstring); ``given_input``: x is the caller's data
+    (the first layer's), not an output the reference computed (whose near-ties it counts as ambiguous)."""
     f32 = np.float32
     x, h0, c0 = (np.asarray(a, f32) for a in (x, h0, c0))
     T, B, _ = x.shape
@@ -461,6 +482,10 @@ def cell_forward(cell: QuantizedCell, x: np.ndarray, h0: np.ndarray, c0: np.ndar
     if mask is not None:  # padded steps (lengths): in the input's range as the scheme says; never in h's
         keep = mask if scheme.padding is Padding.OUT_OF_RANGE else np.broadcast_to(mask.any(axis=1, keepdims=True), mask.shape)
         x = np.where(keep[:, :, None], x, f32(0))
+    if not given_input:
+        tied = near_ties(x, scheme.input)
+        run.ambiguous += int(tied.sum())
+        run.ambiguous_steps.update(np.flatnonzero(tied.any(axis=(1, 2))).tolist())
     # W x_t for every step; per-step groups quantize each step's slice, as the sequence group quantizes the whole.
     Wx, steps = quantized_product(x, cell.W, scheme.input, scheme.accumulation)
     note_steps(steps)
@@ -484,6 +509,9 @@ def cell_forward(cell: QuantizedCell, x: np.ndarray, h0: np.ndarray, c0: np.ndar
             operand = np.where(mask[t - 1][:, None], h, f32(0))
         if observed is not None and t > 0:
             operand = _forced_operand(h, observed[t - 1], scheme.recurrent, run, index, t)
+        elif t > 0 and (tied := int(near_ties(operand, scheme.recurrent).sum())):
+            run.ambiguous += tied
+            run.ambiguous_steps.add(t)
         Uh, steps = quantized_product(operand, cell.U, scheme.recurrent, scheme.accumulation)
         note_steps(steps)
         z = gates[:, t]
@@ -492,6 +520,9 @@ def cell_forward(cell: QuantizedCell, x: np.ndarray, h0: np.ndarray, c0: np.ndar
         features = step_features_of(options, gate_passed, cell_passed, t, float_params, ln_n, ln_rstd)
         step(z, c, float_params.p, f32(forget_bias), c_seq[t], tanh_c, out, features)
         if m_seq is not None:  # (7), (7b): the projection, a quantized product of m_t
+            if tied := int(near_ties(m_seq[t], scheme.projection or scheme.recurrent).sum()):
+                run.ambiguous += tied
+                run.ambiguous_steps.add(t)
             Wm, steps = quantized_product(m_seq[t], cell.W_hr, scheme.projection or scheme.recurrent, scheme.accumulation)
             note_steps(steps)
             run.h_seq[t] = Wm
@@ -542,6 +573,27 @@ class LayerRun:
     c_T: np.ndarray  # (L * D, B, H)
     step: float  # the median dequantization step s_a s_W over every product's groups and rows: the verdict's unit
     forced: tuple[Forced, ...]
+    ambiguous: int = 0  # Run.ambiguous, over every cell
+    #: The original-time steps those activations reach first: a forward direction's step t, a reverse direction's
+    #: T - 1 - t (within lengths, the earliest a row of the shortest length could put it)
+    ambiguous_times: tuple[int, ...] = ()
+
+    def explained(self, exceeded: np.ndarray, num_directions: int, reverse_only: bool = False) -> bool:
+        """Whether every element of y where the row disagrees (``exceeded``, (T, B, D * P) booleans) lies where a
+        rounding the reference could not observe can reach it: a forward direction's outputs from the first such step
+        on, a reverse direction's up to the last one."""
+        if not self.ambiguous_times or not exceeded.any():
+            return not exceeded.any()
+        width = exceeded.shape[2] // num_directions
+        first, last = min(self.ambiguous_times), max(self.ambiguous_times)
+        for d in range(num_directions):
+            times = np.flatnonzero(exceeded[:, :, d * width:(d + 1) * width].any(axis=(1, 2)))
+            if not times.size:
+                continue
+            reverse = reverse_only or d == 1
+            if (times.max() > last) if reverse else (times.min() < first):
+                return False
+        return True
 
     def outputs(self) -> dict[str, np.ndarray]:
         return {"y": self.y, "h_T": self.h_T, "c_T": self.c_T}
@@ -563,6 +615,9 @@ def layer_forward(quantized: QuantizedLayer, x: np.ndarray, h0: np.ndarray, c0: 
         raise LSTMInputError("quantized cells", "another number of cells", L * D, len(quantized.cells))
     P = quantized.cells[0].U.q.shape[1]
     runs: list[Run] = []
+    times: set[int] = set()
+    T = x.shape[0]
+    shortest = T if lengths is None else int(np.min(lengths))
     layer_input = np.asarray(x, np.float32)
     outputs: list[np.ndarray] = []
     for l in range(L):
@@ -580,11 +635,14 @@ def layer_forward(quantized: QuantizedLayer, x: np.ndarray, h0: np.ndarray, c0: 
             if observed_y is not None and l == L - 1 and mask is None:
                 seen = flip(np.asarray(observed_y, np.float32)[:, :, d * P:(d + 1) * P])
             run = cell_forward(quantized.cells[k], flip(layer_input), h0[k], c0[k], scheme=scheme, mask=cell_mask,
-                               observed=seen, index=k, **options)
+                               observed=seen, index=k, given_input=l == 0, **options)
             runs.append(run)
             outputs.append(flip(run.h_seq))
+            within = reverse and lengths is not None and scheme.reverse_within_lengths
+            times.update((max(shortest - 1 - t, 0) if within else T - 1 - t) if reverse else t for t in run.ambiguous_steps)
         if l < L - 1:
             layer_input = spec_layer.next_layer_input(outputs)
     y = spec_layer.join_directions(outputs)
     return LayerRun(y, np.stack([r.h_T for r in runs]), np.stack([r.c_T for r in runs]),
-                    float(np.median([s for r in runs for s in r.steps] or [np.nan])), tuple(f for r in runs for f in r.forced))
+                    float(np.median([s for r in runs for s in r.steps] or [np.nan])), tuple(f for r in runs for f in r.forced),
+                    sum(r.ambiguous for r in runs), tuple(sorted(times)))

@@ -38,13 +38,11 @@ from pathlib import Path
 import numpy as np
 
 from backends.registry import builtin_rows, row_by_id
-from contract.compare import compare
+from contract.quantization import against_integer_reference, integer_reference
 from contract.runtime import cpu_model
-from contract.tolerances import quantized_tolerance
 from contract.vocabulary import Device
 from spec import layer as spec_layer
 from spec.params import LayerParams
-from spec.quantized import layer_forward as quantized_layer_forward
 from training import head
 from training.data import Digits
 from training.frameworks import LAYER
@@ -131,8 +129,8 @@ def evaluate_row(row, params: LayerParams, model: ModelParams, x: np.ndarray, y:
     zeros = np.zeros((1, x.shape[1], model.lstm.hidden_size), np.float32)
     try:
         out = row.forward(params, x, zeros, zeros, layer=LAYER, device=Device.CPU)
-        quantized = row.quantized_parameters(params, layer=LAYER, device=Device.CPU)
-        quantized.check_quantizes(params)
+        # The conformance verdict on these inputs, as conformance/judge.py reaches it (its observed outputs included).
+        reference = integer_reference(row, params, x, zeros, zeros, layer=LAYER, device=Device.CPU, observed_y=out.y)
     except Exception as error:  # noqa: BLE001 - a row that fails is reported, the others still run
         result.status = f"failed: {type(error).__name__}: {error}"
         return result
@@ -141,12 +139,7 @@ def evaluate_row(row, params: LayerParams, model: ModelParams, x: np.ndarray, y:
     result.flipped = int(np.sum(np.argmax(logits, axis=1) != float_predictions))
     error = np.abs(out.y.astype(np.float64) - float_y)  # (T, N, H)
     result.step_max, result.step_mean = error.max(axis=(1, 2)), error.mean(axis=(1, 2))
-    # The conformance verdict on these inputs, as conformance/judge.py reaches it (its observed outputs included).
-    reference = quantized_layer_forward(quantized, x, zeros, zeros, config=LAYER, scheme=row.quantization,
-                                        observed_y=out.y)
-    tol = quantized_tolerance(reference.step)
-    compared = [compare(name, out.tensors()[name], want, atol=tol.atol, rtol=tol.rtol)
-                for name, want in reference.outputs().items()]
+    compared = against_integer_reference(out.tensors(), reference)
     worst = max(compared, key=lambda c: c.worst_ratio)
     result.step, result.forced = reference.step, len(reference.forced)
     result.worst_steps = max(c.worst_error for c in compared) / reference.step

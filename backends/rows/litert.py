@@ -115,6 +115,7 @@ class LiteRtHybridLSTM(LiteRtFusedLSTM):
     description: str = ("LiteRT's hybrid fused UNIDIRECTIONAL_SEQUENCE_LSTM (version 2): int8 weights per tensor, "
                         "float32 activations quantized per batch row as it runs")
     quantization: object = HYBRID
+    float_source: str = "litert/UNIDIRECTIONAL_SEQUENCE_LSTM"
 
     def model(self, stack: FusedStack, layer, T: int, B: int):
         if (T, B) not in stack.models:

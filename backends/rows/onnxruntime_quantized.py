@@ -70,6 +70,7 @@ class OnnxRuntimeDynamicQuantizeLSTM(OnnxGraphRow):
     devices: tuple = (Device.CPU,)
     features: frozenset = OPERATOR_FEATURES
     quantization: object = DYNAMIC
+    float_source: str = "onnxruntime/LSTM"
     reasons: dict = field(default_factory=lambda: {**LSTM_KERNEL_REASONS, **NO_MASK,
                                                    Device.CUDA: f"ONNX Runtime's {OP} is a CPU contrib op"})
     known_failures: tuple = (KnownFailure(EMPTY_ROWS, kinds=(Kind.OUTPUTS,), features={Feature.EMPTY_SEQUENCES}),)

@@ -78,6 +78,7 @@ class TorchDynamicQuantizedLSTM(TorchLSTM):
     dtypes: tuple = (Dtype.FLOAT32,)
     gradients: bool = False
     quantization: object = FBGEMM
+    float_source: str = "torch/nn.LSTM"
     #: The quantized engine (torch.backends.quantized.engine) it is built and called under.
     engine: str = "fbgemm"
     known_failures: tuple = (KnownFailure(NO_PROJECTION, kinds=(Kind.OUTPUTS,), features={Feature.PROJECTION}),)

@@ -263,3 +263,23 @@ def test_lengths_group_as_each_scheme_says():
     a = np.arange(12).reshape(4, 3)
     assert reverse_within(reverse_within(a, lengths), lengths).tolist() == a.tolist()
     assert reverse_within(a, lengths)[:, 0].tolist() == [6, 3, 0, 9]
+
+
+def test_a_disagreement_is_explained_only_where_an_unobserved_rounding_reaches():
+    """LayerRun.explained: a forward direction's outputs from the first ambiguous step on, a reverse direction's up to
+    the last; nothing is explained without an ambiguous step."""
+    from spec.quantized import LayerRun
+
+    def run(times):
+        zeros = np.zeros((6, 2, 4))
+        return LayerRun(zeros, zeros[:2], zeros[:2], 1.0, (), len(times), tuple(times))
+
+    exceeded = np.zeros((6, 2, 4), bool)
+    assert run(()).explained(exceeded, 2)
+    exceeded[3, 0, 0] = True  # forward direction (units 0-1), step 3
+    assert not run(()).explained(exceeded, 2)
+    assert run((2,)).explained(exceeded, 2) and not run((4,)).explained(exceeded, 2)
+    exceeded[:] = False
+    exceeded[3, 1, 3] = True  # reverse direction (units 2-3), step 3
+    assert run((4,)).explained(exceeded, 2) and not run((2,)).explained(exceeded, 2)
+    assert run((4,)).explained(exceeded[:, :, :2] | exceeded[:, :, 2:], 1, reverse_only=True)
