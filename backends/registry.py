@@ -15,6 +15,7 @@ from contract.row import Row
 ROW_MODULES = (
     "backends.rows.torch",
     "backends.rows.torch_quantized",
+    "backends.rows.torch_compiled",
     "backends.rows.tensorflow",
     "backends.rows.tf1",
     "backends.rows.keras",

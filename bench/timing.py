@@ -98,7 +98,10 @@ def timed_call(run: Callable[[], object]) -> float:
 def bench_rows(config) -> list[Row]:
     """The rows of this run: every built-in one, or those whose id contains a --bench-impl text."""
     wanted = config.getoption("--bench-impl")
-    return [row for row in builtin_rows() if not wanted or any(w in row.id for w in wanted)]
+    # A compiled row (seconds to minutes of compilation per shape) only when a wanted text names its compiler.
+    return [row for row in builtin_rows()
+            if (not wanted or any(w in row.id for w in wanted))
+            and (not row.compiled or any(w in row.id and ("compile" in w or "export" in w) for w in wanted))]
 
 
 def bench_devices(config) -> tuple[Device, ...]:

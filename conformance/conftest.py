@@ -66,6 +66,8 @@ def pytest_addoption(parser):
                     help="float32, float64, bfloat16, float16 or all (default); a half type is judged by the precision "
                          "policy its row declares, on the cases its bounds are derived for (contract/half_bounds.py)")
     group.addoption("--large", action="store_true", help="also run the large cases (T=512)")
+    group.addoption("--compiled", action="store_true",
+                    help="also run the compiled rows (torch.compile, torch.export): each compiles per case, minutes a row")
     group.addoption("--seeds", type=int, default=1, metavar="N",
                     help="run every case with N seeds (its own and the next N-1): the check that verdicts are not flaky")
     group.addoption("--results", action="append", default=[], metavar="DIR",
@@ -108,11 +110,12 @@ def _rows(config):
         except GoldenError as error:
             raise pytest.UsageError(str(error)) from None
     if not targets:
-        return results or builtin_rows()
+        built = [row for row in builtin_rows() if config.getoption("--compiled") or not row.compiled]
+        return results or built
     found = list(results)
     for target in targets:
         if target == "builtin":
-            found.extend(builtin_rows())
+            found.extend(row for row in builtin_rows() if config.getoption("--compiled") or not row.compiled)
             continue
         try:
             found.extend(load_rows(target))

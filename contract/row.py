@@ -164,6 +164,9 @@ class Row:
     quantization: object = None
     #: A quantized row's float row (its id): the model it quantizes, which the benchmarks time beside it.
     float_source: str = ""
+    #: Whether it compiles per shape (torch.compile, torch.export, XLA): seconds to minutes per case, so the suite runs
+    #: it when asked (``--compiled``), not by default.
+    compiled: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -29,7 +29,7 @@ import numpy as np
 from backends.layouts import keras as layouts
 from backends.runtimes.keras import BACKEND_MODULES, INITIALIZERS, KERAS_HINT, KERAS_TENSORFLOW, KerasRow, keras_mask
 from backends.runtimes.onnxruntime import INSTALL_HINT as ORT_HINT
-from backends.runtimes.onnxruntime import NO_CUDA_PROVIDER, ONNXRUNTIME, intra_op_threads, onnxruntime
+from backends.runtimes.onnxruntime import NO_CUDA_PROVIDER, ONNXRUNTIME, OPTIMIZATIONS, intra_op_threads, onnxruntime
 from contract.row import parameters_key
 from contract.runtime import framework_problem, import_framework
 from contract.vocabulary import Device, Dtype
@@ -67,6 +67,8 @@ class Tf2OnnxExport(KerasRow):
     dtypes: tuple = (Dtype.FLOAT32,)
     policies: dict = field(default_factory=dict)
     gradients: bool = False
+    #: ONNX Runtime's graph optimisations on the converted model (backends.runtimes.onnxruntime.OPTIMIZATIONS).
+    optimization: str = "all"
     reasons: dict = field(default_factory=lambda: {
         Dtype.FLOAT64: "ONNX Runtime's LSTM kernel is float32 only (it rejects double)",
         "gradients": "ONNX Runtime registers no gradient for LSTM (inference only)",
@@ -100,7 +102,8 @@ class Tf2OnnxExport(KerasRow):
         env: dict[str, object] = {} if keras_side else {**self.runtime.environment(Device.CPU), "api": self.api}
         for module, hint in NEEDED:
             env[module] = f"unavailable: {absent[module]}" if module in absent else import_framework(module, hint).__version__
-        env.update(converter="tf2onnx.convert.from_function", opset=OPSET)
+        env.update(converter="tf2onnx.convert.from_function", opset=OPSET,
+                   graph_optimization_level=OPTIMIZATIONS[self.optimization])
         if "onnxruntime" not in absent:
             env.update(intra_op_threads=intra_op_threads(), providers=providers())
         return env
@@ -131,7 +134,8 @@ class Tf2OnnxExport(KerasRow):
         key = (parameters_key(params), layer.num_layers, layer.direction, float(layer.forget_bias), with_mask, zero_output,
                str(device))
         if key not in self._sessions:
-            self._sessions[key] = ONNXRUNTIME.session(self.export(params, layer, with_mask, zero_output), device)
+            self._sessions[key] = ONNXRUNTIME.session(self.export(params, layer, with_mask, zero_output), device,
+                                                      optimization=self.optimization)
             while len(self._sessions) > SESSIONS_KEPT:
                 self._sessions.popitem(last=False)
         self._sessions.move_to_end(key)
@@ -147,4 +151,9 @@ class Tf2OnnxExport(KerasRow):
         return y.transpose(1, 0, 2), h_T, c_T
 
 
-ROWS = (Tf2OnnxExport(),)
+ROWS = (
+    Tf2OnnxExport(),
+    Tf2OnnxExport(id="tf2onnx/keras-tensorflow+onnxruntime(optimizations off)", optimization="none",
+                  description="keras-tensorflow/LSTM converted by tf2onnx, run by ONNX Runtime with its graph "
+                              "optimisations off (ORT_DISABLE_ALL)"),
+)

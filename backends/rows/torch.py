@@ -53,12 +53,13 @@ ATEN_ONLY = frozenset({Feature.LENGTHS, Feature.PROJECTION})
 # ---------------------------------------------------------------------------
 
 
-def run_lstm(module, x, h0, c0, lengths=None, *, batch_first=False, enforce_sorted=False, total_length=None):
+def run_lstm(module, x, h0, c0, lengths=None, *, batch_first=False, enforce_sorted=False, total_length=None, t=None):
     """What a user writes around ``torch.nn.LSTM``, from time-major x (T, B, I): lengths (B,) on the CPU go in through
     ``pack_padded_sequence`` and come out through ``pad_packed_sequence`` (zeros past each length); ``enforce_sorted``:
     the caller sorts the batch by decreasing length and undoes it, else torch does. Returns y (T, B, D * P), h_n, c_n
-    (L * D, B, .) in the original batch order. ``total_length`` (default T) is for tracing, where T must be a constant."""
-    t = torch()
+    (L * D, B, .) in the original batch order. ``total_length`` (default T) is for tracing, where T must be a constant;
+    ``t``: the torch module, for a compiler that traces the call (backends.runtimes.torch.torch is not traced)."""
+    t = t or torch()
     rnn = t.nn.utils.rnn
     total_length = x.shape[0] if total_length is None else total_length
     batch = 0 if batch_first else 1
@@ -304,11 +305,11 @@ def peephole_forward(w, x, h0, c0, workspace):
     return h_seq, h_seq[-1], c.t().contiguous()
 
 
-def peephole_forward_autograd(w, x, h0, c0):
+def peephole_forward_autograd(w, x, h0, c0, t=None):
     """The same equations out of place, for autograd, batch-major (with autograd the feature-major form measured no
     faster); the steps taken with unbind, whose backward is one stack (indexing would scatter into a zero (T, B, 4H)
-    tensor at every step)."""
-    t = torch()
+    tensor at every step). ``t``: the torch module, for a compiler that traces the call."""
+    t = t or torch()
     T, B, I = x.shape
     H = h0.shape[1]
     W, U, b, p = w["weight_ih"], w["weight_hh"], w["bias"], w.get("peephole")

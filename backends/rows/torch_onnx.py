@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from backends.layouts import torch as torch_layouts
 from backends.rows.torch import TorchLSTM, run_lstm
 from backends.runtimes.onnxruntime import INSTALL_HINT as ORT_HINT
-from backends.runtimes.onnxruntime import LSTM_KERNEL_REASONS, ONNXRUNTIME
+from backends.runtimes.onnxruntime import LSTM_KERNEL_REASONS, ONNXRUNTIME, OPTIMIZATIONS
 from backends.runtimes.torch import INSTALL_HINT as TORCH_HINT
 from backends.runtimes.torch import torch
 from contract.row import KnownFailure, Row
@@ -111,6 +111,8 @@ class TorchOnnxExport(Row):
     gradients: bool = False
     #: "torchscript" (dynamo=False) or "dynamo" (dynamo=True).
     exporter: str = "torchscript"
+    #: ONNX Runtime's graph optimisations on the exported model (backends.runtimes.onnxruntime.OPTIMIZATIONS).
+    optimization: str = "all"
 
     def needed(self) -> tuple[tuple[str, str], ...]:
         """The modules this row imports, each with what to say when it is not installed."""
@@ -134,7 +136,9 @@ class TorchOnnxExport(Row):
             env[module] = f"unavailable: {missing[module]}" if module in missing else import_framework(module, hint).__version__
             if module == "torch":
                 env["exporter"] = f"torch.onnx.export(dynamo={self.exporter == 'dynamo'})"
-        return env if "onnxruntime" in missing else {**env, **self.runtime.environment(device)}
+        if "onnxruntime" in missing:
+            return env
+        return {**env, **self.runtime.environment(device), "graph_optimization_level": OPTIMIZATIONS[self.optimization]}
 
     def build(self, native, *, params, layer, device, half=None):
         return Exported(NN_LSTM.build(native, params=params, layer=layer, device=Device.CPU), str(device))
@@ -142,7 +146,8 @@ class TorchOnnxExport(Row):
     def call(self, exported, x, h0, c0, lengths, mask, *, layer):
         shape = (x.shape[0], x.shape[1], lengths is not None)
         if shape not in exported.sessions:
-            exported.sessions[shape] = self.runtime.session(self.export(exported.module, *shape), exported.device)
+            exported.sessions[shape] = self.runtime.session(self.export(exported.module, *shape), exported.device,
+                                                            optimization=self.optimization)
         feeds = {"x": x, "h0": h0, "c0": c0, **({} if lengths is None else {"lengths": lengths})}
         return tuple(exported.sessions[shape].run(list(OUTPUTS), feeds))
 
@@ -173,7 +178,14 @@ class TorchOnnxExport(Row):
 
 REASONS = {**LSTM_KERNEL_REASONS, Feature.MASK: NOT_MASKED, Feature.MASK_PREVIOUS_OUTPUT: NOT_MASKED}
 
-ROWS = (
+def unoptimized(row: TorchOnnxExport) -> TorchOnnxExport:
+    """The same export run with ONNX Runtime's graph optimisations off (ORT_DISABLE_ALL): the exporter's graph as it
+    wrote it, beside the optimised one (ORT's default), so that a fusion that changes the answer shows."""
+    return replace(row, id=f"{row.id}(optimizations off)", optimization="none",
+                   description=f"{row.description}, its graph not optimised (ORT_DISABLE_ALL)")
+
+
+_EXPORTS = (
     TorchOnnxExport(
         id="torch.onnx/torchscript+onnxruntime", exporter="torchscript",
         description="torch.nn.LSTM exported by torch.onnx.export(dynamo=False), run by ONNX Runtime",
@@ -189,3 +201,4 @@ ROWS = (
         known_failures=(DYNAMO_PROJECTION_BUG,),
     ),
 )
+ROWS = (*_EXPORTS, *(unoptimized(row) for row in _EXPORTS))

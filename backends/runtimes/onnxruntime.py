@@ -29,6 +29,11 @@ def onnxruntime():
     return import_framework("onnxruntime", INSTALL_HINT)
 
 
+#: ONNX Runtime's graph optimisation levels by the words rows use: everything (its default, what every row ran before
+#: the level was recorded) or nothing (the exported graph as the exporter wrote it).
+OPTIMIZATIONS = {"all": "ORT_ENABLE_ALL", "none": "ORT_DISABLE_ALL"}
+
+
 def intra_op_threads() -> int:
     """The thread count every session gets: LSTMC_THREADS, else one per CPU (ONNX Runtime's own default differs)."""
     return threads_wanted() or os.cpu_count() or 1
@@ -47,14 +52,16 @@ class OnnxRuntime(NumpyRuntime):
     def environment(self, device: str) -> dict[str, object]:
         ort = onnxruntime()
         return {"onnxruntime": ort.__version__, "intra_op_threads": intra_op_threads(),
-                "providers": ort.get_available_providers()}
+                "providers": ort.get_available_providers(), "graph_optimization_level": OPTIMIZATIONS["all"]}
 
-    def session(self, model, device: str, *, quiet: bool = False):
-        """An InferenceSession of ``model`` (a ModelProto or its bytes) on ``device``. ``quiet``: a refusal the caller
-        expects and reports itself is not also ONNX Runtime's own log line on stderr."""
+    def session(self, model, device: str, *, quiet: bool = False, optimization: str = "all"):
+        """An InferenceSession of ``model`` (a ModelProto or its bytes) on ``device``, its graph optimised as
+        ``optimization`` says (:data:`OPTIMIZATIONS`). ``quiet``: a refusal the caller expects and reports itself is
+        not also ONNX Runtime's own log line on stderr."""
         ort = onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATIONS[optimization])
         if quiet:
             options.log_severity_level = 4
         providers = ["CUDAExecutionProvider"] if device == Device.CUDA else ["CPUExecutionProvider"]
@@ -64,5 +71,5 @@ class OnnxRuntime(NumpyRuntime):
 
 ONNXRUNTIME = OnnxRuntime()
 
-__all__ = ["INSTALL_HINT", "LSTM_KERNEL_REASONS", "NO_CUDA_PROVIDER", "ONNXRUNTIME", "OnnxRuntime", "intra_op_threads",
+__all__ = ["INSTALL_HINT", "LSTM_KERNEL_REASONS", "NO_CUDA_PROVIDER", "ONNXRUNTIME", "OPTIMIZATIONS", "OnnxRuntime", "intra_op_threads",
            "onnxruntime"]
