@@ -153,7 +153,7 @@ class Tf2OnnxExport(KerasRow):
 
 ROWS = (
     Tf2OnnxExport(),
-    Tf2OnnxExport(id="tf2onnx/keras-tensorflow+onnxruntime(optimizations off)", optimization="none",
+    Tf2OnnxExport(id="tf2onnx/keras-tensorflow+onnxruntime(unoptimized)", optimization="none",
                   description="keras-tensorflow/LSTM converted by tf2onnx, run by ONNX Runtime with its graph "
                               "optimisations off (ORT_DISABLE_ALL)"),
 )

@@ -95,6 +95,8 @@ class CompiledTorch:
     allow_rnn: bool = False
     #: the eager row this one compiles (its id)
     eager: str = ""
+    compiled: bool = True
+    dtypes: tuple = (Dtype.FLOAT32, Dtype.FLOAT64)
 
     def compiled_function(self, function):
         """``function`` compiled once per row: a copy of it with a code object of its own, since Dynamo keeps its
@@ -132,6 +134,9 @@ class CompiledTorch:
                 "fullgraph": self.fullgraph, "allow_rnn": self.allow_rnn, "eager row": self.eager,
                 "compile_counts": dict(self.__dict__.get("compile_counts", {}))}
 
+    def _environment(self, device):
+        return {**super()._environment(device), **self.compile_environment()}
+
     def recompilations(self) -> int:
         """Graphs compiled beyond the first, over every call so far (each new shape, each grad mode)."""
         return max(0, self.__dict__.get("compile_counts", {}).get("graphs", 0) - 1)
@@ -148,17 +153,12 @@ def _lstm_call(module, x, h0, c0, lengths):
 class TorchCompiledLSTM(CompiledTorch, TorchLSTM):
     id: str = "torch.compile/nn.LSTM"
     description: str = "torch.compile of torch/nn.LSTM's call as users write it (mode default, no fullgraph)"
-    compiled: bool = True
     devices: tuple = (Device.CPU, Device.CUDA)
-    dtypes: tuple = (Dtype.FLOAT32, Dtype.FLOAT64)
     fullgraph: bool = False
     eager: str = "torch/nn.LSTM"
 
     def call(self, module, x, h0, c0, lengths, mask, *, layer):
         return self.run_compiled(_lstm_call, module, x, h0, c0, lengths)
-
-    def _environment(self, device):
-        return {**super()._environment(device), **self.compile_environment()}
 
 
 def _peephole_call(weights, x, h0, c0):
@@ -171,17 +171,12 @@ def _peephole_call(weights, x, h0, c0):
 class TorchCompiledPeephole(CompiledTorch, TorchPeepholeLSTM):
     id: str = "torch.compile/peephole"
     description: str = "torch.compile (Inductor, fullgraph) of the spec's equations in torch ops, peepholes included"
-    compiled: bool = True
-    dtypes: tuple = (Dtype.FLOAT32, Dtype.FLOAT64)
     policies: dict = field(default_factory=dict)
     eager: str = "torch/peephole"
 
     def call(self, weights, x, h0, c0, lengths, mask, *, layer):
         h_seq, h_T, c_T = self.run_compiled(_peephole_call, weights, x, h0[0], c0[0])
         return h_seq, h_T[None], c_T[None]
-
-    def _environment(self, device):
-        return {**super()._environment(device), **self.compile_environment()}
 
 
 @dataclass(eq=False)

@@ -181,7 +181,7 @@ REASONS = {**LSTM_KERNEL_REASONS, Feature.MASK: NOT_MASKED, Feature.MASK_PREVIOU
 def unoptimized(row: TorchOnnxExport) -> TorchOnnxExport:
     """The same export run with ONNX Runtime's graph optimisations off (ORT_DISABLE_ALL): the exporter's graph as it
     wrote it, beside the optimised one (ORT's default), so that a fusion that changes the answer shows."""
-    return replace(row, id=f"{row.id}(optimizations off)", optimization="none",
+    return replace(row, id=f"{row.id}(unoptimized)", optimization="none",
                    description=f"{row.description}, its graph not optimised (ORT_DISABLE_ALL)")
 
 
