@@ -189,6 +189,7 @@ class TorchExportedLSTM(TorchLSTM):
     compiled: bool = True
     devices: tuple = (Device.CPU,)
     dtypes: tuple = (Dtype.FLOAT32, Dtype.FLOAT64)
+    features: frozenset = frozenset({Feature.STACKED, Feature.BIDIRECTIONAL, Feature.PROJECTION})
     gradients: bool = False
     eager: str = "torch/nn.LSTM"
     reasons: dict = field(default_factory=lambda: {
