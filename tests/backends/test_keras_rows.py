@@ -39,7 +39,7 @@ from spec.params import LayerParams
 from tests.suite import ROOT, subprocess_environment
 
 ROWS = {row.id: row for row in load_rows("backends.rows.keras")}  # each in its own process (Remote) unless this one fits
-(TF2ONNX,) = load_rows("backends.rows.tf2onnx")
+TF2ONNX, TF2ONNX_UNOPTIMIZED = load_rows("backends.rows.tf2onnx")  # the second: ONNX Runtime's optimisations off
 EVERY_ROW = {**ROWS, TF2ONNX.id: TF2ONNX}
 BACKENDS = tuple(keras_rows.RUNTIMES)
 LSTM_ROWS = [f"keras-{backend}/LSTM" for backend in BACKENDS]
@@ -391,7 +391,7 @@ def test_tf2onnx_converts_once_per_parameter_values_for_any_batch_and_length():
         import numpy as np
         from backends.rows.tf2onnx import ROWS, Tf2OnnxExport
         from spec.cases import case_by_name, make_case_data
-        (row,) = ROWS
+        row = ROWS[0]
         exports = []
         export = Tf2OnnxExport.export
         def counting(self, *args, **kwargs):

@@ -49,7 +49,7 @@ from spec.validation import LSTMInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 ORT, ORT_BATCH_MAJOR, REFERENCE = onnx_rows.ROWS
-TORCHSCRIPT, DYNAMO = torch_onnx.ROWS
+TORCHSCRIPT, DYNAMO, TORCHSCRIPT_UNOPTIMIZED, DYNAMO_UNOPTIMIZED = torch_onnx.ROWS
 
 #: Why each row's runtime cannot be used here (the install hint where it is missing), or None.
 ONNX_PROBLEM = ONNX_REFERENCE.availability("cpu")
@@ -353,6 +353,10 @@ def test_the_export_rows_declarations():
     assert TORCHSCRIPT.refusal(dtype="float32", device="cpu", layer=projected.layer) == torch_onnx.TORCHSCRIPT_PROJECTION
     lengths = np.array([5, 1])
     assert DYNAMO.refusal(dtype="float32", device="cpu", layer=LayerConfig(), lengths=lengths) == torch_onnx.DYNAMO_LENGTHS
+    # The same exports with ONNX Runtime's graph optimisations off: the same declarations, the level recorded.
+    for optimized, unoptimized in ((TORCHSCRIPT, TORCHSCRIPT_UNOPTIMIZED), (DYNAMO, DYNAMO_UNOPTIMIZED)):
+        assert unoptimized.id == f"{optimized.id}(unoptimized)" and unoptimized.optimization == "none"
+        assert (unoptimized.features, unoptimized.known_failures) == (optimized.features, optimized.known_failures)
 
 
 @needs_torchscript_row
@@ -418,6 +422,7 @@ NEEDS = {
     DYNAMO.id: [("torch", TORCH_HINT), ("onnx", torch_onnx.ONNX_HINT), ("onnxruntime", torch_onnx.ORT_HINT),
                 ("onnxscript", torch_onnx.ONNXSCRIPT_HINT)],
 }
+NEEDS.update({TORCHSCRIPT_UNOPTIMIZED.id: NEEDS[TORCHSCRIPT.id], DYNAMO_UNOPTIMIZED.id: NEEDS[DYNAMO.id]})
 #: Modules made unimportable, one set after the other (the first: none, this environment as it is).
 BLOCKED = ((), ("onnxscript",), ("onnxruntime",), ("onnx",), ("torch",))
 
@@ -464,8 +469,9 @@ def test_every_row_names_exactly_the_module_it_misses():
                 for module, hint in NEEDS[row_id]:
                     gone = module in blocked or not installed[module]
                     assert (environment[module] == f"unavailable: {hint}") == gone, (context, module)
-                assert environment["exporter"] == f"torch.onnx.export(dynamo={row_id == DYNAMO.id})"
-                assert ("onnxscript" in environment) == (row_id == DYNAMO.id)
+                dynamo = row_id in (DYNAMO.id, DYNAMO_UNOPTIMIZED.id)
+                assert environment["exporter"] == f"torch.onnx.export(dynamo={dynamo})"
+                assert ("onnxscript" in environment) == dynamo
                 assert ("providers" in environment) == ("onnxruntime" not in blocked and installed["onnxruntime"])
             elif missing and (row_id == REFERENCE.id or missing[0][0] == "onnxruntime"):
                 assert environment == {"unavailable": missing[0][1]}, context

@@ -358,7 +358,7 @@ def test_without_a_working_torch_the_rows_import_and_say_why(tmp_path, torch_mod
                           env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": ""}, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     answers = json.loads(done.stdout.splitlines()[-1])
-    assert len(answers) == len(rows.ROWS) + 2
+    assert len(answers) == len(rows.ROWS) + 4  # the two exporters, each with ONNX Runtime's optimisations on and off
     for cpu, cuda, environment in answers[: len(rows.ROWS)]:
         assert cpu == cuda == reason and environment == {"unavailable": reason}
     for cpu, cuda, environment in answers[len(rows.ROWS):]:
