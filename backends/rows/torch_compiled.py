@@ -50,11 +50,6 @@ PACKED_NOT_TRACED = (
     "pytorch/pytorch#108096, a workaround for #93501; #162375 and #186553 open), so the call cannot be one graph; "
     "without fullgraph it breaks the graph there and runs the LSTM eagerly. Reproducer: "
     "findings/torch_compile_lstm_runs_eagerly.py")
-ALLOW_RNN_CRASHES = (
-    "torch.compile of nn.LSTM with allow_rnn=True on the CPU: Inductor's generated code calls "
-    "aten.mkldnn_rnn_layer with None where oneDNN's workspace is expected and raises \"TypeError: expected Tensor() "
-    "for op: torch.ops.aten.mkldnn_rnn_layer.default\" (pytorch/pytorch#158007; the fix, #185163, is open). "
-    "Reproducer: findings/torch_compile_allow_rnn_mkldnn_rnn_layer_fails.py")
 
 
 EXPORT_LENGTHS = (
@@ -241,5 +236,5 @@ ROWS = (
     TorchExportedLSTM(),
 )
 
-__all__ = ["ALLOW_RNN_CRASHES", "EXPORT_LENGTHS", "NEVER_COMPILED", "PACKED_NOT_TRACED", "RECOMPILE_LIMIT", "ROWS", "CompiledPathError", "CompiledTorch",
+__all__ = ["EXPORT_LENGTHS", "NEVER_COMPILED", "PACKED_NOT_TRACED", "RECOMPILE_LIMIT", "ROWS", "CompiledPathError", "CompiledTorch",
            "TorchCompiledLSTM", "TorchCompiledPeephole", "TorchExportedLSTM", "dynamo_counters", "dynamo_settings"]
